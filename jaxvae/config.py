@@ -1,0 +1,130 @@
+"""Plain, frozen configuration dataclasses, validated on construction.
+
+The defaults are the blog's: a 784-400-2 Gaussian VAE with LeakyReLU(0.01), a sigmoid output,
+reconstruction sigma 1, KL weight 1, trained with Adam 1e-3 at batch 128 under ReduceLROnPlateau.
+Configs are hashable so that they can be static arguments of jitted functions.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+ACTIVATIONS = ("leaky_relu", "relu", "tanh", "sigmoid", "elu", "gelu", "softplus", "identity")
+OUTPUT_ACTIVATIONS = ("sigmoid", "identity")
+
+
+def _positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _positive_float(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def _non_negative_float(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def _one_of(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Architecture and loss of the VAE.
+
+    ``hidden`` are the encoder trunk's widths; the decoder mirrors them (reversed) unless
+    ``decoder_hidden`` is given. ``recon_sigma`` is the blog's ``gauss_sigma`` and ``kl_weight`` its
+    ``distrib_loss_rate``.
+    """
+
+    input_dim: int = 784
+    hidden: tuple[int, ...] = (400,)
+    latent_dim: int = 2
+    activation: str = "leaky_relu"
+    negative_slope: float = 0.01
+    output_activation: str = "sigmoid"
+    recon_sigma: float = 1.0
+    kl_weight: float = 1.0
+    decoder_hidden: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        # Lists from JSON or the command line become tuples so that the config stays hashable.
+        for name in ("hidden", "decoder_hidden"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        _positive_int("input_dim", self.input_dim)
+        _positive_int("latent_dim", self.latent_dim)
+        for name in ("hidden", "decoder_hidden"):
+            value = getattr(self, name)
+            if value is None and name == "decoder_hidden":
+                continue
+            if not isinstance(value, tuple):
+                raise ValueError(f"{name} must be a tuple of positive integers, got {value!r}")
+            for width in value:
+                _positive_int(f"{name} entries", width)
+        _one_of("activation", self.activation, ACTIVATIONS)
+        _one_of("output_activation", self.output_activation, OUTPUT_ACTIVATIONS)
+        _non_negative_float("negative_slope", self.negative_slope)
+        _positive_float("recon_sigma", self.recon_sigma)
+        _non_negative_float("kl_weight", self.kl_weight)
+
+    @property
+    def decoder_widths(self) -> tuple[int, ...]:
+        """The decoder's hidden widths: ``decoder_hidden``, or the encoder's reversed."""
+        return self.decoder_hidden if self.decoder_hidden is not None else tuple(reversed(self.hidden))
+
+    def replace(self, **changes) -> "VAEConfig":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings: Adam with PyTorch's defaults and the blog's plateau schedule.
+
+    ``drop_last=False`` keeps the last partial batch, as the blog's DataLoader does; an epoch's
+    loss is then the unweighted mean of its per-batch losses, again as the blog reports it.
+    """
+
+    batch_size: int = 128
+    lr: float = 1e-3
+    max_epochs: int = 100
+    b1: float = 0.9
+    b2: float = 0.999
+    adam_eps: float = 1e-8
+    plateau_factor: float = 0.1
+    plateau_patience: int = 10
+    plateau_threshold: float = 1e-4
+    min_lr: float = 0.0
+    stop_lr: float = 1e-6
+    drop_last: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        _positive_int("batch_size", self.batch_size)
+        _positive_float("lr", self.lr)
+        if isinstance(self.max_epochs, bool) or not isinstance(self.max_epochs, int) or self.max_epochs < 0:
+            raise ValueError(f"max_epochs must be an integer >= 0, got {self.max_epochs!r}")
+        for name in ("b1", "b2"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        _positive_float("adam_eps", self.adam_eps)
+        if not isinstance(self.plateau_factor, (int, float)) or not 0 < self.plateau_factor < 1:
+            raise ValueError(f"plateau_factor must be in (0, 1), got {self.plateau_factor!r}")
+        if isinstance(self.plateau_patience, bool) or not isinstance(self.plateau_patience, int) or self.plateau_patience < 0:
+            raise ValueError(f"plateau_patience must be an integer >= 0, got {self.plateau_patience!r}")
+        _non_negative_float("plateau_threshold", self.plateau_threshold)
+        _non_negative_float("min_lr", self.min_lr)
+        _non_negative_float("stop_lr", self.stop_lr)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
