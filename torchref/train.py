@@ -213,13 +213,17 @@ def train_blog(
 
 def main(argv=None):
     """Command-line entry point: train the blog's VAE on MNIST and print the history as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m torchref.train", description=__doc__)
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(
+        prog="python -m torchref.train",
+        description="Train the blog's VAE (PyTorch reference) on MNIST; prints the history JSON.",
+    )
+    parser.add_argument("--epochs", type=int, default=100, help="at most this many (default 100)")
+    parser.add_argument("--batch-size", type=int, default=128, help="default 128")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    parser.add_argument("--seed", type=int, default=0, help="torch.manual_seed (default 0)")
     parser.add_argument("--data-dir", default=None,
-                        help="directory with the 4 MNIST IDX files (gzip or raw)")
+                        help="directory with the 4 MNIST IDX files, gzip or raw (default: "
+                             "$MNIST_DIR or ./data; torchvision is tried if they are missing)")
     parser.add_argument("--device", default=None, help="e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--history", default=None, help="write the history JSON to this file")
     parser.add_argument("--quiet", action="store_true", help="no per-batch/epoch prints")
