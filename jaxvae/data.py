@@ -108,24 +108,25 @@ class DataError(ValueError):
 
 
 class DownloadError(DataError):
-    """No mirror delivered a verified archive; the message lists each URL and why."""
+    """No mirror delivered a verified archive; ``failures`` holds (url, reason) for each try."""
+
+    def __init__(self, message: str, failures: Sequence[tuple[str, str]] = ()):
+        self.failures = list(failures)
+        super().__init__(message)
 
 
 class MnistNotFoundError(DataError):
     """MNIST is neither on disk nor downloadable.
 
-    ``places`` lists the directories searched, ``reasons`` the download failures (if any).
+    ``places`` lists the directories searched; ``download_error`` is the ``DownloadError`` (or None
+    when downloading was disabled).
     """
 
-    def __init__(self, places: Sequence[str], reasons: Sequence[str] = (), downloaded: bool = False):
+    def __init__(self, places: Sequence[str], download_error: DownloadError | None = None):
         self.places = list(places)
-        self.reasons = list(reasons)
-        where = ", ".join(self.places)
-        msg = f"MNIST not found: looked in {where}"
-        if downloaded:
-            msg += "; download failed: " + "; ".join(self.reasons)
-        else:
-            msg += " (download disabled)"
+        self.download_error = download_error
+        msg = "MNIST not found: looked in " + ", ".join(self.places)
+        msg += f"; download failed: {download_error}" if download_error else " (download disabled)"
         msg += (
             ". To supply it, put the four IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte,"
             " t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; .gz or not) in a directory and pass it as"
@@ -134,10 +135,13 @@ class MnistNotFoundError(DataError):
         super().__init__(msg)
 
     def summary(self) -> str:
-        """One line for logs: where it looked and the first download failure."""
+        """One short line for logs: where it looked and why the download failed."""
         line = "MNIST not found in " + ", ".join(self.places)
-        if self.reasons:
-            line += f" and could not be downloaded ({self.reasons[0]})"
+        failures = self.download_error.failures if self.download_error else []
+        if failures:
+            line += f" and {len(failures)} download attempt(s) failed (first: {failures[0][1]})"
+        elif self.download_error:
+            line += f" and the download failed ({self.download_error})"
         return line.replace("\n", " ")
 
 
@@ -302,6 +306,7 @@ def _download_one(url: str, target: Path, base: str, expected_md5: str | None, t
             raise DataError(f"MD5 {digest} does not match the published {expected_md5}")
         # The checksum can be wrong or missing for a custom mirror: parse the content as well.
         _parse_idx(tmp.read_bytes(), url, "images" if "images" in base else "labels")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the installed archive is an ordinary file
         os.replace(tmp, target)  # atomic: a half-written file never carries the real name
     finally:
         tmp.unlink(missing_ok=True)
@@ -326,10 +331,24 @@ def download_mnist(
     mirrors = list(mirrors) if mirrors is not None else mnist_mirrors()
     if not mirrors:
         raise DownloadError("no MNIST mirrors configured")
+    created = not dest.exists()
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DownloadError(f"{dest}: cannot create the download directory ({e.strerror or e})") from None
+    try:
+        _download_missing(dest, mirrors, splits, checksums, timeout, log)
+    except DownloadError:
+        if created:  # leave no empty directory behind after a failed (e.g. offline) attempt
+            try:
+                dest.rmdir()
+            except OSError:
+                pass
+        raise
+    return dest
+
+
+def _download_missing(dest, mirrors, splits, checksums, timeout, log) -> None:
     for base in _names(splits):
         if _locate(dest, base):
             continue
@@ -338,20 +357,20 @@ def download_mnist(
         failures = []
         for mirror in mirrors:
             url = mirror.rstrip("/") + "/" + base + ".gz"
-            if log:
-                log(f"Downloading {url} -> {target}")
             try:
                 _download_one(url, target, base, expected, timeout)
-                break
             except DataError as e:
-                failures.append(f"{url}: {str(e).removeprefix(url + ': ')}")
+                failures.append((url, str(e).removeprefix(url + ": ")))
             except (OSError, http.client.HTTPException, ValueError) as e:
                 # URLError/HTTPError/timeouts (OSError) and IncompleteRead (a cut connection) land here
-                reason = getattr(e, "reason", None) or e
-                failures.append(f"{url}: {type(e).__name__}: {reason}")
+                failures.append((url, f"{type(e).__name__}: {getattr(e, 'reason', None) or e}"))
+            else:
+                if log:  # only after success, so an offline fallback stays a single line
+                    log(f"Downloaded {url} -> {target}")
+                break
         else:
-            raise DownloadError(f"{base}.gz: no mirror delivered a valid archive: " + "; ".join(failures))
-    return dest
+            tried = "; ".join(f"{url}: {why}" for url, why in failures)
+            raise DownloadError(f"{base}.gz: no mirror delivered a valid archive: {tried}", failures)
 
 
 # --------------------------------------------------------------------------- loading
@@ -368,6 +387,7 @@ def load_mnist(
     download: bool = True,
     *,
     mirrors: Sequence[str] | None = None,
+    checksums: dict[str, str | None] | None = MNIST_ARCHIVE_MD5,
     timeout: float = DEFAULT_TIMEOUT,
     log: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -375,7 +395,8 @@ def load_mnist(
 
     ``root`` is a directory holding the IDX files, directly or as ``MNIST/raw/`` (torchvision);
     None searches ``$JAXVAE_DATA_DIR`` then the cache directory. Missing files are downloaded when
-    ``download`` is true; if that is impossible, raises ``MnistNotFoundError``.
+    ``download`` is true (see ``download_mnist`` for ``mirrors``, ``checksums``, ``timeout``,
+    ``log``); if that is impossible, raises ``MnistNotFoundError``.
     """
     names = MNIST_FILES[_check_split(split)]
     directory = find_mnist_dir(root, splits=(split,))
@@ -384,9 +405,11 @@ def load_mnist(
         if not download:
             raise MnistNotFoundError(places)
         try:
-            directory = download_mnist(_download_dest(root), mirrors, splits=(split,), timeout=timeout, log=log)
+            directory = download_mnist(
+                _download_dest(root), mirrors, splits=(split,), checksums=checksums, timeout=timeout, log=log
+            )
         except DownloadError as e:
-            raise MnistNotFoundError(places, [str(e)], downloaded=True) from None
+            raise MnistNotFoundError(places, e) from None
     image_path, label_path = (_locate(directory, n) for n in names)
     images = read_idx(image_path, "images")
     labels = read_idx(label_path, "labels")
@@ -486,7 +509,7 @@ def load_dataset(
     For MNIST, if it can be neither found nor downloaded, ``require=False`` logs one line and returns
     the embedded digits instead; ``require=True`` raises ``MnistNotFoundError``. Malformed local
     files always raise ``DataError``. Digits: first 1500 images train, last 297 test.
-    ``mnist_kwargs`` (mirrors, timeout) go to ``load_mnist``.
+    ``mnist_kwargs`` (mirrors, checksums, timeout) go to ``load_mnist``.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
@@ -499,7 +522,7 @@ def load_dataset(
         if require:
             raise
         if log:
-            log(f"{e.summary()}; using the embedded 8x8 digits dataset instead (require MNIST to make this an error)")
+            log(f"{e.summary()}; using the embedded 8x8 digits dataset instead (require MNIST to fail instead)")
         return _digits_dataset()
     return Dataset("mnist", to_unit_float(train_x), train_y, to_unit_float(test_x), test_y, _MNIST_IMAGE_SHAPE)
 
