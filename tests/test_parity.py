@@ -73,6 +73,13 @@ def torch_params(encoder, decoder) -> dict:
     return jax.tree.map(np.asarray, from_torch(encoder, decoder))
 
 
+def assert_trees_close(what: str, got: dict, want: dict, rtol: float) -> None:
+    """Every leaf of ``got`` against the leaf at the same path of ``want``, named in a failure."""
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
+        assert_close(f"{what} {jax.tree_util.keystr(path)}", g, w, rtol)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("data", ["uniform", "digit_like"])
 def test_loss_recon_kl_and_gradients_match(dtype, data, digit_like):
@@ -93,12 +100,7 @@ def test_loss_recon_kl_and_gradients_match(dtype, data, digit_like):
         assert_close("loss", j_loss, t_loss.item(), rtol)
         assert_close("recon", aux["recon"], t_recon.item(), rtol)
         assert_close("kl", aux["kl"], t_kl.item(), rtol)
-        want = torch_grads(encoder, decoder)
-        for path, got in jax.tree_util.tree_leaves_with_path(j_grads):
-            expected = want
-            for key in path:
-                expected = expected[key.key]
-            assert_close(f"grad {jax.tree_util.keystr(path)}", got, expected, PARITY_RTOL["grad"][dtype])
+        assert_trees_close("grad", j_grads, torch_grads(encoder, decoder), PARITY_RTOL["grad"][dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -116,12 +118,7 @@ def test_fifty_adam_steps_give_the_same_parameters(dtype, digit_like):
             torch_loss(encoder, sampler, decoder, torch.tensor(x, dtype=tdtype), torch.tensor(eps, dtype=tdtype))[0].backward()
             optimizer.step()
             state, _ = train_step_with_noise(state, jnp.asarray(x, jdtype), jnp.asarray(eps, jdtype), VC, TC)
-        want = torch_params(encoder, decoder)
-        for path, got in jax.tree_util.tree_leaves_with_path(state.params):
-            expected = want
-            for key in path:
-                expected = expected[key.key]
-            assert_close(f"param {jax.tree_util.keystr(path)}", got, expected, PARITY_RTOL["adam_50"][dtype])
+        assert_trees_close("param", state.params, torch_params(encoder, decoder), PARITY_RTOL["adam_50"][dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
