@@ -23,7 +23,6 @@ from jaxvae.runs import (
     CONFIG_FILE,
     EVALUATE_FILE,
     FIGURES_DIR,
-    METRICS_FILE,
     RunInfo,
     atomic_write_bytes,
     default_image_shape,

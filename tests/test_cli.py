@@ -12,7 +12,7 @@ import pytest
 from jaxvae import cli
 from jaxvae.checkpoint import load_checkpoint
 from jaxvae.config import TrainConfig, VAEConfig
-from jaxvae.runs import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, read_metrics, read_run_config
+from jaxvae.runs import CHECKPOINT_FILE, read_metrics, read_run_config
 
 TINY = ["--dataset", "digits", "--hidden", "32", "--no-download", "--quiet"]
 FIGURES = {"latent_scatter.png", "manifold.png", "loss_curves.png", "reconstructions.png", "samples.png"}
