@@ -1,0 +1,182 @@
+"""The blog's figures, from params + config + arrays (matplotlib only here, Agg backend).
+
+Images are always the decoder's output (sigmoid means in [0, 1]), never logits. Each function
+returns a Figure; ``save_figures`` writes them all as PNGs, atomically.
+
+For ``latent_dim > 2`` the scatter shows the first two latent dimensions and the manifold walks a
+grid over those two with every other dimension held at 0 (the prior's mean). For ``latent_dim == 1``
+the scatter plots z against the label and the manifold is one row.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed, and no GUI toolkit import
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+
+from jaxvae.config import VAEConfig  # noqa: E402
+from jaxvae.models import decode, encode  # noqa: E402
+from jaxvae.runs import atomic_write_bytes  # noqa: E402
+
+DPI = 80  # small PNGs that are still readable at a glance
+
+# One compiled call each instead of one per operation (the figures call them a handful of times).
+_encode = jax.jit(encode, static_argnames="config")
+_decode = jax.jit(decode, static_argnames="config")
+
+
+def _tile(images: np.ndarray, rows: int, cols: int, image_shape, pad: int = 1) -> np.ndarray:
+    """rows x cols images (flattened, row-major) as one array with a thin white (0) border."""
+    h, w = image_shape
+    canvas = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad), dtype=np.float32)
+    for i, img in enumerate(np.asarray(images)[: rows * cols]):
+        r, c = divmod(i, cols)
+        canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = img.reshape(h, w)
+    return canvas
+
+
+def _show(ax, canvas, title=None):
+    ax.imshow(canvas, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+
+
+def latent_scatter(params, config: VAEConfig, x, labels) -> Figure:
+    """The test set's latent means coloured by digit label (the blog's scatter plot)."""
+    mu, _ = _encode(params, jnp.asarray(x), config)
+    mu = np.asarray(mu)
+    labels = np.asarray(labels)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=DPI)
+    ys = mu[:, 1] if config.latent_dim > 1 else labels + np.random.default_rng(0).uniform(-0.3, 0.3, len(labels))
+    cmap = plt.get_cmap("tab10")
+    for digit in np.unique(labels):
+        sel = labels == digit
+        ax.scatter(mu[sel, 0], ys[sel], s=3, alpha=0.6, color=cmap(int(digit) % 10), label=str(digit), rasterized=True)
+    ax.set_xlabel("z[0] (mean of q(z|x))")
+    ax.set_ylabel("z[1]" if config.latent_dim > 1 else "label (jittered)")
+    title = "Latent space of the test set"
+    if config.latent_dim > 2:
+        title += f" (first 2 of {config.latent_dim} dims)"
+    ax.set_title(title)
+    ax.legend(title="digit", markerscale=4, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def manifold_grid(config: VAEConfig, n: int = 11, span: float = 2.0) -> np.ndarray:
+    """The latent points of the manifold figure, row-major, top row = largest z[1] (as the blog draws it)."""
+    values = np.linspace(-span, span, n, dtype=np.float32)
+    if config.latent_dim == 1:
+        return values[:, None]
+    z = np.zeros((n * n, config.latent_dim), np.float32)
+    z1, z0 = np.meshgrid(values[::-1], values, indexing="ij")
+    z[:, 0], z[:, 1] = z0.ravel(), z1.ravel()
+    return z
+
+
+def manifold(params, config: VAEConfig, image_shape, n: int = 11, span: float = 2.0) -> Figure:
+    """Decoder outputs on an n x n grid over [-span, span]^2 of the first two latent dims, as one image."""
+    z = manifold_grid(config, n, span)
+    images = np.asarray(_decode(params, jnp.asarray(z), config))
+    rows = 1 if config.latent_dim == 1 else n
+    canvas = _tile(images, rows, n, image_shape, pad=0)
+    fig, ax = plt.subplots(figsize=(6, 6 * rows / n + 0.6), dpi=DPI)
+    h, w = image_shape
+    ax.imshow(canvas, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest",
+              extent=(-span - span / (n - 1), span + span / (n - 1), -span - span / (n - 1), span + span / (n - 1))
+              if rows > 1 else None)
+    if rows > 1:
+        ax.set_xlabel("z[0]")
+        ax.set_ylabel("z[1]")
+    else:
+        ax.set_yticks([])
+    extra = f", other {config.latent_dim - 2} dims = 0" if config.latent_dim > 2 else ""
+    ax.set_title(f"Learned manifold: decoder on a {n}x{n if rows > 1 else 1} grid over [-{span:g}, {span:g}]"
+                 + ("^2" if rows > 1 else "") + extra)
+    fig.tight_layout()
+    return fig
+
+
+def loss_curves(history: list[dict]) -> Figure:
+    """Training and validation loss per epoch (log scale) with the learning rate on a twin axis."""
+    epochs = [r["epoch"] for r in history]
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=DPI)
+    ax.plot(epochs, [r["train_loss"] for r in history], "o-", ms=3, label="train loss")
+    ax.plot(epochs, [r["val_loss"] for r in history], "s-", ms=3, label="validation loss")
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 5.2, not 5.2x10^0, on a short log axis
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (recon + KL), log scale")
+    lr_ax = ax.twinx()
+    lr_ax.plot(epochs, [r["lr"] for r in history], "--", color="tab:gray", label="learning rate")
+    lr_ax.set_yscale("log")
+    lr_ax.set_ylabel("learning rate")
+    lines = ax.get_lines() + lr_ax.get_lines()
+    ax.legend(lines, [line.get_label() for line in lines], loc="upper right")
+    ax.set_title("Loss curves")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def reconstructions(params, config: VAEConfig, x, image_shape, n: int = 12) -> Figure:
+    """The first ``n`` inputs (top row) and their reconstructions decode(mu) (bottom row)."""
+    x = np.asarray(x)[:n]
+    mu, _ = _encode(params, jnp.asarray(x), config)
+    x_hat = np.asarray(_decode(params, mu, config))
+    canvas = _tile(np.concatenate([x, x_hat]), 2, len(x), image_shape)
+    fig, ax = plt.subplots(figsize=(0.6 * len(x) + 0.4, 1.8), dpi=DPI)
+    _show(ax, canvas, "Inputs (top) and reconstructions decode(mu) (bottom)")
+    fig.tight_layout()
+    return fig
+
+
+def prior_samples(params, config: VAEConfig, image_shape, key, n: int = 8) -> Figure:
+    """Decoder means of n x n latent codes drawn from the prior N(0, I)."""
+    z = jax.random.normal(key, (n * n, config.latent_dim))
+    images = np.asarray(_decode(params, z, config))
+    fig, ax = plt.subplots(figsize=(4.5, 4.8), dpi=DPI)
+    _show(ax, _tile(images, n, n, image_shape), "Samples: decoder(z), z ~ N(0, I)")
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+    """PNG at the figure's dpi, written atomically; the figure is closed."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=fig.dpi)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
+FIGURE_NAMES = ("latent_scatter.png", "manifold.png", "loss_curves.png", "reconstructions.png", "samples.png")
+
+
+def save_figures(directory: str | os.PathLike, params, config: VAEConfig, test_x, test_y, image_shape,
+                 history: list[dict], seed: int = 0) -> list[Path]:
+    """Every figure of a run into ``directory`` (created); returns the paths written."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    figures = [
+        latent_scatter(params, config, test_x, test_y),
+        manifold(params, config, image_shape),
+        loss_curves(history) if history else None,
+        reconstructions(params, config, test_x, image_shape),
+        prior_samples(params, config, image_shape, jax.random.PRNGKey(seed)),
+    ]
+    return [save_figure(fig, directory / name) for fig, name in zip(figures, FIGURE_NAMES) if fig is not None]

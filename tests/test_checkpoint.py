@@ -1,0 +1,123 @@
+"""Checkpoint round trip, refusal of wrong or damaged files, atomic writes, byte-level fuzzing."""
+import os
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jaxvae import runs
+from jaxvae.checkpoint import CheckpointError, checkpoint_bytes, load_checkpoint, save_checkpoint
+from jaxvae.config import TrainConfig, VAEConfig
+from jaxvae.data import load_dataset
+from jaxvae.training import fit
+
+# The CLI tests' tiny digits model: the same configs and shapes reuse their compiled epoch.
+VAE = VAEConfig(input_dim=64, hidden=(32,))
+TRAIN = TrainConfig(max_epochs=2)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    data = load_dataset("digits")
+    return fit(data.train_x, data.test_x, VAE, TRAIN).state
+
+
+@pytest.fixture(scope="module")
+def good_bytes(fitted):
+    return checkpoint_bytes(fitted, VAE, TRAIN)
+
+
+def _assert_same_state(a, b):
+    for x, y in zip(jax.tree.leaves((a.train_state, a.key)), jax.tree.leaves((b.train_state, b.key))):
+        assert np.asarray(x).dtype == np.asarray(y).dtype and np.array_equal(x, y)
+    assert (a.plateau, a.epoch, a.history) == (b.plateau, b.epoch, b.history)
+
+
+def test_round_trip_is_exact(fitted, tmp_path):
+    path = save_checkpoint(tmp_path / "ckpt.msgpack", fitted, VAE, TRAIN)
+    state, vae, train = load_checkpoint(path)
+    assert (vae, train) == (VAE, TRAIN)
+    assert state.epoch == 2 and len(state.history) == 2
+    _assert_same_state(state, fitted)
+
+
+def test_missing_file_and_directory_are_named(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint file"):
+        load_checkpoint(tmp_path / "checkpoint.msgpack")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nowhere" / "checkpoint.msgpack")
+
+
+def test_other_architecture_names_the_layer(fitted, tmp_path):
+    path = save_checkpoint(tmp_path / "c.msgpack", fitted, VAE, TRAIN)
+    named = r"c\.msgpack: weights do not fit the model: encoder layer '\w+' kernel: shape \(\d+, \d+\), the config expects"
+    with pytest.raises(CheckpointError, match=named):
+        load_checkpoint(path, VAE.replace(hidden=(12,)))
+    with pytest.raises(CheckpointError, match="layers"):
+        load_checkpoint(path, VAE.replace(hidden=(8, 8)))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "foreign"])
+def test_damaged_files_are_refused_and_left_alone(good_bytes, tmp_path, damage):
+    data = {"truncate": good_bytes[: len(good_bytes) // 2], "empty": b"",
+            "flip": good_bytes[:-10] + bytes([good_bytes[-10] ^ 1]) + good_bytes[-9:],
+            "foreign": b"PK\x03\x04 a zip file, say"}[damage]
+    path = tmp_path / "checkpoint.msgpack"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError, match="checkpoint.msgpack"):
+        load_checkpoint(path)
+    assert path.read_bytes() == data
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_bytes_raise_only_checkpoint_error(good_bytes, tmp_path, data):
+    kind = data.draw(st.sampled_from(["truncate", "flip", "garbage", "splice"]))
+    if kind == "truncate":
+        blob = good_bytes[: data.draw(st.integers(0, len(good_bytes) - 1))]
+    elif kind == "flip":
+        i = data.draw(st.integers(0, len(good_bytes) - 1))
+        blob = good_bytes[:i] + bytes([good_bytes[i] ^ data.draw(st.integers(1, 255))]) + good_bytes[i + 1:]
+    elif kind == "garbage":
+        blob = data.draw(st.binary(max_size=2000))
+    else:  # a valid header before garbage: exercises the checksum, not just the magic
+        blob = good_bytes[:40] + data.draw(st.binary(max_size=500))
+    path = tmp_path / "fuzz.msgpack"
+    path.write_bytes(blob)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+    assert path.read_bytes() == blob
+
+
+def test_failed_save_keeps_the_old_checkpoint(fitted, tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "checkpoint.msgpack", fitted, VAE, TRAIN)
+    before = path.read_bytes()
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, fitted, VAE, TRAIN.replace(max_epochs=5))
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.msgpack"]  # no temp left
+
+
+def test_stale_temps_are_ignored_and_cleaned(fitted, tmp_path):
+    path = save_checkpoint(tmp_path / "checkpoint.msgpack", fitted, VAE, TRAIN)
+    stale = tmp_path / ".checkpoint.msgpack.tmp-killed"
+    stale.write_bytes(b"half a checkpoint")
+    load_checkpoint(path)  # the temp is not mistaken for the checkpoint
+    save_checkpoint(path, fitted, VAE, TRAIN)
+    assert not stale.exists()
+
+
+def test_atomic_write_keeps_umask_permissions(tmp_path):
+    target = tmp_path / "f.json"
+    runs.atomic_write_text(target, "{}")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -1,0 +1,154 @@
+"""The ``jaxvae`` command end to end on the embedded digits (tiny model, 2 epochs, seconds)."""
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jaxvae import cli
+from jaxvae.checkpoint import load_checkpoint
+from jaxvae.config import TrainConfig, VAEConfig
+from jaxvae.runs import CHECKPOINT_FILE, read_metrics, read_run_config
+
+TINY = ["--dataset", "digits", "--hidden", "32", "--no-download", "--quiet"]
+FIGURES = {"latent_scatter.png", "manifold.png", "loss_curves.png", "reconstructions.png", "samples.png"}
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One 2-epoch digits run shared by the tests of this file."""
+    run_dir = tmp_path_factory.mktemp("runs") / "digits-run"
+    assert cli.main(["train", *TINY, "--epochs", "2", "--out", str(run_dir)]) == 0
+    return run_dir
+
+
+def test_train_writes_every_file(trained):
+    info = read_run_config(trained)  # reloadable config
+    assert info.dataset == "digits" and info.image_shape == (8, 8)
+    assert info.vae_config == VAEConfig(input_dim=64, hidden=(32,))  # input_dim followed the data
+    assert info.train_config == TrainConfig(max_epochs=2)
+    history = read_metrics(trained)
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert set(history[0]) >= {"train_loss", "val_loss", "lr", "seconds", "val_recon", "val_kl"}
+    state, _, _ = load_checkpoint(trained / CHECKPOINT_FILE)
+    assert state.epoch == 2 and state.history == history
+    assert {p.name for p in (trained / "figures").iterdir()} == FIGURES
+    assert not [p for p in trained.rglob(".*tmp-*")], "temporary files left behind"
+
+
+def test_train_prints_one_summary_line_per_epoch(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "train", *TINY, "--epochs", "2", "--no-plots", "--out", tmp_path / "r")
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if line.startswith("epoch")]
+    assert len(lines) == 2 and all("train loss" in x and "val loss" in x and "lr" in x for x in lines)
+    assert "done after epoch 2" in out
+
+
+def test_evaluate_table_and_json(trained, capsys):
+    code, out, err = run_cli(capsys, "evaluate", trained, "--no-download")
+    assert code == 0, err
+    assert "loss" in out and "recon" in out and "kl" in out
+    result = json.loads((trained / "evaluate.json").read_text())
+    assert result["split"] == "test" and result["samples"] == 297 and result["epoch"] == 2
+    # loss = recon + kl_weight * kl batch by batch, hence also for the means
+    assert result["loss"] == pytest.approx(result["recon"] + result["kl"], rel=1e-5)
+    code, out, _ = run_cli(capsys, "evaluate", trained, "--json", "--no-download")
+    assert code == 0 and json.loads(out)["loss"] == result["loss"]  # fixed noise seed: repeatable
+
+
+def test_plot_redraws_from_checkpoint(trained, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "plot", trained, "--figures", tmp_path / "figs", "--no-download")
+    assert code == 0, err
+    assert {p.name for p in (tmp_path / "figs").iterdir()} == FIGURES
+
+
+def test_flags_are_generated_from_the_config_fields():
+    parser = cli.build_parser()
+    args = parser.parse_args(["train"])
+    vae, train = cli.configs_from_args(args)
+    assert vae == VAEConfig() and train == TrainConfig()  # one place for defaults
+    options = {s for a in parser._subparsers._group_actions[0].choices["train"]._actions for s in a.option_strings}
+    for cls in (VAEConfig, TrainConfig):
+        for f in dataclasses.fields(cls):
+            assert "--" + cli.FLAG_NAMES.get(f.name, f.name).replace("_", "-") in options
+    args = parser.parse_args(["train", "--hidden", "512", "256", "--epochs", "7", "--no-drop-last", "--kl-weight", "0.5"])
+    vae, train = cli.configs_from_args(args)
+    assert vae.hidden == (512, 256) and vae.kl_weight == 0.5 and train.max_epochs == 7 and train.drop_last is False
+
+
+def test_existing_run_is_not_overwritten(trained, capsys):
+    before = (trained / CHECKPOINT_FILE).read_bytes()
+    code, _, err = run_cli(capsys, "train", *TINY, "--epochs", "1", "--out", trained)
+    assert code == 2 and "--resume" in err
+    assert (trained / CHECKPOINT_FILE).read_bytes() == before
+
+
+def test_resume_refuses_config_changes(trained, capsys):
+    code, _, err = run_cli(capsys, "train", "--resume", trained, "--lr", "0.1", "--quiet")
+    assert code == 2 and "--lr" in err and "only --epochs" in err
+
+
+def _torchref_loss(blob, x, eps, config):
+    import torch
+
+    import torchref
+
+    encoder, sample, decoder = torchref.build_blog_model(config.input_dim, config.latent_dim, config.hidden)
+    encoder.load_state_dict(blob["encoder"])
+    decoder.load_state_dict(blob["decoder"])
+    with torch.no_grad():
+        xt = torch.as_tensor(x)
+        mu, sigma = encoder(xt)
+        x_hat = decoder(sample((mu, sigma), torch.as_tensor(eps)))
+        recon = torchref.GaussSimilarityLoss(config.recon_sigma)(xt, x_hat)
+        kl = torchref.UnitGaussKullbackLeiblerDivergenceLoss()((mu, sigma))
+    return float(recon + config.kl_weight * kl)
+
+
+def test_export_import_parity(trained, tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    from jaxvae import vae_loss
+    from jaxvae.data import load_dataset
+
+    target = tmp_path / "model.pt"
+    code, _, err = run_cli(capsys, "export", trained, "--torch", target)
+    assert code == 0, err
+    blob = torch.load(target, weights_only=True)
+    state, config, _ = load_checkpoint(trained / CHECKPOINT_FILE)
+    x = load_dataset("digits").test_x[:64]
+    eps = np.random.default_rng(0).standard_normal((64, config.latent_dim)).astype(np.float32)
+    jax_loss = float(vae_loss(state.params, x, eps, config)[0])
+    assert _torchref_loss(blob, x, eps, config) == pytest.approx(jax_loss, rel=1e-5)
+
+    code, _, err = run_cli(capsys, "import", target, "--out", tmp_path / "imported")
+    assert code == 0, err
+    imported, imported_config, _ = load_checkpoint(tmp_path / "imported" / CHECKPOINT_FILE)
+    assert imported_config == config
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(imported.params)))
+    losses = []
+    for run in (trained, tmp_path / "imported"):
+        code, out, err = run_cli(capsys, "evaluate", run, "--json", "--no-download")
+        assert code == 0, err
+        losses.append(json.loads(out)["loss"])
+    assert losses[0] == losses[1]  # same weights, same data, same noise seed
+
+
+def test_python_dash_m_entry_point():
+    done = subprocess.run([sys.executable, "-m", "jaxvae", "train", "--help"], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert done.returncode == 0
+    for flag in ("--latent-dim", "--hidden", "--batch-size", "--lr", "--epochs", "--plateau-factor",
+                 "--plateau-patience", "--stop-lr", "--recon-sigma", "--kl-weight", "--seed", "--dataset",
+                 "--data-dir", "--out", "--resume"):
+        assert flag in done.stdout

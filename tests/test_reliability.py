@@ -1,0 +1,327 @@
+"""Faults the command line must survive: bad input, damaged files, NaN, SIGKILL, Ctrl-C, resume."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jaxvae import cli, training
+from jaxvae.checkpoint import checkpoint_bytes, load_checkpoint
+from jaxvae.config import TrainConfig, VAEConfig
+from jaxvae.models import init_params
+from jaxvae.runs import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, read_metrics
+from jaxvae.training import FitState, PlateauState, TrainState, make_optimizer
+
+TINY = ["--dataset", "digits", "--hidden", "32", "--no-download", "--quiet", "--no-plots"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(capsys, *argv):
+    try:
+        code = cli.main([str(a) for a in argv])
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(err, *fragments):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("jaxvae") and ": error: " in lines[0] and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rel") / "run"
+    assert cli.main(["train", *TINY, "--epochs", "2", "--out", str(path)]) == 0
+    return path
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--latent-dim", "0"], "latent_dim"),
+    (["--latent-dim", "two"], "--latent-dim"),
+    (["--hidden", "0"], "hidden"),
+    (["--hidden", "-5"], "hidden"),
+    (["--recon-sigma", "0"], "recon_sigma"),
+    (["--recon-sigma", "nan"], "recon_sigma"),
+    (["--kl-weight", "-1"], "kl_weight"),
+    (["--batch-size", "0"], "batch_size"),
+    (["--batch-size", "5000"], "larger than"),
+    (["--lr", "0"], "lr"),
+    (["--lr", "-0.001"], "lr"),
+    (["--activation", "swish"], "activation"),
+    (["--dataset", "cifar"], "cifar"),
+    (["--input-dim", "784"], "64 features"),
+])
+def test_bad_flags_give_one_line_and_write_nothing(tmp_path, capsys, flags, named):
+    out = tmp_path / "never"
+    code, _, err = run_cli(capsys, "train", *TINY, "--epochs", "1", "--out", out, *flags)
+    assert code == 2
+    assert_one_line_error(err, named)
+    assert not out.exists()
+
+
+def test_missing_mnist_when_required(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", "--dataset", "mnist", "--require-mnist", "--no-download",
+                           "--data-dir", tmp_path, "--out", tmp_path / "never")
+    assert code == 2
+    assert_one_line_error(err, "MNIST not found")
+
+
+def test_corrupt_mnist_file_is_named(tmp_path, capsys):
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    for name in names:
+        (tmp_path / name).write_bytes(b"\x00\x00\x08\x03 not really IDX")
+    code, _, err = run_cli(capsys, "train", "--data-dir", tmp_path, "--no-download", "--out", tmp_path / "never")
+    assert code == 2
+    assert_one_line_error(err, "idx")
+
+
+FLAG_VALUES = st.one_of(st.integers(-10**6, 10**6).map(str), st.floats(allow_nan=True).map(str),
+                        st.text(max_size=8), st.sampled_from(["inf", "-inf", "nan", "1e400", "0", "-0", ""]))
+FLAGS = ["--latent-dim", "--hidden", "--input-dim", "--batch-size", "--lr", "--epochs", "--recon-sigma",
+         "--kl-weight", "--activation", "--output-activation", "--plateau-factor", "--plateau-patience",
+         "--stop-lr", "--min-lr", "--b1", "--b2", "--adam-eps", "--seed", "--negative-slope", "--decoder-hidden"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(FLAGS), FLAG_VALUES), max_size=4))
+def test_fuzzed_flags_fail_only_as_usage_errors(pairs):
+    argv = ["train"] + [f"{flag}={value}" for flag, value in pairs]
+    parser = cli.build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        assert e.code == 2
+        return
+    try:
+        vae, train = cli.configs_from_args(args)
+    except ValueError:
+        return
+    assert isinstance(vae, VAEConfig) and isinstance(train, TrainConfig)
+
+
+CONFIG_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=True),
+                          st.text(max_size=5), st.lists(st.integers(-3, 3), max_size=3))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([VAEConfig, TrainConfig]), st.data())
+def test_fuzzed_config_values_raise_value_error_only(cls, data):
+    import dataclasses
+
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = data.draw(st.dictionaries(st.sampled_from(names), CONFIG_VALUES, max_size=3))
+    try:
+        cls(**kwargs)
+    except ValueError:
+        pass
+
+
+# --------------------------------------------------------------------------- damaged run directories
+
+
+def test_missing_run_directory(tmp_path, capsys):
+    for command in (["evaluate"], ["plot"], ["export", "--torch", tmp_path / "m.pt"]):
+        code, _, err = run_cli(capsys, command[0], tmp_path / "nope", *command[1:])
+        assert code == 2
+        assert_one_line_error(err, str(tmp_path / "nope"), "does not exist")
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for name in (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE):
+        (dst / name).write_bytes((src / name).read_bytes())
+    return dst
+
+
+def test_corrupt_checkpoint_is_named_and_kept(run_dir, tmp_path, capsys):
+    run = _copy_run(run_dir, tmp_path / "run")
+    ckpt = run / CHECKPOINT_FILE
+    damaged = ckpt.read_bytes()[:-100]
+    ckpt.write_bytes(damaged)
+    metrics = (run / METRICS_FILE).read_bytes()
+    for argv in (["evaluate", run, "--no-download"], ["train", "--resume", run, "--quiet", "--no-download"]):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2
+        assert_one_line_error(err, str(ckpt), "corrupt or truncated")
+    assert ckpt.read_bytes() == damaged and (run / METRICS_FILE).read_bytes() == metrics
+
+
+def test_checkpoint_of_another_architecture(run_dir, tmp_path, capsys):
+    run = _copy_run(run_dir, tmp_path / "run")
+    config = json.loads((run / CONFIG_FILE).read_text())
+    config["model"]["hidden"] = [16]
+    (run / CONFIG_FILE).write_text(json.dumps(config))
+    code, _, err = run_cli(capsys, "evaluate", run, "--no-download")
+    assert code == 2
+    assert_one_line_error(err, str(run / CHECKPOINT_FILE), "layer", "shape", "the config expects")
+
+
+@pytest.mark.parametrize("damage, named", [
+    ("missing", "prev_network.network.0"),
+    ("extra", "extra.weight"),
+    ("misshaped", "network.network.2"),
+])
+def test_torch_state_dict_problems_name_the_tensor(run_dir, tmp_path, capsys, damage, named):
+    torch = pytest.importorskip("torch")
+    exported = tmp_path / "model.pt"
+    assert run_cli(capsys, "export", run_dir, "--torch", exported)[0] == 0
+    blob = torch.load(exported, weights_only=True)
+    if damage == "missing":
+        del blob["encoder"]["prev_network.network.0.bias"]
+    elif damage == "extra":
+        blob["encoder"]["extra.weight"] = torch.zeros(3)
+    else:
+        blob["decoder"]["network.network.2.weight"] = blob["decoder"]["network.network.2.weight"][:, :5]
+    torch.save(blob, tmp_path / "bad.pt")
+    code, _, err = run_cli(capsys, "import", tmp_path / "bad.pt", "--out", tmp_path / "imported")
+    assert code == 2
+    assert_one_line_error(err, named)
+    assert not (tmp_path / "imported").exists()
+
+
+# --------------------------------------------------------------------------- numerical faults
+
+
+def test_absurd_learning_rate_stops_with_epoch_and_step(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", *TINY, "--epochs", "2", "--lr", "1e30", "--out", out)
+    assert code == 1
+    assert "non-finite" in err and "epoch 1" in err and "step" in err and "Traceback" not in err
+    assert not (out / CHECKPOINT_FILE).exists()  # no good epoch: nothing to keep
+    assert read_metrics(out) == []
+
+
+def test_nan_in_a_later_epoch_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    real_epoch = training.train_epoch
+    params_seen = []
+
+    def nan_in_second_epoch(state, data, key, vae_config, train_config, progress=None, progress_every=20):
+        params_seen.append(jax.tree.map(np.asarray, state.params))
+        state, metrics, finite = real_epoch(state, data, key, vae_config, train_config, progress, progress_every)
+        if len(params_seen) == 2:
+            metrics = {**metrics, "loss": metrics["loss"].at[3].set(jnp.nan)}
+        return state, metrics, finite
+
+    monkeypatch.setattr(training, "train_epoch", nan_in_second_epoch)
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(capsys, "train", *TINY, "--epochs", "2", "--out", out)
+    assert code == 1
+    assert "epoch 2, step 4 of 12" in err and "last good checkpoint (epoch 1)" in err
+    state, _, _ = load_checkpoint(out / CHECKPOINT_FILE)
+    assert state.epoch == 1
+    # the checkpoint holds what epoch 2 started from, i.e. the end of epoch 1
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(params_seen[1])))
+    assert [r["epoch"] for r in read_metrics(out)] == [1]
+
+
+# --------------------------------------------------------------------------- resume, SIGINT, SIGKILL
+
+
+def test_resume_is_bit_exact(tmp_path, capsys):
+    straight, halves = tmp_path / "straight", tmp_path / "halves"
+    assert run_cli(capsys, "train", *TINY, "--epochs", "4", "--out", straight)[0] == 0
+    assert run_cli(capsys, "train", *TINY, "--epochs", "2", "--out", halves)[0] == 0
+    code, out, err = run_cli(capsys, "train", "--resume", halves, "--epochs", "4", "--quiet", "--no-plots")
+    assert code == 0, err
+    assert "resuming after epoch 2" in out
+    a, _, _ = load_checkpoint(straight / CHECKPOINT_FILE)
+    b, _, train = load_checkpoint(halves / CHECKPOINT_FILE)
+    assert a.epoch == b.epoch == 4 and train.max_epochs == 4
+    for x, y in zip(jax.tree.leaves((a.train_state, a.key)), jax.tree.leaves((b.train_state, b.key))):
+        assert np.array_equal(np.asarray(x), np.asarray(y))
+    assert a.plateau == b.plateau
+    drop_time = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert drop_time(a.history) == drop_time(b.history) == drop_time(read_metrics(halves))
+
+
+def test_ctrl_c_saves_and_says_how_to_resume(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jaxvae", "train", *TINY, "--epochs", "100000", "--stop-lr", "0", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        for line in proc.stdout:
+            if line.startswith("epoch"):
+                break
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert f"checkpoint saved to {out / CHECKPOINT_FILE}; resume with: jaxvae train --resume {out}" in stderr
+    assert "Traceback" not in stderr
+    state, _, _ = load_checkpoint(out / CHECKPOINT_FILE)
+    assert state.epoch >= 1 and f"interrupted after epoch {state.epoch};" in stderr
+    assert len(read_metrics(out)) == state.epoch
+
+
+# The writer loads jaxvae/runs.py on its own (standard library only): 30 kills cost seconds, not
+# 30 jax imports. checkpoint.save_checkpoint writes through this very function.
+WRITER = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("runs", sys.argv[1])
+runs = sys.modules["runs"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(runs)
+blobs = [open(p, "rb").read() for p in sys.argv[2:4]]
+print("ready", flush=True)
+i = 0
+while True:
+    runs.atomic_write_bytes(sys.argv[4], blobs[i % 2])
+    i += 1
+"""
+
+
+def _mnist_sized_state(value: float, epoch: int) -> FitState:
+    """A blog-sized (784-400-2, ~7 MB) state filled with ``value``: large enough that kills land mid-write."""
+    vae, train = VAEConfig(), TrainConfig()
+    shapes = jax.eval_shape(lambda: init_params(jax.random.PRNGKey(0), vae))
+    params = jax.tree.map(lambda s: np.full(s.shape, value, s.dtype), shapes)
+    opt_state = make_optimizer(train).init(params)
+    return FitState(TrainState(params, opt_state), PlateauState(lr=1e-3), jax.random.PRNGKey(epoch), epoch, [])
+
+
+def test_sigkill_during_save_leaves_a_loadable_checkpoint(tmp_path):
+    blobs = []
+    for i, value in enumerate((1.0, 2.0)):
+        blobs.append(tmp_path / f"state{i}.bin")
+        blobs[-1].write_bytes(checkpoint_bytes(_mnist_sized_state(value, i + 1), VAEConfig(), TrainConfig()))
+    run = tmp_path / "run"
+    run.mkdir()
+    target = run / CHECKPOINT_FILE
+    target.write_bytes(blobs[0].read_bytes())
+    rng = random.Random(0)
+    killed_mid_write = 0
+    for _ in range(30):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(REPO / "jaxvae" / "runs.py"), *map(str, blobs), str(target)],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        killed_mid_write += any(p.name != CHECKPOINT_FILE for p in run.iterdir())
+        state, _, _ = load_checkpoint(target)  # never torn: the old file or the new one
+        assert state.epoch in (1, 2)
+        value = float(np.asarray(state.params["encoder"]["trunk_0"]["kernel"])[0, 0])
+        assert value == {1: 1.0, 2: 2.0}[state.epoch]
+        assert all(p.name == CHECKPOINT_FILE or p.name.startswith(".checkpoint.msgpack.tmp-") for p in run.iterdir())
+    assert killed_mid_write > 0, "no kill landed during a write: the test did not test anything"
