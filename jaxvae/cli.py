@@ -196,10 +196,10 @@ def _load_data(name: str, data_dir, download: bool, require: bool):
 
 def _check_arrays(dataset, vae_config: VAEConfig, batch_size: int | None = None) -> None:
     # fit's own checks, run before anything is written (fit repeats them: cheap)
-    from jaxvae.training import _check_data
+    from jaxvae.training import check_data
 
-    _check_data(f"{dataset.name} train split", dataset.train_x, vae_config, batch_size)
-    _check_data(f"{dataset.name} test split", dataset.test_x, vae_config)
+    check_data(f"{dataset.name} train split", dataset.train_x, vae_config, batch_size)
+    check_data(f"{dataset.name} test split", dataset.test_x, vae_config)
 
 
 def _run_data(info: RunInfo, args):
@@ -456,27 +456,6 @@ def _infer_config(params: dict) -> VAEConfig:
                      decoder_hidden=None if dec_hidden == tuple(reversed(hidden)) else dec_hidden)
 
 
-def _check_torch_shapes(encoder_state, decoder_state, config: VAEConfig) -> None:
-    """Name the torch tensor (not just the jaxvae layer) whose shape differs from the config's."""
-    import jax
-
-    from jaxvae.interop import layer_table
-    from jaxvae.models import init_params
-
-    expected = jax.eval_shape(lambda: init_params(jax.random.PRNGKey(0), config))
-    states = {"encoder": encoder_state, "decoder": decoder_state}
-    for part, torch_name, name in layer_table(encoder_state, decoder_state):
-        if name not in expected[part]:
-            continue  # from_torch reports layers that don't belong
-        want = expected[part][name]
-        for leaf, shape in (("weight", want["kernel"].shape[::-1]), ("bias", want["bias"].shape)):
-            got = tuple(states[part][f"{torch_name}.{leaf}"].shape)
-            if got != tuple(shape):
-                raise UsageError(f"{part} tensor '{torch_name}.{leaf}' has shape {got}; the config "
-                                 f"({config.input_dim}-{'-'.join(map(str, config.hidden))}-{config.latent_dim}) "
-                                 f"expects {tuple(shape)}")
-
-
 def cmd_import(args) -> int:
     from jaxvae.checkpoint import save_checkpoint
     from jaxvae.interop import from_torch
@@ -495,8 +474,6 @@ def cmd_import(args) -> int:
         raise UsageError(f"{source}: expected a dict with 'encoder' and 'decoder' state dicts, got {keys}")
     try:
         config = VAEConfig(**blob["config"]) if "config" in blob else None
-        if config is not None:
-            _check_torch_shapes(blob["encoder"], blob["decoder"], config)
         params = from_torch(blob["encoder"], blob["decoder"], config)
     except (ValueError, TypeError) as e:
         raise UsageError(f"{source}: {e}") from None

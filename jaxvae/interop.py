@@ -89,25 +89,37 @@ def from_torch(encoder, decoder, config=None) -> dict:
     states = {"encoder": _state_dict(encoder), "decoder": _state_dict(decoder)}
     _unexpected_keys(states["encoder"], [p for p, _ in ENCODER_TABLE], "encoder")
     _unexpected_keys(states["decoder"], [p for p, _ in DECODER_TABLE], "decoder")
+    expected = _expected_shapes(config) if config is not None else None
     params: dict = {"encoder": {}, "decoder": {}}
     for part, torch_name, name in layer_table(states["encoder"], states["decoder"]):
         weight = _to_numpy(states[part][f"{torch_name}.weight"])
         bias = _to_numpy(states[part][f"{torch_name}.bias"])
         if weight.ndim != 2 or bias.shape != (weight.shape[0],):
             raise ValueError(f"{part} layer '{torch_name}': weight {weight.shape} and bias {bias.shape} do not form a Linear layer")
+        want = expected[part].get(name) if expected is not None else None
+        if want is not None:
+            for leaf, got, shape in (("weight", weight.shape, want["kernel"].shape[::-1]), ("bias", bias.shape, want["bias"].shape)):
+                if tuple(got) != tuple(shape):
+                    raise ValueError(f"{part} tensor '{torch_name}.{leaf}' has shape {tuple(got)}; the config expects "
+                                     f"{tuple(shape)} (jaxvae layer '{name}')")
         params[part][name] = {"kernel": jnp.asarray(weight.T), "bias": jnp.asarray(bias)}
     if config is not None:
-        check_params_shapes(params, config)
+        check_params_shapes(params, config)  # the layer sets (a missing or extra layer)
     return params
 
 
-def check_params_shapes(params: dict, config) -> None:
-    """Raise ValueError naming the first layer whose shape differs from ``config``'s architecture."""
+def _expected_shapes(config) -> dict:
+    """The params pytree of ``config`` as shapes only (nothing is computed)."""
     import jax
 
     from jaxvae.models import init_params
 
-    expected = jax.eval_shape(lambda: init_params(jax.random.PRNGKey(0), config))
+    return jax.eval_shape(lambda: init_params(jax.random.PRNGKey(0), config))
+
+
+def check_params_shapes(params: dict, config) -> None:
+    """Raise ValueError naming the first layer whose shape differs from ``config``'s architecture."""
+    expected = _expected_shapes(config)
     for part in ("encoder", "decoder"):
         got_layers, want_layers = params.get(part, {}), expected[part]
         if set(got_layers) != set(want_layers):

@@ -74,11 +74,31 @@ def _step_from_key(state, x, key, vae_config, train_config):
     return apply_train_step(state, x, sample_eps(key, x.shape[0], vae_config, x.dtype), vae_config, train_config)
 
 
+# TrainConfig fields that never reach compiled code (the lr lives in the optimizer state): they are
+# reset before a config becomes a static argument, so changing them does not recompile.
+_HOST_ONLY_FIELDS = ("lr", "max_epochs", "plateau_factor", "plateau_patience", "plateau_threshold",
+                     "min_lr", "stop_lr", "seed")
+_HOST_ONLY_DEFAULTS = {name: getattr(TrainConfig(), name) for name in _HOST_ONLY_FIELDS}
+
+
+def compiled_view(train_config: TrainConfig) -> TrainConfig:
+    """``train_config`` with its host-only fields at their defaults: the key for jit's cache."""
+    return dataclasses.replace(train_config, **_HOST_ONLY_DEFAULTS)
+
+
 _STATIC = ("vae_config", "train_config")
-#: ``train_step(state, x, key, vae_config, train_config)``: one jitted step, state buffers donated.
-train_step = jax.jit(_step_from_key, static_argnames=_STATIC, donate_argnums=0)
-#: ``train_step_with_noise(state, x, eps, vae_config, train_config)``: the same with eps given.
-train_step_with_noise = jax.jit(apply_train_step, static_argnames=_STATIC, donate_argnums=0)
+_train_step = jax.jit(_step_from_key, static_argnames=_STATIC, donate_argnums=0)
+_train_step_with_noise = jax.jit(apply_train_step, static_argnames=_STATIC, donate_argnums=0)
+
+
+def train_step(state: TrainState, x, key, vae_config: VAEConfig, train_config: TrainConfig):
+    """One jitted Adam step with eps drawn from ``key``; the state's buffers are donated."""
+    return _train_step(state, x, key, vae_config, compiled_view(train_config))
+
+
+def train_step_with_noise(state: TrainState, x, eps, vae_config: VAEConfig, train_config: TrainConfig):
+    """One jitted Adam step with the noise ``eps`` given; the state's buffers are donated."""
+    return _train_step_with_noise(state, x, eps, vae_config, compiled_view(train_config))
 
 
 def epoch_plan(key, n: int, batch_size: int, drop_last: bool = False):
@@ -98,7 +118,6 @@ def _tree_all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
-@partial(jax.jit, static_argnames=("vae_config", "train_config", "progress", "progress_every"))
 def train_epoch(state: TrainState, data, key, vae_config: VAEConfig, train_config: TrainConfig,
                 progress: Callable | None = None, progress_every: int = 20):
     """One shuffled pass over ``data`` (on the device) as a single compiled call.
@@ -108,6 +127,11 @@ def train_epoch(state: TrainState, data, key, vae_config: VAEConfig, train_confi
     host every ``progress_every`` steps when given. The state is not donated: an epoch copies a
     few MB, and the caller keeps the last good state should this epoch go non-finite.
     """
+    return _train_epoch(state, data, key, vae_config, compiled_view(train_config), progress, progress_every)
+
+
+@partial(jax.jit, static_argnames=("vae_config", "train_config", "progress", "progress_every"))
+def _train_epoch(state, data, key, vae_config, train_config, progress, progress_every):
     batches, step_keys = epoch_plan(key, data.shape[0], train_config.batch_size, train_config.drop_last)
 
     def report(step, loss_sum):
@@ -215,7 +239,8 @@ class FitResult:
     state: FitState
 
 
-def _check_data(name: str, x, vae_config: VAEConfig, batch_size: int | None = None) -> None:
+def check_data(name: str, x, vae_config: VAEConfig, batch_size: int | None = None) -> None:
+    """Raise ValueError naming ``name`` unless ``x`` is a finite float [N, input_dim] array (N >= batch_size)."""
     shape = getattr(x, "shape", None)
     if shape is None or len(shape) != 2:
         raise ValueError(f"{name} must be a 2-D array (samples, features), got shape {shape}")
@@ -251,9 +276,9 @@ def fit(
     ``train_config.seed``. Raises ``NonFiniteError`` (holding the last good state) when a step
     makes the loss or a parameter non-finite.
     """
-    _check_data("train_x", train_x, vae_config, train_config.batch_size)
+    check_data("train_x", train_x, vae_config, train_config.batch_size)
     if val_x is not None:
-        _check_data("val_x", val_x, vae_config)
+        check_data("val_x", val_x, vae_config)
     dtype = jnp.asarray(train_x[:1]).dtype
     state = state if state is not None else init_fit_state(vae_config, train_config, dtype=dtype)
     train_x = jax.device_put(jnp.asarray(train_x))

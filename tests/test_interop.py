@@ -42,7 +42,7 @@ def test_round_trips_are_exact(hidden):
 
 def test_shape_mismatch_names_the_layer():
     encoder, _, decoder = torchref.build_blog_model(784, 2)
-    with pytest.raises(ValueError, match=r"encoder layer '(mu|log_sigma)' kernel: shape \(400, 2\), the config expects \(400, 5\)"):
+    with pytest.raises(ValueError, match=r"encoder tensor 'gauss_mu_network.network.0.weight' has shape \(2, 400\); the config expects \(5, 400\) \(jaxvae layer 'mu'\)"):
         from_torch(encoder, decoder, VAEConfig(latent_dim=5))
     params = init_params(jax.random.PRNGKey(0), VAEConfig(hidden=(300,)))
     with pytest.raises(ValueError, match=r"encoder layer 'prev_network.network.0' weight: torch shape \(400, 784\)"):
