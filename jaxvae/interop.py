@@ -143,7 +143,7 @@ def to_torch(params: dict, encoder, decoder):
                 if tuple(old.shape) != value.shape:
                     raise ValueError(f"{part} layer '{torch_name}' {leaf}: torch shape {tuple(old.shape)}, "
                                      f"jaxvae layer '{name}' gives {value.shape}")
-                state[key] = torch.as_tensor(np.ascontiguousarray(value), dtype=old.dtype)
+                state[key] = torch.tensor(np.array(value), dtype=old.dtype)
         if hasattr(target, "load_state_dict"):
             target.load_state_dict(state)
         out.append(state)

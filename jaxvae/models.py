@@ -63,6 +63,13 @@ class _LinearStack(nn.Module):
     def linear(self, name: str, fan_in: int, fan_out: int, dtype) -> dict:
         return self.param(name, torch_linear_init, fan_in, fan_out, dtype)
 
+    def hidden_layers(self, prefix: str, widths, h):
+        """``h`` through one Linear + activation per width, layers named ``prefix_0, prefix_1, ...``."""
+        act = activation_fn(self.config.activation, self.config.negative_slope)
+        for i, width in enumerate(widths):
+            h = act(dense(self.linear(f"{prefix}_{i}", h.shape[-1], width, h.dtype), h, self.config.compute_dtype))
+        return h
+
 
 class Encoder(_LinearStack):
     """x -> (mu, log_sigma): an MLP trunk and two linear heads, as the blog's SimpleGaussVAEFCEncoder."""
@@ -72,10 +79,7 @@ class Encoder(_LinearStack):
     @nn.compact
     def __call__(self, x):
         cfg = self.config
-        act = activation_fn(cfg.activation, cfg.negative_slope)
-        h = x
-        for i, width in enumerate(cfg.hidden):
-            h = act(dense(self.linear(f"trunk_{i}", h.shape[-1], width, x.dtype), h, cfg.compute_dtype))
+        h = self.hidden_layers("trunk", cfg.hidden, x)
         mu_layer = self.linear("mu", h.shape[-1], cfg.latent_dim, x.dtype)
         log_sigma_layer = self.linear("log_sigma", h.shape[-1], cfg.latent_dim, x.dtype)
         # The two heads run as one [hidden, 2 * latent] matmul: one GEMM instead of two in the forward
@@ -106,10 +110,7 @@ class Decoder(_LinearStack):
     @nn.compact
     def __call__(self, z):
         cfg = self.config
-        act = activation_fn(cfg.activation, cfg.negative_slope)
-        h = z
-        for i, width in enumerate(cfg.decoder_widths):
-            h = act(dense(self.linear(f"hidden_{i}", h.shape[-1], width, z.dtype), h, cfg.compute_dtype))
+        h = self.hidden_layers("hidden", cfg.decoder_widths, z)
         out = dense(self.linear("output", h.shape[-1], cfg.input_dim, z.dtype), h, cfg.compute_dtype)
         return output_activation_fn(cfg, self.return_logits)(out)
 

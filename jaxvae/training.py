@@ -88,6 +88,19 @@ train_step = jax.jit(_step_from_key, static_argnames=_STATIC, donate_argnums=0)
 train_step_with_noise = jax.jit(apply_train_step, static_argnames=_STATIC, donate_argnums=0)
 
 
+def epoch_plan(key, n: int, batch_size: int, drop_last: bool = False):
+    """The batches of one epoch and one noise key per step, both drawn from ``key``.
+
+    Returns ``(EpochIndices, step_keys)``; step ``i`` draws its eps from ``step_keys[i]`` (the
+    partial tail batch, when kept, is the last step). Training and evaluation share this plan, and
+    the parity tests use it to replay an epoch step by step.
+    """
+    perm_key, noise_key = jax.random.split(key)
+    batches = epoch_indices(perm_key, n, batch_size, drop_last)
+    n_steps = batches.full.shape[0] + (1 if batches.tail.shape[0] else 0)
+    return batches, jax.random.split(noise_key, max(n_steps, 1))
+
+
 def _tree_all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
@@ -103,10 +116,7 @@ def train_epoch(state: TrainState, data, key, vae_config: VAEConfig, train_confi
     few MB, and the caller keeps the last good state should this epoch go non-finite.
     ``batch_sharding`` (see ``jaxvae.parallel``) splits each full batch over devices.
     """
-    perm_key, noise_key = jax.random.split(key)
-    batches = epoch_indices(perm_key, data.shape[0], train_config.batch_size, train_config.drop_last)
-    n_steps = batches.full.shape[0] + (1 if batches.tail.shape[0] else 0)
-    step_keys = jax.random.split(noise_key, max(n_steps, 1))
+    batches, step_keys = epoch_plan(key, data.shape[0], train_config.batch_size, train_config.drop_last)
 
     def report(step, loss_sum):
         if progress is not None:
@@ -145,10 +155,7 @@ def eval_epoch(params, data, key, vae_config: VAEConfig, batch_size: int = 128, 
     Like the blog's validation loop it draws fresh noise and shuffles the batches (``key``);
     pass ``key`` to fix both. The batch means are unweighted, as the blog averages them.
     """
-    perm_key, noise_key = jax.random.split(key)
-    batches = epoch_indices(perm_key, data.shape[0], batch_size, drop_last)
-    n_steps = batches.full.shape[0] + (1 if batches.tail.shape[0] else 0)
-    step_keys = jax.random.split(noise_key, max(n_steps, 1))
+    batches, step_keys = epoch_plan(key, data.shape[0], batch_size, drop_last)
 
     def batch_metrics(rows, step_key):
         x = data[rows]

@@ -25,6 +25,14 @@ _MNIST_FILES = {
 }
 
 
+def scale_pixels(images: np.ndarray) -> np.ndarray:
+    """uint8 pixels -> float32 in [0, 1], flattened per sample: torchvision's
+    ``ToDtype(float32, scale=True)``, which multiplies by 1/255 (not a division: they differ in the
+    last bit for about half the grey levels)."""
+    images = np.asarray(images)
+    return images.reshape(images.shape[0], -1).astype(np.float32) * np.float32(1.0 / 255.0)
+
+
 def to_float_features(data) -> torch.Tensor:
     """Array/tensor of samples -> float32 tensor of shape (N, features).
 
@@ -35,7 +43,7 @@ def to_float_features(data) -> torch.Tensor:
     if t.ndim < 1:
         raise ValueError("data must have a leading sample dimension")
     if t.dtype == torch.uint8:
-        t = t.to(torch.float32) / 255.0
+        t = torch.from_numpy(scale_pixels(t.numpy()))
     else:
         t = t.to(torch.float32)
     return t.reshape(t.shape[0], -1) if t.ndim != 2 else t
@@ -100,7 +108,7 @@ def load_mnist_idx(data_dir) -> dict[str, np.ndarray]:
             raise FileNotFoundError(f"{data_dir}: no {stem} (or {stem}.gz)")
         arr = read_idx(path)
         if key.endswith("images"):
-            out[key] = (arr.reshape(arr.shape[0], -1).astype(np.float32) / np.float32(255.0))
+            out[key] = scale_pixels(arr)
         else:
             out[key] = arr.astype(np.int64)
     for split in ("train", "test"):
@@ -128,8 +136,6 @@ def load_mnist(data_dir=None, download: bool = False) -> dict[str, np.ndarray]:
     out = {}
     for split, train in (("train", True), ("test", False)):
         ds = datasets.MNIST(root=str(root), train=train, download=download)
-        out[f"{split}_images"] = (
-            ds.data.numpy().reshape(len(ds.data), -1).astype(np.float32) / np.float32(255.0)
-        )
+        out[f"{split}_images"] = scale_pixels(ds.data.numpy())
         out[f"{split}_labels"] = ds.targets.numpy().astype(np.int64)
     return out

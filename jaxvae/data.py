@@ -1,0 +1,566 @@
+"""Where jaxvae's data comes from: MNIST IDX files (local, torchvision's layout, or downloaded)
+and scikit-learn's embedded 8x8 digits, returned as plain NumPy arrays.
+
+Search order for MNIST (``load_mnist``):
+
+1. ``root`` if given: ``root/`` itself, then ``root/MNIST/raw/`` (torchvision's layout);
+2. otherwise ``$JAXVAE_DATA_DIR`` (same two layouts), then the cache directory
+   ``$XDG_CACHE_HOME/jaxvae/mnist`` (``~/.cache/jaxvae/mnist`` when XDG_CACHE_HOME is unset);
+3. if still missing and ``download=True``: the mirrors (``JAXVAE_MNIST_MIRRORS``, comma-separated,
+   or ``MNIST_MIRRORS``), each archive checked by MD5 and parsed before it is atomically renamed
+   into ``root``, ``$JAXVAE_DATA_DIR`` or the cache directory (the first of those that is set).
+
+Each file may be stored as ``name`` or ``name.gz``; gzip is detected by its magic bytes.
+Every bad file or source raises ``DataError`` naming the file and what is wrong.
+The on-device epoch pipeline is in ``jaxvae.batching``; this module does no device work,
+no I/O at import time, and never imports torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import http.client
+import math
+import os
+import tempfile
+import urllib.request
+import zlib
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+__all__ = [
+    "DataError",
+    "DownloadError",
+    "MnistNotFoundError",
+    "MNIST_FILES",
+    "MNIST_MIRRORS",
+    "MNIST_ARCHIVE_MD5",
+    "MNIST_CONTENT_MD5",
+    "DATASETS",
+    "DIGITS_NUM_TEST",
+    "Dataset",
+    "read_idx",
+    "mnist_search_dirs",
+    "find_mnist_dir",
+    "mnist_mirrors",
+    "download_mnist",
+    "load_mnist",
+    "load_digits",
+    "verify_mnist_dir",
+    "to_unit_float",
+    "load_dataset",
+    "numpy_batches",
+]
+
+# --------------------------------------------------------------------------- constants
+
+# (images, labels) base names per split; on disk each may also carry a ".gz" suffix.
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+
+# MD5 of the published ``<name>.gz`` archives on the mirrors (what a download is checked against).
+MNIST_ARCHIVE_MD5 = {
+    "train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+
+# MD5 of the uncompressed IDX bytes: independent of how a copy was (re)compressed.
+MNIST_CONTENT_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+
+DATASETS = ("mnist", "digits")
+DIGITS_NUM_TEST = 297  # load_dataset("digits"): first 1500 images train, last 297 test
+
+ENV_DATA_DIR = "JAXVAE_DATA_DIR"
+ENV_MIRRORS = "JAXVAE_MNIST_MIRRORS"
+DEFAULT_TIMEOUT = 20.0  # seconds per socket operation, per mirror
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_IDX_UBYTE = 0x08
+_MAGIC = {"images": 0x0803, "labels": 0x0801}  # 2051 and 2049
+_NDIM = {"images": 3, "labels": 1}
+_MNIST_IMAGE_SHAPE = (28, 28)
+_MAX_DOWNLOAD_BYTES = 64 << 20  # the largest archive is ~9.5 MiB; stop a runaway server early
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class DataError(ValueError):
+    """A data file or source is missing, unreadable or malformed; the message names it."""
+
+
+class DownloadError(DataError):
+    """No mirror delivered a verified archive; ``failures`` holds (url, reason) for each try."""
+
+    def __init__(self, message: str, failures: Sequence[tuple[str, str]] = ()):
+        self.failures = list(failures)
+        super().__init__(message)
+
+
+class MnistNotFoundError(DataError):
+    """MNIST is neither on disk nor downloadable.
+
+    ``places`` lists the directories searched; ``download_error`` is the ``DownloadError`` (or None
+    when downloading was disabled).
+    """
+
+    def __init__(self, places: Sequence[str], download_error: DownloadError | None = None):
+        self.places = list(places)
+        self.download_error = download_error
+        msg = "MNIST not found: looked in " + ", ".join(self.places)
+        msg += f"; download failed: {download_error}" if download_error else " (download disabled)"
+        msg += (
+            ". To supply it, put the four IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte,"
+            " t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; .gz or not) in a directory and pass it as"
+            f" root / --data-dir, or set {ENV_DATA_DIR}, or use the embedded dataset 'digits'."
+        )
+        super().__init__(msg)
+
+    def summary(self) -> str:
+        """One short line for logs: where it looked and why the download failed."""
+        line = "MNIST not found in " + ", ".join(self.places)
+        failures = self.download_error.failures if self.download_error else []
+        if failures:
+            line += f" and {len(failures)} download attempt(s) failed (first: {failures[0][1]})"
+        elif self.download_error:
+            line += f" and the download failed ({self.download_error})"
+        return line.replace("\n", " ")
+
+
+# --------------------------------------------------------------------------- IDX parsing
+
+
+def _decompress(data: bytes, name: str) -> bytes:
+    """Gunzip ``data`` when it starts with the gzip magic (whatever the file is called)."""
+    if not data.startswith(_GZIP_MAGIC):
+        return data
+    try:
+        return gzip.decompress(data)
+    except EOFError as e:
+        raise DataError(f"{name}: truncated gzip archive (the compressed stream ends early: {e})") from None
+    except (OSError, zlib.error, ValueError) as e:
+        raise DataError(f"{name}: corrupt gzip archive ({type(e).__name__}: {e})") from None
+
+
+def _parse_idx(data: bytes, name: str, kind: str | None = None) -> np.ndarray:
+    """Parse IDX bytes (raw or gzip) into a uint8 array; ``kind`` = "images"/"labels" checks the magic."""
+    if not data:
+        raise DataError(f"{name}: empty file")
+    data = _decompress(data, name)
+    if len(data) < 4:
+        raise DataError(f"{name}: too short for an IDX header ({len(data)} bytes)")
+    if data[0] != 0 or data[1] != 0:
+        raise DataError(f"{name}: not an IDX file (first bytes {data[:4].hex()}, expected 0000 08 <ndim>)")
+    magic = int.from_bytes(data[:4], "big")
+    if kind is not None and magic != _MAGIC[kind]:
+        other = "labels" if kind == "images" else "images"
+        hint = ""
+        if magic == _MAGIC[other]:
+            hint = " (a labels file?)" if other == "labels" else " (an images file?)"
+        raise DataError(f"{name}: wrong magic number {magic}{hint}, expected {_MAGIC[kind]} for {kind}")
+    if data[2] != _IDX_UBYTE:
+        raise DataError(f"{name}: unsupported IDX element type 0x{data[2]:02x} (only unsigned byte 0x08)")
+    ndim = data[3]
+    if ndim == 0:
+        raise DataError(f"{name}: IDX header declares 0 dimensions")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{name}: truncated IDX header ({len(data)} bytes, {ndim} dimensions need {header})")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = math.prod(shape)
+    found = len(data) - header
+    if found < expected:
+        raise DataError(f"{name}: truncated: shape {shape} needs {expected} data bytes, found {found}")
+    if found > expected:
+        raise DataError(f"{name}: {found - expected} trailing bytes after the {expected} bytes of shape {shape}")
+    # frombuffer avoids a Python-level loop; copy so callers get an ordinary writable array.
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def read_idx(path: str | os.PathLike, kind: str | None = None) -> np.ndarray:
+    """Read one IDX file of unsigned bytes (gzip-compressed or not) into a uint8 array.
+
+    Validates the header, element type and exact byte count (truncated data or trailing bytes are
+    errors). ``kind="images"`` or ``"labels"`` also checks the MNIST magic number (2051 / 2049).
+    Raises ``DataError`` naming the file.
+    """
+    if kind is not None and kind not in _MAGIC:
+        raise ValueError(f"kind must be 'images', 'labels' or None, got {kind!r}")
+    path = Path(path)
+    return _parse_idx(_read_bytes(path), str(path), kind)
+
+
+# --------------------------------------------------------------------------- locating files
+
+
+def _cache_dir() -> Path:
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    # the XDG spec says relative values are invalid and must be ignored
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "jaxvae" / "mnist"
+
+
+def _base_dirs(root) -> list[Path]:
+    """The directories the user pointed at, in order (each checked in both layouts)."""
+    if root is not None:
+        return [Path(root).expanduser()]
+    dirs = []
+    env = os.environ.get(ENV_DATA_DIR, "")
+    if env:
+        dirs.append(Path(env).expanduser())
+    dirs.append(_cache_dir())
+    return dirs
+
+
+def mnist_search_dirs(root: str | os.PathLike | None = None) -> list[Path]:
+    """Every directory ``find_mnist_dir`` looks in, in order."""
+    return [d for base in _base_dirs(root) for d in (base, base / "MNIST" / "raw")]
+
+
+def _locate(directory: Path, base: str) -> Path | None:
+    # Prefer the uncompressed file: torchvision keeps both, and raw bytes parse faster.
+    for candidate in (directory / base, directory / (base + ".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _names(splits: Sequence[str]) -> list[str]:
+    return [n for s in splits for n in MNIST_FILES[_check_split(s)]]
+
+
+def find_mnist_dir(root: str | os.PathLike | None = None, splits: Sequence[str] = ("train", "test")) -> Path | None:
+    """The first search directory holding the IDX files of ``splits`` (each as name or name.gz), or None."""
+    names = _names(splits)
+    for d in mnist_search_dirs(root):
+        if all(_locate(d, n) for n in names):
+            return d
+    return None
+
+
+def _check_split(split: str) -> str:
+    if split not in MNIST_FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return split
+
+
+# --------------------------------------------------------------------------- downloading
+
+
+def mnist_mirrors() -> list[str]:
+    """Base URLs to try: ``$JAXVAE_MNIST_MIRRORS`` (comma-separated) if set, else ``MNIST_MIRRORS``."""
+    env = [u.strip() for u in os.environ.get(ENV_MIRRORS, "").split(",") if u.strip()]
+    return env or list(MNIST_MIRRORS)
+
+
+def _fetch_to(url: str, fh, timeout: float) -> str:
+    """Stream ``url`` into the open file ``fh``; return the MD5 of the bytes received."""
+    md5 = hashlib.md5()
+    total = 0
+    request = urllib.request.Request(url, headers={"User-Agent": "jaxvae"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        while chunk := response.read(1 << 20):
+            total += len(chunk)
+            if total > _MAX_DOWNLOAD_BYTES:
+                raise DataError(f"more than {_MAX_DOWNLOAD_BYTES} bytes, not an MNIST archive")
+            md5.update(chunk)
+            fh.write(chunk)
+    return md5.hexdigest()
+
+
+def _download_one(url: str, target: Path, base: str, expected_md5: str | None, timeout: float) -> None:
+    """Download, verify and atomically install one archive; no file is left behind on failure."""
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            digest = _fetch_to(url, fh, timeout)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if expected_md5 is not None and digest != expected_md5:
+            raise DataError(f"MD5 {digest} does not match the published {expected_md5}")
+        # The checksum can be wrong or missing for a custom mirror: parse the content as well.
+        _parse_idx(tmp.read_bytes(), url, "images" if "images" in base else "labels")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the installed archive is an ordinary file
+        os.replace(tmp, target)  # atomic: a half-written file never carries the real name
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def download_mnist(
+    dest: str | os.PathLike,
+    mirrors: Sequence[str] | None = None,
+    *,
+    splits: Sequence[str] = ("train", "test"),
+    checksums: dict[str, str | None] | None = MNIST_ARCHIVE_MD5,
+    timeout: float = DEFAULT_TIMEOUT,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Download the MNIST archives of ``splits`` that ``dest`` lacks, as ``dest/<name>.gz``.
+
+    Each file is tried on every mirror in turn (``mirrors`` or ``mnist_mirrors()``); an archive is
+    kept only if its MD5 matches ``checksums[name]`` (None skips that check) and it parses as the
+    expected IDX file. Raises ``DownloadError`` listing every URL tried and why it failed.
+    """
+    dest = Path(dest).expanduser()
+    mirrors = list(mirrors) if mirrors is not None else mnist_mirrors()
+    if not mirrors:
+        raise DownloadError("no MNIST mirrors configured")
+    created = not dest.exists()
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DownloadError(f"{dest}: cannot create the download directory ({e.strerror or e})") from None
+    try:
+        _download_missing(dest, mirrors, splits, checksums, timeout, log)
+    except DownloadError:
+        if created:  # leave no empty directory behind after a failed (e.g. offline) attempt
+            try:
+                dest.rmdir()
+            except OSError:
+                pass
+        raise
+    return dest
+
+
+def _download_missing(dest, mirrors, splits, checksums, timeout, log) -> None:
+    for base in _names(splits):
+        if _locate(dest, base):
+            continue
+        target = dest / (base + ".gz")
+        expected = (checksums or {}).get(base)
+        failures = []
+        for mirror in mirrors:
+            url = mirror.rstrip("/") + "/" + base + ".gz"
+            try:
+                _download_one(url, target, base, expected, timeout)
+            except DataError as e:
+                failures.append((url, str(e).removeprefix(url + ": ")))
+            except (OSError, http.client.HTTPException, ValueError) as e:
+                # URLError/HTTPError/timeouts (OSError) and IncompleteRead (a cut connection) land here
+                failures.append((url, f"{type(e).__name__}: {getattr(e, 'reason', None) or e}"))
+            else:
+                if log:  # only after success, so an offline fallback stays a single line
+                    log(f"Downloaded {url} -> {target}")
+                break
+        else:
+            tried = "; ".join(f"{url}: {why}" for url, why in failures)
+            raise DownloadError(f"{base}.gz: no mirror delivered a valid archive: {tried}", failures)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _download_dest(root) -> Path:
+    """Where a download goes: root if given, else $JAXVAE_DATA_DIR if set, else the cache dir."""
+    return _base_dirs(root)[0]
+
+
+def load_mnist(
+    root: str | os.PathLike | None = None,
+    split: str = "train",
+    download: bool = True,
+    *,
+    mirrors: Sequence[str] | None = None,
+    checksums: dict[str, str | None] | None = MNIST_ARCHIVE_MD5,
+    timeout: float = DEFAULT_TIMEOUT,
+    log: Callable[[str], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST ``split`` ("train" or "test") as ``(images, labels)``: uint8 (N, 28, 28) and uint8 (N,).
+
+    ``root`` is a directory holding the IDX files, directly or as ``MNIST/raw/`` (torchvision);
+    None searches ``$JAXVAE_DATA_DIR`` then the cache directory. Missing files are downloaded when
+    ``download`` is true (see ``download_mnist`` for ``mirrors``, ``checksums``, ``timeout``,
+    ``log``); if that is impossible, raises ``MnistNotFoundError``.
+    """
+    names = MNIST_FILES[_check_split(split)]
+    directory = find_mnist_dir(root, splits=(split,))
+    if directory is None:
+        places = [str(d) for d in mnist_search_dirs(root)]
+        if not download:
+            raise MnistNotFoundError(places)
+        try:
+            directory = download_mnist(
+                _download_dest(root), mirrors, splits=(split,), checksums=checksums, timeout=timeout, log=log
+            )
+        except DownloadError as e:
+            raise MnistNotFoundError(places, e) from None
+    image_path, label_path = (_locate(directory, n) for n in names)
+    images = read_idx(image_path, "images")
+    labels = read_idx(label_path, "labels")
+    if images.shape[1:] != _MNIST_IMAGE_SHAPE:
+        raise DataError(f"{image_path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28")
+    if len(images) != len(labels):
+        raise DataError(
+            f"{image_path} has {len(images)} images but {label_path} has {len(labels)} labels; they must agree"
+        )
+    if labels.size and labels.max() > 9:
+        raise DataError(f"{label_path}: label {labels.max()} out of range 0..9")
+    return images, labels
+
+
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 digits (no network): uint8 images (1797, 8, 8) in 0..16, uint8 labels."""
+    from sklearn import datasets  # deferred: a slow import, and only this dataset needs it
+
+    bunch = datasets.load_digits()
+    grey = bunch.images
+    # sklearn gives float64 holding integers 0..16: check that before a lossless cast
+    if not (np.all(grey == np.round(grey)) and grey.min() >= 0 and grey.max() <= 16):
+        raise DataError("sklearn digits: expected integer grey levels 0..16")
+    return grey.astype(np.uint8), bunch.target.astype(np.uint8)
+
+
+def verify_mnist_dir(path: str | os.PathLike, splits: Sequence[str] = ("train", "test")) -> None:
+    """Check the uncompressed MNIST files in ``path`` against the canonical content MD5s.
+
+    Works for any compression of the files. Raises ``DataError`` listing missing or differing files.
+    """
+    path = Path(path)
+    problems = []
+    for base in _names(splits):
+        found = _locate(path, base)
+        if found is None:
+            problems.append(f"{path / base}[.gz]: missing")
+            continue
+        digest = hashlib.md5(_decompress(_read_bytes(found), str(found))).hexdigest()
+        if digest != MNIST_CONTENT_MD5[base]:
+            problems.append(f"{found}: content MD5 {digest}, expected {MNIST_CONTENT_MD5[base]}")
+    if problems:
+        raise DataError("MNIST verification failed: " + "; ".join(problems))
+
+
+# --------------------------------------------------------------------------- training arrays
+
+
+def to_unit_float(images, max_value: int | float = 255) -> np.ndarray:
+    """Flatten (N, H, W) or (N, D) images to float32 (N, H*W) in [0, 1].
+
+    Same arithmetic as torchvision's ``ToDtype(float32, scale=True)`` used by the blog:
+    ``float32(x) * float32(1 / max_value)`` (255 for MNIST, 16 for digits).
+    """
+    x = np.asarray(images)
+    if not max_value > 0:
+        raise ValueError(f"max_value must be positive, got {max_value}")
+    if x.ndim < 2 or x.size == 0:
+        raise ValueError(f"expected a non-empty batch of images (N, H, W) or (N, D), got shape {x.shape}")
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise ValueError(f"expected integer or float pixels, got dtype {x.dtype}")
+    lo, hi = x.min(), x.max()
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > max_value:
+        raise ValueError(f"pixel values must lie in [0, {max_value}], found [{lo}, {hi}]")
+    return x.reshape(len(x), -1).astype(np.float32) * np.float32(1.0 / max_value)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """Arrays ready for training: x float32 (N, D) in [0, 1], y uint8 labels (for plots)."""
+
+    name: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    image_shape: tuple[int, int]
+
+
+def _digits_dataset() -> Dataset:
+    images, labels = load_digits()
+    k = len(images) - DIGITS_NUM_TEST  # a fixed split keeps runs comparable without any RNG
+    x = to_unit_float(images, 16)
+    return Dataset("digits", x[:k], labels[:k], x[k:], labels[k:], (8, 8))
+
+
+def load_dataset(
+    name: str = "mnist",
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    require: bool = False,
+    log: Callable[[str], None] | None = print,
+    **mnist_kwargs,
+) -> Dataset:
+    """Load ``name`` ("mnist" or "digits") as a ``Dataset``.
+
+    For MNIST, if it can be neither found nor downloaded, ``require=False`` logs one line and returns
+    the embedded digits instead; ``require=True`` raises ``MnistNotFoundError``. Malformed local
+    files always raise ``DataError``. Digits: first 1500 images train, last 297 test.
+    ``mnist_kwargs`` (mirrors, checksums, timeout) go to ``load_mnist``.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+    if name == "digits":
+        return _digits_dataset()
+    try:
+        train_x, train_y = load_mnist(data_dir, "train", download, log=log, **mnist_kwargs)
+        test_x, test_y = load_mnist(data_dir, "test", download, log=log, **mnist_kwargs)
+    except MnistNotFoundError as e:
+        if require:
+            raise
+        if log:
+            log(f"{e.summary()}; using the embedded 8x8 digits dataset instead (require MNIST to fail instead)")
+        return _digits_dataset()
+    return Dataset("mnist", to_unit_float(train_x), train_y, to_unit_float(test_x), test_y, _MNIST_IMAGE_SHAPE)
+
+
+# --------------------------------------------------------------------------- host-side batches
+
+
+def numpy_batches(
+    x,
+    batch_size: int,
+    *,
+    seed: int | None = None,
+    shuffle: bool = True,
+    drop_last: bool = False,
+    y=None,
+) -> Iterator:
+    """One epoch of batches of ``x`` (or ``(x, y)`` pairs when ``y`` is given) as NumPy arrays.
+
+    Shuffled with ``np.random.default_rng(seed)`` unless ``shuffle=False``; the last partial batch
+    is kept unless ``drop_last``. For a plain host-side loop; training uses ``jaxvae.batching``.
+    """
+    # validate now, not at the first next(): errors should point at the call
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    x = np.asarray(x)
+    if x.ndim == 0:
+        raise ValueError("x must have a leading batch dimension")
+    if y is not None:
+        y = np.asarray(y)
+        if y.ndim == 0 or len(y) != len(x):
+            raise ValueError(f"x has {len(x)} items but y has {len(y) if y.ndim else 'no'} items")
+    n = len(x)
+    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+    stop = n - n % batch_size if drop_last else n
+
+    def batches():
+        for start in range(0, stop, batch_size):
+            idx = order[start : start + batch_size]
+            yield (x[idx], y[idx]) if y is not None else x[idx]
+
+    return batches()

@@ -1,0 +1,178 @@
+"""jaxvae against torchref (the blog's PyTorch code) on shared weights and shared noise.
+
+Weights start from torchref's own initialisation and are copied into jaxvae with ``from_torch``;
+the reparameterisation noise is drawn once and fed to both. Tolerances live in tolerances.py.
+"""
+import contextlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import torchref  # noqa: E402
+from tolerances import PARITY_RTOL, assert_close  # noqa: E402
+
+from jaxvae import TrainConfig, VAEConfig, create_train_state, sample_eps, train_step_with_noise, unit_gauss_kl, vae_loss  # noqa: E402
+from jaxvae.interop import from_torch, layer_table  # noqa: E402
+from jaxvae.training import epoch_plan, eval_epoch, train_epoch  # noqa: E402
+
+DTYPES = ("float32", "float64")
+VC, TC = VAEConfig(), TrainConfig()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def full_precision_matmuls():
+    # On GPUs both frameworks default to reduced-precision float32 matmuls (TF32); parity needs full.
+    allow_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    with jax.default_matmul_precision("highest"):
+        yield
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+
+
+@contextlib.contextmanager
+def precision(dtype: str):
+    """float64 needs jax's x64 mode; float32 runs with it off, as users do."""
+    with jax.enable_x64(dtype == "float64"):
+        yield getattr(torch, dtype), getattr(jnp, dtype)
+
+
+def blog_model(seed: int, tdtype):
+    torch.manual_seed(seed)
+    encoder, sampler, decoder = torchref.build_blog_model(VC.input_dim, VC.latent_dim)
+    return encoder.to(tdtype), sampler, decoder.to(tdtype)
+
+
+def torch_loss(encoder, sampler, decoder, x, eps):
+    """The blog's forward pass and loss, as train_one_epoch computes them."""
+    gauss_params = encoder(x)
+    preds = decoder(sampler(gauss_params, eps))
+    recon = torchref.GaussSimilarityLoss(VC.recon_sigma)(preds, x)
+    kl = torchref.UnitGaussKullbackLeiblerDivergenceLoss()(gauss_params)
+    return recon + VC.kl_weight * kl, recon, kl
+
+
+def batches(digit_like, n=64):
+    rng = np.random.default_rng(7)
+    return {"uniform": rng.random((n, VC.input_dim)), "digit_like": digit_like(n, seed=3)}
+
+
+def torch_grads(encoder, decoder) -> dict:
+    """Gradients in jaxvae's layout (kernels transposed), through the interop layer table."""
+    modules = {"encoder": dict(encoder.named_parameters()), "decoder": dict(decoder.named_parameters())}
+    grads: dict = {"encoder": {}, "decoder": {}}
+    for part, torch_name, name in layer_table(encoder, decoder):
+        grads[part][name] = {"kernel": modules[part][f"{torch_name}.weight"].grad.numpy().T,
+                             "bias": modules[part][f"{torch_name}.bias"].grad.numpy()}
+    return grads
+
+
+def torch_params(encoder, decoder) -> dict:
+    return jax.tree.map(np.asarray, from_torch(encoder, decoder))
+
+
+def assert_trees_close(what: str, got: dict, want: dict, rtol: float) -> None:
+    """Every leaf of ``got`` against the leaf at the same path of ``want``, named in a failure."""
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
+        assert_close(f"{what} {jax.tree_util.keystr(path)}", g, w, rtol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("data", ["uniform", "digit_like"])
+def test_loss_recon_kl_and_gradients_match(dtype, data, digit_like):
+    with precision(dtype) as (tdtype, jdtype):
+        encoder, sampler, decoder = blog_model(0, tdtype)
+        params = from_torch(encoder, decoder, VC)
+        x = batches(digit_like)[data]
+        eps = np.random.default_rng(1).standard_normal((x.shape[0], VC.latent_dim))
+
+        t_loss, t_recon, t_kl = torch_loss(encoder, sampler, decoder, torch.tensor(x, dtype=tdtype),
+                                           torch.tensor(eps, dtype=tdtype))
+        t_loss.backward()
+        (j_loss, aux), j_grads = jax.value_and_grad(vae_loss, has_aux=True)(
+            params, jnp.asarray(x, jdtype), jnp.asarray(eps, jdtype), VC)
+        assert j_loss.dtype == jdtype
+
+        rtol = PARITY_RTOL["loss"][dtype]
+        assert_close("loss", j_loss, t_loss.item(), rtol)
+        assert_close("recon", aux["recon"], t_recon.item(), rtol)
+        assert_close("kl", aux["kl"], t_kl.item(), rtol)
+        assert_trees_close("grad", j_grads, torch_grads(encoder, decoder), PARITY_RTOL["grad"][dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fifty_adam_steps_give_the_same_parameters(dtype, digit_like):
+    with precision(dtype) as (tdtype, jdtype):
+        encoder, sampler, decoder = blog_model(1, tdtype)
+        state = create_train_state(from_torch(encoder, decoder, VC), TC)
+        optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=TC.lr)
+        pool = digit_like(256, seed=5)
+        rng = np.random.default_rng(2)
+        for _ in range(50):
+            x = pool[rng.choice(len(pool), 32, replace=False)]
+            eps = rng.standard_normal((32, VC.latent_dim))
+            optimizer.zero_grad()
+            torch_loss(encoder, sampler, decoder, torch.tensor(x, dtype=tdtype), torch.tensor(eps, dtype=tdtype))[0].backward()
+            optimizer.step()
+            state, _ = train_step_with_noise(state, jnp.asarray(x, jdtype), jnp.asarray(eps, jdtype), VC, TC)
+        assert_trees_close("param", state.params, torch_params(encoder, decoder), PARITY_RTOL["adam_50"][dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_blog_epoch_loops_match_the_compiled_epochs(dtype, digit_like):
+    """train_one_epoch / validate_one_epoch on jaxvae's own batches and noise (replayed from the
+    epoch plan) average to what jaxvae's compiled epochs report; 300 rows = 2 full batches + 44."""
+    with precision(dtype) as (tdtype, jdtype):
+        encoder, sampler, decoder = blog_model(2, tdtype)
+        data = jnp.asarray(digit_like(300, seed=11), jdtype)
+        state = create_train_state(from_torch(encoder, decoder, VC), TC)
+
+        def replay(key):
+            plan, step_keys = epoch_plan(key, data.shape[0], TC.batch_size, TC.drop_last)
+            rows = [*plan.full, plan.tail]
+            loader = [(torch.tensor(np.asarray(data[r])),) * 2 for r in rows]
+            noise = [torch.tensor(np.asarray(sample_eps(k, len(r), VC, jdtype))) for k, r in zip(step_keys, rows)]
+            return loader, noise
+
+        losses = dict(data_loss_func=torchref.GaussSimilarityLoss(VC.recon_sigma), distrib_loss_rate=VC.kl_weight,
+                      distrib_loss_func=torchref.UnitGaussKullbackLeiblerDivergenceLoss())
+        optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=TC.lr)
+        train_key, val_key = jax.random.split(jax.random.PRNGKey(4))
+
+        loader, noise = replay(train_key)
+        t_train = torchref.train_one_epoch(encoder, sampler, decoder, loader, optimizer=optimizer, noise=noise,
+                                           verbose=False, **losses)
+        state, metrics, finite = train_epoch(state, data, train_key, VC, TC)
+        assert bool(finite) and metrics["loss"].shape == (3,)
+        assert_close("train epoch mean", np.mean(metrics["loss"]), t_train, PARITY_RTOL["epoch_mean"][dtype])
+
+        loader, noise = replay(val_key)
+        t_val = torchref.validate_one_epoch(encoder, sampler, decoder, loader, noise=noise, verbose=False, **losses)
+        val = eval_epoch(state.params, data, val_key, VC, TC.batch_size)
+        assert_close("validation epoch mean", np.mean(val["loss"]), t_val, PARITY_RTOL["epoch_mean"][dtype])
+
+
+def test_stable_kl_agrees_with_the_blogs_in_range_and_stays_finite_outside():
+    mu = np.linspace(-3, 3, 7, dtype=np.float32)
+    # Where sigma = exp(log_sigma) is a normal float32, the blog's log(sigma) is exact: both agree.
+    for log_sigma in np.linspace(-87, 44, 263, dtype=np.float32):
+        ls = np.full((7, 1), log_sigma, np.float32)
+        blog = torchref.unitgauss_kullback_leibler_divergence((torch.tensor(mu[:, None]), torch.exp(torch.tensor(ls))))
+        ours = unit_gauss_kl(jnp.asarray(mu[:, None]), jnp.asarray(ls))
+        assert_close(f"KL at log_sigma={log_sigma}", ours, blog.numpy(), PARITY_RTOL["loss"]["float32"])
+    # Below it exp underflows: the blog's KL is inf (log 0); ours is finite, and so is its gradient.
+    ls = np.array([[-104.0], [-500.0], [-1e4]], np.float32)
+    blog = torchref.unitgauss_kullback_leibler_divergence((torch.zeros(3, 1), torch.exp(torch.tensor(ls))))
+    assert not torch.isfinite(blog).any()
+    ours = unit_gauss_kl(jnp.zeros((3, 1)), jnp.asarray(ls))
+    np.testing.assert_allclose(ours, 0.5 * (-1 - 2 * ls[:, 0]), rtol=1e-6)
+    grad = jax.grad(lambda v: unit_gauss_kl(jnp.zeros((3, 1)), v).sum())(jnp.asarray(ls))
+    assert bool(jnp.all(jnp.isfinite(grad)))
+    # Above it the blog's inf - inf is NaN; ours is +inf, the correctly rounded value of a KL > 3e38.
+    ls = np.array([[90.0]], np.float32)
+    blog = torchref.unitgauss_kullback_leibler_divergence((torch.zeros(1, 1), torch.exp(torch.tensor(ls))))
+    assert torch.isnan(blog).all()
+    assert float(unit_gauss_kl(jnp.zeros((1, 1)), jnp.asarray(ls))[0]) == np.inf
