@@ -176,8 +176,10 @@ def test_conv_shapes_and_one_epoch():
     x_hat = decode(params, mu, vc)
     assert x_hat.shape == (40, 64) and float(x_hat.min()) >= 0 and float(x_hat.max()) <= 1
     assert params["encoder"]["block1_conv1"]["kernel"].shape == (3, 3, 8, 8)
-    history = fit(x, None, vc, TrainConfig(batch_size=10, max_epochs=2), data_parallel=None).history
-    assert np.isfinite(history[-1]["train_loss"]) and history[-1]["train_loss"] < history[0]["train_loss"]
+    result = fit(x[:20], None, vc, TrainConfig(batch_size=10, max_epochs=1), data_parallel=None)
+    assert np.isfinite(result.history[0]["train_loss"])
+    moved = jax.tree.map(lambda a, b: not np.allclose(a, b), result.params, params)
+    assert all(jax.tree.leaves(moved))  # every conv and dense layer was trained
 
 
 @pytest.mark.parametrize("architecture", ["mlp", "conv"])
