@@ -12,6 +12,11 @@ from dataclasses import dataclass
 
 ACTIVATIONS = ("leaky_relu", "relu", "tanh", "sigmoid", "elu", "gelu", "softplus", "identity")
 OUTPUT_ACTIVATIONS = ("sigmoid", "identity")
+LIKELIHOODS = ("gaussian", "bernoulli")
+OBJECTIVES = ("elbo", "iwae")
+ARCHITECTURES = ("mlp", "conv")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+BINARIZATIONS = ("none", "dynamic", "fixed")
 
 
 def _positive_int(name: str, value) -> None:
@@ -41,6 +46,14 @@ class VAEConfig:
     ``hidden`` are the encoder trunk's widths; the decoder mirrors them (reversed) unless
     ``decoder_hidden`` is given. ``recon_sigma`` is the blog's ``gauss_sigma`` and ``kl_weight`` its
     ``distrib_loss_rate``.
+
+    Beyond the blog (the defaults keep it): ``likelihood`` is the observation model p(x|z), the
+    blog's Gaussian with fixed ``recon_sigma`` or a Bernoulli whose decoder outputs logits (then
+    ``output_activation`` is ignored: ``decode`` returns sigmoid(logits), the pixel probabilities).
+    ``objective`` "iwae" trains the importance-weighted bound with ``iwae_k`` samples (Burda et al.
+    2015). ``architecture`` "conv" swaps the MLPs for VGG-style 3x3 conv stacks with
+    ``conv_channels`` per block (each block halves the image side; ``hidden`` is then unused).
+    ``compute_dtype`` "bfloat16" runs the matmuls/convs in bfloat16; parameters and loss stay float32.
     """
 
     input_dim: int = 784
@@ -52,10 +65,16 @@ class VAEConfig:
     recon_sigma: float = 1.0
     kl_weight: float = 1.0
     decoder_hidden: tuple[int, ...] | None = None
+    likelihood: str = "gaussian"
+    objective: str = "elbo"
+    iwae_k: int = 1
+    architecture: str = "mlp"
+    conv_channels: tuple[int, ...] = (32, 64)
+    compute_dtype: str = "float32"
 
     def __post_init__(self):
         # Lists from JSON or the command line become tuples so that the config stays hashable.
-        for name in ("hidden", "decoder_hidden"):
+        for name in ("hidden", "decoder_hidden", "conv_channels"):
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
@@ -74,6 +93,34 @@ class VAEConfig:
         _non_negative_float("negative_slope", self.negative_slope)
         _positive_float("recon_sigma", self.recon_sigma)
         _non_negative_float("kl_weight", self.kl_weight)
+        _one_of("likelihood", self.likelihood, LIKELIHOODS)
+        _one_of("objective", self.objective, OBJECTIVES)
+        _positive_int("iwae_k", self.iwae_k)
+        if self.objective == "elbo" and self.iwae_k != 1:
+            raise ValueError(f"iwae_k={self.iwae_k} needs objective='iwae' (the ELBO uses one sample)")
+        if self.objective == "iwae" and self.kl_weight != 1.0:
+            raise ValueError(f"kl_weight={self.kl_weight} applies to objective='elbo' only; the IWAE bound has no KL weight")
+        _one_of("architecture", self.architecture, ARCHITECTURES)
+        if not isinstance(self.conv_channels, tuple) or not self.conv_channels:
+            raise ValueError(f"conv_channels must be a non-empty tuple of positive integers, got {self.conv_channels!r}")
+        for width in self.conv_channels:
+            _positive_int("conv_channels entries", width)
+        if self.architecture == "conv":
+            self.image_side  # validates that input_dim is a square image the conv blocks can halve
+        _one_of("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
+
+    @property
+    def image_side(self) -> int:
+        """The side of the square single-channel image for ``architecture="conv"``."""
+        side = math.isqrt(self.input_dim)
+        if side * side != self.input_dim:
+            raise ValueError(f"input_dim={self.input_dim} is not a square image (side*side); "
+                             "architecture='conv' needs square single-channel images such as 784 = 28*28")
+        factor = 2 ** len(self.conv_channels)
+        if side % factor:
+            raise ValueError(f"input_dim={self.input_dim}: image side {side} is not divisible by {factor} "
+                             f"(2 ** len(conv_channels={self.conv_channels})); use fewer conv_channels")
+        return side
 
     @property
     def decoder_widths(self) -> tuple[int, ...]:
@@ -90,6 +137,11 @@ class TrainConfig:
 
     ``drop_last=False`` keeps the last partial batch, as the blog's DataLoader does; an epoch's
     loss is then the unweighted mean of its per-batch losses, again as the blog reports it.
+
+    ``binarize`` (for Bernoulli models): "dynamic" draws x ~ Bernoulli(pixel) afresh on the device
+    each time a training batch is drawn; "fixed" binarises the training data once from
+    ``binarize_seed``. In both cases validation (and evaluation) data are binarised once from
+    ``binarize_seed``, so the numbers are comparable between epochs and runs.
     """
 
     batch_size: int = 128
@@ -105,6 +157,8 @@ class TrainConfig:
     stop_lr: float = 1e-6
     drop_last: bool = False
     seed: int = 0
+    binarize: str = "none"
+    binarize_seed: int = 0
 
     def __post_init__(self):
         _positive_int("batch_size", self.batch_size)
@@ -125,6 +179,9 @@ class TrainConfig:
         _non_negative_float("stop_lr", self.stop_lr)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        _one_of("binarize", self.binarize, BINARIZATIONS)
+        if isinstance(self.binarize_seed, bool) or not isinstance(self.binarize_seed, int):
+            raise ValueError(f"binarize_seed must be an integer, got {self.binarize_seed!r}")
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

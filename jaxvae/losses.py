@@ -3,14 +3,24 @@ benchmarks and the parity tests alike.
 
 Per-sample building blocks return one value per row; ``vae_loss`` averages them over the batch,
 as the blog's ``GaussSimilarityLoss`` and ``UnitGaussKullbackLeiblerDivergenceLoss`` do.
+
+Beyond the blog: full log-densities (``gaussian_log_likelihood`` with its normalising constant,
+``bernoulli_log_likelihood`` from logits, ``log_normal_diag``, ``log_standard_normal``), the
+importance weights ``log_importance_weights`` and the IWAE bound (Burda, Grosse, Salakhutdinov
+2015). ``objective_loss`` picks the training loss of a config; for the default config it is
+``vae_loss`` itself.
 """
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
 
 from jaxvae.config import VAEConfig
-from jaxvae.models import decode, encode
+from jaxvae.models import decode, decoder_output, encode
+
+_LOG_2PI = math.log(2.0 * math.pi)
 
 
 def gauss_similarity_loss(x: jax.Array, x_hat: jax.Array, sigma: float = 1.0) -> jax.Array:
@@ -33,8 +43,51 @@ def unit_gauss_kl(mu: jax.Array, log_sigma: jax.Array) -> jax.Array:
     return 0.5 * jnp.sum(jnp.exp(2.0 * log_sigma) + mu**2 - 1.0 - 2.0 * log_sigma, axis=-1)
 
 
+def gaussian_log_likelihood(x: jax.Array, mean: jax.Array, sigma: float = 1.0) -> jax.Array:
+    """Per-sample log N(x | mean, sigma^2 I), normalising constant included:
+    -sum (x - mean)^2 / (2 sigma^2) - D/2 log(2 pi sigma^2). Broadcasts over leading axes."""
+    sq = jnp.sum((x - mean) ** 2, axis=-1)
+    return -sq / (2.0 * sigma**2) - 0.5 * x.shape[-1] * (_LOG_2PI + 2.0 * math.log(sigma))
+
+
+def bernoulli_log_likelihood(x: jax.Array, logits: jax.Array) -> jax.Array:
+    """Per-sample log Bernoulli(x | sigmoid(logits)) = sum x*l - softplus(l), stable for any logit
+    (no sigmoid-then-log). ``x`` may be fractional (then it is the cross-entropy). Broadcasts."""
+    return jnp.sum(x * logits - jax.nn.softplus(logits), axis=-1)
+
+
+def log_normal_diag(z: jax.Array, mu: jax.Array, log_sigma: jax.Array) -> jax.Array:
+    """log N(z | mu, diag(exp(log_sigma))^2), summed over the last axis."""
+    u = (z - mu) * jnp.exp(-log_sigma)
+    return jnp.sum(-0.5 * u**2 - log_sigma - 0.5 * _LOG_2PI, axis=-1)
+
+
+def log_standard_normal(z: jax.Array) -> jax.Array:
+    """log N(z | 0, I), summed over the last axis."""
+    return jnp.sum(-0.5 * z**2 - 0.5 * _LOG_2PI, axis=-1)
+
+
+def log_likelihood(x: jax.Array, decoder_out: jax.Array, config: VAEConfig) -> jax.Array:
+    """Per-sample log p(x | z) of the config's observation model, constant included;
+    ``decoder_out`` is ``models.decoder_output`` (Gaussian mean or Bernoulli logits)."""
+    if config.likelihood == "bernoulli":
+        return bernoulli_log_likelihood(x, decoder_out)
+    return gaussian_log_likelihood(x, decoder_out, config.recon_sigma)
+
+
+def reconstruction_loss(params: dict, x: jax.Array, z: jax.Array, config: VAEConfig) -> jax.Array:
+    """The ELBO's per-sample reconstruction term -log p(x | z): the blog's Gaussian loss (without its
+    constant, which has no gradient) or the exact Bernoulli negative log-likelihood."""
+    if config.likelihood == "bernoulli":
+        return -bernoulli_log_likelihood(x.reshape(x.shape[0], -1), decoder_output(params, z, config))
+    return gauss_similarity_loss(x, decode(params, z, config), config.recon_sigma)
+
+
 def sample_eps(key: jax.Array, batch: int, config: VAEConfig, dtype=jnp.float32) -> jax.Array:
-    """The reparameterisation noise eps ~ N(0, I), one row per sample."""
+    """The reparameterisation noise eps ~ N(0, I), one row per sample: ``[batch, latent]``, or
+    ``[iwae_k, batch, latent]`` for ``objective="iwae"``."""
+    if config.objective == "iwae":
+        return jax.random.normal(key, (config.iwae_k, batch, config.latent_dim), dtype)
     return jax.random.normal(key, (batch, config.latent_dim), dtype)
 
 
@@ -45,8 +98,7 @@ def vae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig):
     """
     mu, log_sigma = encode(params, x, config)
     z = mu + jnp.exp(log_sigma) * eps
-    x_hat = decode(params, z, config)
-    recon = jnp.mean(gauss_similarity_loss(x, x_hat, config.recon_sigma))
+    recon = jnp.mean(reconstruction_loss(params, x, z, config))
     kl = jnp.mean(unit_gauss_kl(mu, log_sigma))
     return recon + config.kl_weight * kl, {"recon": recon, "kl": kl}
 
@@ -54,3 +106,41 @@ def vae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig):
 def vae_loss_from_key(params: dict, x: jax.Array, key: jax.Array, config: VAEConfig):
     """``vae_loss`` with the noise drawn from ``key``: the usual path for users."""
     return vae_loss(params, x, sample_eps(key, x.shape[0], config, x.dtype), config)
+
+
+def log_importance_weights(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig):
+    """log w = log p(x | z) + log p(z) - log q(z | x) for z = mu + sigma * eps, ``eps [k, B, latent]``.
+
+    Returns ``(log_w, log_px_given_z)``, both ``[k, B]``. log q is computed from eps directly
+    (log N(eps | 0, I) - sum log sigma), which is exact and avoids dividing by a tiny sigma.
+    """
+    mu, log_sigma = encode(params, x, config)
+    z = mu + jnp.exp(log_sigma) * eps
+    k, batch = eps.shape[0], eps.shape[1]
+    out = decoder_output(params, z.reshape(k * batch, -1), config).reshape(k, batch, -1)
+    log_px_z = log_likelihood(x.reshape(batch, -1), out, config)
+    log_qz = log_standard_normal(eps) - jnp.sum(log_sigma, axis=-1)
+    return log_px_z + log_standard_normal(z) - log_qz, log_px_z
+
+
+def iwae_bound(log_w: jax.Array) -> jax.Array:
+    """Per-sample IWAE bound logsumexp_k log w_k - log k from ``log_w [k, B]``; k = 1 is the ELBO."""
+    return jax.scipy.special.logsumexp(log_w, axis=0) - math.log(log_w.shape[0])
+
+
+def iwae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig):
+    """The negative IWAE bound, averaged over the batch, with ``eps [k, B, latent]`` given.
+
+    ``aux["recon"]`` is the mean -log p(x | z) and ``aux["kl"]`` the mean log q(z|x) - log p(z)
+    over the k samples (a Monte-Carlo KL), so the metrics read as those of ``vae_loss``.
+    """
+    log_w, log_px_z = log_importance_weights(params, x, eps, config)
+    recon = -jnp.mean(log_px_z)
+    return -jnp.mean(iwae_bound(log_w)), {"recon": recon, "kl": -jnp.mean(log_w) - recon}
+
+
+def objective_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig):
+    """The training loss the config asks for: ``vae_loss`` (the ELBO; the default) or ``iwae_loss``."""
+    if config.objective == "iwae":
+        return iwae_loss(params, x, eps, config)
+    return vae_loss(params, x, eps, config)

@@ -19,9 +19,11 @@ import numpy as np
 import optax
 
 from jaxvae.batching import batch_counts, epoch_indices
+from jaxvae.binarize import prepare_eval_data, prepare_train_data, sample_binary
 from jaxvae.config import TrainConfig, VAEConfig
-from jaxvae.losses import sample_eps, vae_loss
+from jaxvae.losses import objective_loss, sample_eps
 from jaxvae.models import init_params
+from jaxvae.parallel import DataParallel, make_data_parallel
 
 # Steps per loop iteration in the compiled epoch: amortises loop overhead on CPU (see benchmarks/).
 SCAN_UNROLL = 3
@@ -63,21 +65,26 @@ def with_learning_rate(state: TrainState, lr: float) -> TrainState:
 
 
 def apply_train_step(state: TrainState, x, eps, vae_config: VAEConfig, train_config: TrainConfig):
-    """One Adam step on the loss of batch ``x`` with reparameterisation noise ``eps`` (pure)."""
-    (loss, aux), grads = jax.value_and_grad(vae_loss, has_aux=True)(state.params, x, eps, vae_config)
+    """One Adam step on the loss of batch ``x`` with reparameterisation noise ``eps`` (pure).
+
+    The loss is ``losses.objective_loss``: the blog's ``vae_loss`` unless the config asks for IWAE."""
+    (loss, aux), grads = jax.value_and_grad(objective_loss, has_aux=True)(state.params, x, eps, vae_config)
     updates, opt_state = make_optimizer(train_config).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return TrainState(params, opt_state), {"loss": loss, **aux}
 
 
 def _step_from_key(state, x, key, vae_config, train_config):
+    if train_config.binarize == "dynamic":  # a fresh binary draw of the batch, on the device
+        key, binarize_key = jax.random.split(key)
+        x = sample_binary(binarize_key, x)
     return apply_train_step(state, x, sample_eps(key, x.shape[0], vae_config, x.dtype), vae_config, train_config)
 
 
 # TrainConfig fields that never reach compiled code (the lr lives in the optimizer state): they are
 # reset before a config becomes a static argument, so changing them does not recompile.
 _HOST_ONLY_FIELDS = ("lr", "max_epochs", "plateau_factor", "plateau_patience", "plateau_threshold",
-                     "min_lr", "stop_lr", "seed")
+                     "min_lr", "stop_lr", "seed", "binarize_seed")
 _HOST_ONLY_DEFAULTS = {name: getattr(TrainConfig(), name) for name in _HOST_ONLY_FIELDS}
 
 
@@ -119,19 +126,21 @@ def _tree_all_finite(tree) -> jax.Array:
 
 
 def train_epoch(state: TrainState, data, key, vae_config: VAEConfig, train_config: TrainConfig,
-                progress: Callable | None = None, progress_every: int = 20):
+                progress: Callable | None = None, progress_every: int = 20, batch_sharding=None):
     """One shuffled pass over ``data`` (on the device) as a single compiled call.
 
     Returns the new state, per-batch metrics (``loss``, ``recon``, ``kl``; the partial batch last)
     and whether every parameter is finite. ``progress(step, running_mean_loss)`` is called on the
     host every ``progress_every`` steps when given. The state is not donated: an epoch copies a
     few MB, and the caller keeps the last good state should this epoch go non-finite.
+    ``batch_sharding`` (see ``jaxvae.parallel``) splits each full batch over devices.
     """
-    return _train_epoch(state, data, key, vae_config, compiled_view(train_config), progress, progress_every)
+    return _train_epoch(state, data, key, vae_config, compiled_view(train_config), progress, progress_every,
+                        batch_sharding)
 
 
-@partial(jax.jit, static_argnames=("vae_config", "train_config", "progress", "progress_every"))
-def _train_epoch(state, data, key, vae_config, train_config, progress, progress_every):
+@partial(jax.jit, static_argnames=("vae_config", "train_config", "progress", "progress_every", "batch_sharding"))
+def _train_epoch(state, data, key, vae_config, train_config, progress, progress_every, batch_sharding):
     batches, step_keys = epoch_plan(key, data.shape[0], train_config.batch_size, train_config.drop_last)
 
     def report(step, loss_sum):
@@ -145,7 +154,10 @@ def _train_epoch(state, data, key, vae_config, train_config, progress, progress_
     def body(carry, xs):
         state, loss_sum, step = carry
         rows, step_key = xs
-        state, metrics = _step_from_key(state, data[rows], step_key, vae_config, train_config)
+        x = data[rows]
+        if batch_sharding is not None:
+            x = jax.lax.with_sharding_constraint(x, batch_sharding)
+        state, metrics = _step_from_key(state, x, step_key, vae_config, train_config)
         loss_sum = loss_sum + metrics["loss"]
         report(step, loss_sum)
         return (state, loss_sum, step + 1), metrics
@@ -172,7 +184,7 @@ def eval_epoch(params, data, key, vae_config: VAEConfig, batch_size: int = 128, 
 
     def batch_metrics(rows, step_key):
         x = data[rows]
-        loss, aux = vae_loss(params, x, sample_eps(step_key, x.shape[0], vae_config, x.dtype), vae_config)
+        loss, aux = objective_loss(params, x, sample_eps(step_key, x.shape[0], vae_config, x.dtype), vae_config)
         return {"loss": loss, **aux}
 
     metrics = jax.lax.map(lambda xs: batch_metrics(*xs), (batches.full, step_keys[: batches.full.shape[0]]))
@@ -266,6 +278,7 @@ def fit(
     callback: Callable[[FitState, dict], None] | None = None,
     progress: Callable | None = None,
     progress_every: int = 20,
+    data_parallel: DataParallel | None | str = "auto",
 ) -> FitResult:
     """Train the VAE on ``train_x`` (float, [N, input_dim]) with the blog's schedule.
 
@@ -275,6 +288,10 @@ def fit(
     ``callback(state, record)`` runs after every epoch (checkpointing, logging). Reproducible from
     ``train_config.seed``. Raises ``NonFiniteError`` (holding the last good state) when a step
     makes the loss or a parameter non-finite.
+
+    ``train_config.binarize`` binarises the data (``jaxvae.binarize``). ``data_parallel="auto"``
+    splits each batch over all devices when there are several (``jaxvae.parallel``); pass None
+    to stay on one device, or a ``DataParallel`` to choose the mesh.
     """
     check_data("train_x", train_x, vae_config, train_config.batch_size)
     if val_x is not None:
@@ -283,13 +300,22 @@ def fit(
     state = state if state is not None else init_fit_state(vae_config, train_config, dtype=dtype)
     train_x = jax.device_put(jnp.asarray(train_x))
     val_x = train_x if val_x is None else jax.device_put(jnp.asarray(val_x, dtype))
+    if train_config.binarize != "none":
+        train_x, val_x = prepare_train_data(train_x, train_config), prepare_eval_data(val_x, train_config)
+    if data_parallel == "auto":
+        data_parallel = make_data_parallel(train_config.batch_size)
+    batch_sharding = None
+    if data_parallel is not None:
+        batch_sharding = data_parallel.batch_sharding
+        train_x, val_x = data_parallel.replicate((train_x, val_x))
+        state = dataclasses.replace(state, train_state=data_parallel.replicate(state.train_state))
 
     while state.epoch < train_config.max_epochs and state.plateau.lr >= train_config.stop_lr:
         start = time.perf_counter()
         key, train_key, val_key = jax.random.split(state.key, 3)
         train_state = with_learning_rate(state.train_state, state.plateau.lr)
         train_state, metrics, finite = train_epoch(
-            train_state, train_x, train_key, vae_config, train_config, progress, progress_every
+            train_state, train_x, train_key, vae_config, train_config, progress, progress_every, batch_sharding
         )
         losses = np.asarray(metrics["loss"])
         if not bool(finite) or not np.all(np.isfinite(losses)):
