@@ -345,16 +345,27 @@ def evaluate_run(run_dir, args) -> dict:
     import jax
     import numpy as np
 
+    from jaxvae.binarize import prepare_eval_data
+    from jaxvae.evaluate import evaluate
     from jaxvae.training import eval_epoch
 
+    for flag, value in (("--k", args.k), ("--limit", args.limit), ("--chunk", args.chunk)):
+        if value is not None and value < (0 if flag == "--k" else 1):
+            raise UsageError(f"{flag} must be {'>= 0' if flag == '--k' else 'a positive integer'}, got {value}")
     info, state = load_run(run_dir)
     dataset = _run_data(info, args)
     x = dataset.test_x if args.split == "test" else dataset.train_x
+    x = prepare_eval_data(jax.numpy.asarray(x[: args.limit]), info.train_config)  # as the run saw it
     batch_size = min(info.train_config.batch_size, len(x))
     metrics = eval_epoch(state.params, x, jax.random.PRNGKey(args.seed), info.vae_config, batch_size)
     means = {k: float(np.mean(np.asarray(v))) for k, v in metrics.items()}
-    return {"run_dir": str(run_dir), "dataset": dataset.name, "split": args.split, "samples": int(len(x)),
-            "epoch": state.epoch, "seed": args.seed, "batch_size": batch_size, **means}
+    result = {"run_dir": str(run_dir), "dataset": dataset.name, "split": args.split, "samples": int(len(x)),
+              "epoch": state.epoch, "seed": args.seed, "batch_size": batch_size, **means}
+    if args.k:
+        estimate = evaluate(state.params, x, info.vae_config, k=args.k, seed=args.seed, chunk=args.chunk)
+        result.update({name: estimate[name] for name in ("k", "log_likelihood", "log_likelihood_stderr",
+                                                         "neg_elbo", "neg_elbo_stderr")})
+    return result
 
 
 def cmd_evaluate(args) -> int:
@@ -368,6 +379,9 @@ def cmd_evaluate(args) -> int:
         _say(f"{'metric':<8}{'value':>12}")
         for name in ("loss", "recon", "kl"):
             _say(f"{name:<8}{result[name]:>12.4f}")
+        if "log_likelihood" in result:
+            _say(f"log p(x) ~ {result['log_likelihood']:.3f} +- {result['log_likelihood_stderr']:.3f} nats "
+                 f"(k={result['k']} importance samples); -ELBO {result['neg_elbo']:.3f} +- {result['neg_elbo_stderr']:.3f}")
         _say(f"written: {Path(args.run_dir) / EVALUATE_FILE}")
     return 0
 
@@ -509,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
         if with_dataset:
             p.add_argument("--dataset", choices=DATASETS, default="mnist",
                            help="mnist (falls back to the embedded 8x8 digits, with one logged line, when MNIST "
-                                "can be neither found nor downloaded) or digits (default: mnist)")
+                                "can be neither found nor downloaded) or digits")
             p.add_argument("--require-mnist", action="store_true", help="fail instead of falling back to digits")
         p.add_argument("--data-dir", help="directory with the MNIST IDX files (.gz or not); default: "
                        "$JAXVAE_DATA_DIR, then ~/.cache/jaxvae/mnist, then download")
@@ -531,6 +545,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=("test", "train"), default="test")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the evaluation noise and batch order")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    evaluate.add_argument("--k", type=int, default=0, metavar="K",
+                          help="also estimate log p(x) with K importance samples per image (e.g. 5000; 0: skip)")
+    evaluate.add_argument("--chunk", type=int, default=None, metavar="N",
+                          help="importance samples per image held in memory at once (default: a 64 MB budget)")
+    evaluate.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images of the split")
     data_flags(evaluate, False)
     evaluate.set_defaults(func=cmd_evaluate)
 

@@ -67,6 +67,18 @@ def test_evaluate_table_and_json(trained, capsys):
     assert code == 0 and json.loads(out)["loss"] == result["loss"]  # fixed noise seed: repeatable
 
 
+def test_evaluate_estimates_the_log_likelihood_with_importance_samples(trained, capsys):
+    code, out, err = run_cli(capsys, "evaluate", trained, "--k", "16", "--limit", "40", "--json", "--no-download")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["samples"] == 40 and result["k"] == 16
+    # per image, logsumexp_k log w - log k >= mean_k log w (Jensen): the estimate bounds the ELBO
+    assert result["log_likelihood"] >= -result["neg_elbo"]
+    assert result["log_likelihood_stderr"] > 0
+    code, _, err = run_cli(capsys, "evaluate", trained, "--limit", "0", "--no-download")
+    assert code == 2 and "--limit must be a positive integer" in err
+
+
 def test_plot_redraws_from_checkpoint(trained, tmp_path, capsys):
     code, _, err = run_cli(capsys, "plot", trained, "--figures", tmp_path / "figs", "--no-download")
     assert code == 0, err
