@@ -43,6 +43,28 @@ def _run_batch(encoder_model, distrib_model, decoder_model, inputs, targets, dat
     return data_loss + distrib_loss_rate * distrib_loss
 
 
+class _RunningLoss:
+    """The blog's bookkeeping: the running mean of batch losses, printed every 100 batches."""
+
+    def __init__(self, verbose: bool):
+        self.verbose, self.total, self.count = verbose, 0.0, 0
+
+    def add(self, i_batch: int, loss: float) -> None:
+        self.total += loss
+        self.count += 1
+        if self.verbose and i_batch % 100 == 0:
+            print(f"batch {i_batch} loss: {self.total / self.count: >8f}")
+
+    def finish(self, label: str, loader_name: str) -> float:
+        """The unweighted mean of the batch losses (the blog's epoch loss)."""
+        if self.count == 0:
+            raise ValueError(f"{loader_name} yielded no batches")
+        avg_loss = self.total / self.count
+        if self.verbose:
+            print(f"{label}: Avg loss: {avg_loss:>8f}")
+        return avg_loss
+
+
 def train_one_epoch(
     encoder_model,
     distrib_model,
@@ -67,7 +89,7 @@ def train_one_epoch(
     decoder_model.train(True)
     distrib_model.train(True)
     noise_iter = None if noise is None else iter(noise)
-    tot_loss, nof_batches = 0.0, 0
+    running = _RunningLoss(verbose)
     for i_batch, (inputs, targets) in enumerate(train_loader):
         if device:
             inputs, targets = inputs.to(device), targets.to(device)
@@ -77,16 +99,8 @@ def train_one_epoch(
                           i_batch, device)
         loss.backward()
         optimizer.step()
-        tot_loss += loss.item()
-        nof_batches += 1
-        if verbose and i_batch % 100 == 0:
-            print(f"batch {i_batch} loss: {tot_loss / nof_batches: >8f}")
-    if nof_batches == 0:
-        raise ValueError("train_loader yielded no batches")
-    avg_loss = tot_loss / nof_batches
-    if verbose:
-        print(f"Train: Avg loss: {avg_loss:>8f}")
-    return avg_loss
+        running.add(i_batch, loss.item())
+    return running.finish("Train", "train_loader")
 
 
 def validate_one_epoch(
@@ -112,7 +126,7 @@ def validate_one_epoch(
     decoder_model.eval()
     distrib_model.eval()
     noise_iter = None if noise is None else iter(noise)
-    tot_loss, nof_batches = 0.0, 0
+    running = _RunningLoss(verbose)
     with torch.no_grad():
         for i_batch, (inputs, targets) in enumerate(validate_loader):
             if device:
@@ -120,16 +134,8 @@ def validate_one_epoch(
             loss = _run_batch(encoder_model, distrib_model, decoder_model, inputs, targets,
                               data_loss_func, distrib_loss_rate, distrib_loss_func, noise_iter,
                               i_batch, device)
-            tot_loss += loss.item()
-            nof_batches += 1
-            if verbose and i_batch % 100 == 0:
-                print(f"batch {i_batch} loss: {tot_loss / nof_batches: >8f}")
-    if nof_batches == 0:
-        raise ValueError("validate_loader yielded no batches")
-    avg_loss = tot_loss / nof_batches
-    if verbose:
-        print(f"Validate: Avg loss: {avg_loss:>8f}")
-    return avg_loss
+            running.add(i_batch, loss.item())
+    return running.finish("Validate", "validate_loader")
 
 
 def train_blog(
