@@ -13,7 +13,7 @@ SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
     from jaxvae.config import TrainConfig, VAEConfig
     from jaxvae.parallel import make_data_parallel
-    from jaxvae.training import fit, init_fit_state, train_epoch
+    from jaxvae.training import _train_epoch, compiled_view, fit, init_fit_state
 
     assert len(jax.devices()) == 4, jax.devices()
     assert make_data_parallel(32).num_devices == 4 and make_data_parallel(6).num_devices == 3
@@ -32,8 +32,8 @@ SCRIPT = textwrap.dedent("""
     # The batch really is split: the compiled epoch all-reduces the gradient across devices.
     dp = make_data_parallel(32)
     state = init_fit_state(vc, tc).train_state
-    hlo = train_epoch.lower(dp.replicate(state), dp.replicate(jnp.asarray(x)), jax.random.PRNGKey(0), vc, tc,
-                            batch_sharding=dp.batch_sharding).compile().as_text()
+    hlo = _train_epoch.lower(dp.replicate(state), dp.replicate(jnp.asarray(x)), jax.random.PRNGKey(0), vc,
+                             compiled_view(tc), None, 20, dp.batch_sharding).compile().as_text()
     assert "all-reduce" in hlo
     print("OK", multi.history[-1]["train_loss"], single.history[-1]["train_loss"])
 """)
