@@ -110,14 +110,18 @@ def time_epochs(run_epoch, warmup: int, epochs: int) -> dict:
         start = time.perf_counter()
         run_epoch()
         warm.append(time.perf_counter() - start)
-    times = []
+    times, cpu = [], []
     for _ in range(epochs):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         run_epoch()
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - cpu_start)
     median = statistics.median(times)
     return {
         "times": times,
+        # CPU seconds of all this process's threads: steadier than wall time on a shared machine
+        "cpu_median_s": statistics.median(cpu),
+        "load_average": os.getloadavg()[0],
         "median_s": median,
         "min_s": min(times),
         "max_s": max(times),
@@ -213,16 +217,17 @@ def markdown_report(report: dict) -> str:
             f"Arithmetic floor: {fmt(r0['floor_s'])} s per epoch ({fmt(r0['epoch_gflop'], 4)} GFLOP at the best "
             f"measured matmul rate); XLA's matmul kernels alone: {fmt(r0.get('xla_matmul_s'))} s.",
             "",
-            "| variant | median s/epoch | min-max | compile s | samples/s | ms/step | x blog loop | x floor |",
-            "|---|---|---|---|---|---|---|---|",
+            "| variant | median s/epoch | min-max | compile s | samples/s | ms/step | x blog loop | x floor | CPU s/epoch | load |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             if "error" in r or "skipped" in r:
-                lines.append(f"| {r['variant']} | {r.get('skipped') or 'error: ' + r['error'][:80]} | | | | | | |")
+                lines.append(f"| {r['variant']} | {r.get('skipped') or 'error: ' + r['error'][:80]} | | | | | | | | |")
                 continue
             lines.append(
                 f"| {r['variant']} | {r['median_s']:.3f} | {r['min_s']:.3f}-{r['max_s']:.3f} | {fmt(r['compile_s'])} | "
-                f"{r['samples_per_s']:.0f} | {r['ms_per_step']:.3f} | {fmt(r.get('vs_blog'))} | {fmt(r.get('vs_floor'))} |"
+                f"{r['samples_per_s']:.0f} | {r['ms_per_step']:.3f} | {fmt(r.get('vs_blog'))} | {fmt(r.get('vs_floor'))} | "
+                f"{fmt(r.get('cpu_median_s'))} | {fmt(r.get('load_average'), 2)} |"
             )
         evals = [r for r in rows if r.get("eval_median_s") is not None]
         if evals:
@@ -249,6 +254,48 @@ def markdown_report(report: dict) -> str:
             lines.append(f"| {h} | {floor:.3f} | " + " | ".join(cells) + " |")
     lines += ["", "Variants:", ""] + [f"- `{k}`: {d}" for k, (_, d) in VARIANTS.items()]
     return "\n".join(lines) + "\n"
+
+
+def finish_report(report: dict, rates: dict, results: list[dict], n: int, out: Path) -> str:
+    """Add the derived figures (floor, ratios) to ``results`` and write the JSON and Markdown;
+    called after every variant, so an interrupted run still leaves its numbers."""
+    results = [dict(r) for r in results]
+    # Derived figures, all from numbers of this run.
+    matmul_rates = {fw: r.get("gflops") for fw, r in rates.items() if r.get("gflops")}
+    best_fw = max(matmul_rates, key=matmul_rates.get) if matmul_rates else None
+    report["matmul"] = {
+        "best_gflops": matmul_rates.get(best_fw), "best_backend": best_fw,
+        "torch_gflops": matmul_rates.get("torch"), "jax_gflops": matmul_rates.get("jax"),
+        "detail": rates,
+    }
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    results.sort(key=lambda r: (["main", "batch1024", "sweep"].index(r["section"]), r["hidden"], order[r["variant"]]))
+    for r in results:
+        for key in ("data_path", "framework", "precision", "quick"):
+            r.pop(key, None)
+        full, tail = divmod(n, r["batch"])
+        r["steps"] = full + (1 if tail else 0)
+        flops = epoch_flops(n, r["batch"], r["hidden"])
+        r["epoch_gflop"] = flops / 1e9
+        r["floor_s"] = flops / (matmul_rates[best_fw] * 1e9) if best_fw else None
+        if matmul_rates.get("jax"):
+            r["xla_matmul_s"] = flops / (matmul_rates["jax"] * 1e9)
+        if "median_s" in r:
+            r["samples_per_s"] = n / r["median_s"]
+            r["ms_per_step"] = 1e3 * r["median_s"] / r["steps"]
+            r["vs_floor"] = r["median_s"] / r["floor_s"] if r["floor_s"] else None
+            blog = next((b for b in results if b["variant"] == "torch_blog" and b["section"] == r["section"]
+                         and b["hidden"] == r["hidden"] and "median_s" in b), None)
+            r["vs_blog"] = blog["median_s"] / r["median_s"] if blog else None
+    report["results"] = results
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    markdown = markdown_report(report)
+    for path, text in ((out.with_suffix(".json"), json.dumps(report, indent=1)), (out.with_suffix(".md"), markdown)):
+        partial = path.with_suffix(path.suffix + ".tmp")
+        partial.write_text(text)
+        partial.replace(path)  # no half-written result files
+    return markdown
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -314,13 +361,21 @@ def main(argv=None) -> dict:
         base = {"data_path": str(data_path), "device": device, "precision": args.precision,
                 "heroic_steps": args.heroic_steps, "seed": 0}
 
-        # The matmul rate, measured once per framework in this run, for the floor.
-        rates = {}
-        for fw in ("torch", "jax"):
-            res = run_worker_process([{**base, "framework": fw, "section": "matmul", "variant": "matmul",
-                                       "hidden": 400, "batch": 128, "quick": quick}], tmp, f"matmul-{fw}",
-                                     timeout=args.worker_timeout)[0]
-            rates[fw] = res
+        def measure_matmul_rates(previous: dict) -> dict:
+            """Each framework's matmul rate in a fresh process; the best of this and ``previous``
+            (measured before and after the variants, so that a burst of load on a shared machine
+            does not set the floor)."""
+            best = dict(previous)
+            for fw in ("torch", "jax"):
+                res = run_worker_process([{**base, "framework": fw, "section": "matmul", "variant": "matmul",
+                                           "hidden": 400, "batch": 128, "quick": quick}], tmp, f"matmul-{fw}",
+                                         timeout=args.worker_timeout)[0]
+                if res.get("gflops", 0) > best.get(fw, {}).get("gflops", 0):
+                    best[fw] = res
+                best.setdefault(fw, res)
+            return best
+
+        rates = measure_matmul_rates({})
         report["versions"] = ", ".join(v for fw in ("torch", "jax") if (v := rates[fw].get("version")))
 
         jobs = []
@@ -356,43 +411,11 @@ def main(argv=None) -> dict:
                       f"batch {job['batch']}", flush=True)
                 env = HEROIC_ENV if job["variant"] == "torch_heroic" else None
                 results += run_worker_process([job], tmp, f"job{i}", env, timeout=args.worker_timeout)
+                finish_report(report, rates, results, n, Path(args.out))
+        if not quick:
+            rates = measure_matmul_rates(rates)
 
-    # Derived figures, all from numbers of this run.
-    matmul_rates = {fw: r.get("gflops") for fw, r in rates.items() if r.get("gflops")}
-    best_fw = max(matmul_rates, key=matmul_rates.get) if matmul_rates else None
-    report["matmul"] = {
-        "best_gflops": matmul_rates.get(best_fw), "best_backend": best_fw,
-        "torch_gflops": matmul_rates.get("torch"), "jax_gflops": matmul_rates.get("jax"),
-        "detail": rates,
-    }
-    order = {v: i for i, v in enumerate(VARIANTS)}
-    results.sort(key=lambda r: (["main", "batch1024", "sweep"].index(r["section"]), r["hidden"], order[r["variant"]]))
-    for r in results:
-        for key in ("data_path", "framework", "precision", "quick"):
-            r.pop(key, None)
-        full, tail = divmod(n, r["batch"])
-        r["steps"] = full + (1 if tail else 0)
-        flops = epoch_flops(n, r["batch"], r["hidden"])
-        r["epoch_gflop"] = flops / 1e9
-        r["floor_s"] = flops / (matmul_rates[best_fw] * 1e9) if best_fw else None
-        if matmul_rates.get("jax"):
-            r["xla_matmul_s"] = flops / (matmul_rates["jax"] * 1e9)
-        if "median_s" in r:
-            r["samples_per_s"] = n / r["median_s"]
-            r["ms_per_step"] = 1e3 * r["median_s"] / r["steps"]
-            r["vs_floor"] = r["median_s"] / r["floor_s"] if r["floor_s"] else None
-            blog = next((b for b in results if b["variant"] == "torch_blog" and b["section"] == r["section"]
-                         and b["hidden"] == r["hidden"] and "median_s" in b), None)
-            r["vs_blog"] = blog["median_s"] / r["median_s"] if blog else None
-    report["results"] = results
-
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    markdown = markdown_report(report)
-    for path, text in ((out.with_suffix(".json"), json.dumps(report, indent=1)), (out.with_suffix(".md"), markdown)):
-        partial = path.with_suffix(path.suffix + ".tmp")
-        partial.write_text(text)
-        partial.replace(path)  # no half-written result files
+    markdown = finish_report(report, rates, results, n, Path(args.out))
     print(markdown)
     return report
 
