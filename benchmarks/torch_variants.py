@@ -1,0 +1,212 @@
+"""The PyTorch side of the training benchmark (run inside a worker process of train_speed.py).
+
+All variants train torchref's modules (the blog's model, default init, the blog's two losses).
+``torch_blog`` is the blog's loop as users run it; the others are the fastest honest PyTorch we
+could write: manual batching of a preloaded tensor, fused Adam, torch.compile, CUDA graphs, and
+``torch_heroic``: the gradient (torch.func) and the Adam update of K consecutive steps in one
+fullgraph-compiled call, with the bias corrections computed on the host.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+
+def _setup(job):
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    # Full float32 matmuls on GPU (no TF32), as on the JAX side.
+    torch.set_float32_matmul_precision(job["precision"])
+    torch.backends.cuda.matmul.allow_tf32 = job["precision"] != "highest"
+    torch.backends.cudnn.allow_tf32 = job["precision"] != "highest"
+    return torch
+
+
+def _sync(torch, device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_rate(job) -> dict:
+    """GFLOP/s of torch (MKL / cuBLAS) on the five large matmuls of a training step; see jax_variants."""
+    torch = _setup(job)
+    dev = job["device"]
+    b, d, h = job["batch"], 784, job["hidden"]
+    g = torch.Generator().manual_seed(0)
+    x, g_h, g_out = (torch.rand(s, generator=g).to(dev) for s in ((b, d), (b, h), (b, d)))
+    w1, w2 = torch.rand((d, h), generator=g).to(dev), torch.rand((h, d), generator=g).to(dev)
+    outs = [torch.empty(s, device=dev) for s in ((b, h), (b, d), (d, h), (h, d), (b, h))]
+    reps = 5 if job["quick"] else 50
+
+    def five():
+        for _ in range(reps):
+            torch.mm(x, w1, out=outs[0])
+            torch.mm(g_h, w2, out=outs[1])
+            torch.mm(x.T, g_h, out=outs[2])
+            torch.mm(g_h.T, g_out, out=outs[3])
+            torch.mm(g_out, w2.T, out=outs[4])
+        _sync(torch, dev)
+
+    five()
+    best, best_cpu = float("inf"), float("inf")
+    for _ in range(3 if job["quick"] else 7):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        five()
+        best = min(best, time.perf_counter() - start)
+        best_cpu = min(best_cpu, time.process_time() - cpu_start)
+    flops = reps * 5 * 2 * b * d * h
+    return {"gflops": flops / best / 1e9, "gflops_per_cpu_s": flops / best_cpu / 1e9, "version": f"torch {torch.__version__} ({dev})"}
+
+
+def _build(torch, job):
+    from torchref import GaussSimilarityLoss, UnitGaussKullbackLeiblerDivergenceLoss, build_blog_model
+
+    torch.manual_seed(job["seed"])
+    encoder, sampler, decoder = build_blog_model(784, 2, hidden=(job["hidden"],))
+    dev = job["device"]
+    return (encoder.to(dev), sampler.to(dev), decoder.to(dev),
+            GaussSimilarityLoss(1.0).to(dev), UnitGaussKullbackLeiblerDivergenceLoss())
+
+
+def run_job(job, data) -> dict:
+    torch = _setup(job)
+    if job["variant"] == "matmul":
+        return matmul_rate(job)
+    from train_speed import time_epochs
+
+    dev = job["device"]
+    encoder, sampler, decoder, data_loss, kl_loss = _build(torch, job)
+    params = list(encoder.parameters()) + list(decoder.parameters())
+    bs = job["batch"]
+    last = {}
+    variant = job["variant"]
+
+    if variant == "torch_blog":
+        from torch.utils.data import DataLoader
+
+        from torchref import AutoencoderDataset, train_one_epoch, validate_one_epoch
+
+        loader = DataLoader(AutoencoderDataset(data["train"]), batch_size=bs, shuffle=True)
+        optimizer = torch.optim.Adam(params, lr=1e-3)
+
+        def run_epoch():
+            last["loss"] = train_one_epoch(encoder, sampler, decoder, loader, data_loss, optimizer, 1, kl_loss,
+                                           dev if dev != "cpu" else None, verbose=False)
+            _sync(torch, dev)
+
+        def run_eval():
+            last["val_loss"] = validate_one_epoch(encoder, sampler, decoder, val_loader, data_loss, 1, kl_loss,
+                                                  dev if dev != "cpu" else None, verbose=False)
+            _sync(torch, dev)
+
+        val_loader = DataLoader(AutoencoderDataset(data["val"]), batch_size=bs, shuffle=True)
+    elif variant in ("torch_fast", "torch_compile", "torch_cudagraphs"):
+        train_x = torch.as_tensor(data["train"]).to(dev)
+        n = train_x.shape[0]
+        optimizer = torch.optim.Adam(params, lr=1e-3, fused=True)
+
+        def batch_loss(x):
+            mu, sigma = encoder(x)
+            return data_loss(decoder(sampler((mu, sigma))), x) + 1 * kl_loss((mu, sigma))
+
+        if variant == "torch_compile":
+            batch_loss = torch.compile(batch_loss)
+        elif variant == "torch_cudagraphs":
+            batch_loss = torch.compile(batch_loss, mode="reduce-overhead")
+
+        def run_epoch():
+            order = torch.randperm(n, device=dev)
+            losses = []
+            for start in range(0, n, bs):
+                x = train_x[order[start:start + bs]]
+                optimizer.zero_grad(set_to_none=True)
+                if variant == "torch_cudagraphs":
+                    torch.compiler.cudagraph_mark_step_begin()
+                loss = batch_loss(x)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.detach().clone())
+            last["loss"] = float(torch.stack(losses).mean())  # one sync per epoch
+    elif variant == "torch_heroic":
+        run_epoch = _heroic_epoch(torch, job, data, encoder, decoder, data_loss, kl_loss, last)
+    else:
+        raise ValueError(f"unknown torch variant {variant!r}")
+
+    result = time_epochs(run_epoch, job["warmup"], job["epochs"])
+    result["final_loss"] = last["loss"]
+    if job.get("eval") and variant == "torch_blog":
+        ev = time_epochs(run_eval, 1, job["epochs"])
+        result.update(eval_median_s=ev["median_s"], eval_compile_s=ev["compile_s"], val_loss=last["val_loss"])
+    return result
+
+
+def _heroic_epoch(torch, job, data, encoder, decoder, data_loss, kl_loss, last):
+    """K steps of gradient + Adam per compiled call; the state stays in preallocated tensors."""
+    import torch._inductor.config as inductor_config
+    from torch.func import functional_call, grad_and_value
+
+    if job["device"] == "cpu":
+        inductor_config.cpp_wrapper = True  # less Python between the kernels of a call
+    dev, bs, k_steps = job["device"], job["batch"], max(1, job["heroic_steps"])
+    lr, b1, b2, eps = 1e-3, 0.9, 0.999, 1e-8
+    names = [f"e.{k}" for k, _ in encoder.named_parameters()] + [f"d.{k}" for k, _ in decoder.named_parameters()]
+    params = [p.detach().clone() for p in list(encoder.parameters()) + list(decoder.parameters())]
+    exp_avg = [torch.zeros_like(p) for p in params]
+    exp_avg_sq = [torch.zeros_like(p) for p in params]
+    train_x = torch.as_tensor(data["train"]).to(dev)
+    n = train_x.shape[0]
+    latent = 2
+
+    def loss_fn(flat, x, noise):
+        enc = {k[2:]: v for k, v in zip(names, flat) if k.startswith("e.")}
+        dec = {k[2:]: v for k, v in zip(names, flat) if k.startswith("d.")}
+        mu, sigma = functional_call(encoder, enc, (x,))
+        x_hat = functional_call(decoder, dec, (mu + sigma * noise,))
+        return data_loss(x_hat, x) + 1 * kl_loss((mu, sigma))
+
+    value_and_grad = grad_and_value(loss_fn)
+
+    def steps(flat, m, v, rows, step_sizes, bias2_sqrt):
+        """len(step_sizes) Adam steps on the batches ``rows`` [k, b]; updates flat, m, v in place."""
+        losses = []
+        for s in range(rows.shape[0]):
+            x = train_x[rows[s]]
+            noise = torch.randn(x.shape[0], latent, device=x.device)
+            grads, loss = value_and_grad(flat, x, noise)
+            for p, m_, v_, g in zip(flat, m, v, grads):
+                m_.mul_(b1).add_(g, alpha=1 - b1)
+                v_.mul_(b2).addcmul_(g, g, value=1 - b2)
+                p.sub_(step_sizes[s] * m_ / (v_.sqrt() / bias2_sqrt[s] + eps))
+            losses.append(loss)
+        return torch.stack(losses)
+
+    compiled = torch.compile(steps, fullgraph=True, dynamic=False)
+    counter = {"t": 0}
+
+    def call(rows):
+        k = rows.shape[0]
+        t = np.arange(counter["t"] + 1, counter["t"] + k + 1, dtype=np.float64)
+        counter["t"] += k
+        step_sizes = torch.as_tensor(lr / (1 - b1**t), dtype=torch.float32, device=dev)
+        bias2_sqrt = torch.as_tensor(np.sqrt(1 - b2**t), dtype=torch.float32, device=dev)
+        return compiled(params, exp_avg, exp_avg_sq, rows, step_sizes, bias2_sqrt)
+
+    def run_epoch():
+        order = torch.randperm(n, device=dev)
+        n_full = n // bs
+        grouped = (n_full // k_steps) * k_steps
+        losses = []
+        for g in range(0, grouped, k_steps):
+            losses.append(call(order[g * bs:(g + k_steps) * bs].view(k_steps, bs)))
+        for g in range(grouped, n_full):  # batches left over when K does not divide the count
+            losses.append(call(order[g * bs:(g + 1) * bs].view(1, bs)))
+        if n % bs:
+            losses.append(call(order[n_full * bs:].view(1, -1)))
+        last["loss"] = float(torch.cat(losses).mean())
+        if job["device"] == "cuda":
+            torch.cuda.synchronize()
+
+    return run_epoch
