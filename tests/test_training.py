@@ -52,7 +52,7 @@ def test_compiled_epoch_equals_a_python_loop_of_train_steps():
     data = jnp.asarray(small_data(200))
     params = init_params(jax.random.PRNGKey(0), vc)
     key = jax.random.PRNGKey(1)
-    scanned, metrics, finite = train_epoch(create_train_state(params, tc), data, key, vc, tc)
+    scanned, metrics, finite = train_epoch(create_train_state(jax.tree.map(jnp.copy, params), tc), data, key, vc, tc)
     plan, step_keys = epoch_plan(key, 200, 64)
     state = create_train_state(params, tc)
     losses = []
