@@ -522,7 +522,7 @@ def load_dataset(
         if require:
             raise
         if log:
-            log(f"{e.summary()}; using the embedded 8x8 digits dataset instead (require MNIST to fail instead)")
+            log(f"{e.summary()}; using the embedded 8x8 digits dataset instead (--require-mnist, or require=True, to fail instead)")
         return _digits_dataset()
     return Dataset("mnist", to_unit_float(train_x), train_y, to_unit_float(test_x), test_y, _MNIST_IMAGE_SHAPE)
 
