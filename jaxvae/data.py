@@ -24,7 +24,6 @@ import hashlib
 import http.client
 import math
 import os
-import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
@@ -278,38 +277,31 @@ def mnist_mirrors() -> list[str]:
     return env or list(MNIST_MIRRORS)
 
 
-def _fetch_to(url: str, fh, timeout: float) -> str:
-    """Stream ``url`` into the open file ``fh``; return the MD5 of the bytes received."""
-    md5 = hashlib.md5()
-    total = 0
+def _fetch(url: str, timeout: float) -> bytes:
+    """The bytes at ``url`` (an MNIST archive is at most ~10 MB; more than 64 MiB is refused)."""
+    chunks, total = [], 0
     request = urllib.request.Request(url, headers={"User-Agent": "jaxvae"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         while chunk := response.read(1 << 20):
             total += len(chunk)
             if total > _MAX_DOWNLOAD_BYTES:
                 raise DataError(f"more than {_MAX_DOWNLOAD_BYTES} bytes, not an MNIST archive")
-            md5.update(chunk)
-            fh.write(chunk)
-    return md5.hexdigest()
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _download_one(url: str, target: Path, base: str, expected_md5: str | None, timeout: float) -> None:
-    """Download, verify and atomically install one archive; no file is left behind on failure."""
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            digest = _fetch_to(url, fh, timeout)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if expected_md5 is not None and digest != expected_md5:
-            raise DataError(f"MD5 {digest} does not match the published {expected_md5}")
-        # The checksum can be wrong or missing for a custom mirror: parse the content as well.
-        _parse_idx(tmp.read_bytes(), url, "images" if "images" in base else "labels")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the installed archive is an ordinary file
-        os.replace(tmp, target)  # atomic: a half-written file never carries the real name
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Download and verify one archive in memory, then install it atomically: a failed or
+    interrupted download never leaves a file under the real name."""
+    data = _fetch(url, timeout)
+    digest = hashlib.md5(data).hexdigest()
+    if expected_md5 is not None and digest != expected_md5:
+        raise DataError(f"MD5 {digest} does not match the published {expected_md5}")
+    # The checksum can be wrong or missing for a custom mirror: parse the content as well.
+    _parse_idx(data, url, "images" if "images" in base else "labels")
+    from jaxvae.runs import atomic_write_bytes  # here: importing the package would pull in jax
+
+    atomic_write_bytes(target, data)
 
 
 def download_mnist(
