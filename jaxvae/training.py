@@ -267,6 +267,10 @@ def check_data(name: str, x, vae_config: VAEConfig, batch_size: int | None = Non
         raise ValueError(f"{name} must be floating point in [0, 1] (got dtype {x.dtype}); see jaxvae.data.to_unit_float")
     if not bool(jnp.all(jnp.isfinite(x))):
         raise ValueError(f"{name} contains NaN or inf values")
+    if vae_config.likelihood == "bernoulli":  # pixel probabilities: the Bernoulli likelihood needs [0, 1]
+        lo, hi = float(jnp.min(x)), float(jnp.max(x))
+        if lo < 0 or hi > 1:
+            raise ValueError(f"{name} has values in [{lo:g}, {hi:g}]; likelihood='bernoulli' needs them in [0, 1]")
 
 
 def fit(

@@ -122,6 +122,13 @@ def test_fit_rejects_bad_data_before_compute(bad, message):
         fit(bad, None, SMALL, TrainConfig(batch_size=4, max_epochs=1))
 
 
+def test_bernoulli_model_rejects_values_outside_the_unit_interval():
+    x = small_data(64)
+    x[3, 5] = 1.5
+    with pytest.raises(ValueError, match=r"values in \[0, 1.5\]; likelihood='bernoulli' needs them in \[0, 1\]"):
+        fit(x, None, SMALL.replace(likelihood="bernoulli"), TrainConfig(batch_size=16, max_epochs=1))
+
+
 def test_batch_larger_than_the_dataset_is_an_error():
     with pytest.raises(ValueError, match="batch_size=128 is larger"):
         fit(small_data(50), None, SMALL, TrainConfig())
