@@ -1,6 +1,6 @@
 """The jaxvae side of the training benchmark (run inside a worker process of train_speed.py).
 
-Variants use jaxvae's public API exactly as users do: ``train_step`` in a Python loop, or
+Variants use jaxvae's public API exactly as users do: the jitted ``TrainStep`` in a Python loop, or
 ``train_epoch`` for the whole epoch as one compiled call; ``eval_epoch`` for the validation pass.
 """
 from __future__ import annotations
@@ -64,15 +64,17 @@ def run_job(job, data) -> dict:
     import jax.numpy as jnp
 
     from jaxvae.config import TrainConfig, VAEConfig
-    from jaxvae.training import eval_epoch, init_fit_state, train_epoch, train_step
+    from jaxvae.training import TrainStep, eval_epoch, init_fit_state, train_epoch
     from train_speed import time_epochs
 
     vc = VAEConfig(hidden=(job["hidden"],))
     tc = TrainConfig(batch_size=job["batch"], seed=job["seed"])
-    fit_state = init_fit_state(vc, tc)
-    state = {"train": fit_state.train_state, "key": fit_state.key}
     train_x = jax.device_put(jnp.asarray(data["train"]))
     n, bs = train_x.shape[0], job["batch"]
+    step = TrainStep.from_configs(vc, tc)  # the blog's: Adam, plateau lr, KL weight 1
+    fit_state = init_fit_state(step, tc.seed)
+    schedules = fit_state.schedules
+    state = {"train": fit_state.train_state, "key": fit_state.key}
     last = {}
 
     def next_key():
@@ -81,18 +83,20 @@ def run_job(job, data) -> dict:
 
     if job["variant"] == "jax_epoch":
         def run_epoch():
-            state["train"], metrics, finite = train_epoch(state["train"], train_x, next_key(), vc, tc)
+            state["train"], metrics, finite = train_epoch(step, state["train"], train_x, next_key(), schedules,
+                                                          batch_size=bs)
             last["loss"] = float(np.mean(np.asarray(metrics["loss"])))  # waits for the epoch
     elif job["variant"] == "jax_loop":
         host_x = np.asarray(data["train"])
         rng = np.random.default_rng(job["seed"])
+        jitted_step = jax.jit(step, donate_argnums=0)
 
         def run_epoch():
             order = rng.permutation(n)
             keys = list(jax.random.split(next_key(), -(-n // bs)))
             losses = []
             for i, start in enumerate(range(0, n, bs)):
-                state["train"], metrics = train_step(state["train"], host_x[order[start:start + bs]], keys[i], vc, tc)
+                state["train"], metrics = jitted_step(state["train"], host_x[order[start:start + bs]], keys[i], schedules)
                 losses.append(metrics["loss"])
             last["loss"] = float(jnp.mean(jnp.stack(losses)))  # one sync per epoch, not per step
     else:

@@ -31,7 +31,8 @@ def main(argv=None) -> None:
     data = load_dataset("mnist", data_dir=args.data_dir, require=True)
     curves: dict[str, list[dict]] = {"jaxvae": [], "torchref": []}
     for seed in range(args.seeds):
-        result = fit(data.train_x, data.test_x, VAEConfig(), TrainConfig(max_epochs=args.epochs, seed=seed))
+        result = fit(data.train_x, data.test_x, vae_config=VAEConfig(),
+                     train_config=TrainConfig(max_epochs=args.epochs, seed=seed))
         curves["jaxvae"].append({k: [h[k] for h in result.history] for k in ("train_loss", "val_loss", "seconds")})
         hist = torchref.train_blog(data.train_x, data.test_x, epochs=args.epochs, seed=seed, verbose=False)
         curves["torchref"].append({k: hist[k] for k in ("train_loss", "val_loss", "seconds")})

@@ -35,6 +35,8 @@ for _path in (str(REPO_ROOT), str(BENCH_DIR)):
 
 import numpy as np  # noqa: E402
 
+from jaxvae.data import to_unit_float  # noqa: E402  (torchvision's scaling; no device work in the parent)
+
 INPUT_DIM = 784
 LATENT_DIM = 2
 
@@ -67,20 +69,15 @@ def synthetic_mnist(n: int, seed: int) -> np.ndarray:
 def load_data(args) -> tuple[np.ndarray, np.ndarray, str]:
     """(train uint8 [N, 784], validation uint8 [M, 784], description)."""
     if args.data_dir:
-        from torchref.data import load_mnist_idx  # the one IDX reader of the project
+        from jaxvae.data import load_mnist
 
-        mnist = load_mnist_idx(args.data_dir)
-        train, val = (mnist[k].reshape(len(mnist[k]), -1) for k in ("train_images", "test_images"))
+        train, val = (load_mnist(args.data_dir, split, download=False)[0].reshape(-1, INPUT_DIM)
+                      for split in ("train", "test"))
         if args.samples:
             train = train[: args.samples]
         return train, val[: max(args.samples // 6, 1)] if args.samples else val, f"MNIST from {args.data_dir}"
     n = args.samples or 60000
     return synthetic_mnist(n, 0), synthetic_mnist(max(n // 6, 1), 1), "synthetic MNIST-shaped uint8 (seed 0)"
-
-
-def to_unit_float(images: np.ndarray) -> np.ndarray:
-    """uint8 pixels -> float32 in [0, 1], exactly as the blog's loaders do (x / 255)."""
-    return images.astype(np.float32) / np.float32(255.0)
 
 
 # ------------------------------------------------------------------------------------- counting

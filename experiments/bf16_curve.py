@@ -38,9 +38,9 @@ def main(argv=None):
     vc, tc = MODELS[args.model]
     vc, tc = vc.replace(input_dim=data.train_x.shape[1]), tc.replace(max_epochs=args.epochs)
     train_x, val_x = data.train_x[: args.train_n], data.test_x[:2000]
-    curves = {dtype: fit(train_x, val_x, vc.replace(compute_dtype=dtype), tc).history
+    curves = {dtype: fit(train_x, val_x, vae_config=vc.replace(compute_dtype=dtype), train_config=tc).history
               for dtype in ("float32", "bfloat16")}
-    print(f"| epoch | train f32 | train bf16 | diff | val f32 | val bf16 | diff | s/epoch f32 | s/epoch bf16 |")
+    print("| epoch | train f32 | train bf16 | diff | val f32 | val bf16 | diff | s/epoch f32 | s/epoch bf16 |")
     print("|---|---|---|---|---|---|---|---|---|")
     for a, b in zip(curves["float32"], curves["bfloat16"]):
         print(f"| {a['epoch']} | {a['train_loss']:.3f} | {b['train_loss']:.3f} | {b['train_loss'] - a['train_loss']:+.3f} "

@@ -6,10 +6,10 @@ an IWAE with k = 50; test log-likelihood estimated with k = 5000 importance samp
     python experiments/likelihood.py --variant iwae50 --minutes 12 --eval-n 1000   # CPU-sized
     python experiments/likelihood.py --quick --dataset digits # CI smoke test (< 60 s)
 
-Training follows the paper: Adam (b1 0.9, b2 0.999, eps 1e-4), batch 20, and Burda's schedule:
-stage i = 0..7 runs 3**i epochs at lr 1e-3 * 10**(-i/7) (3280 epochs in all). ``--epochs`` cuts the
-schedule short, ``--minutes`` stops after the first epoch past a wall-clock budget; the JSON
-records what actually ran. Each run writes ``<out>/<variant>.json`` and appends a Markdown row to
+Training follows the paper: Adam (b1 0.9, b2 0.999, eps 1e-4), batch 20, and Burda's schedule
+(``TrainConfig(lr_schedule="burda")``, i.e. ``jaxvae.schedules.Stages.burda()``): stage i = 0..7 runs
+3**i epochs at lr 1e-3 * 10**(-i/7) (3280 epochs in all). ``--epochs`` cuts the schedule short,
+``--minutes`` stops after the first epoch past a wall-clock budget; the JSON records what actually ran. Each run writes ``<out>/<variant>.json`` and appends a Markdown row to
 ``<out>/results.md``.
 """
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import platform
 import sys
@@ -25,16 +24,15 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from jaxvae.config import TrainConfig, VAEConfig
-from jaxvae.evaluate import evaluate_run_arrays
-from jaxvae.training import PlateauState, fit, init_fit_state
+from jaxvae.evaluate import evaluate
+from jaxvae.schedules import Stages
+from jaxvae.training import fit
 
 PAPER = {"vae": -86.76, "iwae50": -84.78}  # Burda et al. 2015, Table 1, MNIST, 1 stochastic layer
 TARGET = {"vae": -87.0, "iwae50": -85.2}   # issue 6's bars
 VARIANTS = {"vae": dict(objective="elbo", iwae_k=1), "iwae50": dict(objective="iwae", iwae_k=50)}
-BURDA_STAGES = 8
 
 
 class _OutOfTime(Exception):
@@ -43,19 +41,6 @@ class _OutOfTime(Exception):
     def __init__(self, state):
         super().__init__("training time budget spent")
         self.state = state
-
-
-def burda_schedule(max_epochs: int | None = None) -> list[tuple[float, int]]:
-    """(lr, last epoch of the stage) for Burda's 8 stages of 3**i epochs, cut at ``max_epochs``."""
-    stages, end = [], 0
-    for i in range(BURDA_STAGES):
-        end += 3**i
-        lr = 1e-3 * 10 ** (-i / 7)
-        if max_epochs is not None and end >= max_epochs:
-            stages.append((lr, max_epochs))
-            break
-        stages.append((lr, end))
-    return stages
 
 
 def machine() -> str:
@@ -84,9 +69,9 @@ def run(variant: str, args) -> dict:
         test_x = test_x[: args.eval_n]
     vc = VAEConfig(input_dim=train_x.shape[1], hidden=(200, 200), latent_dim=50, activation="tanh",
                    likelihood="bernoulli", **VARIANTS[variant])
-    tc = TrainConfig(batch_size=args.batch_size, lr=1e-3, adam_eps=1e-4, max_epochs=0, plateau_patience=10**9,
+    tc = TrainConfig(batch_size=args.batch_size, lr=1e-3, adam_eps=1e-4, lr_schedule="burda",
+                     max_epochs=args.epochs or Stages.burda().total_epochs,
                      binarize="dynamic", binarize_seed=args.seed, seed=args.seed)
-    state = init_fit_state(vc, tc)
     start = time.perf_counter()
 
     def log(fit_state, record):
@@ -96,17 +81,14 @@ def run(variant: str, args) -> dict:
             raise _OutOfTime(fit_state)
 
     try:
-        for lr, last_epoch in burda_schedule(args.epochs):
-            state = dataclasses.replace(state, plateau=PlateauState(lr=lr))
-            # The held-out loss drives nothing here (no plateau schedule): validate on a small slice.
-            state = fit(train_x, train_x[:500], vc, tc.replace(max_epochs=last_epoch, lr=lr),
-                        state=state, callback=log).state
+        # The held-out loss drives nothing here (no plateau schedule): validate on a small slice.
+        state = fit(train_x, train_x[:500], vae_config=vc, train_config=tc, callbacks=[log]).state
     except _OutOfTime as stop:
         state = stop.state
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    result = evaluate_run_arrays(state.params, test_x, vc, tc, k=args.k, seed=args.seed + 100,
-                                 batch_size=args.eval_batch)
+    result = evaluate(state.params, test_x, vc, k=args.k, seed=args.seed + 100, batch_size=args.eval_batch,
+                      train_config=tc)
     eval_seconds = time.perf_counter() - start
     summary = {
         "variant": variant, "dataset": data.name, "epochs": state.epoch, "train_n": int(train_x.shape[0]),
@@ -115,7 +97,7 @@ def run(variant: str, args) -> dict:
         "neg_elbo": result["neg_elbo"], "neg_elbo_stderr": result["neg_elbo_stderr"],
         "paper": PAPER[variant], "target": TARGET[variant],
         "train_seconds": round(train_seconds, 1), "eval_seconds": round(eval_seconds, 1),
-        "machine": machine(), "final_lr": state.plateau.lr,
+        "machine": machine(), "final_lr": state.history[-1]["lr"] if state.history else tc.lr,
         "vae_config": dataclasses.asdict(vc), "train_config": dataclasses.asdict(tc),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }

@@ -29,6 +29,12 @@ def batch_counts(n: int, batch_size: int, drop_last: bool) -> tuple[int, int]:
     return n_full, 0 if drop_last else rest
 
 
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
+    """Optimisation steps in one epoch over ``n`` rows: the full batches, plus the partial one if kept."""
+    n_full, tail = batch_counts(n, batch_size, drop_last)
+    return n_full + (1 if tail else 0)
+
+
 def epoch_indices(key: jax.Array | None, n: int, batch_size: int, drop_last: bool = False) -> EpochIndices:
     """Shuffled (``key`` given) or ordered (``key=None``) batches of row indices for one epoch.
 

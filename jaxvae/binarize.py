@@ -5,14 +5,16 @@
 * fixed: one draw per image from a seed, made once (``TrainConfig(binarize="fixed")``,
   ``binarize_seed``); the same seed gives the same binary data on any machine.
 
-Validation and evaluation data are always binarised once, from ``binarize_seed``, when a binarisation
-is selected, so that every epoch and every run is scored on the same binary images.
+Validation and evaluation data are binarised once, from ``binarize_seed + 1`` (so never with the
+training draw), whenever a binarisation is selected, so that every epoch and every run is scored on
+the same binary images.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
+from jaxvae.checks import check_data
 from jaxvae.config import TrainConfig
 
 
@@ -21,37 +23,25 @@ def sample_binary(key: jax.Array, x: jax.Array) -> jax.Array:
     return jax.random.bernoulli(key, x).astype(x.dtype)
 
 
-def check_probabilities(x) -> jax.Array:
-    """``x`` as a float array, or a ValueError when it cannot be read as probabilities."""
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"binarisation needs float pixels in [0, 1], got dtype {x.dtype}")
-    lo, hi = float(jnp.min(x)), float(jnp.max(x))
-    if not (0 <= lo and hi <= 1):
-        raise ValueError(f"binarisation needs pixels in [0, 1], found values in [{lo}, {hi}]")
-    return x
-
-
 def fixed_binarization(x, seed: int):
     """One reproducible draw x ~ Bernoulli(pixel) from ``seed`` (threefry, so the same on every backend)."""
-    return sample_binary(jax.random.PRNGKey(seed), check_probabilities(x))
+    check_data("binarisation input", x, probabilities=True)
+    return sample_binary(jax.random.PRNGKey(seed), jnp.asarray(x))
 
 
 def prepare_train_data(x, train_config: TrainConfig):
     """Training data as ``fit`` uses it: binarised once for "fixed", as given otherwise (for "dynamic"
-    each batch is drawn inside the step)."""
+    each batch is drawn inside the step, after this checks that the pixels are probabilities)."""
     if train_config.binarize == "fixed":
         return fixed_binarization(x, train_config.binarize_seed)
     if train_config.binarize == "dynamic":
-        check_probabilities(x)
+        check_data("training data", x, probabilities=True)
     return x
 
 
 def prepare_eval_data(x, train_config: TrainConfig):
-    """Validation/test data: binarised once from ``binarize_seed`` (offset so it never reuses the
-    training draw) whenever a binarisation is selected; as given otherwise."""
+    """Validation/test data: binarised once from ``binarize_seed + 1`` whenever a binarisation is
+    selected; as given otherwise."""
     if train_config.binarize == "none":
         return x
     return fixed_binarization(x, train_config.binarize_seed + 1)
-
-

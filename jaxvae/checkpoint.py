@@ -1,18 +1,19 @@
 """Checkpoints: a FitState and its configs in one file, written atomically, checked when read.
 
-File format (``checkpoint.msgpack``): the 8-byte magic ``JAXVAECK``, a SHA-256 of the payload,
-then the payload: Flax's msgpack serialisation of::
+File format (``checkpoint.msgpack``): ``jaxvae.fileio.frame`` of the 8-byte magic ``JAXVAECK`` (the
+magic, a SHA-256 of the payload, the payload), the payload being Flax's msgpack serialisation of::
 
-    {"format_version": 1, "model": json, "training": json, "params": ..., "opt_state": ...,
-     "plateau": {"lr", "best", "num_bad_epochs"}, "key": uint32 key data, "epoch": int, "history": json}
+    {"format_version": 2, "model": json, "training": json, "params": ..., "opt_state": ...,
+     "step": int, "schedules": {"lr": ..., "kl_weight": ...}, "key": uint32 key data, "epoch": int,
+     "history": json}
 
 The checksum makes a truncated or corrupted file an error instead of silently wrong weights.
-Loading rebuilds the structure from the configs (a template) and checks every array's shape against
-it, so a checkpoint from another architecture is refused with the layer named.
+Loading rebuilds the structure from the train step (a template) and checks every array's shape
+against it, so a checkpoint from another architecture is refused with the entry named. Format 1
+(jaxvae 0.1.0: Adam inside ``optax.inject_hyperparams``, the plateau state beside it) is read too.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -22,15 +23,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from jaxvae.config import TrainConfig, VAEConfig
-from jaxvae.interop import check_params_shapes
-from jaxvae.runs import atomic_write_bytes, config_to_dict
+from jaxvae.config import TrainConfig, VAEConfig, config_to_dict
+from jaxvae.fileio import FrameError, atomic_write_bytes, frame, unframe
 from jaxvae.models import init_params
-from jaxvae.training import FitState, PlateauState, TrainState, make_optimizer
+from jaxvae.training import FitState, ScheduleStates, TrainState, TrainStep
 
 MAGIC = b"JAXVAECK"
-FORMAT_VERSION = 1
-_HEADER = len(MAGIC) + hashlib.sha256().digest_size
+FORMAT_VERSION = 2
+_KEY_SHAPE = (2,)  # jax.random.PRNGKey's raw uint32 data, what init_fit_state uses
 
 
 class CheckpointError(ValueError):
@@ -46,19 +46,20 @@ def _key_data(key) -> np.ndarray:
 
 def checkpoint_bytes(state: FitState, vae_config: VAEConfig, train_config: TrainConfig) -> bytes:
     """The file's bytes for ``state`` (header + checksummed msgpack payload)."""
+    host = jax.device_get(state.train_state)
     payload = serialization.msgpack_serialize({
         "format_version": FORMAT_VERSION,
         "model": json.dumps(config_to_dict(vae_config)),
         "training": json.dumps(config_to_dict(train_config)),
-        "params": serialization.to_state_dict(jax.device_get(state.train_state.params)),
-        "opt_state": serialization.to_state_dict(jax.device_get(state.train_state.opt_state)),
-        "plateau": {"lr": float(state.plateau.lr), "best": float(state.plateau.best),
-                    "num_bad_epochs": int(state.plateau.num_bad_epochs)},
+        "params": serialization.to_state_dict(host.params),
+        "opt_state": serialization.to_state_dict(host.opt_state),
+        "step": int(host.step),
+        "schedules": serialization.to_state_dict(jax.device_get(state.schedules)),
         "key": _key_data(state.key),
         "epoch": int(state.epoch),
         "history": json.dumps(state.history),  # JSON keeps inf/nan and record order as they are
     })
-    return MAGIC + hashlib.sha256(payload).digest() + payload
+    return frame(MAGIC, payload)
 
 
 def save_checkpoint(path: str | os.PathLike, state: FitState, vae_config: VAEConfig,
@@ -67,6 +68,23 @@ def save_checkpoint(path: str | os.PathLike, state: FitState, vae_config: VAECon
     path = Path(path)
     atomic_write_bytes(path, checkpoint_bytes(state, vae_config, train_config))
     return path
+
+
+def _upgrade_format_1(raw: dict) -> dict:
+    """jaxvae 0.1.0's layout as format 2. Its optimizer was ``inject_hyperparams(adam)``, holding
+    the lr (the plateau's, kept in the plateau state too) and chaining Adam with the lr scaling; now
+    the lr is the schedule's alone and the optimizer is Adam's direction (``training.adam``). The
+    step count is Adam's count."""
+    try:
+        old = raw["opt_state"]
+        hyper = {name: old["hyperparams"][name] for name in ("b1", "b2", "eps", "eps_root")}
+        adam = old["inner_state"]["0"]
+        opt_state = {"count": old["count"], "hyperparams": hyper, "hyperparams_states": old["hyperparams_states"],
+                     "inner_state": adam}
+        return {**raw, "opt_state": opt_state,
+                "step": int(adam["count"]), "schedules": {"lr": raw["plateau"], "kl_weight": {}}}
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"a format-1 checkpoint without {e}") from None
 
 
 def _read_payload(path: Path) -> dict:
@@ -78,18 +96,24 @@ def _read_payload(path: Path) -> dict:
         data = path.read_bytes()
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
-    if len(data) < _HEADER or not data.startswith(MAGIC):
-        raise CheckpointError(f"{path}: not a jaxvae checkpoint (bad header; {len(data)} bytes)")
-    payload = data[_HEADER:]
-    if hashlib.sha256(payload).digest() != data[len(MAGIC):_HEADER]:
-        raise CheckpointError(f"{path}: corrupt or truncated (checksum mismatch; {len(data)} bytes)")
+    try:
+        payload = unframe(MAGIC, data)
+    except FrameError as e:
+        what = "not a jaxvae checkpoint" if "header" in str(e) else "corrupt or truncated"
+        raise CheckpointError(f"{path}: {what} ({e})") from None
     try:
         raw = serialization.msgpack_restore(payload)
     except Exception as e:  # the checksum passed, so this is a writer bug or a foreign file: still name it
         raise CheckpointError(f"{path}: cannot decode ({type(e).__name__}: {e})") from None
-    if not isinstance(raw, dict) or raw.get("format_version") != FORMAT_VERSION:
-        version = raw.get("format_version") if isinstance(raw, dict) else None
-        raise CheckpointError(f"{path}: unsupported checkpoint format version {version!r} (expected {FORMAT_VERSION})")
+    version = raw.get("format_version") if isinstance(raw, dict) else None
+    if version == 1:
+        try:
+            return _upgrade_format_1(raw)
+        except ValueError as e:
+            raise CheckpointError(f"{path}: incomplete checkpoint ({e})") from None
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: unsupported checkpoint format version {version!r} (this jaxvae reads 1 and "
+                              f"{FORMAT_VERSION}); load it with the jaxvae that wrote it, or start a new run")
     return raw
 
 
@@ -111,25 +135,19 @@ def _check_tree(template, restored, where: str, path: Path) -> None:
         return
     shape = np.shape(template)
     if not isinstance(restored, (np.ndarray, np.generic, int, float)) or np.shape(restored) != shape:
-        raise CheckpointError(f"{path}: {where} has shape {np.shape(restored)}, the model expects {shape}")
-
-
-_KEY_SHAPE = (2,)  # jax.random.PRNGKey's raw uint32 data, what init_fit_state uses
-
-
-def _template(vae_config: VAEConfig, train_config: TrainConfig) -> dict:
-    """Shapes and structure of the params and optimizer state (abstract: nothing is computed)."""
-    params = jax.eval_shape(lambda: init_params(jax.random.PRNGKey(0), vae_config))
-    return {"params": params, "opt_state": jax.eval_shape(make_optimizer(train_config).init, params)}
+        raise CheckpointError(f"{path}: does not fit the model: {where} has shape {np.shape(restored)}, "
+                              f"the config expects {shape}")
 
 
 def load_checkpoint(path: str | os.PathLike, vae_config: VAEConfig | None = None,
-                    train_config: TrainConfig | None = None) -> tuple[FitState, VAEConfig, TrainConfig]:
+                    train_config: TrainConfig | None = None, *,
+                    train_step: TrainStep | None = None) -> tuple[FitState, VAEConfig, TrainConfig]:
     """``(state, vae_config, train_config)`` from a checkpoint file.
 
     With ``vae_config`` (e.g. from the run's config.json) the weights must fit that architecture;
-    otherwise the checkpoint's own config is used. Every problem raises ``CheckpointError`` naming
-    the file (and the layer, for a shape mismatch).
+    otherwise the checkpoint's own configs are used. ``train_step`` gives the optimizer and
+    schedules whose state structure to expect (default: what the configs name). Every problem
+    raises ``CheckpointError`` naming the file (and the entry, for a shape mismatch).
     """
     path = Path(path)
     raw = _read_payload(path)
@@ -137,26 +155,26 @@ def load_checkpoint(path: str | os.PathLike, vae_config: VAEConfig | None = None
     vae_config = vae_config or stored_vae
     train_config = train_config or stored_train
     try:
-        check_params_shapes(raw.get("params", {}), vae_config)
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"{path}: weights do not fit the model: {e}") from None
-    template = _template(vae_config, train_config)
+        train_step = train_step or TrainStep.from_configs(vae_config, train_config)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    params = jax.eval_shape(lambda: init_params(jax.random.PRNGKey(0), vae_config))
+    template = {"params": params, "opt_state": jax.eval_shape(train_step.optimizer.init, params),
+                "schedules": train_step.init_schedules()}
     for name, tmpl in template.items():
         _check_tree(serialization.to_state_dict(tmpl), raw.get(name), name, path)
     try:
-        params = serialization.from_state_dict(template["params"], raw["params"])
-        opt_state = serialization.from_state_dict(template["opt_state"], raw["opt_state"])
-        plateau = PlateauState(lr=float(raw["plateau"]["lr"]), best=float(raw["plateau"]["best"]),
-                               num_bad_epochs=int(raw["plateau"]["num_bad_epochs"]))
+        restored = {name: serialization.from_state_dict(tmpl, raw[name]) for name, tmpl in template.items()}
         key = np.asarray(raw["key"], dtype=np.uint32)
         if key.shape != _KEY_SHAPE:
             raise ValueError(f"PRNG key has shape {key.shape}, expected {_KEY_SHAPE}")
-        epoch = int(raw["epoch"])
+        epoch, step = int(raw["epoch"]), int(raw["step"])
         history = json.loads(raw["history"])
-        if not isinstance(history, list) or epoch < 0:
-            raise ValueError("bad epoch or history")
+        if not isinstance(history, list) or epoch < 0 or step < 0:
+            raise ValueError("bad epoch, step or history")
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: incomplete checkpoint ({type(e).__name__}: {e})") from None
     to_device = lambda tree: jax.tree.map(jnp.asarray, tree)  # noqa: E731
-    state = FitState(TrainState(to_device(params), to_device(opt_state)), plateau, jnp.asarray(key), epoch, history)
-    return state, vae_config, train_config
+    train_state = TrainState(to_device(restored["params"]), to_device(restored["opt_state"]), jnp.asarray(step, jnp.int32))
+    schedules = ScheduleStates(*restored["schedules"])
+    return FitState(train_state, schedules, jnp.asarray(key), epoch, history), vae_config, train_config

@@ -9,26 +9,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
-import math
 import signal
 import sys
 import time
 from pathlib import Path
 
 from jaxvae.config import ACTIVATIONS, OUTPUT_ACTIVATIONS, TrainConfig, VAEConfig
+from jaxvae.fileio import write_json
 from jaxvae.runs import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     EVALUATE_FILE,
     FIGURES_DIR,
     RunInfo,
-    atomic_write_bytes,
     default_image_shape,
+    load_run,
     read_run_config,
     require_run_dir,
-    write_json,
+    run_dataset,
     write_metrics,
     write_run_config,
 )
@@ -59,6 +58,8 @@ FIELD_HELP = {
     "stop_lr": "stop before an epoch whose lr is below this",
     "drop_last": "drop the last partial batch",
     "seed": "random seed (init, shuffling, noise)",
+    "lr_schedule": "learning-rate schedule: plateau (the blog's), constant, burda, cosine",
+    "kl_warmup_epochs": "raise the KL weight linearly from 0 over this many epochs (0: constant)",
 }
 # A resumed run keeps its config; only these may change (to train for longer, say).
 RESUME_OVERRIDABLE = {"max_epochs"}
@@ -196,27 +197,14 @@ def _load_data(name: str, data_dir, download: bool, require: bool):
 
 def _check_arrays(dataset, vae_config: VAEConfig, batch_size: int | None = None) -> None:
     # fit's own checks, run before anything is written (fit repeats them: cheap)
-    from jaxvae.training import check_data
+    from jaxvae.checks import check_data
 
     check_data(f"{dataset.name} train split", dataset.train_x, vae_config, batch_size)
     check_data(f"{dataset.name} test split", dataset.test_x, vae_config)
 
 
 def _run_data(info: RunInfo, args):
-    """The dataset a run was trained on (MNIST is required for an MNIST run: no silent swap)."""
-    data_dir = getattr(args, "data_dir", None) or info.data_dir
-    dataset = _load_data(info.dataset, data_dir, not getattr(args, "no_download", False), require=True)
-    _check_arrays(dataset, info.vae_config)
-    return dataset
-
-
-def load_run(run_dir):
-    """``(RunInfo, FitState)`` of a run directory; RunError/CheckpointError naming the file."""
-    from jaxvae.checkpoint import load_checkpoint
-
-    info = read_run_config(run_dir)
-    state, _, _ = load_checkpoint(Path(run_dir) / CHECKPOINT_FILE, info.vae_config, info.train_config)
-    return info, state
+    return run_dataset(info, getattr(args, "data_dir", None), not getattr(args, "no_download", False), _warn)
 
 
 # --------------------------------------------------------------------------- train
@@ -251,6 +239,7 @@ def _epoch_line(record: dict, max_epochs: int) -> str:
 
 
 def cmd_train(args) -> int:
+    from jaxvae.batching import steps_per_epoch
     from jaxvae.checkpoint import load_checkpoint, save_checkpoint
     from jaxvae.training import NonFiniteError, fit
 
@@ -284,8 +273,7 @@ def cmd_train(args) -> int:
          f"{vae_config.input_dim} features; model {vae_config.input_dim}-{'-'.join(map(str, vae_config.hidden))}-"
          f"{vae_config.latent_dim}" + (f"; resuming after epoch {state.epoch}" if state else ""))
 
-    steps = math.ceil(len(dataset.train_x) / train_config.batch_size) if not train_config.drop_last \
-        else len(dataset.train_x) // train_config.batch_size
+    steps = steps_per_epoch(len(dataset.train_x), train_config.batch_size, train_config.drop_last)
     progress = None if args.quiet else EpochProgress(steps, first_epoch, train_config.max_epochs)
     last_saved = {"epoch": state.epoch if state else 0}
 
@@ -302,8 +290,8 @@ def cmd_train(args) -> int:
     resume_hint = f"{PROG} train --resume {run_dir}"
     try:
         with _SigintFlag() as stop:
-            result = fit(dataset.train_x, dataset.test_x, vae_config, train_config, state=state,
-                         callback=on_epoch, progress=progress, progress_every=max(1, steps // 20))
+            result = fit(dataset.train_x, dataset.test_x, vae_config=vae_config, train_config=train_config,
+                         state=state, callbacks=[on_epoch], progress=progress, progress_every=max(1, steps // 20))
     except (_StopAfterEpoch, KeyboardInterrupt):
         if progress is not None and progress.bar is not None:
             progress.bar.close()
@@ -331,7 +319,7 @@ def cmd_train(args) -> int:
         _say(f"figures: {', '.join(str(p) for p in paths)}")
     if history:
         last = history[-1]
-        why = "lr below --stop-lr" if result.state.plateau.lr < train_config.stop_lr else "max epochs"
+        why = {"schedule": f"the {train_config.lr_schedule} schedule ended", "max_epochs": "max epochs"}[result.stop_reason]
         _say(f"done after epoch {last['epoch']} ({why}): train loss {last['train_loss']:.4f}, "
              f"val loss {last['val_loss']:.4f} (recon {last['val_recon']:.4f}, KL {last['val_kl']:.4f})")
     return 0
@@ -340,36 +328,11 @@ def cmd_train(args) -> int:
 # --------------------------------------------------------------------------- evaluate / plot
 
 
-def evaluate_run(run_dir, args) -> dict:
-    """Loss, reconstruction and KL of a run's model on its dataset's test split (fixed noise seed)."""
-    import jax
-    import numpy as np
-
-    from jaxvae.binarize import prepare_eval_data
-    from jaxvae.evaluate import evaluate
-    from jaxvae.training import eval_epoch
-
-    for flag, value in (("--k", args.k), ("--limit", args.limit), ("--chunk", args.chunk)):
-        if value is not None and value < (0 if flag == "--k" else 1):
-            raise UsageError(f"{flag} must be {'>= 0' if flag == '--k' else 'a positive integer'}, got {value}")
-    info, state = load_run(run_dir)
-    dataset = _run_data(info, args)
-    x = dataset.test_x if args.split == "test" else dataset.train_x
-    x = prepare_eval_data(jax.numpy.asarray(x[: args.limit]), info.train_config)  # as the run saw it
-    batch_size = min(info.train_config.batch_size, len(x))
-    metrics = eval_epoch(state.params, x, jax.random.PRNGKey(args.seed), info.vae_config, batch_size)
-    means = {k: float(np.mean(np.asarray(v))) for k, v in metrics.items()}
-    result = {"run_dir": str(run_dir), "dataset": dataset.name, "split": args.split, "samples": int(len(x)),
-              "epoch": state.epoch, "seed": args.seed, "batch_size": batch_size, **means}
-    if args.k:
-        estimate = evaluate(state.params, x, info.vae_config, k=args.k, seed=args.seed, chunk=args.chunk)
-        result.update({name: estimate[name] for name in ("k", "log_likelihood", "log_likelihood_stderr",
-                                                         "neg_elbo", "neg_elbo_stderr")})
-    return result
-
-
 def cmd_evaluate(args) -> int:
-    result = evaluate_run(args.run_dir, args)
+    from jaxvae.evaluate import evaluate_run
+
+    result = evaluate_run(args.run_dir, split=args.split, seed=args.seed, k=args.k, limit=args.limit, chunk=args.chunk,
+                          data_dir=args.data_dir, download=not args.no_download, log=_warn)
     write_json(Path(args.run_dir) / EVALUATE_FILE, result)
     if args.json:
         _say(json.dumps(result, indent=2))
@@ -401,109 +364,38 @@ def cmd_plot(args) -> int:
 # --------------------------------------------------------------------------- torch export / import
 
 
-def _import_torch():
-    try:
-        import torch
-
-        import torchref
-    except ImportError as e:
-        raise UsageError(f"export/import need PyTorch and torchref ({e}); install with: pip install 'jaxvae[torch]'") from None
-    return torch, torchref
-
-
-def _check_torch_compatible(config: VAEConfig) -> None:
-    """torchref's blog modules have LeakyReLU(0.01) hidden layers, a sigmoid output and a mirrored decoder."""
-    problems = []
-    if config.activation != "leaky_relu" or config.negative_slope != 0.01:
-        problems.append(f"activation={config.activation} (slope {config.negative_slope})")
-    if config.output_activation != "sigmoid":
-        problems.append(f"output_activation={config.output_activation}")
-    if config.decoder_widths != tuple(reversed(config.hidden)):
-        problems.append(f"decoder_hidden={config.decoder_hidden}")
-    if problems:
-        raise UsageError("torchref's blog modules need LeakyReLU(0.01), a sigmoid output and a mirrored "
-                         f"decoder; this run has {', '.join(problems)}")
-
-
-def _blog_modules(torchref, config: VAEConfig):
-    encoder, _, decoder = torchref.build_blog_model(config.input_dim, config.latent_dim, config.hidden)
-    return encoder, decoder
-
-
 def cmd_export(args) -> int:
-    import jax
-    import numpy as np
-
-    from jaxvae.interop import to_torch
-    from jaxvae.runs import config_to_dict
+    from jaxvae.interop import save_torch
 
     info, state = load_run(args.run_dir)
-    _check_torch_compatible(info.vae_config)
-    torch, torchref = _import_torch()
-    encoder, decoder = _blog_modules(torchref, info.vae_config)
-    # writable NumPy copies: torch warns about (and cannot own) read-only buffers from jax arrays
-    enc_state, dec_state = to_torch(jax.tree.map(np.array, state.params), encoder, decoder)
-    buffer = io.BytesIO()
-    torch.save({"encoder": enc_state, "decoder": dec_state, "config": config_to_dict(info.vae_config),
-                "image_shape": list(info.image_shape), "dataset": info.dataset}, buffer)
-    target = Path(args.torch)
-    if not target.parent.is_dir():
-        raise UsageError(f"--torch {target}: directory {target.parent} does not exist")
-    atomic_write_bytes(target, buffer.getvalue())
+    target = save_torch(args.torch, state.params, info.vae_config, image_shape=list(info.image_shape),
+                        dataset=info.dataset)
+    vc = info.vae_config
     _say(f"wrote {target}: torchref blog encoder + decoder state dicts (epoch {state.epoch}); load with\n"
          f"  d = torch.load('{target}'); enc, sample, dec = torchref.build_blog_model("
-         f"{info.vae_config.input_dim}, {info.vae_config.latent_dim}, {tuple(info.vae_config.hidden)})\n"
+         f"{vc.input_dim}, {vc.latent_dim}, {tuple(vc.hidden)})\n"
          f"  enc.load_state_dict(d['encoder']); dec.load_state_dict(d['decoder'])")
     return 0
 
 
-def _infer_config(params: dict) -> VAEConfig:
-    """The architecture that torch weights imply (used when the file carries no config)."""
-    enc, dec = params["encoder"], params["decoder"]
-    trunk = sorted((k for k in enc if k.startswith("trunk_")), key=lambda k: int(k.split("_")[1]))
-    if not trunk:
-        raise UsageError("encoder: no trunk layers (prev_network.network.*)")
-    hidden = tuple(int(enc[k]["kernel"].shape[1]) for k in trunk)
-    dec_hidden = tuple(int(dec[f"hidden_{i}"]["kernel"].shape[1]) for i in range(len(dec) - 1) if f"hidden_{i}" in dec)
-    return VAEConfig(input_dim=int(enc[trunk[0]]["kernel"].shape[0]), hidden=hidden,
-                     latent_dim=int(enc["mu"]["kernel"].shape[1]),
-                     decoder_hidden=None if dec_hidden == tuple(reversed(hidden)) else dec_hidden)
-
-
 def cmd_import(args) -> int:
     from jaxvae.checkpoint import save_checkpoint
-    from jaxvae.interop import from_torch
-    from jaxvae.training import init_fit_state
+    from jaxvae.interop import load_torch
+    from jaxvae.training import TrainStep, init_fit_state
 
-    torch, _ = _import_torch()
-    source = Path(args.torch_file)
-    if not source.is_file():
-        raise UsageError(f"{source}: no such file")
-    try:
-        blob = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a bad file; all mean "not a state-dict file"
-        raise UsageError(f"{source}: not a readable torch file ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    if not isinstance(blob, dict) or "encoder" not in blob or "decoder" not in blob:
-        keys = sorted(blob) if isinstance(blob, dict) else type(blob).__name__
-        raise UsageError(f"{source}: expected a dict with 'encoder' and 'decoder' state dicts, got {keys}")
-    try:
-        config = VAEConfig(**blob["config"]) if "config" in blob else None
-        params = from_torch(blob["encoder"], blob["decoder"], config)
-    except (ValueError, TypeError) as e:
-        raise UsageError(f"{source}: {e}") from None
-    config = config or _infer_config(params)
-    overrides = {k: v for k, v in _given_fields(args).items()}
+    params, config, blob = load_torch(args.torch_file)
+    overrides = _given_fields(args)
     config = config.replace(**{k: v for k, v in overrides.items() if k in ("recon_sigma", "kl_weight")})
-    _check_torch_compatible(config)
     train_config = TrainConfig(**{k: v for k, v in overrides.items() if k in ("batch_size", "seed")})
     dataset = args.dataset or blob.get("dataset") or {784: "mnist", 64: "digits"}.get(config.input_dim, "mnist")
     shape = tuple(blob.get("image_shape") or default_image_shape(config.input_dim))
     out = _new_run_dir(argparse.Namespace(out=args.out), dataset)
     out.mkdir(parents=True, exist_ok=True)
     write_run_config(out, RunInfo(config, train_config, dataset, shape, args.data_dir))
-    save_checkpoint(out / CHECKPOINT_FILE, init_fit_state(config, train_config, params=params), config, train_config)
-    _say(f"wrote run directory {out} from {source} (model {config.input_dim}-{'-'.join(map(str, config.hidden))}-"
-         f"{config.latent_dim}, dataset {dataset}); try: {PROG} evaluate {out}")
+    state = init_fit_state(TrainStep.from_configs(config, train_config), train_config.seed, params=params)
+    save_checkpoint(out / CHECKPOINT_FILE, state, config, train_config)
+    _say(f"wrote run directory {out} from {args.torch_file} (model {config.input_dim}-"
+         f"{'-'.join(map(str, config.hidden))}-{config.latent_dim}, dataset {dataset}); try: {PROG} evaluate {out}")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 The defaults are the blog's: a 784-400-2 Gaussian VAE with LeakyReLU(0.01), a sigmoid output,
 reconstruction sigma 1, KL weight 1, trained with Adam 1e-3 at batch 128 under ReduceLROnPlateau.
-Configs are hashable so that they can be static arguments of jitted functions.
+VAEConfig is hashable: it is the static description of the model inside compiled code. TrainConfig
+never enters compiled code; ``jaxvae.schedules.from_config`` turns its schedule fields into values.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ OBJECTIVES = ("elbo", "iwae")
 ARCHITECTURES = ("mlp", "conv")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 BINARIZATIONS = ("none", "dynamic", "fixed")
+LR_SCHEDULES = ("plateau", "constant", "burda", "cosine")
 
 
 def _positive_int(name: str, value) -> None:
@@ -138,10 +140,17 @@ class TrainConfig:
     ``drop_last=False`` keeps the last partial batch, as the blog's DataLoader does; an epoch's
     loss is then the unweighted mean of its per-batch losses, again as the blog reports it.
 
+    Schedules (see ``jaxvae.schedules``): ``lr_schedule`` "plateau" is PyTorch's ReduceLROnPlateau
+    on the validation loss (``plateau_*``, ``min_lr``; training stops before an epoch whose lr is
+    below ``stop_lr``), the blog's; "constant" keeps ``lr``; "burda" is Burda et al.'s 3**i-epoch
+    stages at ``lr * 10**(-i/7)``; "cosine" decays ``lr`` to 0 over ``max_epochs``.
+    ``kl_warmup_epochs`` > 0 raises the KL weight linearly from 0 to ``VAEConfig.kl_weight`` over
+    that many epochs (step by step); 0 keeps it constant, as the blog does.
+
     ``binarize`` (for Bernoulli models): "dynamic" draws x ~ Bernoulli(pixel) afresh on the device
     each time a training batch is drawn; "fixed" binarises the training data once from
     ``binarize_seed``. In both cases validation (and evaluation) data are binarised once from
-    ``binarize_seed``, so the numbers are comparable between epochs and runs.
+    ``binarize_seed + 1``, so the numbers are comparable between epochs and runs.
     """
 
     batch_size: int = 128
@@ -159,6 +168,8 @@ class TrainConfig:
     seed: int = 0
     binarize: str = "none"
     binarize_seed: int = 0
+    lr_schedule: str = "plateau"
+    kl_warmup_epochs: float = 0.0
 
     def __post_init__(self):
         _positive_int("batch_size", self.batch_size)
@@ -182,6 +193,14 @@ class TrainConfig:
         _one_of("binarize", self.binarize, BINARIZATIONS)
         if isinstance(self.binarize_seed, bool) or not isinstance(self.binarize_seed, int):
             raise ValueError(f"binarize_seed must be an integer, got {self.binarize_seed!r}")
+        _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _non_negative_float("kl_warmup_epochs", self.kl_warmup_epochs)
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+
+def config_to_dict(config) -> dict:
+    """A config as a JSON-ready dict (tuples as lists); ``VAEConfig(**d)`` / ``TrainConfig(**d)`` rebuild it."""
+    return {f.name: (list(v) if isinstance(v := getattr(config, f.name), tuple) else v)
+            for f in dataclasses.fields(config)}

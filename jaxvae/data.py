@@ -299,7 +299,7 @@ def _download_one(url: str, target: Path, base: str, expected_md5: str | None, t
         raise DataError(f"MD5 {digest} does not match the published {expected_md5}")
     # The checksum can be wrong or missing for a custom mirror: parse the content as well.
     _parse_idx(data, url, "images" if "images" in base else "labels")
-    from jaxvae.runs import atomic_write_bytes  # here: importing the package would pull in jax
+    from jaxvae.fileio import atomic_write_bytes
 
     atomic_write_bytes(target, data)
 

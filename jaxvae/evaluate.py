@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae.binarize import prepare_eval_data
+from jaxvae.checks import check_data
 from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.losses import log_importance_weights
 
@@ -67,31 +68,32 @@ def _mean_and_stderr(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), stderr
 
 
-def evaluate(params, x, config: VAEConfig, *, k: int = 5000, key: jax.Array | None = None, seed: int = 0,
-             batch_size: int = 100, chunk: int | None = None) -> dict:
-    """The negative ELBO and the k-sample log-likelihood estimate of ``x`` ([n, input_dim], already
-    binarised for a Bernoulli model) under ``params``.
+def _positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
+
+def evaluate(params, x, config: VAEConfig, *, k: int = 5000, key: jax.Array | None = None, seed: int = 0,
+             batch_size: int = 100, chunk: int | None = None, train_config: TrainConfig | None = None) -> dict:
+    """The negative ELBO and the k-sample log-likelihood estimate of ``x`` ([n, input_dim]) under ``params``.
+
+    With ``train_config``, ``x`` is first binarised as that run saw its validation data (once, from
+    ``binarize_seed + 1``; see ``jaxvae.binarize``); otherwise it is used as given.
     Returns a dict: ``log_likelihood`` and ``log_likelihood_stderr`` (mean over images, in nats),
     ``neg_elbo`` and ``neg_elbo_stderr``, ``n``, ``k``, and the per-image arrays
     ``log_likelihood_per_image`` and ``elbo_per_image``. ``key`` (or ``seed``) fixes the samples;
     ``chunk`` samples per image are in memory at once (default: a 64 MB budget).
     """
+    check_data("x", x, config)
     x = jnp.asarray(x)
-    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != config.input_dim:
-        raise ValueError(f"x must be a non-empty array [n, input_dim={config.input_dim}], got shape {x.shape}")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"x must be floating point (got dtype {x.dtype})")
-    if not bool(jnp.all(jnp.isfinite(x))):
-        raise ValueError("x contains NaN or inf values")
-    for name, value in (("k", k), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if train_config is not None:
+        x = prepare_eval_data(x, train_config)
+    _positive_int("k", k)
+    _positive_int("batch_size", batch_size)
     batch_size = min(batch_size, x.shape[0])
     if chunk is None:
         chunk = max(1, CHUNK_BUDGET // (batch_size * config.input_dim))
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    _positive_int("chunk", chunk)
     chunk = min(chunk, k)
     key = jax.random.PRNGKey(seed) if key is None else key
     log_px, elbo = importance_sampled(params, x, key, config, k, chunk, batch_size)
@@ -108,9 +110,31 @@ def evaluate(params, x, config: VAEConfig, *, k: int = 5000, key: jax.Array | No
     }
 
 
-def evaluate_run_arrays(params, test_x, vae_config: VAEConfig, train_config: TrainConfig = TrainConfig(),
-                        **kwargs) -> dict:
-    """``evaluate`` on a test split as a run saw its data: binarised once from
-    ``train_config.binarize_seed`` when the run used a binarisation (see ``jaxvae.binarize``).
-    ``kwargs`` (k, seed, batch_size, chunk) go to ``evaluate``."""
-    return evaluate(params, prepare_eval_data(jnp.asarray(test_x), train_config), vae_config, **kwargs)
+def evaluate_run(run_dir, *, split: str = "test", seed: int = 0, k: int = 0, limit: int | None = None,
+                 chunk: int | None = None, data_dir=None, download: bool = True, log=None) -> dict:
+    """A run's model on its dataset's ``split``, as the run saw it (binarised likewise): the loss,
+    reconstruction and KL with noise and batch order fixed by ``seed`` and, with ``k`` > 0, the
+    k-sample log-likelihood (``evaluate``). ``limit`` takes the first images only."""
+    from jaxvae.runs import load_run, run_dataset
+    from jaxvae.training import eval_epoch
+
+    if split not in ("test", "train"):
+        raise ValueError(f"split must be 'test' or 'train', got {split!r}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"k must be an integer >= 0, got {k!r}")
+    for name, value in (("limit", limit), ("chunk", chunk)):
+        if value is not None:
+            _positive_int(name, value)
+    info, state = load_run(run_dir)
+    dataset = run_dataset(info, data_dir, download, log)
+    x = prepare_eval_data(jnp.asarray((dataset.test_x if split == "test" else dataset.train_x)[:limit]), info.train_config)
+    batch_size = min(info.train_config.batch_size, len(x))
+    metrics = eval_epoch(state.params, x, jax.random.PRNGKey(seed), info.vae_config, batch_size)
+    result = {"run_dir": str(run_dir), "dataset": dataset.name, "split": split, "samples": int(len(x)),
+              "epoch": state.epoch, "seed": seed, "batch_size": batch_size,
+              **{name: float(np.mean(np.asarray(v))) for name, v in metrics.items()}}
+    if k:
+        estimate = evaluate(state.params, x, info.vae_config, k=k, seed=seed, chunk=chunk)
+        result.update({name: estimate[name] for name in ("k", "log_likelihood", "log_likelihood_stderr",
+                                                         "neg_elbo", "neg_elbo_stderr")})
+    return result

@@ -3,15 +3,23 @@
 torchref's encoder keeps its Linear layers in ``prev_network.network.<i>``, ``gauss_mu_network.network.<i>``
 and ``gauss_logsigma_network.network.<i>``; its decoder in ``network.network.<i>`` (the index ``i``
 counts activations too). The n-th Linear of each stack maps onto jaxvae's n-th layer of that stack.
-jaxvae itself never imports torch: the state dicts arrive as mappings of tensors (or arrays).
+jaxvae imports torch only to write torch files (``to_torch``, ``save_torch``, ``load_torch``);
+elsewhere the state dicts arrive as mappings of tensors (or arrays).
 """
 from __future__ import annotations
 
+import io
+import os
 import re
+from pathlib import Path
 from typing import Any, Mapping
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxvae.config import VAEConfig, config_to_dict
+from jaxvae.fileio import atomic_write_bytes
 
 # (torch stack prefix, jaxvae layer names): a stack of n Linear layers maps onto the first n names;
 # a name ending in "_" is numbered (trunk_0, trunk_1, ...).
@@ -110,8 +118,6 @@ def from_torch(encoder, decoder, config=None) -> dict:
 
 def _expected_shapes(config) -> dict:
     """The params pytree of ``config`` as shapes only (nothing is computed)."""
-    import jax
-
     from jaxvae.models import init_params
 
     return jax.eval_shape(lambda: init_params(jax.random.PRNGKey(0), config))
@@ -160,3 +166,85 @@ def to_torch(params: dict, encoder, decoder):
             target.load_state_dict(state)
         out.append(state)
     return tuple(out)
+
+
+def infer_config(params: dict) -> VAEConfig:
+    """The blog-style VAEConfig that the layer shapes of ``params`` imply (for files without a config)."""
+    enc, dec = params["encoder"], params["decoder"]
+    trunk = sorted((k for k in enc if k.startswith("trunk_")), key=lambda k: int(k.split("_")[1]))
+    if not trunk:
+        raise ValueError("encoder: no trunk layers (prev_network.network.*)")
+    hidden = tuple(int(enc[k]["kernel"].shape[1]) for k in trunk)
+    dec_hidden = tuple(int(dec[f"hidden_{i}"]["kernel"].shape[1]) for i in range(len(dec) - 1) if f"hidden_{i}" in dec)
+    return VAEConfig(input_dim=int(enc[trunk[0]]["kernel"].shape[0]), hidden=hidden,
+                     latent_dim=int(enc["mu"]["kernel"].shape[1]),
+                     decoder_hidden=None if dec_hidden == tuple(reversed(hidden)) else dec_hidden)
+
+
+def check_torch_compatible(config: VAEConfig) -> None:
+    """ValueError unless torchref's blog modules can hold this model: LeakyReLU(0.01) hidden layers,
+    a sigmoid output, a mirrored decoder, the MLP architecture."""
+    problems = []
+    if config.architecture != "mlp":
+        problems.append(f"architecture={config.architecture}")
+    if config.activation != "leaky_relu" or config.negative_slope != 0.01:
+        problems.append(f"activation={config.activation} (slope {config.negative_slope})")
+    if config.output_activation != "sigmoid" or config.likelihood != "gaussian":
+        problems.append(f"output_activation={config.output_activation}, likelihood={config.likelihood}")
+    if config.decoder_widths != tuple(reversed(config.hidden)):
+        problems.append(f"decoder_hidden={config.decoder_hidden}")
+    if problems:
+        raise ValueError("torchref's blog modules need an MLP with LeakyReLU(0.01), a sigmoid output and a "
+                         f"mirrored decoder; this model has {', '.join(problems)}")
+
+
+def _torch():
+    try:
+        import torch
+
+        import torchref
+    except ImportError as e:
+        raise ValueError(f"torch files need PyTorch and torchref ({e}); install with: pip install 'jaxvae[torch]'") from None
+    return torch, torchref
+
+
+def save_torch(path: str | os.PathLike, params: dict, config: VAEConfig, **extra) -> Path:
+    """``torch.save`` of ``{"encoder": state_dict, "decoder": state_dict, "config": ..., **extra}`` for
+    torchref's blog modules, written atomically. ValueError if the model does not fit them."""
+    check_torch_compatible(config)
+    torch, torchref = _torch()
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ValueError(f"{path}: directory {path.parent} does not exist")
+    encoder, _, decoder = torchref.build_blog_model(config.input_dim, config.latent_dim, config.hidden)
+    # writable NumPy copies: torch warns about (and cannot own) read-only buffers from jax arrays
+    enc_state, dec_state = to_torch(jax.tree.map(np.array, params), encoder, decoder)
+    buffer = io.BytesIO()
+    torch.save({"encoder": enc_state, "decoder": dec_state, "config": config_to_dict(config), **extra}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def load_torch(path: str | os.PathLike) -> tuple[dict, VAEConfig, dict]:
+    """``(params, config, file contents)`` from a file of torchref blog state dicts (``save_torch``'s
+    or any ``torch.save({"encoder": ..., "decoder": ...})``); the config is the file's, or inferred
+    from the shapes. ValueError naming the file and the tensor at fault."""
+    torch, _ = _torch()
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a bad file; all mean "not a state-dict file"
+        raise ValueError(f"{path}: not a readable torch file ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    if not isinstance(blob, dict) or "encoder" not in blob or "decoder" not in blob:
+        keys = sorted(blob) if isinstance(blob, dict) else type(blob).__name__
+        raise ValueError(f"{path}: expected a dict with 'encoder' and 'decoder' state dicts, got {keys}")
+    try:
+        config = VAEConfig(**blob["config"]) if "config" in blob else None
+        params = from_torch(blob["encoder"], blob["decoder"], config)
+        config = config or infer_config(params)
+        check_torch_compatible(config)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}: {e}") from None
+    return params, config, blob

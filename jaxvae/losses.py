@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvae.config import VAEConfig
-from jaxvae.models import decode, decoder_output, encode
+from jaxvae.models import bind
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -75,12 +75,12 @@ def log_likelihood(x: jax.Array, decoder_out: jax.Array, config: VAEConfig) -> j
     return gaussian_log_likelihood(x, decoder_out, config.recon_sigma)
 
 
-def reconstruction_loss(params: dict, x: jax.Array, z: jax.Array, config: VAEConfig) -> jax.Array:
+def reconstruction_loss(x: jax.Array, decoder_out: jax.Array, config: VAEConfig) -> jax.Array:
     """The ELBO's per-sample reconstruction term -log p(x | z): the blog's Gaussian loss (without its
-    constant, which has no gradient) or the exact Bernoulli negative log-likelihood."""
+    constant, which has no gradient) or the exact Bernoulli negative log-likelihood from logits."""
     if config.likelihood == "bernoulli":
-        return -bernoulli_log_likelihood(x.reshape(x.shape[0], -1), decoder_output(params, z, config))
-    return gauss_similarity_loss(x, decode(params, z, config), config.recon_sigma)
+        return -bernoulli_log_likelihood(x.reshape(x.shape[0], -1), decoder_out)
+    return gauss_similarity_loss(x, decoder_out, config.recon_sigma)
 
 
 def sample_eps(key: jax.Array, batch: int, config: VAEConfig, dtype=jnp.float32) -> jax.Array:
@@ -91,21 +91,19 @@ def sample_eps(key: jax.Array, batch: int, config: VAEConfig, dtype=jnp.float32)
     return jax.random.normal(key, (batch, config.latent_dim), dtype)
 
 
-def vae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig):
+def vae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, kl_weight=None):
     """The blog's loss: mean reconstruction term + kl_weight * mean KL, with the noise ``eps`` given.
 
+    ``kl_weight`` defaults to ``config.kl_weight``; training passes its schedule's value instead.
     Returns ``(loss, aux)`` with ``aux["recon"]`` and ``aux["kl"]`` the batch means.
     """
-    mu, log_sigma = encode(params, x, config)
+    model = bind(params, config)
+    mu, log_sigma = model.encode(x)
     z = mu + jnp.exp(log_sigma) * eps
-    recon = jnp.mean(reconstruction_loss(params, x, z, config))
+    recon = jnp.mean(reconstruction_loss(x, model.decoder_output(z), config))
     kl = jnp.mean(unit_gauss_kl(mu, log_sigma))
-    return recon + config.kl_weight * kl, {"recon": recon, "kl": kl}
-
-
-def vae_loss_from_key(params: dict, x: jax.Array, key: jax.Array, config: VAEConfig):
-    """``vae_loss`` with the noise drawn from ``key``: the usual path for users."""
-    return vae_loss(params, x, sample_eps(key, x.shape[0], config, x.dtype), config)
+    weight = config.kl_weight if kl_weight is None else kl_weight
+    return recon + weight * kl, {"recon": recon, "kl": kl}
 
 
 def log_importance_weights(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig):
@@ -114,10 +112,11 @@ def log_importance_weights(params: dict, x: jax.Array, eps: jax.Array, config: V
     Returns ``(log_w, log_px_given_z)``, both ``[k, B]``. log q is computed from eps directly
     (log N(eps | 0, I) - sum log sigma), which is exact and avoids dividing by a tiny sigma.
     """
-    mu, log_sigma = encode(params, x, config)
+    model = bind(params, config)
+    mu, log_sigma = model.encode(x)
     z = mu + jnp.exp(log_sigma) * eps
     k, batch = eps.shape[0], eps.shape[1]
-    out = decoder_output(params, z.reshape(k * batch, -1), config).reshape(k, batch, -1)
+    out = model.decoder_output(z.reshape(k * batch, -1)).reshape(k, batch, -1)
     log_px_z = log_likelihood(x.reshape(batch, -1), out, config)
     log_qz = log_standard_normal(eps) - jnp.sum(log_sigma, axis=-1)
     return log_px_z + log_standard_normal(z) - log_qz, log_px_z
@@ -139,8 +138,11 @@ def iwae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig):
     return -jnp.mean(iwae_bound(log_w)), {"recon": recon, "kl": -jnp.mean(log_w) - recon}
 
 
-def objective_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig):
-    """The training loss the config asks for: ``vae_loss`` (the ELBO; the default) or ``iwae_loss``."""
+def objective_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, kl_weight=None):
+    """The training loss the config asks for: ``vae_loss`` (the ELBO; the default) or ``iwae_loss``
+    (which has no KL weight: ``kl_weight`` must then be None)."""
     if config.objective == "iwae":
+        if kl_weight is not None:
+            raise ValueError("objective='iwae' has no KL weight to schedule")
         return iwae_loss(params, x, eps, config)
-    return vae_loss(params, x, eps, config)
+    return vae_loss(params, x, eps, config, kl_weight)

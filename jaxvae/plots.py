@@ -25,7 +25,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from jaxvae.config import VAEConfig  # noqa: E402
 from jaxvae.models import decode, encode  # noqa: E402
-from jaxvae.runs import atomic_write_bytes  # noqa: E402
+from jaxvae.fileio import atomic_write_bytes  # noqa: E402
 
 DPI = 80  # small PNGs that are still readable at a glance
 

@@ -1,25 +1,30 @@
-"""Training: the one train step, the scanned epoch, the blog's plateau schedule, and ``fit``.
+"""Training: the one train step, the scanned epoch, and ``fit``, which composes them.
 
-The step is the maths of the paper and nothing else: draw eps, take the gradient of the loss,
-apply Adam. An epoch is one compiled call: a ``lax.scan`` of that step over batches gathered from a
-dataset that stays on the device, followed by the last partial batch (kept, as the blog does).
+The step is the maths of the paper and nothing else: draw eps, take the gradient of the loss at the
+KL weight of this step, move the parameters by the learning rate of this step along the
+optimizer's direction (Adam's by default). It is built once (``TrainStep``) from the model config,
+an optax transformation and two schedules; all of that is static, and nothing else is. An epoch is
+one compiled call: a ``lax.scan`` of the step over batches gathered from a dataset that stays on the
+device, then the last partial batch (kept, as the blog does).
 """
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxvae.batching import batch_counts, epoch_indices
+from jaxvae import schedules as sched
+from jaxvae.batching import epoch_indices, steps_per_epoch
 from jaxvae.binarize import prepare_eval_data, prepare_train_data, sample_binary
+from jaxvae.checks import check_data
 from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.losses import objective_loss, sample_eps
 from jaxvae.models import init_params
@@ -30,8 +35,102 @@ SCAN_UNROLL = 3
 
 
 class TrainState(NamedTuple):
+    """What the train step updates: the parameters, the optimizer's state and the step count (the
+    clock of the schedules)."""
+
     params: Any
     opt_state: Any
+    step: jax.Array
+
+
+class ScheduleStates(NamedTuple):
+    """The host-side states of the lr and KL-weight schedules (``()`` for stateless ones)."""
+
+    lr: Any = ()
+    kl_weight: Any = ()
+
+
+def adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
+    """Adam's update direction (no learning rate: the step multiplies by the lr schedule's value),
+    PyTorch's defaults. Cached, so equal settings give the same object and share compiled code.
+
+    The coefficients live in the optimizer state as float32 (``inject_hyperparams``), so 1 - b1 is
+    rounded as jaxvae 0.1.0 rounded it and a seed reproduces its earlier runs bit for bit.
+    """
+    return _adam(float(b1), float(b2), float(eps))
+
+
+@functools.lru_cache(maxsize=None)
+def _adam(b1: float, b2: float, eps: float) -> optax.GradientTransformation:
+    return optax.inject_hyperparams(optax.scale_by_adam)(b1=b1, b2=b2, eps=eps)
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """One optimisation step: params <- params - lr_t * optimizer(grad loss(params; kl_weight_t)).
+
+    ``optimizer`` is an optax transformation without a learning rate (default: ``adam()``);
+    ``lr`` and ``kl_weight`` are schedules (``jaxvae.schedules``; numbers and optax schedules are
+    accepted too); ``kl_weight=None`` is the config's constant. ``steps_per_epoch`` lets schedules
+    count in epochs; ``binarize`` draws a fresh binary image of each batch (dynamic binarisation).
+    Hashable: it is the static argument of the compiled epoch, and equal steps share compiled code.
+    """
+
+    config: VAEConfig
+    optimizer: optax.GradientTransformation = field(default_factory=adam)
+    lr: Any = sched.Plateau()
+    kl_weight: Any = None
+    steps_per_epoch: int | None = None
+    binarize: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "lr", sched.as_schedule(self.lr))
+        kl = sched.Constant(self.config.kl_weight) if self.kl_weight is None else sched.as_schedule(self.kl_weight)
+        if self.config.objective == "iwae" and kl != sched.Constant(1.0):
+            raise ValueError("objective='iwae' has no KL weight: leave kl_weight unset (and VAEConfig.kl_weight at 1)")
+        object.__setattr__(self, "kl_weight", kl)
+
+    @classmethod
+    def from_configs(cls, vae_config: VAEConfig, train_config: TrainConfig, steps_per_epoch: int | None = None, *,
+                     optimizer=None, lr_schedule=None, kl_schedule=None) -> "TrainStep":
+        """The step a TrainConfig describes; ``optimizer`` and the schedules replace its choices."""
+        tc = train_config
+        return cls(
+            vae_config,
+            optimizer if optimizer is not None else adam(tc.b1, tc.b2, tc.adam_eps),
+            lr_schedule if lr_schedule is not None else sched.lr_from_config(tc),
+            kl_schedule if kl_schedule is not None else sched.kl_from_config(vae_config, tc),
+            steps_per_epoch,
+            tc.binarize == "dynamic",
+        )
+
+    def init(self, params) -> TrainState:
+        return TrainState(params, self.optimizer.init(params), jnp.zeros((), jnp.int32))
+
+    def init_schedules(self) -> ScheduleStates:
+        return ScheduleStates(self.lr.init(), self.kl_weight.init())
+
+    def values(self, state: TrainState, schedules: ScheduleStates):
+        """(lr, kl_weight) at the state's step."""
+        return (self.lr.value(schedules.lr, state.step, self.steps_per_epoch),
+                self.kl_weight.value(schedules.kl_weight, state.step, self.steps_per_epoch))
+
+    def __call__(self, state: TrainState, x, key, schedules: ScheduleStates | None = None):
+        """One step on batch ``x`` with the noise (and the binarisation) drawn from ``key``.
+        Pure: jit it, or let ``train_epoch`` scan it. Returns ``(state, {"loss", "recon", "kl"})``."""
+        if self.binarize:
+            key, binarize_key = jax.random.split(key)
+            x = sample_binary(binarize_key, x)
+        return self.with_noise(state, x, sample_eps(key, x.shape[0], self.config, x.dtype), schedules)
+
+    def with_noise(self, state: TrainState, x, eps, schedules: ScheduleStates | None = None):
+        """The step with the reparameterisation noise ``eps`` given (how parity tests share it)."""
+        lr, kl_weight = self.values(state, self.init_schedules() if schedules is None else schedules)
+        kl_weight = None if self.config.objective == "iwae" else kl_weight
+        (loss, aux), grads = jax.value_and_grad(objective_loss, has_aux=True)(state.params, x, eps, self.config, kl_weight)
+        direction, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, jax.tree.map(lambda d: -lr * d, direction))
+        return TrainState(params, opt_state, state.step + 1), {"loss": loss, **aux}
 
 
 class NonFiniteError(FloatingPointError):
@@ -40,72 +139,6 @@ class NonFiniteError(FloatingPointError):
     def __init__(self, message: str, state: "FitState"):
         super().__init__(message)
         self.state = state
-
-
-def make_optimizer(train_config: TrainConfig) -> optax.GradientTransformation:
-    """Adam with PyTorch's defaults; the learning rate lives in the state so the schedule can change
-    it between epochs without recompiling."""
-    return optax.inject_hyperparams(optax.adam)(
-        learning_rate=train_config.lr, b1=train_config.b1, b2=train_config.b2, eps=train_config.adam_eps
-    )
-
-
-def create_train_state(params: Any, train_config: TrainConfig) -> TrainState:
-    return TrainState(params, make_optimizer(train_config).init(params))
-
-
-def learning_rate(state: TrainState) -> float:
-    return float(state.opt_state.hyperparams["learning_rate"])
-
-
-def with_learning_rate(state: TrainState, lr: float) -> TrainState:
-    hyper = state.opt_state.hyperparams
-    new_hyper = {**hyper, "learning_rate": jnp.asarray(lr, dtype=jnp.asarray(hyper["learning_rate"]).dtype)}
-    return state._replace(opt_state=state.opt_state._replace(hyperparams=new_hyper))
-
-
-def apply_train_step(state: TrainState, x, eps, vae_config: VAEConfig, train_config: TrainConfig):
-    """One Adam step on the loss of batch ``x`` with reparameterisation noise ``eps`` (pure).
-
-    The loss is ``losses.objective_loss``: the blog's ``vae_loss`` unless the config asks for IWAE."""
-    (loss, aux), grads = jax.value_and_grad(objective_loss, has_aux=True)(state.params, x, eps, vae_config)
-    updates, opt_state = make_optimizer(train_config).update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return TrainState(params, opt_state), {"loss": loss, **aux}
-
-
-def _step_from_key(state, x, key, vae_config, train_config):
-    if train_config.binarize == "dynamic":  # a fresh binary draw of the batch, on the device
-        key, binarize_key = jax.random.split(key)
-        x = sample_binary(binarize_key, x)
-    return apply_train_step(state, x, sample_eps(key, x.shape[0], vae_config, x.dtype), vae_config, train_config)
-
-
-# TrainConfig fields that never reach compiled code (the lr lives in the optimizer state): they are
-# reset before a config becomes a static argument, so changing them does not recompile.
-_HOST_ONLY_FIELDS = ("lr", "max_epochs", "plateau_factor", "plateau_patience", "plateau_threshold",
-                     "min_lr", "stop_lr", "seed", "binarize_seed")
-_HOST_ONLY_DEFAULTS = {name: getattr(TrainConfig(), name) for name in _HOST_ONLY_FIELDS}
-
-
-def compiled_view(train_config: TrainConfig) -> TrainConfig:
-    """``train_config`` with its host-only fields at their defaults: the key for jit's cache."""
-    return dataclasses.replace(train_config, **_HOST_ONLY_DEFAULTS)
-
-
-_STATIC = ("vae_config", "train_config")
-_train_step = jax.jit(_step_from_key, static_argnames=_STATIC, donate_argnums=0)
-_train_step_with_noise = jax.jit(apply_train_step, static_argnames=_STATIC, donate_argnums=0)
-
-
-def train_step(state: TrainState, x, key, vae_config: VAEConfig, train_config: TrainConfig):
-    """One jitted Adam step with eps drawn from ``key``; the state's buffers are donated."""
-    return _train_step(state, x, key, vae_config, compiled_view(train_config))
-
-
-def train_step_with_noise(state: TrainState, x, eps, vae_config: VAEConfig, train_config: TrainConfig):
-    """One jitted Adam step with the noise ``eps`` given; the state's buffers are donated."""
-    return _train_step_with_noise(state, x, eps, vae_config, compiled_view(train_config))
 
 
 def epoch_plan(key, n: int, batch_size: int, drop_last: bool = False):
@@ -125,9 +158,12 @@ def _tree_all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
-def train_epoch(state: TrainState, data, key, vae_config: VAEConfig, train_config: TrainConfig,
-                progress: Callable | None = None, progress_every: int = 20, batch_sharding=None):
-    """One shuffled pass over ``data`` (on the device) as a single compiled call.
+@partial(jax.jit, static_argnames=("train_step", "batch_size", "drop_last", "progress", "progress_every",
+                                   "batch_sharding"), donate_argnames="state")
+def train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules: ScheduleStates, *,
+                batch_size: int, drop_last: bool = False, progress: Callable | None = None,
+                progress_every: int = 20, batch_sharding=None):
+    """One shuffled pass of ``train_step`` over ``data`` (on the device) as a single compiled call.
 
     Returns the new state, per-batch metrics (``loss``, ``recon``, ``kl``; the partial batch last)
     and whether every parameter is finite. ``progress(step, running_mean_loss)`` is called on the
@@ -135,14 +171,11 @@ def train_epoch(state: TrainState, data, key, vae_config: VAEConfig, train_confi
     result's; measured 3-4% faster per epoch on CPU than without): pass a copy to keep the old one.
     ``batch_sharding`` (see ``jaxvae.parallel``) splits each full batch over devices.
     """
-    return _train_epoch(state, data, key, vae_config, compiled_view(train_config), progress, progress_every,
-                        batch_sharding)
-
-
-@partial(jax.jit, static_argnames=("vae_config", "train_config", "progress", "progress_every", "batch_sharding"),
-         donate_argnums=0)
-def _train_epoch(state, data, key, vae_config, train_config, progress, progress_every, batch_sharding):
-    batches, step_keys = epoch_plan(key, data.shape[0], train_config.batch_size, train_config.drop_last)
+    expected = steps_per_epoch(data.shape[0], batch_size, drop_last)
+    if train_step.steps_per_epoch not in (None, expected):
+        raise ValueError(f"the train step was built for {train_step.steps_per_epoch} steps per epoch; "
+                         f"{data.shape[0]} samples in batches of {batch_size} make {expected}")
+    batches, step_keys = epoch_plan(key, data.shape[0], batch_size, drop_last)
 
     def report(step, loss_sum):
         if progress is not None:
@@ -158,7 +191,7 @@ def _train_epoch(state, data, key, vae_config, train_config, progress, progress_
         x = data[rows]
         if batch_sharding is not None:
             x = jax.lax.with_sharding_constraint(x, batch_sharding)
-        state, metrics = _step_from_key(state, x, step_key, vae_config, train_config)
+        state, metrics = train_step(state, x, step_key, schedules)
         loss_sum = loss_sum + metrics["loss"]
         report(step, loss_sum)
         return (state, loss_sum, step + 1), metrics
@@ -169,7 +202,7 @@ def _train_epoch(state, data, key, vae_config, train_config, progress, progress_
         body, carry, (batches.full, step_keys[: batches.full.shape[0]]), unroll=SCAN_UNROLL
     )
     if batches.tail.shape[0]:
-        state, tail_metrics = _step_from_key(state, data[batches.tail], step_keys[-1], vae_config, train_config)
+        state, tail_metrics = train_step(state, data[batches.tail], step_keys[-1], schedules)
         metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), metrics, tail_metrics)
     return state, metrics, _tree_all_finite(state.params)
 
@@ -196,38 +229,11 @@ def eval_epoch(params, data, key, vae_config: VAEConfig, batch_size: int = 128, 
 
 
 @dataclass
-class PlateauState:
-    """The state of PyTorch's ``ReduceLROnPlateau`` (mode min, relative threshold, no cooldown)."""
-
-    lr: float
-    best: float = math.inf
-    num_bad_epochs: int = 0
-
-
-def plateau_step(state: PlateauState, metric: float, train_config: TrainConfig) -> PlateauState:
-    """One epoch of ReduceLROnPlateau, exactly PyTorch's rule: the metric improves when it is below
-    ``best * (1 - threshold)``; after more than ``patience`` epochs without improvement the lr is
-    multiplied by ``factor`` (floored at ``min_lr``; changes smaller than 1e-8 are skipped)."""
-    best, bad = state.best, state.num_bad_epochs
-    if metric < best * (1.0 - train_config.plateau_threshold):
-        best, bad = metric, 0
-    else:
-        bad += 1
-    lr = state.lr
-    if bad > train_config.plateau_patience:
-        new_lr = max(lr * train_config.plateau_factor, train_config.min_lr)
-        if lr - new_lr > 1e-8:
-            lr = new_lr
-        bad = 0
-    return PlateauState(lr=lr, best=best, num_bad_epochs=bad)
-
-
-@dataclass
 class FitState:
     """Everything needed to continue a run exactly: checkpoints save and restore this."""
 
     train_state: TrainState
-    plateau: PlateauState
+    schedules: ScheduleStates
     key: jax.Array
     epoch: int = 0
     history: list[dict] = field(default_factory=list)
@@ -237,121 +243,118 @@ class FitState:
         return self.train_state.params
 
 
-def init_fit_state(vae_config: VAEConfig, train_config: TrainConfig, params=None, dtype=jnp.float32) -> FitState:
-    """A fresh run from ``train_config.seed`` (or from the given ``params``)."""
-    init_key, loop_key = jax.random.split(jax.random.PRNGKey(train_config.seed))
+def init_fit_state(train_step: TrainStep, seed: int, *, params=None, dtype=jnp.float32) -> FitState:
+    """A fresh run from ``seed`` (or from the given ``params``)."""
+    init_key, loop_key = jax.random.split(jax.random.PRNGKey(seed))
     if params is None:
-        params = init_params(init_key, vae_config, dtype)
-    return FitState(create_train_state(params, train_config), PlateauState(lr=train_config.lr), loop_key)
+        params = init_params(init_key, train_step.config, dtype)
+    return FitState(train_step.init(params), train_step.init_schedules(), loop_key)
 
 
 @dataclass
 class FitResult:
+    """``params`` and ``history`` of the run, the ``state`` to resume from, and why it stopped
+    ("max_epochs" or "schedule": the lr schedule's end, e.g. the lr fell below ``stop_lr``)."""
+
     params: Any
     history: list[dict]
     state: FitState
+    stop_reason: str
 
 
-def check_data(name: str, x, vae_config: VAEConfig, batch_size: int | None = None) -> None:
-    """Raise ValueError naming ``name`` unless ``x`` is a finite float [N, input_dim] array (N >= batch_size)."""
-    shape = getattr(x, "shape", None)
-    if shape is None or len(shape) != 2:
-        raise ValueError(f"{name} must be a 2-D array (samples, features), got shape {shape}")
-    if shape[0] == 0:
-        raise ValueError(f"{name} is empty (shape {shape})")
-    if shape[1] != vae_config.input_dim:
-        raise ValueError(f"{name} has {shape[1]} features but the model expects input_dim={vae_config.input_dim}")
-    if batch_size is not None and batch_size > shape[0]:
-        raise ValueError(f"batch_size={batch_size} is larger than {name} ({shape[0]} samples)")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"{name} must be floating point in [0, 1] (got dtype {x.dtype}); see jaxvae.data.to_unit_float")
-    if not bool(jnp.all(jnp.isfinite(x))):
-        raise ValueError(f"{name} contains NaN or inf values")
-    if vae_config.likelihood == "bernoulli":  # pixel probabilities: the Bernoulli likelihood needs [0, 1]
-        lo, hi = float(jnp.min(x)), float(jnp.max(x))
-        if lo < 0 or hi > 1:
-            raise ValueError(f"{name} has values in [{lo:g}, {hi:g}]; likelihood='bernoulli' needs them in [0, 1]")
+def _check_finite(losses: np.ndarray, params_finite, state: FitState, lr: float) -> None:
+    """NonFiniteError naming the epoch and the first bad step, holding the last good state."""
+    if bool(params_finite) and np.all(np.isfinite(losses)):
+        return
+    bad = np.flatnonzero(~np.isfinite(losses))
+    where = f"step {int(bad[0]) + 1} of {losses.size}" if bad.size else f"the last of {losses.size} steps (a parameter)"
+    raise NonFiniteError(f"non-finite loss or parameter in epoch {state.epoch + 1}, {where} (lr {lr:g}); "
+                         "training stopped, the last good state is kept", state)
+
+
+def _mean(metrics, name: str) -> float:
+    return float(np.mean(np.asarray(metrics[name])))
 
 
 def fit(
     train_x,
     val_x=None,
+    *,
     vae_config: VAEConfig = VAEConfig(),
     train_config: TrainConfig = TrainConfig(),
-    *,
+    optimizer: optax.GradientTransformation | None = None,
+    lr_schedule=None,
+    kl_schedule=None,
     state: FitState | None = None,
-    callback: Callable[[FitState, dict], None] | None = None,
+    callbacks: Sequence[Callable[[FitState, dict], None]] = (),
     progress: Callable | None = None,
     progress_every: int = 20,
     data_parallel: DataParallel | None | str = "auto",
 ) -> FitResult:
-    """Train the VAE on ``train_x`` (float, [N, input_dim]) with the blog's schedule.
+    """Train the VAE on ``train_x`` (float, [N, input_dim]); the blog's schedule by default.
 
     Each epoch: one compiled training pass, one compiled validation pass on ``val_x`` (on the
-    training data when ``val_x`` is None), one plateau step on the validation loss. Training stops
-    after ``max_epochs`` or before an epoch whose lr is below ``stop_lr``. Pass ``state`` to resume;
-    ``callback(state, record)`` runs after every epoch (checkpointing, logging). Reproducible from
-    ``train_config.seed``. Raises ``NonFiniteError`` (holding the last good state) when a step
-    makes the loss or a parameter non-finite.
+    training data when ``val_x`` is None), then the schedules see the validation loss. Training stops
+    after ``max_epochs`` or when the lr schedule is finished (the plateau: before an epoch whose lr
+    is below ``stop_lr``). ``optimizer``, ``lr_schedule`` and ``kl_schedule`` replace what
+    ``train_config`` names (see ``TrainStep``). Pass ``state`` to resume; each of ``callbacks`` runs
+    as ``callback(state, record)`` after every epoch (checkpointing, logging). Reproducible from
+    ``train_config.seed``. Raises ``NonFiniteError`` (holding the last good state) when a step makes
+    the loss or a parameter non-finite.
 
-    ``train_config.binarize`` binarises the data (``jaxvae.binarize``). ``data_parallel="auto"``
-    splits each batch over all devices when there are several (``jaxvae.parallel``); pass None
-    to stay on one device, or a ``DataParallel`` to choose the mesh.
+    ``data_parallel="auto"`` splits each batch over all devices when there are several
+    (``jaxvae.parallel``); pass None to stay on one device, or a ``DataParallel`` to choose the mesh.
     """
-    check_data("train_x", train_x, vae_config, train_config.batch_size)
+    tc = train_config
+    check_data("train_x", train_x, vae_config, tc.batch_size)
     if val_x is not None:
         check_data("val_x", val_x, vae_config)
+    n_steps = steps_per_epoch(len(train_x), tc.batch_size, tc.drop_last)
+    step = TrainStep.from_configs(vae_config, tc, n_steps, optimizer=optimizer, lr_schedule=lr_schedule,
+                                  kl_schedule=kl_schedule)
     dtype = jnp.asarray(train_x[:1]).dtype
-    state = state if state is not None else init_fit_state(vae_config, train_config, dtype=dtype)
-    train_x = jax.device_put(jnp.asarray(train_x))
-    val_x = train_x if val_x is None else jax.device_put(jnp.asarray(val_x, dtype))
-    if train_config.binarize != "none":
-        train_x, val_x = prepare_train_data(train_x, train_config), prepare_eval_data(val_x, train_config)
+    state = state if state is not None else init_fit_state(step, tc.seed, dtype=dtype)
+
+    train_x = prepare_train_data(jax.device_put(jnp.asarray(train_x)), tc)
+    val_x = train_x if val_x is None else prepare_eval_data(jax.device_put(jnp.asarray(val_x, dtype)), tc)
     if data_parallel == "auto":
-        data_parallel = make_data_parallel(train_config.batch_size)
+        data_parallel = make_data_parallel(tc.batch_size)
     batch_sharding = None
     if data_parallel is not None:
         batch_sharding = data_parallel.batch_sharding
         train_x, val_x = data_parallel.replicate((train_x, val_x))
         state = dataclasses.replace(state, train_state=data_parallel.replicate(state.train_state))
 
-    while state.epoch < train_config.max_epochs and state.plateau.lr >= train_config.stop_lr:
+    def finished(s: FitState) -> bool:
+        return step.lr.finished(s.schedules.lr, s.epoch) or step.kl_weight.finished(s.schedules.kl_weight, s.epoch)
+
+    while state.epoch < tc.max_epochs and not finished(state):
         start = time.perf_counter()
         key, train_key, val_key = jax.random.split(state.key, 3)
+        lr, kl_weight = (float(v) for v in step.values(state.train_state, state.schedules))
         # The epoch donates its input; a copy (a few MB) keeps the last good state for NonFiniteError.
-        train_state = jax.tree.map(jnp.copy, with_learning_rate(state.train_state, state.plateau.lr))
         train_state, metrics, finite = train_epoch(
-            train_state, train_x, train_key, vae_config, train_config, progress, progress_every, batch_sharding
-        )
+            step, jax.tree.map(jnp.copy, state.train_state), train_x, train_key, state.schedules,
+            batch_size=tc.batch_size, drop_last=tc.drop_last, progress=progress, progress_every=progress_every,
+            batch_sharding=batch_sharding)
         losses = np.asarray(metrics["loss"])
-        if not bool(finite) or not np.all(np.isfinite(losses)):
-            bad = np.flatnonzero(~np.isfinite(losses))
-            where = f"step {int(bad[0]) + 1} of {losses.size}" if bad.size else f"the last of {losses.size} steps (a parameter)"
-            raise NonFiniteError(
-                f"non-finite loss or parameter in epoch {state.epoch + 1}, {where} "
-                f"(lr {state.plateau.lr:g}); training stopped, the last good state is kept",
-                state,
-            )
-        val = eval_epoch(train_state.params, val_x, val_key, vae_config, train_config.batch_size, train_config.drop_last)
-        val_loss = float(np.mean(np.asarray(val["loss"])))
+        _check_finite(losses, finite, state, lr)
+        val = eval_epoch(train_state.params, val_x, val_key, vae_config, tc.batch_size, tc.drop_last)
         record = {
             "epoch": state.epoch + 1,
             "train_loss": float(losses.mean()),
-            "train_recon": float(np.mean(np.asarray(metrics["recon"]))),
-            "train_kl": float(np.mean(np.asarray(metrics["kl"]))),
-            "val_loss": val_loss,
-            "val_recon": float(np.mean(np.asarray(val["recon"]))),
-            "val_kl": float(np.mean(np.asarray(val["kl"]))),
-            "lr": state.plateau.lr,
+            "train_recon": _mean(metrics, "recon"),
+            "train_kl": _mean(metrics, "kl"),
+            "val_loss": _mean(val, "loss"),
+            "val_recon": _mean(val, "recon"),
+            "val_kl": _mean(val, "kl"),
+            "lr": lr,
+            "kl_weight": kl_weight,
             "seconds": time.perf_counter() - start,
         }
-        state = FitState(
-            train_state=train_state,
-            plateau=plateau_step(state.plateau, val_loss, train_config),
-            key=key,
-            epoch=state.epoch + 1,
-            history=[*state.history, record],
-        )
-        if callback is not None:
+        schedules = ScheduleStates(step.lr.update(state.schedules.lr, record["val_loss"]),
+                                   step.kl_weight.update(state.schedules.kl_weight, record["val_loss"]))
+        state = FitState(train_state, schedules, key, state.epoch + 1, [*state.history, record])
+        for callback in callbacks:
             callback(state, record)
-    return FitResult(state.params, state.history, state)
+    return FitResult(state.params, state.history, state, "schedule" if finished(state) else "max_epochs")

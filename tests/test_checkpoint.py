@@ -1,5 +1,8 @@
 """Checkpoint round trip, refusal of wrong or damaged files, atomic writes, byte-level fuzzing."""
+import json
 import os
+import shutil
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -21,7 +24,7 @@ TRAIN = TrainConfig(max_epochs=2)
 @pytest.fixture(scope="module")
 def fitted():
     data = load_dataset("digits")
-    return fit(data.train_x, data.test_x, VAE, TRAIN).state
+    return fit(data.train_x, data.test_x, vae_config=VAE, train_config=TRAIN).state
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,7 @@ def good_bytes(fitted):
 def _assert_same_state(a, b):
     for x, y in zip(jax.tree.leaves((a.train_state, a.key)), jax.tree.leaves((b.train_state, b.key))):
         assert np.asarray(x).dtype == np.asarray(y).dtype and np.array_equal(x, y)
-    assert (a.plateau, a.epoch, a.history) == (b.plateau, b.epoch, b.history)
+    assert (a.schedules, a.epoch, a.history) == (b.schedules, b.epoch, b.history)
 
 
 def test_round_trip_is_exact(fitted, tmp_path):
@@ -52,10 +55,12 @@ def test_missing_file_and_directory_are_named(tmp_path):
 
 def test_other_architecture_names_the_layer(fitted, tmp_path):
     path = save_checkpoint(tmp_path / "c.msgpack", fitted, VAE, TRAIN)
-    named = r"c\.msgpack: weights do not fit the model: encoder layer '\w+' kernel: shape \(\d+, \d+\), the config expects"
+    named = (r"c\.msgpack: does not fit the model: params/decoder/hidden_0/bias has shape \(32,\), "
+             r"the config expects \(12,\)")
     with pytest.raises(CheckpointError, match=named):
         load_checkpoint(path, VAE.replace(hidden=(12,)))
-    with pytest.raises(CheckpointError, match="layers"):
+    with pytest.raises(CheckpointError, match=r"params/decoder has entries \['hidden_0', 'output'\], "
+                                              r"expected \['hidden_0', 'hidden_1', 'output'\]"):
         load_checkpoint(path, VAE.replace(hidden=(8, 8)))
 
 
@@ -121,3 +126,38 @@ def test_atomic_write_keeps_umask_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def test_a_run_of_jaxvae_0_1_0_resumes_as_0_1_0_resumed_it(tmp_path, capsys):
+    """tests/data/run-0.1.0: `jaxvae train --dataset digits --hidden 32 --epochs 1 --seed 3` by
+    jaxvae 0.1.0 (checkpoint format 1); the JSON beside it is epoch 2 as 0.1.0's --resume made it."""
+    from jaxvae import cli
+
+    run = tmp_path / "run"
+    shutil.copytree(DATA / "run-0.1.0", run)
+    state, _, train = load_checkpoint(run / runs.CHECKPOINT_FILE)
+    assert state.epoch == 1 and int(state.train_state.step) == 12 and state.schedules.lr.lr == 1e-3
+    assert cli.main(["train", "--resume", str(run), "--epochs", "2", "--quiet", "--no-plots", "--no-download"]) == 0
+    capsys.readouterr()
+    got = runs.read_metrics(run)[-1]
+    want = json.loads((DATA / "run-0.1.0-epoch2-by-0.1.0.json").read_text())
+    for name in ("train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "lr"):
+        assert got[name] == pytest.approx(want[name], rel=1e-6), name
+    resumed, _, _ = load_checkpoint(run / runs.CHECKPOINT_FILE)  # and it is written back in format 2
+    assert resumed.epoch == 2 and int(resumed.train_state.step) == 24
+
+
+def test_an_unknown_format_says_how_to_proceed(good_bytes, tmp_path):
+    from flax import serialization
+
+    from jaxvae.fileio import frame, unframe
+
+    raw = serialization.msgpack_restore(unframe(b"JAXVAECK", good_bytes))
+    path = tmp_path / "checkpoint.msgpack"
+    path.write_bytes(frame(b"JAXVAECK", serialization.msgpack_serialize({**raw, "format_version": 7})))
+    with pytest.raises(CheckpointError, match="unsupported checkpoint format version 7 .* load it with the jaxvae "
+                                              "that wrote it, or start a new run"):
+        load_checkpoint(path)

@@ -76,7 +76,7 @@ def test_evaluate_estimates_the_log_likelihood_with_importance_samples(trained, 
     assert result["log_likelihood"] >= -result["neg_elbo"]
     assert result["log_likelihood_stderr"] > 0
     code, _, err = run_cli(capsys, "evaluate", trained, "--limit", "0", "--no-download")
-    assert code == 2 and "--limit must be a positive integer" in err
+    assert code == 2 and "limit must be a positive integer, got 0" in err
 
 
 def test_plot_redraws_from_checkpoint(trained, tmp_path, capsys):

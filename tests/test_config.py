@@ -13,6 +13,7 @@ def test_defaults_are_the_blogs():
     assert (tc.b1, tc.b2, tc.adam_eps) == (0.9, 0.999, 1e-8)
     assert (tc.plateau_factor, tc.plateau_patience, tc.plateau_threshold, tc.min_lr, tc.stop_lr) == (0.1, 10, 1e-4, 0.0, 1e-6)
     assert tc.drop_last is False
+    assert (tc.lr_schedule, tc.kl_warmup_epochs) == ("plateau", 0.0)
 
 
 def test_configs_are_hashable_and_lists_become_tuples():
@@ -35,6 +36,7 @@ def test_bad_vae_config_names_the_field(field, value):
 @pytest.mark.parametrize("field, value", [
     ("batch_size", 0), ("batch_size", 1.5), ("lr", 0.0), ("lr", -1e-3), ("lr", float("inf")),
     ("max_epochs", -1), ("plateau_factor", 1.0), ("plateau_patience", -1), ("b2", 1.0), ("seed", "x"),
+    ("lr_schedule", "linear"), ("kl_warmup_epochs", -1.0), ("kl_warmup_epochs", float("inf")),
 ])
 def test_bad_train_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):

@@ -7,7 +7,7 @@ from scipy import stats
 
 from jaxvae.binarize import fixed_binarization
 from jaxvae.config import TrainConfig, VAEConfig
-from jaxvae.evaluate import evaluate, evaluate_run_arrays
+from jaxvae.evaluate import evaluate
 from jaxvae.models import init_params
 
 D, L, SIGMA = 6, 2, 0.5
@@ -72,19 +72,19 @@ def test_imperfect_encoder_estimate_rises_with_k_to_the_truth():
                                results[2]["log_likelihood_per_image"].std(ddof=1) / np.sqrt(40), rtol=1e-6)
 
 
-def test_evaluate_run_arrays_binarises_the_test_split_as_the_run_did():
+def test_evaluate_binarises_the_test_split_as_the_run_did():
     vc = VAEConfig(input_dim=10, hidden=(8,), latent_dim=2, likelihood="bernoulli")
     params = init_params(jax.random.PRNGKey(0), vc)
     x = np.random.default_rng(0).random((12, 10)).astype(np.float32)
     tc = TrainConfig(binarize="dynamic", binarize_seed=3)
-    got = evaluate_run_arrays(params, x, vc, tc, k=4, seed=0)
+    got = evaluate(params, x, vc, k=4, seed=0, train_config=tc)
     want = evaluate(params, fixed_binarization(x, 4), vc, k=4, seed=0)
     np.testing.assert_array_equal(got["log_likelihood_per_image"], want["log_likelihood_per_image"])
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"x": np.zeros((3, 5), np.float32)}, "input_dim"),
-    ({"x": np.zeros((0, 6), np.float32)}, "non-empty"),
+    ({"x": np.zeros((3, 5), np.float32)}, "5 features but the model expects input_dim=6"),
+    ({"x": np.zeros((0, 6), np.float32)}, "empty"),
     ({"x": np.zeros((3, 6), np.int32)}, "floating"),
     ({"x": np.full((3, 6), np.nan, np.float32)}, "NaN"),
     ({"k": 0}, "k must"),

@@ -14,7 +14,7 @@ from jaxvae.losses import (
     log_normal_diag, log_standard_normal, objective_loss, sample_eps, vae_loss,
 )
 from jaxvae.models import decode, decoder_output, encode, init_params
-from jaxvae.training import create_train_state, fit, train_step, train_step_with_noise
+from jaxvae.training import TrainStep, fit
 
 RNG = np.random.default_rng(0)
 SMALL = VAEConfig(input_dim=12, hidden=(8,), latent_dim=3, likelihood="bernoulli")
@@ -136,18 +136,19 @@ def test_binarisation_fixed_is_reproducible_and_dynamic_is_a_fresh_draw():
     assert not np.array_equal(a, fixed_binarization(x, 8))
     assert abs(float(a.mean()) - float(x.mean())) < 0.02
     assert np.array_equal(prepare_eval_data(x, TrainConfig(binarize="dynamic", binarize_seed=7)), fixed_binarization(x, 8))
-    with pytest.raises(ValueError, match="pixels in"):
+    with pytest.raises(ValueError, match=r"values in \[0\.\d+, 1\.99\d*\]; .*probabilities in \[0, 1\]"):
         fixed_binarization(x * 2, 0)
     # A dynamically binarised training step is the plain step on sample_binary(split key) of the batch.
     tc = TrainConfig(batch_size=200, binarize="dynamic")
     vc = SMALL.replace(input_dim=30)
     params = init_params(jax.random.PRNGKey(0), vc)
     key = jax.random.PRNGKey(9)
-    fresh = lambda: create_train_state(jax.tree.map(jnp.copy, params), tc)  # the steps donate their state
-    got, _ = train_step(fresh(), x, key, vc, tc)
+    dynamic = TrainStep.from_configs(vc, tc)
+    got, _ = jax.jit(dynamic)(dynamic.init(params), x, key)
     eps_key, binarize_key = jax.random.split(key)
-    want, _ = train_step_with_noise(fresh(), sample_binary(binarize_key, x),
-                                    sample_eps(eps_key, 200, vc), vc, TrainConfig(batch_size=200))
+    plain = TrainStep.from_configs(vc, TrainConfig(batch_size=200))
+    assert dynamic.binarize and not plain.binarize
+    want, _ = jax.jit(plain.with_noise)(plain.init(params), sample_binary(binarize_key, x), sample_eps(eps_key, 200, vc))
     jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-6), got.params, want.params)
 
 
@@ -161,7 +162,8 @@ def test_iwae_bernoulli_training_with_dynamic_binarisation_learns():
     x = _binary_data(200, 16)
     vc = VAEConfig(input_dim=16, hidden=(32,), latent_dim=2, activation="tanh", likelihood="bernoulli",
                    objective="iwae", iwae_k=5)
-    history = fit(x, None, vc, TrainConfig(batch_size=20, lr=1e-2, max_epochs=3, binarize="dynamic"), data_parallel=None).history
+    tc = TrainConfig(batch_size=20, lr=1e-2, max_epochs=3, binarize="dynamic")
+    history = fit(x, vae_config=vc, train_config=tc, data_parallel=None).history
     assert history[-1]["train_loss"] < history[0]["train_loss"] - 1.0
     assert all(np.isfinite(h["val_loss"]) for h in history)
 
@@ -176,7 +178,7 @@ def test_conv_shapes_and_one_epoch():
     x_hat = decode(params, mu, vc)
     assert x_hat.shape == (40, 64) and float(x_hat.min()) >= 0 and float(x_hat.max()) <= 1
     assert params["encoder"]["block1_conv1"]["kernel"].shape == (3, 3, 8, 8)
-    result = fit(x[:20], None, vc, TrainConfig(batch_size=10, max_epochs=1), data_parallel=None)
+    result = fit(x[:20], vae_config=vc, train_config=TrainConfig(batch_size=10, max_epochs=1), data_parallel=None)
     assert np.isfinite(result.history[0]["train_loss"])
     moved = jax.tree.map(lambda a, b: not np.allclose(a, b), result.params, params)
     assert all(jax.tree.leaves(moved))  # every conv and dense layer was trained

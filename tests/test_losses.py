@@ -3,7 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxvae import VAEConfig, decode, encode, gauss_similarity_loss, init_params, unit_gauss_kl, vae_loss, vae_loss_from_key
+from jaxvae import VAEConfig, decode, encode, init_params, sample_eps, vae_loss
+from jaxvae.losses import gauss_similarity_loss, unit_gauss_kl
 
 
 @pytest.mark.parametrize("sigma", [1.0, 0.5, 2.3])
@@ -46,8 +47,16 @@ def test_vae_loss_is_recon_plus_weighted_kl_with_given_noise():
     recon = np.mean(np.sum((np.asarray(x) - np.asarray(x_hat)) ** 2, 1) / (2 * 0.7**2))
     kl = np.mean(unit_gauss_kl(mu, log_sigma))
     np.testing.assert_allclose([aux["recon"], aux["kl"], loss], [recon, kl, recon + 0.3 * kl], rtol=1e-5)
-    # the noise matters, and the key-based convenience draws it
+    # the noise matters; a schedule's KL weight replaces the config's
     other, _ = vae_loss(params, x, -eps, cfg)
     assert float(other) != float(loss)
-    keyed, _ = vae_loss_from_key(params, x, jax.random.PRNGKey(3), cfg)
-    assert bool(jnp.isfinite(keyed))
+    warm, warm_aux = vae_loss(params, x, eps, cfg, kl_weight=0.0)
+    assert float(warm) == float(warm_aux["recon"]) == float(aux["recon"])
+
+
+def test_sample_eps_shapes_follow_the_objective():
+    key = jax.random.PRNGKey(0)
+    assert sample_eps(key, 5, VAEConfig(latent_dim=3)).shape == (5, 3)
+    iwae = VAEConfig(latent_dim=3, likelihood="bernoulli", objective="iwae", iwae_k=4)
+    eps = sample_eps(key, 5, iwae)
+    assert eps.shape == (4, 5, 3) and not np.allclose(eps[0], eps[1])

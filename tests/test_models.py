@@ -3,7 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxvae import VAEConfig, decode, encode, init_params
+from flax import nnx
+
+from jaxvae import VAE, VAEConfig, bind, decode, encode, init_params, params_of
 
 
 def test_param_tree_and_shapes():
@@ -50,10 +52,64 @@ def test_forward_matches_a_plain_numpy_forward():
     assert dec["hidden_0"]["kernel"].shape == (3, 8)  # the decoder mirrors the encoder
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh", "elu", "identity"])
+NUMPY_ACTIVATIONS = {
+    "relu": lambda v: np.maximum(v, 0), "tanh": np.tanh, "identity": lambda v: v,
+    "elu": lambda v: np.where(v > 0, v, np.expm1(np.minimum(v, 0))),
+    "softplus": lambda v: np.log1p(np.exp(v)), "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
+}
+
+
+@pytest.mark.parametrize("activation", sorted(NUMPY_ACTIVATIONS))
 def test_activations_are_configurable(activation):
     cfg = VAEConfig(input_dim=6, hidden=(4,), latent_dim=2, activation=activation, output_activation="identity")
     params = init_params(jax.random.PRNGKey(0), cfg)
-    x = jnp.linspace(-1, 1, 12).reshape(2, 6)
-    mu, _ = encode(params, x, cfg)
-    assert mu.shape == (2, 2) and bool(jnp.all(jnp.isfinite(mu)))
+    x = np.linspace(-3, 3, 12).reshape(2, 6)
+    trunk, head = params["encoder"]["trunk_0"], params["encoder"]["mu"]
+    h = NUMPY_ACTIVATIONS[activation](x @ np.asarray(trunk["kernel"], np.float64) + np.asarray(trunk["bias"]))
+    mu, _ = encode(params, jnp.asarray(x, jnp.float32), cfg)
+    np.testing.assert_allclose(mu, h @ np.asarray(head["kernel"], np.float64) + np.asarray(head["bias"]), rtol=1e-5, atol=1e-6)
+
+
+def test_the_nnx_module_is_the_functional_model():
+    cfg = VAEConfig(input_dim=20, hidden=(16,), latent_dim=3)
+    key = jax.random.PRNGKey(4)
+    model = VAE(cfg, rngs=key)
+    params = params_of(model)
+    assert jax.tree.structure(params) == jax.tree.structure(init_params(key, cfg))
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(init_params(key, cfg))))
+    x = jnp.asarray(np.random.default_rng(0).random((4, 20)), jnp.float32)
+    eps = jax.random.normal(jax.random.PRNGKey(5), (4, 3))
+    x_hat, mu, log_sigma = model(x, eps)
+    np.testing.assert_allclose(mu, encode(params, x, cfg)[0], rtol=1e-6)
+    np.testing.assert_allclose(x_hat, decode(params, mu + jnp.exp(log_sigma) * eps, cfg), rtol=1e-6)
+    rebound = bind(params, cfg)
+    np.testing.assert_allclose(rebound.decode(mu), model.decode(mu), rtol=1e-6)
+    # with nnx.Rngs, one key is drawn per model: two models from one Rngs differ, as NNX users expect
+    rngs = nnx.Rngs(0)
+    first, second = params_of(VAE(cfg, rngs=rngs)), params_of(VAE(cfg, rngs=rngs))
+    assert not np.array_equal(first["encoder"]["mu"]["kernel"], second["encoder"]["mu"]["kernel"])
+
+
+def test_bernoulli_decoder_outputs_logits_and_decodes_probabilities():
+    cfg = VAEConfig(input_dim=10, hidden=(8,), latent_dim=2, likelihood="bernoulli")
+    model = VAE(cfg, rngs=jax.random.PRNGKey(0))
+    z = 5 * jax.random.normal(jax.random.PRNGKey(1), (6, 2))
+    logits = model.decoder_output(z)
+    np.testing.assert_allclose(model.decode(z), jax.nn.sigmoid(logits), rtol=1e-6)
+    assert float(jnp.min(logits)) < 0 < float(jnp.max(logits))
+
+
+def test_conv_layers_start_from_torchs_init():
+    """Conv2d: U(+-1/sqrt(in_channels * 9)); ConvTranspose2d: fan_in from torch's [in, out, kh, kw]
+    weight, i.e. out_channels * 4; weights and biases alike."""
+    cfg = VAEConfig(architecture="conv", conv_channels=(8, 16), latent_dim=2)
+    params = init_params(jax.random.PRNGKey(0), cfg)
+    for part, layer, fan_in in [("encoder", "block0_conv0", 9), ("encoder", "block1_conv1", 16 * 9),
+                                ("decoder", "block0_up", 16 * 4), ("decoder", "output", 8 * 9),
+                                ("encoder", "mu", 7 * 7 * 16)]:
+        bound = 1 / np.sqrt(fan_in)
+        for leaf in ("kernel", "bias"):
+            values = np.asarray(params[part][layer][leaf])
+            assert values.min() >= -bound and values.max() <= bound, (layer, leaf)
+            if values.size >= 8:  # spread over the range, not Flax's narrower defaults (or zeros)
+                assert np.abs(values).max() > 0.75 * bound, (layer, leaf)

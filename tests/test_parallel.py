@@ -13,7 +13,8 @@ SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
     from jaxvae.config import TrainConfig, VAEConfig
     from jaxvae.parallel import make_data_parallel
-    from jaxvae.training import _train_epoch, compiled_view, fit, init_fit_state
+    from jaxvae.batching import steps_per_epoch
+    from jaxvae.training import TrainStep, fit, init_fit_state, train_epoch
 
     assert len(jax.devices()) == 4, jax.devices()
     assert make_data_parallel(32).num_devices == 4 and make_data_parallel(6).num_devices == 3
@@ -21,8 +22,8 @@ SCRIPT = textwrap.dedent("""
     x = np.random.default_rng(0).random((198, 20)).astype(np.float32)  # 6 full batches of 32 + a tail of 6
     vc = VAEConfig(input_dim=20, hidden=(16,), latent_dim=3, likelihood="bernoulli")
     tc = TrainConfig(batch_size=32, max_epochs=2, binarize="dynamic")
-    multi = fit(x, None, vc, tc)  # "auto": 4 devices here
-    single = fit(x, None, vc, tc, data_parallel=None)
+    multi = fit(x, vae_config=vc, train_config=tc)  # "auto": 4 devices here
+    single = fit(x, vae_config=vc, train_config=tc, data_parallel=None)
     leaf = jax.tree.leaves(multi.params)[0]
     assert len(leaf.sharding.device_set) == 4 and leaf.sharding.is_fully_replicated, leaf.sharding
     for a, b in zip(jax.tree.leaves(multi.params), jax.tree.leaves(single.params)):
@@ -31,9 +32,10 @@ SCRIPT = textwrap.dedent("""
         np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-5)
     # The batch really is split: the compiled epoch all-reduces the gradient across devices.
     dp = make_data_parallel(32)
-    state = init_fit_state(vc, tc).train_state
-    hlo = _train_epoch.lower(dp.replicate(state), dp.replicate(jnp.asarray(x)), jax.random.PRNGKey(0), vc,
-                             compiled_view(tc), None, 20, dp.batch_sharding).compile().as_text()
+    step = TrainStep.from_configs(vc, tc, steps_per_epoch(198, 32))
+    state = init_fit_state(step, 0).train_state
+    hlo = train_epoch.lower(step, dp.replicate(state), dp.replicate(jnp.asarray(x)), jax.random.PRNGKey(0),
+                            step.init_schedules(), batch_size=32, batch_sharding=dp.batch_sharding).compile().as_text()
     assert "all-reduce" in hlo
     print("OK", multi.history[-1]["train_loss"], single.history[-1]["train_loss"])
 """)

@@ -14,9 +14,11 @@ torch = pytest.importorskip("torch")
 import torchref  # noqa: E402
 from tolerances import PARITY_RTOL, assert_close  # noqa: E402
 
-from jaxvae import TrainConfig, VAEConfig, create_train_state, sample_eps, train_step_with_noise, unit_gauss_kl, vae_loss  # noqa: E402
+from jaxvae import TrainConfig, TrainStep, VAEConfig, eval_epoch, sample_eps, train_epoch, vae_loss  # noqa: E402
 from jaxvae.interop import from_torch, layer_table  # noqa: E402
-from jaxvae.training import epoch_plan, eval_epoch, train_epoch  # noqa: E402
+from jaxvae.losses import unit_gauss_kl  # noqa: E402
+from jaxvae.schedules import LinearWarmup  # noqa: E402
+from jaxvae.training import epoch_plan  # noqa: E402
 
 DTYPES = ("float32", "float64")
 VC, TC = VAEConfig(), TrainConfig()
@@ -103,22 +105,43 @@ def test_loss_recon_kl_and_gradients_match(dtype, data, digit_like):
         assert_trees_close("grad", j_grads, torch_grads(encoder, decoder), PARITY_RTOL["grad"][dtype])
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_fifty_adam_steps_give_the_same_parameters(dtype, digit_like):
+def adam_steps_against_torch(dtype, digit_like, step: TrainStep, seed: int, n_steps: int, torch_kl_rate):
+    """``n_steps`` of jaxvae's train step and of torch's Adam on the blog's loss, from the same weights on
+    the same batches and noise; torch's KL weight at step i is ``torch_kl_rate(i)``. The parameters after."""
     with precision(dtype) as (tdtype, jdtype):
-        encoder, sampler, decoder = blog_model(1, tdtype)
-        state = create_train_state(from_torch(encoder, decoder, VC), TC)
+        encoder, sampler, decoder = blog_model(seed, tdtype)
+        state = step.init(from_torch(encoder, decoder, VC))
+        schedules = step.init_schedules()
+        jitted = jax.jit(step.with_noise, donate_argnums=0)
         optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=TC.lr)
         pool = digit_like(256, seed=5)
         rng = np.random.default_rng(2)
-        for _ in range(50):
+        for i in range(n_steps):
             x = pool[rng.choice(len(pool), 32, replace=False)]
             eps = rng.standard_normal((32, VC.latent_dim))
             optimizer.zero_grad()
-            torch_loss(encoder, sampler, decoder, torch.tensor(x, dtype=tdtype), torch.tensor(eps, dtype=tdtype))[0].backward()
+            gauss_params = encoder(torch.tensor(x, dtype=tdtype))
+            preds = decoder(sampler(gauss_params, torch.tensor(eps, dtype=tdtype)))
+            loss = (torchref.GaussSimilarityLoss(VC.recon_sigma)(preds, torch.tensor(x, dtype=tdtype))
+                    + torch_kl_rate(i) * torchref.UnitGaussKullbackLeiblerDivergenceLoss()(gauss_params))
+            loss.backward()
             optimizer.step()
-            state, _ = train_step_with_noise(state, jnp.asarray(x, jdtype), jnp.asarray(eps, jdtype), VC, TC)
-        assert_trees_close("param", state.params, torch_params(encoder, decoder), PARITY_RTOL["adam_50"][dtype])
+            state, _ = jitted(state, jnp.asarray(x, jdtype), jnp.asarray(eps, jdtype), schedules)
+        return jax.tree.map(np.asarray, state.params), torch_params(encoder, decoder)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fifty_adam_steps_give_the_same_parameters(dtype, digit_like):
+    ours, theirs = adam_steps_against_torch(dtype, digit_like, TrainStep.from_configs(VC, TC), 1, 50, lambda i: 1.0)
+    assert_trees_close("param", ours, theirs, PARITY_RTOL["adam_50"][dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_kl_warmup_trains_as_torch_does_with_the_blogs_distrib_loss_rate_per_step(dtype, digit_like):
+    """jaxvae's LinearWarmup schedule is the blog's distrib_loss_rate set to i / 40 at step i."""
+    step = TrainStep(VC, lr=TC.lr, kl_weight=LinearWarmup(1.0, epochs=4), steps_per_epoch=10)
+    ours, theirs = adam_steps_against_torch(dtype, digit_like, step, 3, 50, lambda i: min(1.0, i / 40))
+    assert_trees_close("param (KL warm-up)", ours, theirs, PARITY_RTOL["adam_50"][dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -128,7 +151,8 @@ def test_blog_epoch_loops_match_the_compiled_epochs(dtype, digit_like):
     with precision(dtype) as (tdtype, jdtype):
         encoder, sampler, decoder = blog_model(2, tdtype)
         data = jnp.asarray(digit_like(300, seed=11), jdtype)
-        state = create_train_state(from_torch(encoder, decoder, VC), TC)
+        step = TrainStep.from_configs(VC, TC, -(-data.shape[0] // TC.batch_size))
+        state = step.init(from_torch(encoder, decoder, VC))
 
         def replay(key):
             plan, step_keys = epoch_plan(key, data.shape[0], TC.batch_size, TC.drop_last)
@@ -145,7 +169,8 @@ def test_blog_epoch_loops_match_the_compiled_epochs(dtype, digit_like):
         loader, noise = replay(train_key)
         t_train = torchref.train_one_epoch(encoder, sampler, decoder, loader, optimizer=optimizer, noise=noise,
                                            verbose=False, **losses)
-        state, metrics, finite = train_epoch(state, data, train_key, VC, TC)
+        state, metrics, finite = train_epoch(step, state, data, train_key, step.init_schedules(),
+                                             batch_size=TC.batch_size)
         assert bool(finite) and metrics["loss"].shape == (3,)
         assert_close("train epoch mean", np.mean(metrics["loss"]), t_train, PARITY_RTOL["epoch_mean"][dtype])
 

@@ -1,0 +1,118 @@
+"""File I/O at the bottom of the package: atomic writes, strict JSON, checksummed framing.
+
+Every file jaxvae writes (checkpoints, run configs, metrics, figures, downloads, exports) goes
+through ``atomic_write_bytes``: readers see the old file or the new one, never a mix, even if the
+writer is killed. Standard library only, so that any module can use it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+# Temporary files are ".<final name>.tmp-<random>": hidden, and never equal to a final name, so a
+# temp left by a killed writer can't be mistaken for the file itself.
+_TMP_MARK = ".tmp-"
+
+
+def _file_mode() -> int:
+    """0o666 less the process umask: what open() would have given (mkstemp's files are 0o600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}{_TMP_MARK}"
+
+
+def remove_stale_temps(path: str | os.PathLike) -> None:
+    """Delete temporary files that a killed writer of ``path`` left behind."""
+    path = Path(path)
+    for entry in path.parent.glob(_tmp_prefix(path) + "*"):
+        try:
+            entry.unlink()
+        except OSError:
+            pass
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some platforms can't open a directory; the rename is still atomic there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is always either the old file or the new one.
+
+    Writes a temporary file in the same directory, flushes and fsyncs it, renames it over ``path``
+    (atomic on POSIX and Windows) and fsyncs the directory so the rename itself survives a crash.
+    """
+    path = Path(path)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if hasattr(os, "fchmod"):  # not on Windows
+                os.fchmod(fh.fileno(), _file_mode())
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_safe(value):
+    """``value`` with non-finite floats as strings ("inf", "nan"): JSON has no inf/nan."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """``obj`` as indented strict JSON, atomically."""
+    atomic_write_text(path, json.dumps(json_safe(obj), indent=2) + "\n")
+
+
+def frame(magic: bytes, payload: bytes) -> bytes:
+    """``magic + sha256(payload) + payload``: a file that ``unframe`` can check before parsing."""
+    return magic + hashlib.sha256(payload).digest() + payload
+
+
+class FrameError(ValueError):
+    """The bytes are not a frame of the expected kind, or their checksum does not match."""
+
+
+def unframe(magic: bytes, data: bytes) -> bytes:
+    """The payload of ``frame(magic, payload)``; FrameError for a foreign, truncated or corrupt file."""
+    header = len(magic) + hashlib.sha256().digest_size
+    if len(data) < header or not data.startswith(magic):
+        raise FrameError(f"bad header; {len(data)} bytes")
+    payload = data[header:]
+    if hashlib.sha256(payload).digest() != data[len(magic):header]:
+        raise FrameError(f"checksum mismatch; {len(data)} bytes")
+    return payload
