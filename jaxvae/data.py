@@ -22,12 +22,13 @@ import dataclasses
 import gzip
 import hashlib
 import http.client
+import io
 import math
 import os
 import urllib.request
 import zlib
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import BinaryIO, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -42,6 +43,7 @@ __all__ = [
     "DATASETS",
     "DIGITS_NUM_TEST",
     "Dataset",
+    "MAX_IDX_BYTES",
     "read_idx",
     "mnist_search_dirs",
     "find_mnist_dir",
@@ -97,6 +99,9 @@ _MAGIC = {"images": 0x0803, "labels": 0x0801}  # 2051 and 2049
 _NDIM = {"images": 3, "labels": 1}
 _MNIST_IMAGE_SHAPE = (28, 28)
 _MAX_DOWNLOAD_BYTES = 64 << 20  # the largest archive is ~9.5 MiB; stop a runaway server early
+MAX_IDX_BYTES = 1 << 30  # the most data an IDX header may declare (MNIST's largest file: 47 MB)
+_TRAILING_MARGIN = 1024  # bytes read past the declared data, so that a short tail is counted exactly
+_CHUNK = 1 << 20  # read and inflate in pieces of at most this size
 
 
 # --------------------------------------------------------------------------- errors
@@ -147,56 +152,100 @@ class MnistNotFoundError(DataError):
 # --------------------------------------------------------------------------- IDX parsing
 
 
-def _decompress(data: bytes, name: str) -> bytes:
-    """Gunzip ``data`` when it starts with the gzip magic (whatever the file is called)."""
-    if not data.startswith(_GZIP_MAGIC):
-        return data
-    try:
-        return gzip.decompress(data)
-    except EOFError as e:
-        raise DataError(f"{name}: truncated gzip archive (the compressed stream ends early: {e})") from None
-    except (OSError, zlib.error, ValueError) as e:
-        raise DataError(f"{name}: corrupt gzip archive ({type(e).__name__}: {e})") from None
+def _read_upto(stream: BinaryIO, n: int) -> bytes:
+    """Up to ``n`` bytes of ``stream``, fewer only at its end (a gzip stream may return short reads)."""
+    parts, missing = [], n
+    while missing > 0 and (part := stream.read(min(missing, _CHUNK))):
+        parts.append(part)
+        missing -= len(part)
+    return b"".join(parts)
 
 
-def _parse_idx(data: bytes, name: str, kind: str | None = None) -> np.ndarray:
-    """Parse IDX bytes (raw or gzip) into a uint8 array; ``kind`` = "images"/"labels" checks the magic."""
-    if not data:
-        raise DataError(f"{name}: empty file")
-    data = _decompress(data, name)
-    if len(data) < 4:
-        raise DataError(f"{name}: too short for an IDX header ({len(data)} bytes)")
-    if data[0] != 0 or data[1] != 0:
-        raise DataError(f"{name}: not an IDX file (first bytes {data[:4].hex()}, expected 0000 08 <ndim>)")
-    magic = int.from_bytes(data[:4], "big")
+def _check_header(head: bytes, name: str, kind: str | None) -> int:
+    """Validate the 4 fixed header bytes (zero, zero, element type, ndim); return ndim."""
+    if len(head) < 4:
+        raise DataError(f"{name}: too short for an IDX header ({len(head)} bytes)")
+    if head[0] != 0 or head[1] != 0:
+        raise DataError(f"{name}: not an IDX file (first bytes {head[:4].hex()}, expected 0000 08 <ndim>)")
+    magic = int.from_bytes(head[:4], "big")
     if kind is not None and magic != _MAGIC[kind]:
         other = "labels" if kind == "images" else "images"
         hint = ""
         if magic == _MAGIC[other]:
             hint = " (a labels file?)" if other == "labels" else " (an images file?)"
         raise DataError(f"{name}: wrong magic number {magic}{hint}, expected {_MAGIC[kind]} for {kind}")
-    if data[2] != _IDX_UBYTE:
-        raise DataError(f"{name}: unsupported IDX element type 0x{data[2]:02x} (only unsigned byte 0x08)")
-    ndim = data[3]
-    if ndim == 0:
+    if head[2] != _IDX_UBYTE:
+        raise DataError(f"{name}: unsupported IDX element type 0x{head[2]:02x} (only unsigned byte 0x08)")
+    if head[3] == 0:
         raise DataError(f"{name}: IDX header declares 0 dimensions")
+    return head[3]
+
+
+def _read_idx_stream(stream: BinaryIO, name: str, kind: str | None) -> tuple[bytearray, int, tuple[int, ...]]:
+    """Read one uncompressed IDX stream as ``(content, header_size, shape)``, content = header + data.
+
+    The header declares the size, so reading stops at that size plus ``_TRAILING_MARGIN`` + 1 bytes
+    whatever follows: a decompression bomb or an endless stream costs no more memory than the data
+    it claims to hold, and the claim itself is capped at ``MAX_IDX_BYTES``.
+    """
+    head = _read_upto(stream, 4)
+    ndim = _check_header(head, name, kind)
+    dims = _read_upto(stream, 4 * ndim)
     header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{name}: truncated IDX header ({len(data)} bytes, {ndim} dimensions need {header})")
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    if len(dims) < 4 * ndim:
+        raise DataError(f"{name}: truncated IDX header ({4 + len(dims)} bytes, {ndim} dimensions need {header})")
+    shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
     expected = math.prod(shape)
-    found = len(data) - header
+    if expected > MAX_IDX_BYTES:
+        raise DataError(
+            f"{name}: IDX header declares shape {shape}, {expected} bytes, over this reader's limit of "
+            f"{MAX_IDX_BYTES} bytes (MNIST's largest file holds 47040000)"
+        )
+    # Grown chunk by chunk rather than allocated up front: a 64-byte file may declare a gigabyte.
+    content = bytearray(head + dims)
+    while len(content) - header < expected and (part := stream.read(min(_CHUNK, expected + header - len(content)))):
+        content += part
+    found = len(content) - header
     if found < expected:
         raise DataError(f"{name}: truncated: shape {shape} needs {expected} data bytes, found {found}")
-    if found > expected:
-        raise DataError(f"{name}: {found - expected} trailing bytes after the {expected} bytes of shape {shape}")
-    # frombuffer avoids a Python-level loop; copy so callers get an ordinary writable array.
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
+    tail = len(_read_upto(stream, _TRAILING_MARGIN + 1))
+    if tail > _TRAILING_MARGIN:
+        raise DataError(
+            f"{name}: more than {_TRAILING_MARGIN} trailing bytes after the {expected} bytes of shape {shape}"
+            " (stopped reading there)"
+        )
+    if tail:
+        raise DataError(f"{name}: {tail} trailing bytes after the {expected} bytes of shape {shape}")
+    return content, header, shape
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_idx_file(f: BinaryIO, name: str, kind: str | None) -> tuple[bytearray, int, tuple[int, ...]]:
+    """``_read_idx_stream`` on ``f`` (seekable), gunzipped on the fly when it starts with the gzip magic
+    (whatever the file is called)."""
+    start = f.read(2)
+    if not start:
+        raise DataError(f"{name}: empty file")
+    f.seek(0)
+    if start != _GZIP_MAGIC:
+        return _read_idx_stream(f, name, kind)
     try:
-        return path.read_bytes()
+        with gzip.GzipFile(fileobj=f, mode="rb") as stream:
+            return _read_idx_stream(stream, name, kind)
+    except EOFError as e:
+        raise DataError(f"{name}: truncated gzip archive (the compressed stream ends early: {e})") from None
+    except (OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{name}: corrupt gzip archive ({type(e).__name__}: {e})") from None
+
+
+def _idx_array(content: bytearray, header: int, shape: tuple[int, ...]) -> np.ndarray:
+    # a view of the bytearray: writable, and no second copy of the data
+    return np.frombuffer(content, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _read_idx_path(path: Path, kind: str | None) -> tuple[bytearray, int, tuple[int, ...]]:
+    try:
+        with open(path, "rb") as f:
+            return _read_idx_file(f, str(path), kind)
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
 
@@ -206,12 +255,13 @@ def read_idx(path: str | os.PathLike, kind: str | None = None) -> np.ndarray:
 
     Validates the header, element type and exact byte count (truncated data or trailing bytes are
     errors). ``kind="images"`` or ``"labels"`` also checks the MNIST magic number (2051 / 2049).
-    Raises ``DataError`` naming the file.
+    Reads (and inflates) at most the size the header declares plus 1 KiB, and refuses a header that
+    declares more than ``MAX_IDX_BYTES``. Raises ``DataError`` naming the file.
     """
     if kind is not None and kind not in _MAGIC:
         raise ValueError(f"kind must be 'images', 'labels' or None, got {kind!r}")
     path = Path(path)
-    return _parse_idx(_read_bytes(path), str(path), kind)
+    return _idx_array(*_read_idx_path(path, kind))
 
 
 # --------------------------------------------------------------------------- locating files
@@ -298,7 +348,7 @@ def _download_one(url: str, target: Path, base: str, expected_md5: str | None, t
     if expected_md5 is not None and digest != expected_md5:
         raise DataError(f"MD5 {digest} does not match the published {expected_md5}")
     # The checksum can be wrong or missing for a custom mirror: parse the content as well.
-    _parse_idx(data, url, "images" if "images" in base else "labels")
+    _read_idx_file(io.BytesIO(data), url, "images" if "images" in base else "labels")
     from jaxvae.runs import atomic_write_bytes  # here: importing the package would pull in jax
 
     atomic_write_bytes(target, data)
@@ -440,7 +490,12 @@ def verify_mnist_dir(path: str | os.PathLike, splits: Sequence[str] = ("train", 
         if found is None:
             problems.append(f"{path / base}[.gz]: missing")
             continue
-        digest = hashlib.md5(_decompress(_read_bytes(found), str(found))).hexdigest()
+        try:  # bounded by the header like any read: a bomb named like MNIST is a problem, not an OOM
+            content = _read_idx_path(found, None)[0]
+        except DataError as e:
+            problems.append(str(e))
+            continue
+        digest = hashlib.md5(content).hexdigest()
         if digest != MNIST_CONTENT_MD5[base]:
             problems.append(f"{found}: content MD5 {digest}, expected {MNIST_CONTENT_MD5[base]}")
     if problems:

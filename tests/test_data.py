@@ -105,10 +105,13 @@ def _valid():
 BROKEN = {
     "empty": (lambda: b"", "empty file"),
     "truncated_gzip": (lambda: gzip.compress(_valid())[:-40], "truncated gzip"),
+    # Flipped inside the pixel data (the header is intact, so the reader gets to the CRC at the end);
+    # corruption of the header itself is reported as what the header then claims.
     "corrupt_gzip": (
-        lambda: (lambda g: g[:20] + bytes(b ^ 0xFF for b in g[20:60]) + g[60:])(gzip.compress(_valid())),
+        lambda: (lambda g: g[:200] + bytes(b ^ 0xFF for b in g[200:240]) + g[240:])(gzip.compress(_valid())),
         "corrupt gzip",
     ),
+    "corrupt_gzip_crc": (lambda: (lambda g: g[:-8] + bytes([g[-8] ^ 1]) + g[-7:])(gzip.compress(_valid())), "corrupt gzip"),
     "truncated_data": (lambda: _valid()[:-5], "truncated"),
     "truncated_gzip_member_of_short_idx": (lambda: gzip.compress(_valid()[:-5]), "truncated"),
     "trailing_bytes": (lambda: _valid() + b"\0\0\0", "3 trailing bytes"),
