@@ -274,6 +274,14 @@ def _cache_dir() -> Path:
     return base / "jaxvae" / "mnist"
 
 
+def _check_root(root) -> None:
+    """A directory the caller named must exist: a typo in --data-dir is an error, not a quiet fallback."""
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        problem = "is not a directory" if path.exists() else "does not exist"
+        raise DataError(f"{path}: the given data directory {problem}")
+
+
 def _base_dirs(root) -> list[Path]:
     """The directories the user pointed at, in order (each checked in both layouts)."""
     if root is not None:
@@ -435,12 +443,15 @@ def load_mnist(
 ) -> tuple[np.ndarray, np.ndarray]:
     """MNIST ``split`` ("train" or "test") as ``(images, labels)``: uint8 (N, 28, 28) and uint8 (N,).
 
-    ``root`` is a directory holding the IDX files, directly or as ``MNIST/raw/`` (torchvision);
-    None searches ``$JAXVAE_DATA_DIR`` then the cache directory. Missing files are downloaded when
-    ``download`` is true (see ``download_mnist`` for ``mirrors``, ``checksums``, ``timeout``,
-    ``log``); if that is impossible, raises ``MnistNotFoundError``.
+    ``root`` is a directory holding the IDX files, directly or as ``MNIST/raw/`` (torchvision); it
+    must exist (else ``DataError``, before any search or download). None searches
+    ``$JAXVAE_DATA_DIR`` then the cache directory. Missing files are downloaded when ``download`` is
+    true (see ``download_mnist`` for ``mirrors``, ``checksums``, ``timeout``, ``log``); if that is
+    impossible, raises ``MnistNotFoundError``.
     """
     names = MNIST_FILES[_check_split(split)]
+    if root is not None:
+        _check_root(root)
     directory = find_mnist_dir(root, splits=(split,))
     if directory is None:
         places = [str(d) for d in mnist_search_dirs(root)]

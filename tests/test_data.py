@@ -218,6 +218,7 @@ def test_mixed_gz_and_raw_in_one_directory(tmp_path):
 
 def test_root_given_does_not_fall_back_to_env(tmp_path, monkeypatch):
     monkeypatch.setenv("JAXVAE_DATA_DIR", str(write_mnist(tmp_path / "env", True)))
+    (tmp_path / "empty").mkdir()
     assert data.find_mnist_dir(tmp_path / "empty") is None
     with pytest.raises(MnistNotFoundError):
         data.load_mnist(tmp_path / "empty", download=False)
@@ -338,6 +339,7 @@ def server():
 def test_download_good_archives_then_load(tmp_path, server):
     sums = server.serve_mnist("/m/", "train")
     dest = tmp_path / "dest"
+    dest.mkdir()  # a given root must exist; the files it lacks are downloaded into it
     logs = []
     images, labels = data.load_mnist(
         dest, "train", mirrors=[server.url + "/m/"], checksums=sums, log=logs.append
@@ -439,7 +441,22 @@ def test_offline_refused_port(tmp_path, monkeypatch):
 
 def test_download_disabled(tmp_path):
     with pytest.raises(MnistNotFoundError, match="download disabled"):
-        data.load_mnist(tmp_path / "x", download=False)
+        data.load_mnist(tmp_path, download=False)
+
+
+@pytest.mark.parametrize("make", [None, "file"])
+def test_given_root_must_be_a_directory(tmp_path, server, make):
+    sums = server.serve_mnist("/m/", "train")  # a download would succeed: the check comes first
+    root = tmp_path / "typo"
+    if make == "file":
+        root.write_bytes(b"")
+    problem = "is not a directory" if make else "does not exist"
+    with pytest.raises(DataError, match=f"^{root}: the given data directory {problem}$") as info:
+        data.load_mnist(root, "train", mirrors=[server.url + "/m/"], checksums=sums)
+    assert not isinstance(info.value, MnistNotFoundError)  # so load_dataset does not fall back
+    with pytest.raises(DataError, match=f"^{root}: the given data directory {problem}$"):
+        data.load_dataset("mnist", data_dir=root, mirrors=[server.url + "/m/"], checksums=sums, log=None)
+    assert server.hits == [] and (root.is_file() if make else not root.exists())
 
 
 def test_mirrors_from_env(monkeypatch):
@@ -523,15 +540,15 @@ def test_load_dataset_mnist_from_dir(tmp_path):
 
 def test_load_dataset_falls_back_to_digits_with_one_line(tmp_path):
     logs = []
-    ds = data.load_dataset("mnist", data_dir=tmp_path / "none", log=logs.append)
+    ds = data.load_dataset("mnist", data_dir=tmp_path, log=logs.append)
     assert ds.name == "digits" and ds.train_x.shape == (1500, 64)
     assert len(logs) == 1 and "\n" not in logs[0]
-    assert str(tmp_path / "none") in logs[0] and "digits" in logs[0]
+    assert str(tmp_path) in logs[0] and "digits" in logs[0]
 
 
 def test_load_dataset_require_raises(tmp_path):
     with pytest.raises(MnistNotFoundError):
-        data.load_dataset("mnist", data_dir=tmp_path / "none", require=True, log=None)
+        data.load_dataset("mnist", data_dir=tmp_path, require=True, log=None)
 
 
 def test_load_dataset_corrupt_local_files_raise_not_fall_back(tmp_path):
