@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
+import json
 import os
 import socket
 import struct
@@ -561,6 +562,77 @@ def test_load_dataset_corrupt_local_files_raise_not_fall_back(tmp_path):
 def test_load_dataset_unknown_name():
     with pytest.raises(ValueError, match="mnist, digits"):
         data.load_dataset("cifar")
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def test_fingerprint_equal_for_equal_values_whatever_the_layout():
+    x = np.random.default_rng(0).random((50, 12), dtype=np.float32)
+    fp = data.fingerprint(x)
+    assert (fp.shape, fp.dtype) == ((50, 12), "float32")
+    # an independent computation of the documented hash: little-endian bytes in C order
+    assert fp.sha256 == hashlib.sha256(x.astype("<f4").tobytes(order="C")).hexdigest()
+    for same in (x.copy(), np.asfortranarray(x), x.astype(">f4"), x[::-1][::-1], np.array(x.tolist(), np.float32)):
+        assert data.fingerprint(same) == fp and fp.mismatch(data.fingerprint(same)) is None
+    jnp = pytest.importorskip("jax.numpy")
+    assert data.fingerprint(jnp.asarray(x)) == fp
+
+
+def test_fingerprint_one_changed_pixel():
+    x = np.random.default_rng(1).random((20, 784), dtype=np.float32)
+    y = x.copy()
+    y[7, 300] = np.nextafter(y[7, 300], np.float32(2))  # the smallest possible change
+    a, b = data.fingerprint(x), data.fingerprint(y)
+    assert a != b and a.shape == b.shape and a.dtype == b.dtype
+    line = a.mismatch(b)
+    assert line == f"sha256 differs: {a} vs {b}" and "\n" not in line
+    assert str(a) == f"shape (20, 784) float32 sha256 {a.sha256[:12]}..." and a.sha256[:12] != b.sha256[:12]
+
+
+def test_fingerprint_dtype_and_shape_differences():
+    x = np.arange(24, dtype=np.float32).reshape(4, 6)
+    a = data.fingerprint(x)
+    reshaped = data.fingerprint(x.reshape(6, 4))  # same bytes, other shape
+    assert reshaped.sha256 == a.sha256 and a.mismatch(reshaped) == f"shape differs: {a} vs {reshaped}"
+    wider = data.fingerprint(x.astype(np.float64))
+    assert a.mismatch(wider).startswith("dtype and sha256 differ: shape (4, 6) float32 ")
+    assert " vs shape (4, 6) float64 " in a.mismatch(wider)
+    other = data.fingerprint(np.zeros((1500, 64), np.float32))
+    assert a.mismatch(other).startswith("shape and sha256 differ: ")
+
+
+def test_fingerprint_json_round_trip():
+    fp = data.fingerprint(np.random.default_rng(2).integers(0, 256, (3, 28, 28), dtype=np.uint8))
+    back = data.Fingerprint.from_dict(json.loads(json.dumps(fp.to_dict())))
+    assert back == fp and isinstance(back.shape, tuple) and back.mismatch(fp) is None
+    assert fp.to_dict() == {"shape": [3, 28, 28], "dtype": "uint8", "sha256": fp.sha256}
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"shape": [3, -1]}, "field 'shape'"),
+        ({"shape": "3x28"}, "field 'shape'"),
+        ({"shape": [3.0]}, "field 'shape'"),
+        ({"dtype": "f4"}, "field 'dtype'.*'f4'"),
+        ({"dtype": "no-such-type"}, "field 'dtype'"),
+        ({"sha256": "ABC"}, "field 'sha256'.*'ABC'"),
+        ({"sha256": "0" * 63 + "g"}, "field 'sha256'"),
+        ({"extra": 1}, "unknown field 'extra'"),
+    ],
+)
+def test_fingerprint_from_dict_errors_name_the_field(change, match):
+    good = data.fingerprint(np.zeros(3, np.uint8)).to_dict()
+    with pytest.raises(ValueError, match=match):
+        data.Fingerprint.from_dict({**good, **change})
+    with pytest.raises(ValueError, match="missing field 'sha256'"):
+        data.Fingerprint.from_dict({"shape": [3], "dtype": "uint8"})
+
+
+def test_fingerprint_refuses_object_arrays():
+    with pytest.raises(ValueError, match="dtype object"):
+        data.fingerprint(np.array([1, "a"], dtype=object))
 
 
 # --------------------------------------------------------------------------- numpy_batches
