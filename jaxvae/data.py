@@ -1,17 +1,24 @@
-"""Where jaxvae's data comes from: MNIST IDX files (local, torchvision's layout, or downloaded)
-and scikit-learn's embedded 8x8 digits, returned as plain NumPy arrays.
+"""Where jaxvae's data comes from: MNIST IDX files (local, torchvision's layout, or downloaded), the
+MNIST subset bundled with the package (the offline fallback) and scikit-learn's embedded 8x8
+digits, returned as plain NumPy arrays.
 
 Search order for MNIST (``load_mnist``):
 
-1. ``root`` if given: ``root/`` itself, then ``root/MNIST/raw/`` (torchvision's layout);
+1. ``root`` if given (it must be an existing directory): ``root/`` itself, then ``root/MNIST/raw/``
+   (torchvision's layout);
 2. otherwise ``$JAXVAE_DATA_DIR`` (same two layouts), then the cache directory
    ``$XDG_CACHE_HOME/jaxvae/mnist`` (``~/.cache/jaxvae/mnist`` when XDG_CACHE_HOME is unset);
 3. if still missing and ``download=True``: the mirrors (``JAXVAE_MNIST_MIRRORS``, comma-separated,
    or ``MNIST_MIRRORS``), each archive checked by MD5 and parsed before it is atomically renamed
    into ``root``, ``$JAXVAE_DATA_DIR`` or the cache directory (the first of those that is set).
 
-Each file may be stored as ``name`` or ``name.gz``; gzip is detected by its magic bytes.
+Each file may be stored as ``name`` or ``name.gz``; gzip is detected by its magic bytes. Reading
+stops at the size an IDX header declares (plus 1 KiB), so a decompression bomb costs no memory.
 Every bad file or source raises ``DataError`` naming the file and what is wrong.
+
+``load_dataset("mnist")`` falls back to the bundled subset (``load_mnist_subset``, 10000 train and
+2000 test images, checked by SHA-256) when MNIST can be neither found nor downloaded.
+``fingerprint(x)`` identifies an array's content (shape, dtype, SHA-256) so a run can refuse other data.
 The on-device epoch pipeline is in ``jaxvae.batching``; this module does no device work,
 no I/O at import time, and never imports torch.
 """
@@ -40,6 +47,8 @@ __all__ = [
     "MNIST_MIRRORS",
     "MNIST_ARCHIVE_MD5",
     "MNIST_CONTENT_MD5",
+    "MNIST_SUBSET_DIR",
+    "MNIST_SUBSET_SHA256",
     "DATASETS",
     "DIGITS_NUM_TEST",
     "Dataset",
@@ -50,6 +59,7 @@ __all__ = [
     "mnist_mirrors",
     "download_mnist",
     "load_mnist",
+    "load_mnist_subset",
     "load_digits",
     "verify_mnist_dir",
     "to_unit_float",
@@ -88,7 +98,19 @@ MNIST_CONTENT_MD5 = {
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 
-DATASETS = ("mnist", "digits")
+# The MNIST subset shipped inside the package (see its README.md): the first 1000 images of each
+# digit of MNIST's training split and the first 200 of each digit of its test split, in MNIST's
+# order, as gzip IDX files; rebuilt from full MNIST by jaxvae/datasets/make_mnist_subset.py.
+MNIST_SUBSET_DIR = Path(__file__).resolve().parent / "datasets" / "mnist_subset"
+# SHA-256 of the uncompressed IDX bytes of each bundled file: a damaged copy is caught on loading.
+MNIST_SUBSET_SHA256 = {
+    "train-images-idx3-ubyte": "96448e792027ae8c3d693bf7f6685beb422442276734ffe24b7860a3581dcb08",
+    "train-labels-idx1-ubyte": "dfa6309ccbfc44ab3df730fa9d1b133e2baeb0fe7db8e4bbdcd05d3e5bd811ea",
+    "t10k-images-idx3-ubyte": "780e99a56e963f3affe4791a03545a6ddbdc0904dd880c7f3c50753282177303",
+    "t10k-labels-idx1-ubyte": "b547e409b08f1d55c77b7f0964dfb27202f97c41c014d9427a3acecfcf6a7129",
+}
+
+DATASETS = ("mnist", "mnist-subset", "digits")
 DIGITS_NUM_TEST = 297  # load_dataset("digits"): first 1500 images train, last 297 test
 
 ENV_DATA_DIR = "JAXVAE_DATA_DIR"
@@ -136,7 +158,7 @@ class MnistNotFoundError(DataError):
         msg += (
             ". To supply it, put the four IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte,"
             " t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; .gz or not) in a directory and pass it as"
-            f" root / --data-dir, or set {ENV_DATA_DIR}, or use the embedded dataset 'digits'."
+            f" root / --data-dir, or set {ENV_DATA_DIR}; or use the bundled subset 'mnist-subset' (or the 8x8 'digits')."
         )
         super().__init__(msg)
 
@@ -148,6 +170,8 @@ class MnistNotFoundError(DataError):
             line += f" and {len(failures)} download attempt(s) failed (first: {failures[0][1]})"
         elif self.download_error:
             line += f" and the download failed ({self.download_error})"
+        else:
+            line += " (download disabled)"
         return line.replace("\n", " ")
 
 
@@ -359,9 +383,14 @@ def _download_one(url: str, target: Path, base: str, expected_md5: str | None, t
         raise DataError(f"MD5 {digest} does not match the published {expected_md5}")
     # The checksum can be wrong or missing for a custom mirror: parse the content as well.
     _read_idx_file(io.BytesIO(data), url, "images" if "images" in base else "labels")
-    from jaxvae.runs import atomic_write_bytes  # here: importing the package would pull in jax
+    _atomic_write(target, data)
 
-    atomic_write_bytes(target, data)
+
+def _atomic_write(path: Path, content: bytes) -> None:
+    """The project's one atomic write, imported on use: importing the package would pull in jax."""
+    from jaxvae.runs import atomic_write_bytes
+
+    atomic_write_bytes(path, content)
 
 
 def download_mnist(
@@ -383,7 +412,7 @@ def download_mnist(
     mirrors = list(mirrors) if mirrors is not None else mnist_mirrors()
     if not mirrors:
         raise DownloadError("no MNIST mirrors configured")
-    created = not dest.exists()
+    created = [d for d in (dest, *dest.parents) if not d.exists()]  # deepest first
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -391,11 +420,12 @@ def download_mnist(
     try:
         _download_missing(dest, mirrors, splits, checksums, timeout, log)
     except DownloadError:
-        if created:  # leave no empty directory behind after a failed (e.g. offline) attempt
+        # leave no empty directories behind after a failed (e.g. offline) attempt, ~/.cache/jaxvae included
+        for d in created:
             try:
-                dest.rmdir()
+                d.rmdir()
             except OSError:
-                pass
+                break
         raise
     return dest
 
@@ -451,7 +481,7 @@ def load_mnist(
     true (see ``download_mnist`` for ``mirrors``, ``checksums``, ``timeout``, ``log``); if that is
     impossible, raises ``MnistNotFoundError``.
     """
-    names = MNIST_FILES[_check_split(split)]
+    _check_split(split)
     if root is not None:
         _check_root(root)
     directory = find_mnist_dir(root, splits=(split,))
@@ -465,9 +495,26 @@ def load_mnist(
             )
         except DownloadError as e:
             raise MnistNotFoundError(places, e) from None
-    image_path, label_path = (_locate(directory, n) for n in names)
-    images = read_idx(image_path, "images")
-    labels = read_idx(label_path, "labels")
+    return _read_split(directory, split)
+
+
+def _read_split(directory: Path, split: str, sha256: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The validated (images, labels) of ``split`` in ``directory``. ``sha256`` (content digests by
+    base name, given for the bundled subset only) also checks each file's uncompressed bytes."""
+    paths, arrays = [], []
+    restore = " (reinstall jaxvae to restore it)" if sha256 is not None else ""
+    for base, kind in zip(MNIST_FILES[split], ("images", "labels")):
+        path = _locate(directory, base)
+        if path is None:
+            raise DataError(f"{directory / base}[.gz]: missing{restore}")
+        content, header, shape = _read_idx_path(path, kind)
+        if sha256 is not None and (digest := hashlib.sha256(content).hexdigest()) != sha256[base]:
+            raise DataError(
+                f"{path}: content SHA-256 {digest}, expected {sha256[base]}: a damaged copy{restore}"
+            )
+        paths.append(path)
+        arrays.append(_idx_array(content, header, shape))
+    (image_path, label_path), (images, labels) = paths, arrays
     if images.shape[1:] != _MNIST_IMAGE_SHAPE:
         raise DataError(f"{image_path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28")
     if len(images) != len(labels):
@@ -477,6 +524,15 @@ def load_mnist(
     if labels.size and labels.max() > 9:
         raise DataError(f"{label_path}: label {labels.max()} out of range 0..9")
     return images, labels
+
+
+def load_mnist_subset(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """The MNIST subset bundled with jaxvae, as ``load_mnist`` returns a split, with no search and no
+    network: "train" holds the first 1000 images of each digit of MNIST's training split (10000),
+    "test" the first 200 of each digit of its test split (2000), in MNIST's order. Each file's content
+    is checked against ``MNIST_SUBSET_SHA256``: a damaged or missing file raises ``DataError`` naming it.
+    """
+    return _read_split(MNIST_SUBSET_DIR, _check_split(split), MNIST_SUBSET_SHA256)
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -556,6 +612,26 @@ def _digits_dataset() -> Dataset:
     return Dataset("digits", x[:k], labels[:k], x[k:], labels[k:], (8, 8))
 
 
+def _mnist_dataset(name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> Dataset:
+    (train_images, train_y), (test_images, test_y) = train, test
+    return Dataset(name, to_unit_float(train_images), train_y, to_unit_float(test_images), test_y, _MNIST_IMAGE_SHAPE)
+
+
+def _subset_dataset() -> Dataset:
+    return _mnist_dataset("mnist-subset", load_mnist_subset("train"), load_mnist_subset("test"))
+
+
+def _fallback_line(error: MnistNotFoundError, data_dir, subset: Dataset) -> str:
+    """The one line logged when load_dataset("mnist") falls back: why, what it uses, how to get MNIST."""
+    return (
+        f"{error.summary()}; using the bundled MNIST subset ({len(subset.train_x)} train / {len(subset.test_x)}"
+        " test images, dataset 'mnist-subset') instead. For full MNIST pass --data-dir DIR (the four IDX files,"
+        " .gz or not, in DIR or in torchvision's DIR/MNIST/raw), or set"
+        f" {ENV_DATA_DIR}=DIR, or let it download into {_download_dest(data_dir)};"
+        " --require-mnist (require=True) makes this an error"
+    )
+
+
 def load_dataset(
     name: str = "mnist",
     data_dir: str | os.PathLike | None = None,
@@ -564,27 +640,31 @@ def load_dataset(
     log: Callable[[str], None] | None = print,
     **mnist_kwargs,
 ) -> Dataset:
-    """Load ``name`` ("mnist" or "digits") as a ``Dataset``.
+    """Load ``name`` ("mnist", "mnist-subset" or "digits") as a ``Dataset``.
 
-    For MNIST, if it can be neither found nor downloaded, ``require=False`` logs one line and returns
-    the embedded digits instead; ``require=True`` raises ``MnistNotFoundError``. Malformed local
-    files always raise ``DataError``. Digits: first 1500 images train, last 297 test.
+    For MNIST, a ``data_dir`` that does not exist raises ``DataError``. If MNIST can be neither found
+    nor downloaded, ``require=False`` logs one line and returns the bundled subset ("mnist-subset",
+    see ``load_mnist_subset``) instead; ``require=True`` raises ``MnistNotFoundError``. Malformed
+    local files always raise ``DataError``. Digits: first 1500 images train, last 297 test.
     ``mnist_kwargs`` (mirrors, checksums, timeout) go to ``load_mnist``.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
     if name == "digits":
         return _digits_dataset()
+    if name == "mnist-subset":
+        return _subset_dataset()
     try:
-        train_x, train_y = load_mnist(data_dir, "train", download, log=log, **mnist_kwargs)
-        test_x, test_y = load_mnist(data_dir, "test", download, log=log, **mnist_kwargs)
+        train = load_mnist(data_dir, "train", download, log=log, **mnist_kwargs)
+        test = load_mnist(data_dir, "test", download, log=log, **mnist_kwargs)
     except MnistNotFoundError as e:
         if require:
             raise
+        subset = _subset_dataset()
         if log:
-            log(f"{e.summary()}; using the embedded 8x8 digits dataset instead (--require-mnist, or require=True, to fail instead)")
-        return _digits_dataset()
-    return Dataset("mnist", to_unit_float(train_x), train_y, to_unit_float(test_x), test_y, _MNIST_IMAGE_SHAPE)
+            log(_fallback_line(e, data_dir, subset))
+        return subset
+    return _mnist_dataset("mnist", train, test)
 
 
 # --------------------------------------------------------------------------- fingerprints

@@ -4,10 +4,14 @@ http.server on 127.0.0.1. No test touches the internet or the user's real cache.
 from __future__ import annotations
 
 import gzip
+import fnmatch
 import hashlib
 import http.server
 import json
 import os
+import re
+import runpy
+import shutil
 import socket
 import struct
 import subprocess
@@ -438,6 +442,10 @@ def test_offline_refused_port(tmp_path, monkeypatch):
     assert "refused" in msg.lower()
     assert "\n" not in msg
     assert not (tmp_path / "env").exists()
+    monkeypatch.delenv("JAXVAE_DATA_DIR")  # now the download goes to the cache: ~/.cache/jaxvae/mnist
+    with pytest.raises(MnistNotFoundError):
+        data.load_mnist()
+    assert not (tmp_path / "xdg-cache").exists()  # neither jaxvae/mnist nor its parents are left behind
 
 
 def test_download_disabled(tmp_path):
@@ -539,12 +547,37 @@ def test_load_dataset_mnist_from_dir(tmp_path):
     np.testing.assert_array_equal(ds.test_y, SPLITS["test"][1])
 
 
-def test_load_dataset_falls_back_to_digits_with_one_line(tmp_path):
+@pytest.mark.parametrize("download", [True, False])
+def test_load_dataset_falls_back_to_the_subset_with_one_line(tmp_path, download):
+    # the autouse fixture: empty cache under tmp_path, no JAXVAE_DATA_DIR, a mirror that refuses
     logs = []
-    ds = data.load_dataset("mnist", data_dir=tmp_path, log=logs.append)
-    assert ds.name == "digits" and ds.train_x.shape == (1500, 64)
-    assert len(logs) == 1 and "\n" not in logs[0]
-    assert str(tmp_path) in logs[0] and "digits" in logs[0]
+    ds = data.load_dataset("mnist", download=download, log=logs.append)
+    assert ds.name == "mnist-subset" and ds.image_shape == (28, 28)
+    np.testing.assert_array_equal(ds.test_x, data.load_dataset("mnist-subset").test_x)
+    (line,) = logs
+    cache = tmp_path / "xdg-cache" / "jaxvae" / "mnist"
+    assert "\n" not in line and line.startswith(f"MNIST not found in {cache}, {cache / 'MNIST' / 'raw'}")
+    assert ("Connection refused" in line) if download else ("(download disabled)" in line)
+    for hint in (
+        "using the bundled MNIST subset (10000 train / 2000 test images, dataset 'mnist-subset')",
+        "--data-dir DIR",
+        "DIR/MNIST/raw",
+        ".gz or not",
+        "JAXVAE_DATA_DIR=DIR",
+        f"let it download into {cache};",
+        "--require-mnist",
+    ):
+        assert hint in line
+
+
+def test_fallback_line_names_where_a_download_would_go(tmp_path, monkeypatch):
+    logs = []
+    data.load_dataset("mnist", data_dir=tmp_path, log=logs.append)  # exists, lacks the files
+    assert logs[0].startswith(f"MNIST not found in {tmp_path}, {tmp_path / 'MNIST' / 'raw'} ")
+    assert f"let it download into {tmp_path};" in logs[0]
+    monkeypatch.setenv("JAXVAE_DATA_DIR", str(tmp_path / "env"))
+    data.load_dataset("mnist", log=logs.append)
+    assert f"let it download into {tmp_path / 'env'};" in logs[1]
 
 
 def test_load_dataset_require_raises(tmp_path):
@@ -560,8 +593,83 @@ def test_load_dataset_corrupt_local_files_raise_not_fall_back(tmp_path):
 
 
 def test_load_dataset_unknown_name():
-    with pytest.raises(ValueError, match="mnist, digits"):
+    with pytest.raises(ValueError, match="'cifar'; valid names: mnist, mnist-subset, digits$"):
         data.load_dataset("cifar")
+
+
+# --------------------------------------------------------------------------- the bundled MNIST subset
+
+SUBSET_PER_DIGIT = {"train": 1000, "test": 200}  # the selection rule in datasets/mnist_subset/README.md
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_bundled_subset_loads(split):
+    images, labels = data.load_mnist_subset(split)
+    n = 10 * SUBSET_PER_DIGIT[split]
+    assert images.shape == (n, 28, 28) and images.dtype == np.uint8
+    assert labels.shape == (n,) and labels.dtype == np.uint8
+    assert np.bincount(labels, minlength=10).tolist() == [SUBSET_PER_DIGIT[split]] * 10
+    assert 0.7 < np.mean(images == 0) < 0.9 and images.max() == 255  # MNIST-like: mostly background
+    for name, array in zip(NAMES[split], (images, labels)):
+        # the recorded checksums are those of the shipped content, recomputed here without data.py
+        content = gzip.decompress((data.MNIST_SUBSET_DIR / (name + ".gz")).read_bytes())
+        assert content == idx_bytes(array)
+        assert hashlib.sha256(content).hexdigest() == data.MNIST_SUBSET_SHA256[name]
+
+
+def test_load_dataset_mnist_subset():
+    ds = data.load_dataset("mnist-subset", data_dir=None, download=False, log=None)
+    assert ds.name == "mnist-subset" and ds.image_shape == (28, 28)
+    assert ds.train_x.shape == (10000, 784) and ds.test_x.shape == (2000, 784)
+    assert ds.train_x.dtype == np.float32 and ds.train_y.dtype == np.uint8
+    np.testing.assert_array_equal(ds.train_x, data.to_unit_float(data.load_mnist_subset("train")[0]))
+    np.testing.assert_array_equal(ds.test_y, data.load_mnist_subset("test")[1])
+
+
+@pytest.fixture
+def subset_copy(tmp_path, monkeypatch):
+    """A copy of the bundled subset that a test may damage, in place of the real one."""
+    copy = tmp_path / "subset"
+    shutil.copytree(data.MNIST_SUBSET_DIR, copy)
+    monkeypatch.setattr(data, "MNIST_SUBSET_DIR", copy)
+    return copy
+
+
+def test_damaged_bundled_file_raises_naming_it(subset_copy):
+    path = subset_copy / "t10k-images-idx3-ubyte.gz"
+    content = bytearray(gzip.decompress(path.read_bytes()))
+    content[-1] ^= 1  # one pixel off by one grey level: a valid IDX file, only the checksum can tell
+    path.write_bytes(gzip.compress(bytes(content)))
+    data.load_mnist_subset("train")  # the intact split still loads
+    expected = data.MNIST_SUBSET_SHA256["t10k-images-idx3-ubyte"]
+    message = f"^{re.escape(str(path))}: content SHA-256 [0-9a-f]{{64}}, expected {expected}: a damaged copy"
+    with pytest.raises(DataError, match=message):
+        data.load_mnist_subset("test")
+    with pytest.raises(DataError, match=message):  # nor does the fallback hide it
+        data.load_dataset("mnist", download=False, log=None)
+
+
+def test_truncated_or_missing_bundled_file_raises_naming_it(subset_copy):
+    path = subset_copy / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DataError, match=f"^{re.escape(str(path))}: truncated gzip archive"):
+        data.load_mnist_subset("train")
+    path.unlink()
+    with pytest.raises(DataError, match=re.escape(f"{path.with_suffix('')}[.gz]: missing (reinstall jaxvae")):
+        data.load_dataset("mnist-subset")
+
+
+def test_bundled_files_are_package_data():
+    pyproject = Path(data.__file__).resolve().parents[1] / "pyproject.toml"
+    if not pyproject.is_file():
+        pytest.skip("an installed jaxvae, not a source checkout")
+    tomllib = pytest.importorskip("tomllib")
+    globs = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]["jaxvae"]
+    package = Path(data.__file__).resolve().parent
+    shipped = sorted(p.relative_to(package).as_posix() for p in data.MNIST_SUBSET_DIR.iterdir())
+    assert len(shipped) == 6 and {"LICENSE", "README.md"} <= {Path(f).name for f in shipped}
+    for file in shipped:
+        assert any(fnmatch.fnmatch(file, g) for g in globs), f"{file} is not in [tool.setuptools.package-data]"
 
 
 # --------------------------------------------------------------------------- fingerprints
@@ -700,6 +808,19 @@ def test_real_mnist():
     images, labels = data.load_mnist(REAL_MNIST, "test", download=False)
     assert np.bincount(labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     data.verify_mnist_dir(data.find_mnist_dir(REAL_MNIST))
+
+
+@pytest.mark.skipif(not (REAL_MNIST and Path(REAL_MNIST).is_dir()), reason="set JAXVAE_TEST_MNIST_DIR to real MNIST")
+def test_make_mnist_subset_reproduces_the_bundled_content(tmp_path, monkeypatch, capsys):
+    script = Path(data.__file__).resolve().parent / "datasets" / "make_mnist_subset.py"
+    assert runpy.run_path(str(script))["main"]([REAL_MNIST, "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.count("matches jaxvae.data") == 4
+    bundled = {split: data.load_mnist_subset(split) for split in ("train", "test")}
+    monkeypatch.setattr(data, "MNIST_SUBSET_DIR", tmp_path)
+    for split, (images, labels) in bundled.items():  # the rebuilt files pass the same checksums
+        rebuilt_images, rebuilt_labels = data.load_mnist_subset(split)
+        np.testing.assert_array_equal(rebuilt_images, images)
+        np.testing.assert_array_equal(rebuilt_labels, labels)
 
 
 def test_verify_mnist_dir_rejects_other_content(tmp_path):
