@@ -8,7 +8,8 @@ original order. The source is checked against MNIST's canonical content MD5s fir
 gzip IDX files (the same format as MNIST, so the same reader validates them); their gzip bytes
 depend on the zlib version, so what ``jaxvae.data`` checks is the SHA-256 of the uncompressed
 content, which this script prints and compares with ``jaxvae.data.MNIST_SUBSET_SHA256``.
-Not part of the installed package: run it from a checkout.
+Nothing imports it (setuptools still puts it in the wheel, as jaxvae/datasets is found as a
+namespace package); run it from a checkout, where --out defaults to the checkout's copy.
 """
 
 from __future__ import annotations
