@@ -1,17 +1,24 @@
-"""Where jaxvae's data comes from: MNIST IDX files (local, torchvision's layout, or downloaded)
-and scikit-learn's embedded 8x8 digits, returned as plain NumPy arrays.
+"""Where jaxvae's data comes from: MNIST IDX files (local, torchvision's layout, or downloaded), the
+MNIST subset bundled with the package (the offline fallback) and scikit-learn's embedded 8x8
+digits, returned as plain NumPy arrays.
 
 Search order for MNIST (``load_mnist``):
 
-1. ``root`` if given: ``root/`` itself, then ``root/MNIST/raw/`` (torchvision's layout);
+1. ``root`` if given (it must be an existing directory): ``root/`` itself, then ``root/MNIST/raw/``
+   (torchvision's layout);
 2. otherwise ``$JAXVAE_DATA_DIR`` (same two layouts), then the cache directory
    ``$XDG_CACHE_HOME/jaxvae/mnist`` (``~/.cache/jaxvae/mnist`` when XDG_CACHE_HOME is unset);
 3. if still missing and ``download=True``: the mirrors (``JAXVAE_MNIST_MIRRORS``, comma-separated,
    or ``MNIST_MIRRORS``), each archive checked by MD5 and parsed before it is atomically renamed
    into ``root``, ``$JAXVAE_DATA_DIR`` or the cache directory (the first of those that is set).
 
-Each file may be stored as ``name`` or ``name.gz``; gzip is detected by its magic bytes.
+Each file may be stored as ``name`` or ``name.gz``; gzip is detected by its magic bytes. Reading
+stops at the size an IDX header declares (plus 1 KiB), so a decompression bomb costs no memory.
 Every bad file or source raises ``DataError`` naming the file and what is wrong.
+
+``load_dataset("mnist")`` falls back to the bundled subset (``load_mnist_subset``, 10000 train and
+2000 test images, checked by SHA-256) when MNIST can be neither found nor downloaded.
+``fingerprint(x)`` identifies an array's content (shape, dtype, SHA-256) so a run can refuse other data.
 The on-device epoch pipeline is in ``jaxvae.batching``; this module does no device work,
 no I/O at import time, and never imports torch.
 """
@@ -22,12 +29,13 @@ import dataclasses
 import gzip
 import hashlib
 import http.client
+import io
 import math
 import os
 import urllib.request
 import zlib
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import BinaryIO, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -39,20 +47,26 @@ __all__ = [
     "MNIST_MIRRORS",
     "MNIST_ARCHIVE_MD5",
     "MNIST_CONTENT_MD5",
+    "MNIST_SUBSET_DIR",
+    "MNIST_SUBSET_SHA256",
     "DATASETS",
     "DIGITS_NUM_TEST",
     "Dataset",
+    "MAX_IDX_BYTES",
     "read_idx",
     "mnist_search_dirs",
     "find_mnist_dir",
     "mnist_mirrors",
     "download_mnist",
     "load_mnist",
+    "load_mnist_subset",
     "load_digits",
     "verify_mnist_dir",
     "to_unit_float",
     "load_dataset",
     "numpy_batches",
+    "Fingerprint",
+    "fingerprint",
 ]
 
 # --------------------------------------------------------------------------- constants
@@ -84,7 +98,19 @@ MNIST_CONTENT_MD5 = {
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 
-DATASETS = ("mnist", "digits")
+# The MNIST subset shipped inside the package (see its README.md): the first 1000 images of each
+# digit of MNIST's training split and the first 200 of each digit of its test split, in MNIST's
+# order, as gzip IDX files; rebuilt from full MNIST by jaxvae/datasets/make_mnist_subset.py.
+MNIST_SUBSET_DIR = Path(__file__).resolve().parent / "datasets" / "mnist_subset"
+# SHA-256 of the uncompressed IDX bytes of each bundled file: a damaged copy is caught on loading.
+MNIST_SUBSET_SHA256 = {
+    "train-images-idx3-ubyte": "96448e792027ae8c3d693bf7f6685beb422442276734ffe24b7860a3581dcb08",
+    "train-labels-idx1-ubyte": "dfa6309ccbfc44ab3df730fa9d1b133e2baeb0fe7db8e4bbdcd05d3e5bd811ea",
+    "t10k-images-idx3-ubyte": "780e99a56e963f3affe4791a03545a6ddbdc0904dd880c7f3c50753282177303",
+    "t10k-labels-idx1-ubyte": "b547e409b08f1d55c77b7f0964dfb27202f97c41c014d9427a3acecfcf6a7129",
+}
+
+DATASETS = ("mnist", "mnist-subset", "digits")
 DIGITS_NUM_TEST = 297  # load_dataset("digits"): first 1500 images train, last 297 test
 
 ENV_DATA_DIR = "JAXVAE_DATA_DIR"
@@ -97,6 +123,9 @@ _MAGIC = {"images": 0x0803, "labels": 0x0801}  # 2051 and 2049
 _NDIM = {"images": 3, "labels": 1}
 _MNIST_IMAGE_SHAPE = (28, 28)
 _MAX_DOWNLOAD_BYTES = 64 << 20  # the largest archive is ~9.5 MiB; stop a runaway server early
+MAX_IDX_BYTES = 1 << 30  # the most data an IDX header may declare (MNIST's largest file: 47 MB)
+_TRAILING_MARGIN = 1024  # bytes read past the declared data, so that a short tail is counted exactly
+_CHUNK = 1 << 20  # read and inflate in pieces of at most this size
 
 
 # --------------------------------------------------------------------------- errors
@@ -129,7 +158,7 @@ class MnistNotFoundError(DataError):
         msg += (
             ". To supply it, put the four IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte,"
             " t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; .gz or not) in a directory and pass it as"
-            f" root / --data-dir, or set {ENV_DATA_DIR}, or use the embedded dataset 'digits'."
+            f" root / --data-dir, or set {ENV_DATA_DIR}; or use the bundled subset 'mnist-subset' (or the 8x8 'digits')."
         )
         super().__init__(msg)
 
@@ -141,62 +170,108 @@ class MnistNotFoundError(DataError):
             line += f" and {len(failures)} download attempt(s) failed (first: {failures[0][1]})"
         elif self.download_error:
             line += f" and the download failed ({self.download_error})"
+        else:
+            line += " (download disabled)"
         return line.replace("\n", " ")
 
 
 # --------------------------------------------------------------------------- IDX parsing
 
 
-def _decompress(data: bytes, name: str) -> bytes:
-    """Gunzip ``data`` when it starts with the gzip magic (whatever the file is called)."""
-    if not data.startswith(_GZIP_MAGIC):
-        return data
-    try:
-        return gzip.decompress(data)
-    except EOFError as e:
-        raise DataError(f"{name}: truncated gzip archive (the compressed stream ends early: {e})") from None
-    except (OSError, zlib.error, ValueError) as e:
-        raise DataError(f"{name}: corrupt gzip archive ({type(e).__name__}: {e})") from None
+def _read_upto(stream: BinaryIO, n: int) -> bytes:
+    """Up to ``n`` bytes of ``stream``, fewer only at its end (a gzip stream may return short reads)."""
+    parts, missing = [], n
+    while missing > 0 and (part := stream.read(min(missing, _CHUNK))):
+        parts.append(part)
+        missing -= len(part)
+    return b"".join(parts)
 
 
-def _parse_idx(data: bytes, name: str, kind: str | None = None) -> np.ndarray:
-    """Parse IDX bytes (raw or gzip) into a uint8 array; ``kind`` = "images"/"labels" checks the magic."""
-    if not data:
-        raise DataError(f"{name}: empty file")
-    data = _decompress(data, name)
-    if len(data) < 4:
-        raise DataError(f"{name}: too short for an IDX header ({len(data)} bytes)")
-    if data[0] != 0 or data[1] != 0:
-        raise DataError(f"{name}: not an IDX file (first bytes {data[:4].hex()}, expected 0000 08 <ndim>)")
-    magic = int.from_bytes(data[:4], "big")
+def _check_header(head: bytes, name: str, kind: str | None) -> int:
+    """Validate the 4 fixed header bytes (zero, zero, element type, ndim); return ndim."""
+    if len(head) < 4:
+        raise DataError(f"{name}: too short for an IDX header ({len(head)} bytes)")
+    if head[0] != 0 or head[1] != 0:
+        raise DataError(f"{name}: not an IDX file (first bytes {head[:4].hex()}, expected 0000 08 <ndim>)")
+    magic = int.from_bytes(head[:4], "big")
     if kind is not None and magic != _MAGIC[kind]:
         other = "labels" if kind == "images" else "images"
         hint = ""
         if magic == _MAGIC[other]:
             hint = " (a labels file?)" if other == "labels" else " (an images file?)"
         raise DataError(f"{name}: wrong magic number {magic}{hint}, expected {_MAGIC[kind]} for {kind}")
-    if data[2] != _IDX_UBYTE:
-        raise DataError(f"{name}: unsupported IDX element type 0x{data[2]:02x} (only unsigned byte 0x08)")
-    ndim = data[3]
-    if ndim == 0:
+    if head[2] != _IDX_UBYTE:
+        raise DataError(f"{name}: unsupported IDX element type 0x{head[2]:02x} (only unsigned byte 0x08)")
+    if head[3] == 0:
         raise DataError(f"{name}: IDX header declares 0 dimensions")
+    return head[3]
+
+
+def _read_idx_stream(stream: BinaryIO, name: str, kind: str | None) -> tuple[bytearray, int, tuple[int, ...]]:
+    """Read one uncompressed IDX stream as ``(content, header_size, shape)``, content = header + data.
+
+    The header declares the size, so reading stops at that size plus ``_TRAILING_MARGIN`` + 1 bytes
+    whatever follows: a decompression bomb or an endless stream costs no more memory than the data
+    it claims to hold, and the claim itself is capped at ``MAX_IDX_BYTES``.
+    """
+    head = _read_upto(stream, 4)
+    ndim = _check_header(head, name, kind)
+    dims = _read_upto(stream, 4 * ndim)
     header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{name}: truncated IDX header ({len(data)} bytes, {ndim} dimensions need {header})")
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    if len(dims) < 4 * ndim:
+        raise DataError(f"{name}: truncated IDX header ({4 + len(dims)} bytes, {ndim} dimensions need {header})")
+    shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
     expected = math.prod(shape)
-    found = len(data) - header
+    if expected > MAX_IDX_BYTES:
+        raise DataError(
+            f"{name}: IDX header declares shape {shape}, {expected} bytes, over this reader's limit of "
+            f"{MAX_IDX_BYTES} bytes (MNIST's largest file holds 47040000)"
+        )
+    # Grown chunk by chunk rather than allocated up front: a 64-byte file may declare a gigabyte.
+    content = bytearray(head + dims)
+    while len(content) - header < expected and (part := stream.read(min(_CHUNK, expected + header - len(content)))):
+        content += part
+    found = len(content) - header
     if found < expected:
         raise DataError(f"{name}: truncated: shape {shape} needs {expected} data bytes, found {found}")
-    if found > expected:
-        raise DataError(f"{name}: {found - expected} trailing bytes after the {expected} bytes of shape {shape}")
-    # frombuffer avoids a Python-level loop; copy so callers get an ordinary writable array.
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
+    tail = len(_read_upto(stream, _TRAILING_MARGIN + 1))
+    if tail > _TRAILING_MARGIN:
+        raise DataError(
+            f"{name}: more than {_TRAILING_MARGIN} trailing bytes after the {expected} bytes of shape {shape}"
+            " (stopped reading there)"
+        )
+    if tail:
+        raise DataError(f"{name}: {tail} trailing bytes after the {expected} bytes of shape {shape}")
+    return content, header, shape
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_idx_file(f: BinaryIO, name: str, kind: str | None) -> tuple[bytearray, int, tuple[int, ...]]:
+    """``_read_idx_stream`` on ``f`` (seekable), gunzipped on the fly when it starts with the gzip magic
+    (whatever the file is called)."""
+    start = f.read(2)
+    if not start:
+        raise DataError(f"{name}: empty file")
+    f.seek(0)
+    if start != _GZIP_MAGIC:
+        return _read_idx_stream(f, name, kind)
     try:
-        return path.read_bytes()
+        with gzip.GzipFile(fileobj=f, mode="rb") as stream:
+            return _read_idx_stream(stream, name, kind)
+    except EOFError as e:
+        raise DataError(f"{name}: truncated gzip archive (the compressed stream ends early: {e})") from None
+    except (OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{name}: corrupt gzip archive ({type(e).__name__}: {e})") from None
+
+
+def _idx_array(content: bytearray, header: int, shape: tuple[int, ...]) -> np.ndarray:
+    # a view of the bytearray: writable, and no second copy of the data
+    return np.frombuffer(content, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _read_idx_path(path: Path, kind: str | None) -> tuple[bytearray, int, tuple[int, ...]]:
+    try:
+        with open(path, "rb") as f:
+            return _read_idx_file(f, str(path), kind)
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
 
@@ -206,12 +281,13 @@ def read_idx(path: str | os.PathLike, kind: str | None = None) -> np.ndarray:
 
     Validates the header, element type and exact byte count (truncated data or trailing bytes are
     errors). ``kind="images"`` or ``"labels"`` also checks the MNIST magic number (2051 / 2049).
-    Raises ``DataError`` naming the file.
+    Reads (and inflates) at most the size the header declares plus 1 KiB, and refuses a header that
+    declares more than ``MAX_IDX_BYTES``. Raises ``DataError`` naming the file.
     """
     if kind is not None and kind not in _MAGIC:
         raise ValueError(f"kind must be 'images', 'labels' or None, got {kind!r}")
     path = Path(path)
-    return _parse_idx(_read_bytes(path), str(path), kind)
+    return _idx_array(*_read_idx_path(path, kind))
 
 
 # --------------------------------------------------------------------------- locating files
@@ -222,6 +298,14 @@ def _cache_dir() -> Path:
     # the XDG spec says relative values are invalid and must be ignored
     base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
     return base / "jaxvae" / "mnist"
+
+
+def _check_root(root) -> None:
+    """A directory the caller named must exist: a typo in --data-dir is an error, not a quiet fallback."""
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        problem = "is not a directory" if path.exists() else "does not exist"
+        raise DataError(f"{path}: the given data directory {problem}")
 
 
 def _base_dirs(root) -> list[Path]:
@@ -298,8 +382,8 @@ def _download_one(url: str, target: Path, base: str, expected_md5: str | None, t
     if expected_md5 is not None and digest != expected_md5:
         raise DataError(f"MD5 {digest} does not match the published {expected_md5}")
     # The checksum can be wrong or missing for a custom mirror: parse the content as well.
-    _parse_idx(data, url, "images" if "images" in base else "labels")
-    from jaxvae.fileio import atomic_write_bytes
+    _read_idx_file(io.BytesIO(data), url, "images" if "images" in base else "labels")
+    from jaxvae.fileio import atomic_write_bytes  # on use: data.py alone needs no jax (test_import_is_light)
 
     atomic_write_bytes(target, data)
 
@@ -323,7 +407,7 @@ def download_mnist(
     mirrors = list(mirrors) if mirrors is not None else mnist_mirrors()
     if not mirrors:
         raise DownloadError("no MNIST mirrors configured")
-    created = not dest.exists()
+    created = [d for d in (dest, *dest.parents) if not d.exists()]  # deepest first
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -331,11 +415,12 @@ def download_mnist(
     try:
         _download_missing(dest, mirrors, splits, checksums, timeout, log)
     except DownloadError:
-        if created:  # leave no empty directory behind after a failed (e.g. offline) attempt
+        # leave no empty directories behind after a failed (e.g. offline) attempt, ~/.cache/jaxvae included
+        for d in created:
             try:
-                dest.rmdir()
+                d.rmdir()
             except OSError:
-                pass
+                break
         raise
     return dest
 
@@ -385,12 +470,15 @@ def load_mnist(
 ) -> tuple[np.ndarray, np.ndarray]:
     """MNIST ``split`` ("train" or "test") as ``(images, labels)``: uint8 (N, 28, 28) and uint8 (N,).
 
-    ``root`` is a directory holding the IDX files, directly or as ``MNIST/raw/`` (torchvision);
-    None searches ``$JAXVAE_DATA_DIR`` then the cache directory. Missing files are downloaded when
-    ``download`` is true (see ``download_mnist`` for ``mirrors``, ``checksums``, ``timeout``,
-    ``log``); if that is impossible, raises ``MnistNotFoundError``.
+    ``root`` is a directory holding the IDX files, directly or as ``MNIST/raw/`` (torchvision); it
+    must exist (else ``DataError``, before any search or download). None searches
+    ``$JAXVAE_DATA_DIR`` then the cache directory. Missing files are downloaded when ``download`` is
+    true (see ``download_mnist`` for ``mirrors``, ``checksums``, ``timeout``, ``log``); if that is
+    impossible, raises ``MnistNotFoundError``.
     """
-    names = MNIST_FILES[_check_split(split)]
+    _check_split(split)
+    if root is not None:
+        _check_root(root)
     directory = find_mnist_dir(root, splits=(split,))
     if directory is None:
         places = [str(d) for d in mnist_search_dirs(root)]
@@ -402,9 +490,26 @@ def load_mnist(
             )
         except DownloadError as e:
             raise MnistNotFoundError(places, e) from None
-    image_path, label_path = (_locate(directory, n) for n in names)
-    images = read_idx(image_path, "images")
-    labels = read_idx(label_path, "labels")
+    return _read_split(directory, split)
+
+
+def _read_split(directory: Path, split: str, sha256: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The validated (images, labels) of ``split`` in ``directory``. ``sha256`` (content digests by
+    base name, given for the bundled subset only) also checks each file's uncompressed bytes."""
+    paths, arrays = [], []
+    restore = " (reinstall jaxvae to restore it)" if sha256 is not None else ""
+    for base, kind in zip(MNIST_FILES[split], ("images", "labels")):
+        path = _locate(directory, base)
+        if path is None:
+            raise DataError(f"{directory / base}[.gz]: missing{restore}")
+        content, header, shape = _read_idx_path(path, kind)
+        if sha256 is not None and (digest := hashlib.sha256(content).hexdigest()) != sha256[base]:
+            raise DataError(
+                f"{path}: content SHA-256 {digest}, expected {sha256[base]}: a damaged copy{restore}"
+            )
+        paths.append(path)
+        arrays.append(_idx_array(content, header, shape))
+    (image_path, label_path), (images, labels) = paths, arrays
     if images.shape[1:] != _MNIST_IMAGE_SHAPE:
         raise DataError(f"{image_path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28")
     if len(images) != len(labels):
@@ -414,6 +519,15 @@ def load_mnist(
     if labels.size and labels.max() > 9:
         raise DataError(f"{label_path}: label {labels.max()} out of range 0..9")
     return images, labels
+
+
+def load_mnist_subset(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """The MNIST subset bundled with jaxvae, as ``load_mnist`` returns a split, with no search and no
+    network: "train" holds the first 1000 images of each digit of MNIST's training split (10000),
+    "test" the first 200 of each digit of its test split (2000), in MNIST's order. Each file's content
+    is checked against ``MNIST_SUBSET_SHA256``: a damaged or missing file raises ``DataError`` naming it.
+    """
+    return _read_split(MNIST_SUBSET_DIR, _check_split(split), MNIST_SUBSET_SHA256)
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -440,7 +554,12 @@ def verify_mnist_dir(path: str | os.PathLike, splits: Sequence[str] = ("train", 
         if found is None:
             problems.append(f"{path / base}[.gz]: missing")
             continue
-        digest = hashlib.md5(_decompress(_read_bytes(found), str(found))).hexdigest()
+        try:  # bounded by the header like any read: a bomb named like MNIST is a problem, not an OOM
+            content = _read_idx_path(found, None)[0]
+        except DataError as e:
+            problems.append(str(e))
+            continue
+        digest = hashlib.md5(content).hexdigest()
         if digest != MNIST_CONTENT_MD5[base]:
             problems.append(f"{found}: content MD5 {digest}, expected {MNIST_CONTENT_MD5[base]}")
     if problems:
@@ -488,6 +607,26 @@ def _digits_dataset() -> Dataset:
     return Dataset("digits", x[:k], labels[:k], x[k:], labels[k:], (8, 8))
 
 
+def _mnist_dataset(name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> Dataset:
+    (train_images, train_y), (test_images, test_y) = train, test
+    return Dataset(name, to_unit_float(train_images), train_y, to_unit_float(test_images), test_y, _MNIST_IMAGE_SHAPE)
+
+
+def _subset_dataset() -> Dataset:
+    return _mnist_dataset("mnist-subset", load_mnist_subset("train"), load_mnist_subset("test"))
+
+
+def _fallback_line(error: MnistNotFoundError, data_dir, subset: Dataset) -> str:
+    """The one line logged when load_dataset("mnist") falls back: why, what it uses, how to get MNIST."""
+    return (
+        f"{error.summary()}; using the bundled MNIST subset ({len(subset.train_x)} train / {len(subset.test_x)}"
+        " test images, dataset 'mnist-subset') instead. For full MNIST pass --data-dir DIR (the four IDX files,"
+        " .gz or not, in DIR or in torchvision's DIR/MNIST/raw), or set"
+        f" {ENV_DATA_DIR}=DIR, or let it download into {_download_dest(data_dir)};"
+        " --require-mnist (require=True) makes this an error"
+    )
+
+
 def load_dataset(
     name: str = "mnist",
     data_dir: str | os.PathLike | None = None,
@@ -496,27 +635,108 @@ def load_dataset(
     log: Callable[[str], None] | None = print,
     **mnist_kwargs,
 ) -> Dataset:
-    """Load ``name`` ("mnist" or "digits") as a ``Dataset``.
+    """Load ``name`` ("mnist", "mnist-subset" or "digits") as a ``Dataset``.
 
-    For MNIST, if it can be neither found nor downloaded, ``require=False`` logs one line and returns
-    the embedded digits instead; ``require=True`` raises ``MnistNotFoundError``. Malformed local
-    files always raise ``DataError``. Digits: first 1500 images train, last 297 test.
+    For MNIST, a ``data_dir`` that does not exist raises ``DataError``. If MNIST can be neither found
+    nor downloaded, ``require=False`` logs one line and returns the bundled subset ("mnist-subset",
+    see ``load_mnist_subset``) instead; ``require=True`` raises ``MnistNotFoundError``. Malformed
+    local files always raise ``DataError``. Digits: first 1500 images train, last 297 test.
     ``mnist_kwargs`` (mirrors, checksums, timeout) go to ``load_mnist``.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
     if name == "digits":
         return _digits_dataset()
+    if name == "mnist-subset":
+        return _subset_dataset()
     try:
-        train_x, train_y = load_mnist(data_dir, "train", download, log=log, **mnist_kwargs)
-        test_x, test_y = load_mnist(data_dir, "test", download, log=log, **mnist_kwargs)
+        train = load_mnist(data_dir, "train", download, log=log, **mnist_kwargs)
+        test = load_mnist(data_dir, "test", download, log=log, **mnist_kwargs)
     except MnistNotFoundError as e:
         if require:
             raise
+        subset = _subset_dataset()
         if log:
-            log(f"{e.summary()}; using the embedded 8x8 digits dataset instead (--require-mnist, or require=True, to fail instead)")
-        return _digits_dataset()
-    return Dataset("mnist", to_unit_float(train_x), train_y, to_unit_float(test_x), test_y, _MNIST_IMAGE_SHAPE)
+            log(_fallback_line(e, data_dir, subset))
+        return subset
+    return _mnist_dataset("mnist", train, test)
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+@dataclasses.dataclass(frozen=True)
+class Fingerprint:
+    """What identifies an array's content: shape, dtype name and the SHA-256 of its bytes in C order,
+    little-endian (so the same values give the same hash on any machine and from any memory layout).
+
+    A run can record ``fingerprint(train_x).to_dict()`` and later refuse other data with
+    ``recorded.mismatch(fingerprint(x))``.
+    """
+
+    shape: tuple[int, ...]
+    dtype: str
+    sha256: str
+
+    def __post_init__(self):
+        shape = self.shape
+        if not isinstance(shape, (tuple, list)) or not all(_is_count(d) for d in shape):
+            raise ValueError(f"fingerprint field 'shape': expected a list of integers >= 0, got {shape!r}")
+        object.__setattr__(self, "shape", tuple(int(d) for d in shape))  # a JSON list becomes a tuple
+        try:
+            canonical = np.dtype(self.dtype).name if isinstance(self.dtype, str) else None
+        except TypeError:
+            canonical = None
+        if canonical != self.dtype:
+            raise ValueError(f"fingerprint field 'dtype': expected a NumPy dtype name such as 'float32', got {self.dtype!r}")
+        if not (isinstance(self.sha256, str) and len(self.sha256) == 64 and set(self.sha256) <= set("0123456789abcdef")):
+            raise ValueError(f"fingerprint field 'sha256': expected 64 lowercase hex digits, got {self.sha256!r}")
+
+    def __str__(self) -> str:
+        # 12 hex digits tell two hashes apart in a message; the full hash is in to_dict()
+        return f"shape {self.shape} {self.dtype} sha256 {self.sha256[:12]}..."
+
+    def to_dict(self) -> dict:
+        """JSON-ready: ``{"shape": [...], "dtype": "float32", "sha256": "<64 hex digits>"}``."""
+        return {"shape": list(self.shape), "dtype": self.dtype, "sha256": self.sha256}
+
+    @classmethod
+    def from_dict(cls, d) -> "Fingerprint":
+        """The inverse of ``to_dict``; ``ValueError`` naming the missing, unknown or bad field."""
+        if not isinstance(d, dict):
+            raise ValueError(f"fingerprint: expected a mapping with shape, dtype and sha256, got {type(d).__name__}")
+        fields = ("shape", "dtype", "sha256")
+        problems = [f"missing field {f!r}" for f in fields if f not in d]
+        problems += [f"unknown field {f!r}" for f in sorted(map(str, set(d) - set(fields)))]
+        if problems:
+            raise ValueError("fingerprint: " + ", ".join(problems))
+        return cls(d["shape"], d["dtype"], d["sha256"])
+
+    def mismatch(self, other: "Fingerprint") -> str | None:
+        """None if ``other`` is the same data, else one line naming what differs and both fingerprints,
+        e.g. ``shape and sha256 differ: shape (60000, 784) float32 sha256 1a2b... vs shape (1500, 64) ...``."""
+        differ = [f for f in ("shape", "dtype", "sha256") if getattr(self, f) != getattr(other, f)]
+        if not differ:
+            return None
+        what = differ[0] if len(differ) == 1 else ", ".join(differ[:-1]) + " and " + differ[-1]
+        return f"{what} differ{'s' if len(differ) == 1 else ''}: {self} vs {other}"
+
+
+def _is_count(d) -> bool:
+    return isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0
+
+
+def fingerprint(x) -> Fingerprint:
+    """The ``Fingerprint`` of array ``x`` (NumPy, JAX or anything ``np.asarray`` takes).
+
+    Hashes the values' bytes without copying when ``x`` is already C-contiguous and little-endian
+    (about 0.1 s for 60000 x 784 float32).
+    """
+    a = np.asarray(x)
+    if a.dtype.hasobject:
+        raise ValueError(f"cannot fingerprint an array of dtype {a.dtype}: its bytes are pointers, not values")
+    data = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+    return Fingerprint(a.shape, data.dtype.name, hashlib.sha256(data).hexdigest())
 
 
 # --------------------------------------------------------------------------- host-side batches

@@ -4,9 +4,14 @@ http.server on 127.0.0.1. No test touches the internet or the user's real cache.
 from __future__ import annotations
 
 import gzip
+import fnmatch
 import hashlib
 import http.server
+import json
 import os
+import re
+import runpy
+import shutil
 import socket
 import struct
 import subprocess
@@ -105,10 +110,13 @@ def _valid():
 BROKEN = {
     "empty": (lambda: b"", "empty file"),
     "truncated_gzip": (lambda: gzip.compress(_valid())[:-40], "truncated gzip"),
+    # Flipped inside the pixel data (the header is intact, so the reader gets to the CRC at the end);
+    # corruption of the header itself is reported as what the header then claims.
     "corrupt_gzip": (
-        lambda: (lambda g: g[:20] + bytes(b ^ 0xFF for b in g[20:60]) + g[60:])(gzip.compress(_valid())),
+        lambda: (lambda g: g[:200] + bytes(b ^ 0xFF for b in g[200:240]) + g[240:])(gzip.compress(_valid())),
         "corrupt gzip",
     ),
+    "corrupt_gzip_crc": (lambda: (lambda g: g[:-8] + bytes([g[-8] ^ 1]) + g[-7:])(gzip.compress(_valid())), "corrupt gzip"),
     "truncated_data": (lambda: _valid()[:-5], "truncated"),
     "truncated_gzip_member_of_short_idx": (lambda: gzip.compress(_valid()[:-5]), "truncated"),
     "trailing_bytes": (lambda: _valid() + b"\0\0\0", "3 trailing bytes"),
@@ -215,6 +223,7 @@ def test_mixed_gz_and_raw_in_one_directory(tmp_path):
 
 def test_root_given_does_not_fall_back_to_env(tmp_path, monkeypatch):
     monkeypatch.setenv("JAXVAE_DATA_DIR", str(write_mnist(tmp_path / "env", True)))
+    (tmp_path / "empty").mkdir()
     assert data.find_mnist_dir(tmp_path / "empty") is None
     with pytest.raises(MnistNotFoundError):
         data.load_mnist(tmp_path / "empty", download=False)
@@ -335,6 +344,7 @@ def server():
 def test_download_good_archives_then_load(tmp_path, server):
     sums = server.serve_mnist("/m/", "train")
     dest = tmp_path / "dest"
+    dest.mkdir()  # a given root must exist; the files it lacks are downloaded into it
     logs = []
     images, labels = data.load_mnist(
         dest, "train", mirrors=[server.url + "/m/"], checksums=sums, log=logs.append
@@ -432,11 +442,30 @@ def test_offline_refused_port(tmp_path, monkeypatch):
     assert "refused" in msg.lower()
     assert "\n" not in msg
     assert not (tmp_path / "env").exists()
+    monkeypatch.delenv("JAXVAE_DATA_DIR")  # now the download goes to the cache: ~/.cache/jaxvae/mnist
+    with pytest.raises(MnistNotFoundError):
+        data.load_mnist()
+    assert not (tmp_path / "xdg-cache").exists()  # neither jaxvae/mnist nor its parents are left behind
 
 
 def test_download_disabled(tmp_path):
     with pytest.raises(MnistNotFoundError, match="download disabled"):
-        data.load_mnist(tmp_path / "x", download=False)
+        data.load_mnist(tmp_path, download=False)
+
+
+@pytest.mark.parametrize("make", [None, "file"])
+def test_given_root_must_be_a_directory(tmp_path, server, make):
+    sums = server.serve_mnist("/m/", "train")  # a download would succeed: the check comes first
+    root = tmp_path / "typo"
+    if make == "file":
+        root.write_bytes(b"")
+    problem = "is not a directory" if make else "does not exist"
+    with pytest.raises(DataError, match=f"^{root}: the given data directory {problem}$") as info:
+        data.load_mnist(root, "train", mirrors=[server.url + "/m/"], checksums=sums)
+    assert not isinstance(info.value, MnistNotFoundError)  # so load_dataset does not fall back
+    with pytest.raises(DataError, match=f"^{root}: the given data directory {problem}$"):
+        data.load_dataset("mnist", data_dir=root, mirrors=[server.url + "/m/"], checksums=sums, log=None)
+    assert server.hits == [] and (root.is_file() if make else not root.exists())
 
 
 def test_mirrors_from_env(monkeypatch):
@@ -518,17 +547,42 @@ def test_load_dataset_mnist_from_dir(tmp_path):
     np.testing.assert_array_equal(ds.test_y, SPLITS["test"][1])
 
 
-def test_load_dataset_falls_back_to_digits_with_one_line(tmp_path):
+@pytest.mark.parametrize("download", [True, False])
+def test_load_dataset_falls_back_to_the_subset_with_one_line(tmp_path, download):
+    # the autouse fixture: empty cache under tmp_path, no JAXVAE_DATA_DIR, a mirror that refuses
     logs = []
-    ds = data.load_dataset("mnist", data_dir=tmp_path / "none", log=logs.append)
-    assert ds.name == "digits" and ds.train_x.shape == (1500, 64)
-    assert len(logs) == 1 and "\n" not in logs[0]
-    assert str(tmp_path / "none") in logs[0] and "digits" in logs[0]
+    ds = data.load_dataset("mnist", download=download, log=logs.append)
+    assert ds.name == "mnist-subset" and ds.image_shape == (28, 28)
+    np.testing.assert_array_equal(ds.test_x, data.load_dataset("mnist-subset").test_x)
+    (line,) = logs
+    cache = tmp_path / "xdg-cache" / "jaxvae" / "mnist"
+    assert "\n" not in line and line.startswith(f"MNIST not found in {cache}, {cache / 'MNIST' / 'raw'}")
+    assert ("Connection refused" in line) if download else ("(download disabled)" in line)
+    for hint in (
+        "using the bundled MNIST subset (10000 train / 2000 test images, dataset 'mnist-subset')",
+        "--data-dir DIR",
+        "DIR/MNIST/raw",
+        ".gz or not",
+        "JAXVAE_DATA_DIR=DIR",
+        f"let it download into {cache};",
+        "--require-mnist",
+    ):
+        assert hint in line
+
+
+def test_fallback_line_names_where_a_download_would_go(tmp_path, monkeypatch):
+    logs = []
+    data.load_dataset("mnist", data_dir=tmp_path, log=logs.append)  # exists, lacks the files
+    assert logs[0].startswith(f"MNIST not found in {tmp_path}, {tmp_path / 'MNIST' / 'raw'} ")
+    assert f"let it download into {tmp_path};" in logs[0]
+    monkeypatch.setenv("JAXVAE_DATA_DIR", str(tmp_path / "env"))
+    data.load_dataset("mnist", log=logs.append)
+    assert f"let it download into {tmp_path / 'env'};" in logs[1]
 
 
 def test_load_dataset_require_raises(tmp_path):
     with pytest.raises(MnistNotFoundError):
-        data.load_dataset("mnist", data_dir=tmp_path / "none", require=True, log=None)
+        data.load_dataset("mnist", data_dir=tmp_path, require=True, log=None)
 
 
 def test_load_dataset_corrupt_local_files_raise_not_fall_back(tmp_path):
@@ -539,8 +593,154 @@ def test_load_dataset_corrupt_local_files_raise_not_fall_back(tmp_path):
 
 
 def test_load_dataset_unknown_name():
-    with pytest.raises(ValueError, match="mnist, digits"):
+    with pytest.raises(ValueError, match="'cifar'; valid names: mnist, mnist-subset, digits$"):
         data.load_dataset("cifar")
+
+
+# --------------------------------------------------------------------------- the bundled MNIST subset
+
+SUBSET_PER_DIGIT = {"train": 1000, "test": 200}  # the selection rule in datasets/mnist_subset/README.md
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_bundled_subset_loads(split):
+    images, labels = data.load_mnist_subset(split)
+    n = 10 * SUBSET_PER_DIGIT[split]
+    assert images.shape == (n, 28, 28) and images.dtype == np.uint8
+    assert labels.shape == (n,) and labels.dtype == np.uint8
+    assert np.bincount(labels, minlength=10).tolist() == [SUBSET_PER_DIGIT[split]] * 10
+    assert 0.7 < np.mean(images == 0) < 0.9 and images.max() == 255  # MNIST-like: mostly background
+    for name, array in zip(NAMES[split], (images, labels)):
+        # the recorded checksums are those of the shipped content, recomputed here without data.py
+        content = gzip.decompress((data.MNIST_SUBSET_DIR / (name + ".gz")).read_bytes())
+        assert content == idx_bytes(array)
+        assert hashlib.sha256(content).hexdigest() == data.MNIST_SUBSET_SHA256[name]
+
+
+def test_load_dataset_mnist_subset():
+    ds = data.load_dataset("mnist-subset", data_dir=None, download=False, log=None)
+    assert ds.name == "mnist-subset" and ds.image_shape == (28, 28)
+    assert ds.train_x.shape == (10000, 784) and ds.test_x.shape == (2000, 784)
+    assert ds.train_x.dtype == np.float32 and ds.train_y.dtype == np.uint8
+    np.testing.assert_array_equal(ds.train_x, data.to_unit_float(data.load_mnist_subset("train")[0]))
+    np.testing.assert_array_equal(ds.test_y, data.load_mnist_subset("test")[1])
+
+
+@pytest.fixture
+def subset_copy(tmp_path, monkeypatch):
+    """A copy of the bundled subset that a test may damage, in place of the real one."""
+    copy = tmp_path / "subset"
+    shutil.copytree(data.MNIST_SUBSET_DIR, copy)
+    monkeypatch.setattr(data, "MNIST_SUBSET_DIR", copy)
+    return copy
+
+
+def test_damaged_bundled_file_raises_naming_it(subset_copy):
+    path = subset_copy / "t10k-images-idx3-ubyte.gz"
+    content = bytearray(gzip.decompress(path.read_bytes()))
+    content[-1] ^= 1  # one pixel off by one grey level: a valid IDX file, only the checksum can tell
+    path.write_bytes(gzip.compress(bytes(content)))
+    data.load_mnist_subset("train")  # the intact split still loads
+    expected = data.MNIST_SUBSET_SHA256["t10k-images-idx3-ubyte"]
+    message = f"^{re.escape(str(path))}: content SHA-256 [0-9a-f]{{64}}, expected {expected}: a damaged copy"
+    with pytest.raises(DataError, match=message):
+        data.load_mnist_subset("test")
+    with pytest.raises(DataError, match=message):  # nor does the fallback hide it
+        data.load_dataset("mnist", download=False, log=None)
+
+
+def test_truncated_or_missing_bundled_file_raises_naming_it(subset_copy):
+    path = subset_copy / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DataError, match=f"^{re.escape(str(path))}: truncated gzip archive"):
+        data.load_mnist_subset("train")
+    path.unlink()
+    with pytest.raises(DataError, match=re.escape(f"{path.with_suffix('')}[.gz]: missing (reinstall jaxvae")):
+        data.load_dataset("mnist-subset")
+
+
+def test_bundled_files_are_package_data():
+    pyproject = Path(data.__file__).resolve().parents[1] / "pyproject.toml"
+    if not pyproject.is_file():
+        pytest.skip("an installed jaxvae, not a source checkout")
+    tomllib = pytest.importorskip("tomllib")
+    globs = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]["jaxvae"]
+    package = Path(data.__file__).resolve().parent
+    shipped = sorted(p.relative_to(package).as_posix() for p in data.MNIST_SUBSET_DIR.iterdir())
+    assert len(shipped) == 6 and {"LICENSE", "README.md"} <= {Path(f).name for f in shipped}
+    for file in shipped:
+        assert any(fnmatch.fnmatch(file, g) for g in globs), f"{file} is not in [tool.setuptools.package-data]"
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def test_fingerprint_equal_for_equal_values_whatever_the_layout():
+    x = np.random.default_rng(0).random((50, 12), dtype=np.float32)
+    fp = data.fingerprint(x)
+    assert (fp.shape, fp.dtype) == ((50, 12), "float32")
+    # an independent computation of the documented hash: little-endian bytes in C order
+    assert fp.sha256 == hashlib.sha256(x.astype("<f4").tobytes(order="C")).hexdigest()
+    for same in (x.copy(), np.asfortranarray(x), x.astype(">f4"), x[::-1][::-1], np.array(x.tolist(), np.float32)):
+        assert data.fingerprint(same) == fp and fp.mismatch(data.fingerprint(same)) is None
+    jnp = pytest.importorskip("jax.numpy")
+    assert data.fingerprint(jnp.asarray(x)) == fp
+
+
+def test_fingerprint_one_changed_pixel():
+    x = np.random.default_rng(1).random((20, 784), dtype=np.float32)
+    y = x.copy()
+    y[7, 300] = np.nextafter(y[7, 300], np.float32(2))  # the smallest possible change
+    a, b = data.fingerprint(x), data.fingerprint(y)
+    assert a != b and a.shape == b.shape and a.dtype == b.dtype
+    line = a.mismatch(b)
+    assert line == f"sha256 differs: {a} vs {b}" and "\n" not in line
+    assert str(a) == f"shape (20, 784) float32 sha256 {a.sha256[:12]}..." and a.sha256[:12] != b.sha256[:12]
+
+
+def test_fingerprint_dtype_and_shape_differences():
+    x = np.arange(24, dtype=np.float32).reshape(4, 6)
+    a = data.fingerprint(x)
+    reshaped = data.fingerprint(x.reshape(6, 4))  # same bytes, other shape
+    assert reshaped.sha256 == a.sha256 and a.mismatch(reshaped) == f"shape differs: {a} vs {reshaped}"
+    wider = data.fingerprint(x.astype(np.float64))
+    assert a.mismatch(wider).startswith("dtype and sha256 differ: shape (4, 6) float32 ")
+    assert " vs shape (4, 6) float64 " in a.mismatch(wider)
+    other = data.fingerprint(np.zeros((1500, 64), np.float32))
+    assert a.mismatch(other).startswith("shape and sha256 differ: ")
+
+
+def test_fingerprint_json_round_trip():
+    fp = data.fingerprint(np.random.default_rng(2).integers(0, 256, (3, 28, 28), dtype=np.uint8))
+    back = data.Fingerprint.from_dict(json.loads(json.dumps(fp.to_dict())))
+    assert back == fp and isinstance(back.shape, tuple) and back.mismatch(fp) is None
+    assert fp.to_dict() == {"shape": [3, 28, 28], "dtype": "uint8", "sha256": fp.sha256}
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"shape": [3, -1]}, "field 'shape'"),
+        ({"shape": "3x28"}, "field 'shape'"),
+        ({"shape": [3.0]}, "field 'shape'"),
+        ({"dtype": "f4"}, "field 'dtype'.*'f4'"),
+        ({"dtype": "no-such-type"}, "field 'dtype'"),
+        ({"sha256": "ABC"}, "field 'sha256'.*'ABC'"),
+        ({"sha256": "0" * 63 + "g"}, "field 'sha256'"),
+        ({"extra": 1}, "unknown field 'extra'"),
+    ],
+)
+def test_fingerprint_from_dict_errors_name_the_field(change, match):
+    good = data.fingerprint(np.zeros(3, np.uint8)).to_dict()
+    with pytest.raises(ValueError, match=match):
+        data.Fingerprint.from_dict({**good, **change})
+    with pytest.raises(ValueError, match="missing field 'sha256'"):
+        data.Fingerprint.from_dict({"shape": [3], "dtype": "uint8"})
+
+
+def test_fingerprint_refuses_object_arrays():
+    with pytest.raises(ValueError, match="dtype object"):
+        data.fingerprint(np.array([1, "a"], dtype=object))
 
 
 # --------------------------------------------------------------------------- numpy_batches
@@ -608,6 +808,19 @@ def test_real_mnist():
     images, labels = data.load_mnist(REAL_MNIST, "test", download=False)
     assert np.bincount(labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     data.verify_mnist_dir(data.find_mnist_dir(REAL_MNIST))
+
+
+@pytest.mark.skipif(not (REAL_MNIST and Path(REAL_MNIST).is_dir()), reason="set JAXVAE_TEST_MNIST_DIR to real MNIST")
+def test_make_mnist_subset_reproduces_the_bundled_content(tmp_path, monkeypatch, capsys):
+    script = Path(data.__file__).resolve().parent / "datasets" / "make_mnist_subset.py"
+    assert runpy.run_path(str(script))["main"]([REAL_MNIST, "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.count("matches jaxvae.data") == 4
+    bundled = {split: data.load_mnist_subset(split) for split in ("train", "test")}
+    monkeypatch.setattr(data, "MNIST_SUBSET_DIR", tmp_path)
+    for split, (images, labels) in bundled.items():  # the rebuilt files pass the same checksums
+        rebuilt_images, rebuilt_labels = data.load_mnist_subset(split)
+        np.testing.assert_array_equal(rebuilt_images, images)
+        np.testing.assert_array_equal(rebuilt_labels, labels)
 
 
 def test_verify_mnist_dir_rejects_other_content(tmp_path):

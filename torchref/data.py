@@ -6,8 +6,11 @@ Nothing is read at import time. torchvision is optional and only imported inside
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import math
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,8 @@ from torch.utils.data import Dataset
 __all__ = ["AutoencoderDataset", "to_float_features", "read_idx", "load_mnist_idx", "load_mnist"]
 
 _IDX_MAGIC = {2051: 3, 2049: 1}  # images (N, rows, cols) and labels (N,), both uint8
+_MAX_IDX_BYTES = 1 << 30  # the most data a header may declare (MNIST's largest file holds 47 MB)
+_SLACK = 1024  # bytes read past the declared data, to count a short tail exactly
 _MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -64,28 +69,43 @@ class AutoencoderDataset(Dataset):
 
 
 def read_idx(path) -> np.ndarray:
-    """Read an MNIST IDX file (magic 2051 images or 2049 labels), gzip-compressed or raw."""
+    """Read an MNIST IDX file (magic 2051 images or 2049 labels), gzip-compressed or raw.
+
+    Decompresses on the fly and reads at most the size the header declares plus 1 KiB, so a
+    decompression bomb or a lying header is a ``ValueError`` naming the file, not an exhausted memory.
+    """
     path = Path(path)
-    with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] == b"\x1f\x8b":  # gzip magic; do not trust the file name
-        raw = gzip.decompress(raw)
-    if len(raw) < 8:
+    with open(path, "rb") as raw:
+        compressed = raw.read(2) == b"\x1f\x8b"  # gzip magic; do not trust the file name
+        raw.seek(0)
+        try:
+            with gzip.GzipFile(fileobj=raw) if compressed else contextlib.nullcontext(raw) as f:
+                return _read_idx_stream(f, path)
+        except (EOFError, OSError, zlib.error) as e:  # truncated or corrupt gzip (BadGzipFile is an OSError)
+            what = "bad gzip data" if compressed else "cannot read"
+            raise ValueError(f"{path}: {what} ({type(e).__name__}: {e})") from None
+
+
+def _read_idx_stream(f, path: Path) -> np.ndarray:
+    head = f.read(4)
+    if len(head) < 4:
         raise ValueError(f"{path}: too short to be an IDX file")
-    magic = int.from_bytes(raw[:4], "big")
+    magic = int.from_bytes(head, "big")
     if magic not in _IDX_MAGIC:
         raise ValueError(f"{path}: bad IDX magic {magic} (expected 2051 or 2049)")
     ndim = _IDX_MAGIC[magic]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
+    dims = f.read(4 * ndim)
+    if len(dims) < 4 * ndim:
         raise ValueError(f"{path}: truncated IDX header")
-    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(shape))
-    if len(raw) - header != expected:
-        raise ValueError(
-            f"{path}: header says {shape} ({expected} bytes) but {len(raw) - header} bytes follow"
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape).copy()
+    shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
+    expected = math.prod(shape)
+    if expected > _MAX_IDX_BYTES:
+        raise ValueError(f"{path}: header says {shape} ({expected} bytes), over the {_MAX_IDX_BYTES}-byte limit")
+    body = f.read(expected + _SLACK + 1)  # one byte past the slack tells "more" from "exactly this many"
+    if len(body) != expected:
+        found = f"more than {expected + _SLACK}" if len(body) > expected + _SLACK else str(len(body))
+        raise ValueError(f"{path}: header says {shape} ({expected} bytes) but {found} bytes follow")
+    return np.frombuffer(body, dtype=np.uint8, count=expected).reshape(shape).copy()
 
 
 def _find_idx(data_dir: Path, stem: str) -> Path | None:
