@@ -36,6 +36,20 @@ def _non_negative_float(name: str, value) -> None:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
+# jax.random.PRNGKey takes a signed 64-bit seed; a larger integer overflows deep inside jax.
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+
+
+def check_seed(name: str, value, headroom: int = 0) -> None:
+    """ValueError naming ``name`` unless ``value`` is an integer that ``jax.random.PRNGKey`` takes, even
+    after adding up to ``headroom`` (validation data are binarised from ``binarize_seed + 1``)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not SEED_MIN <= value <= SEED_MAX - headroom:
+        raise ValueError(f"{name} must be an integer in [{SEED_MIN}, {SEED_MAX - headroom}] (a 64-bit PRNG seed), "
+                         f"got {value}")
+
+
 def _one_of(name: str, value, allowed) -> None:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
@@ -188,12 +202,14 @@ class TrainConfig:
         _non_negative_float("plateau_threshold", self.plateau_threshold)
         _non_negative_float("min_lr", self.min_lr)
         _non_negative_float("stop_lr", self.stop_lr)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        check_seed("seed", self.seed)
         _one_of("binarize", self.binarize, BINARIZATIONS)
-        if isinstance(self.binarize_seed, bool) or not isinstance(self.binarize_seed, int):
-            raise ValueError(f"binarize_seed must be an integer, got {self.binarize_seed!r}")
+        check_seed("binarize_seed", self.binarize_seed, headroom=1)
         _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if self.lr_schedule == "plateau" and self.stop_lr > self.lr:
+            # the plateau ends the run before an epoch whose lr is below stop_lr: this one never starts
+            raise ValueError(f"stop_lr={self.stop_lr!r} is above lr={self.lr!r}: the plateau schedule would stop "
+                             "before the first epoch; lower stop_lr or raise lr")
         _non_negative_float("kl_warmup_epochs", self.kl_warmup_epochs)
 
     def replace(self, **changes) -> "TrainConfig":
