@@ -57,10 +57,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
     Writes a temporary file in the same directory, flushes and fsyncs it, renames it over ``path``
     (atomic on POSIX and Windows) and fsyncs the directory so the rename itself survives a crash.
+    An OSError (a full disk, a read-only or missing directory, no permission) leaves ``path`` as it
+    was, removes the temporary file and is raised with ``filename`` set to ``path`` itself (not the
+    temporary name), so that the one-line error names the file the user knows.
     """
     path = Path(path)
     remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), dir=path.parent)
+    except OSError as e:
+        raise _naming(e, path) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             if hasattr(os, "fchmod"):  # not on Windows
@@ -69,13 +75,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            raise _naming(e, path) from None
         raise
     _fsync_dir(path.parent)
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """``error``'s errno and text with ``path`` as the file name (OSError picks the subclass by errno)."""
+    if error.errno is None:
+        return error
+    return OSError(error.errno, error.strerror, str(path))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
