@@ -8,10 +8,15 @@ no traceback), 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
+import shlex
 import signal
+import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,11 +27,19 @@ from jaxvae.runs import (
     CONFIG_FILE,
     EVALUATE_FILE,
     FIGURES_DIR,
+    EpochSaver,
+    RunError,
     RunInfo,
+    RunLock,
+    check_new_run_dir,
+    data_fingerprints,
     default_image_shape,
+    fingerprints_from_dict,
     load_run,
+    nothing_to_do,
     read_run_config,
-    require_run_dir,
+    resume_point,
+    resumed_info,
     run_dataset,
     write_metrics,
     write_run_config,
@@ -165,25 +178,62 @@ class _StopAfterEpoch(Exception):
 
 
 class _SigintFlag:
-    """First Ctrl-C: finish the current epoch, save, stop. Second Ctrl-C: stop at once
-    (the previous epoch's checkpoint is already on disk)."""
+    """First Ctrl-C: finish the current epoch, save its checkpoint, stop. Second Ctrl-C: print
+    ``second_line()`` and exit with 130 at once (the previous epoch's checkpoint is already on disk).
 
-    def __init__(self):
+    Python runs signal handlers only between bytecodes of the main thread, which sits inside XLA
+    for a whole epoch. So the Python handler does nothing; instead the interpreter's C-level handler
+    writes each signal's number to a socket (``signal.set_wakeup_fd``) the moment it arrives, and a
+    watcher thread reading that socket acts on it, whatever the main thread is doing.
+    """
+
+    def __init__(self, second_line=lambda: "second Ctrl-C: stopping now"):
+        self.second_line = second_line
         self.requested = False
-        self.previous = None
+        self._active = False
 
     def __enter__(self):
-        self.previous = signal.signal(signal.SIGINT, self._handle)
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signals reach the main thread only; nothing to install
+        self._reader, self._writer = socket.socketpair()
+        self._writer.setblocking(False)  # set_wakeup_fd's requirement
+        self._previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: None)
+        self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        self._watcher = threading.Thread(target=self._watch, name="jaxvae-sigint", daemon=True)
+        self._watcher.start()
+        self._active = True
         return self
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self.previous)
+        if not self._active:
+            return
+        signal.set_wakeup_fd(self._previous_fd)
+        signal.signal(signal.SIGINT, self._previous_handler)
+        self._writer.close()  # the watcher's recv returns b"" and it ends
+        self._watcher.join()
+        self._reader.close()
+        self._active = False
 
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        _warn("\nCtrl-C: stopping after this epoch and saving a checkpoint (Ctrl-C again to stop now)")
+    def _watch(self):
+        while True:
+            try:
+                received = self._reader.recv(64)
+            except OSError:
+                return
+            if not received:
+                return
+            for signum in received:
+                if signum == signal.SIGINT:
+                    self._sigint()
+
+    def _sigint(self):
+        if not self.requested:
+            self.requested = True
+            _warn("\nCtrl-C: stopping after this epoch and saving a checkpoint (Ctrl-C again to stop now)")
+            return
+        _warn("\n" + self.second_line())
+        sys.stdout.flush()
+        os._exit(EXIT_INTERRUPTED)  # the OS closes our files and releases the run's lock
 
 
 # --------------------------------------------------------------------------- data
@@ -203,14 +253,22 @@ def _check_arrays(dataset, vae_config: VAEConfig, batch_size: int | None = None)
     check_data(f"{dataset.name} test split", dataset.test_x, vae_config)
 
 
-def _run_data(info: RunInfo, args):
-    return run_dataset(info, getattr(args, "data_dir", None), not getattr(args, "no_download", False), _warn)
+def _run_data(info: RunInfo, args, run_dir):
+    return run_dataset(info, getattr(args, "data_dir", None), not getattr(args, "no_download", False), _warn,
+                       run_dir=run_dir)
+
+
+def _os_error_text(e: OSError) -> str:
+    """``FILE: reason`` for an OSError (a full disk, a read-only or missing directory, no permission)."""
+    if e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
 
 
 # --------------------------------------------------------------------------- train
 
 
-def _resume_configs(args, info: RunInfo) -> tuple[VAEConfig, TrainConfig]:
+def _resume_configs(args, info: RunInfo, run_dir: Path) -> tuple[VAEConfig, TrainConfig]:
     given = _given_fields(args)
     current = {**dataclasses.asdict(info.vae_config), **dataclasses.asdict(info.train_config)}
     for name, value in given.items():
@@ -218,19 +276,98 @@ def _resume_configs(args, info: RunInfo) -> tuple[VAEConfig, TrainConfig]:
         if name not in RESUME_OVERRIDABLE and value != current[name]:
             flag = "--" + FLAG_NAMES.get(name, name).replace("_", "-")
             raise UsageError(f"{flag}: a resumed run keeps its config ({name}={current[name]!r} in "
-                             f"{Path(args.resume) / CONFIG_FILE}); only --epochs may change")
+                             f"{run_dir / CONFIG_FILE}); only --epochs may change")
     return configs_from_args(args, info.vae_config, info.train_config)
+
+
+def _check_resume_data_flags(args, info: RunInfo, run_dir: Path) -> None:
+    """A resumed run keeps its data: --dataset must name it; --data-dir may only move it (run_dataset
+    compares the fingerprints)."""
+    dataset = getattr(args, "dataset", None)
+    if dataset is not None and dataset != info.dataset:
+        raise UsageError(f"--dataset {dataset}: the run in {run_dir} was trained on {info.dataset} "
+                         f"({run_dir / CONFIG_FILE}); a resumed run keeps its data")
+    if args.require_mnist and info.dataset != "mnist":
+        raise UsageError(f"--require-mnist: the run in {run_dir} was trained on {info.dataset}, not MNIST "
+                         f"({run_dir / CONFIG_FILE}); a resumed run keeps its data")
 
 
 def _new_run_dir(args, dataset_name: str) -> Path:
     out = Path(args.out) if args.out else Path("runs") / f"{dataset_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a directory")
-    for name in (CHECKPOINT_FILE, CONFIG_FILE):
-        if (out / name).exists():
-            raise UsageError(f"--out {out}: already holds a run ({name}); continue it with "
-                             f"'{PROG} train --resume {out}' or choose another --out")
+    _check_new_run_dir(out)
     return out
+
+
+def _check_new_run_dir(out: Path) -> bool:
+    try:
+        return check_new_run_dir(out)
+    except RunError as e:
+        raise UsageError(f"--out {e}") from None
+
+
+def _lock(run_dir: Path, args, stack: contextlib.ExitStack) -> None:
+    """Hold the run directory's lock until ``stack`` closes (the end of the command)."""
+    lock = stack.enter_context(RunLock(run_dir, getattr(args, "command_line", None)))
+    if not lock.locked:
+        _warn(f"{PROG}: note: this platform has no advisory file locks; make sure no other jaxvae writes {run_dir}")
+
+
+def _prepare_resume(args, stack):
+    """``(run_dir, info, state, vae_config, train_config, dataset)`` of the run to continue, locked;
+    None when there is nothing to do (config.json is then left as it is)."""
+    run_dir = Path(args.resume)
+    if args.out and Path(args.out).resolve() != run_dir.resolve():
+        raise UsageError(f"--out {args.out} differs from --resume {run_dir}; a resumed run stays in its directory")
+    if run_dir.is_dir():
+        _lock(run_dir, args, stack)  # before reading anything: a second writer is refused at once
+    info, state = resume_point(run_dir)
+    _check_resume_data_flags(args, info, run_dir)
+    vae_config, train_config = _resume_configs(args, info, run_dir)
+    idle = nothing_to_do(vae_config, train_config, state)
+    if idle:
+        hint = (f"; to train longer, pass --epochs above {state.epoch if state else 0}"
+                if train_config.max_epochs <= (state.epoch if state else 0) else "")
+        _say(f"{run_dir}: nothing to do: {idle}{hint} (the run is left as it is; "
+             f"see it with: {PROG} evaluate {shlex.quote(str(run_dir))})")
+        return None
+    dataset = run_dataset(info, args.data_dir, not args.no_download, _warn, run_dir=run_dir)
+    _check_arrays(dataset, vae_config, train_config.batch_size)
+    updated = resumed_info(info, train_config, dataset, args.data_dir)
+    if updated != info:
+        if info.fingerprints is None:
+            _warn(f"{run_dir / CONFIG_FILE} records no data fingerprint (written by jaxvae {info.version or '0.1.0'}): "
+                  "recording those of the data used from now on")
+        write_run_config(run_dir, updated)
+    return run_dir, updated, state, vae_config, train_config, dataset
+
+
+def _prepare_fresh(args, stack):
+    """``(run_dir, info, None, vae_config, train_config, dataset)`` of a new run, its directory made and
+    locked only once configs and data are valid; None for --epochs 0 (a check that writes nothing)."""
+    vae_config, train_config = configs_from_args(args)  # bad flags fail here, before any data
+    if args.out:
+        _check_new_run_dir(Path(args.out))  # a run that would be refused is refused before loading data
+    dataset = _load_data(getattr(args, "dataset", "mnist"), args.data_dir, not args.no_download, args.require_mnist)
+    if not hasattr(args, "input_dim"):  # the 784 default is MNIST's: follow the data
+        vae_config = vae_config.replace(input_dim=int(dataset.train_x.shape[1]))
+    _check_arrays(dataset, vae_config, train_config.batch_size)
+    if train_config.max_epochs == 0:
+        _say("--epochs 0: the configs and the data are valid; nothing to train, nothing written")
+        return None
+    run_dir = _new_run_dir(args, dataset.name)
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+    info = RunInfo(vae_config, train_config, dataset.name, tuple(dataset.image_shape), data_dir,
+                   fingerprints=data_fingerprints(dataset))
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _lock(run_dir, args, stack)
+        if _check_new_run_dir(run_dir):  # again, under the lock: nobody trained here meanwhile
+            _warn(f"{run_dir} holds a run that never saved a trained epoch: starting afresh in its place")
+        write_run_config(run_dir, info)
+        write_metrics(run_dir, [])
+    except OSError as e:
+        raise UsageError(f"--out {run_dir}: cannot write the run directory ({_os_error_text(e)})") from None
+    return run_dir, info, None, vae_config, train_config, dataset
 
 
 def _epoch_line(record: dict, max_epochs: int) -> str:
@@ -239,84 +376,89 @@ def _epoch_line(record: dict, max_epochs: int) -> str:
 
 
 def cmd_train(args) -> int:
+    with contextlib.ExitStack() as stack:  # holds the run's lock to the end, figures included
+        prepared = _prepare_resume(args, stack) if args.resume else _prepare_fresh(args, stack)
+        if prepared is None:
+            return 0
+        return _train(args, *prepared)
+
+
+def _train(args, run_dir: Path, info: RunInfo, state, vae_config: VAEConfig, train_config: TrainConfig,
+           dataset) -> int:
     from jaxvae.batching import steps_per_epoch
-    from jaxvae.checkpoint import load_checkpoint, save_checkpoint
     from jaxvae.training import NonFiniteError, fit
 
-    download = not args.no_download
-    if args.resume:
-        run_dir = require_run_dir(args.resume)
-        if args.out and Path(args.out).resolve() != run_dir.resolve():
-            raise UsageError(f"--out {args.out} differs from --resume {run_dir}; a resumed run stays in its directory")
-        info = read_run_config(run_dir)
-        vae_config, train_config = _resume_configs(args, info)
-        state, _, _ = load_checkpoint(run_dir / CHECKPOINT_FILE, vae_config, train_config)
-        dataset = _run_data(info, args)
-        _check_arrays(dataset, vae_config, train_config.batch_size)
-        data_dir = args.data_dir or info.data_dir
-    else:
-        vae_config, train_config = configs_from_args(args)  # bad flags fail here, before any data
-        dataset = _load_data(args.dataset, args.data_dir, download, args.require_mnist)
-        if not hasattr(args, "input_dim"):  # the 784 default is MNIST's: follow the data
-            vae_config = vae_config.replace(input_dim=int(dataset.train_x.shape[1]))
-        _check_arrays(dataset, vae_config, train_config.batch_size)
-        run_dir = _new_run_dir(args, dataset.name)
-        state = None
-        data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
-        info = RunInfo(vae_config, train_config, dataset.name, tuple(dataset.image_shape), data_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_run_config(run_dir, RunInfo(vae_config, train_config, dataset.name, tuple(info.image_shape), data_dir))
-    checkpoint_path = run_dir / CHECKPOINT_FILE
-    first_epoch = (state.epoch if state else 0) + 1
-    _say(f"run directory: {run_dir}")
-    _say(f"data: {dataset.name}, {len(dataset.train_x)} train / {len(dataset.test_x)} test samples, "
-         f"{vae_config.input_dim} features; model {vae_config.input_dim}-{'-'.join(map(str, vae_config.hidden))}-"
-         f"{vae_config.latent_dim}" + (f"; resuming after epoch {state.epoch}" if state else ""))
+    saver = EpochSaver(run_dir, vae_config, train_config, state.epoch if state else 0)
+    resume_hint = f"{PROG} train --resume {shlex.quote(str(run_dir))}"
+
+    def second_ctrl_c() -> str:
+        if saver.saved_epoch:
+            return (f"second Ctrl-C: stopped at once; the checkpoint of epoch {saver.saved_epoch} is at "
+                    f"{saver.checkpoint_path}; resume with: {resume_hint}")
+        return f"second Ctrl-C: stopped at once; no epoch had finished; start it again with: {resume_hint}"
 
     steps = steps_per_epoch(len(dataset.train_x), train_config.batch_size, train_config.drop_last)
-    progress = None if args.quiet else EpochProgress(steps, first_epoch, train_config.max_epochs)
-    last_saved = {"epoch": state.epoch if state else 0}
+    progress = None if args.quiet else EpochProgress(steps, saver.saved_epoch + 1, train_config.max_epochs)
 
-    def on_epoch(fit_state, record):
-        save_checkpoint(checkpoint_path, fit_state, vae_config, train_config)
-        write_metrics(run_dir, fit_state.history)
-        last_saved["epoch"] = fit_state.epoch
-        if progress is not None:
-            progress.end_epoch()
-        _say(_epoch_line(record, train_config.max_epochs))
-        if stop.requested:
-            raise _StopAfterEpoch
+    def close_bar():
+        if progress is not None and progress.bar is not None:
+            progress.bar.close()
 
-    resume_hint = f"{PROG} train --resume {run_dir}"
-    try:
-        with _SigintFlag() as stop:
+    with _SigintFlag(second_ctrl_c) as stop:  # installed before the first line: a Ctrl-C from now on is ours
+        _say(f"run directory: {run_dir}")
+        if state is not None:
+            resuming = f"; resuming after epoch {state.epoch}"
+        else:
+            resuming = "; no checkpoint yet: starting at epoch 1" if args.resume else ""
+        _say(f"data: {dataset.name}, {len(dataset.train_x)} train / {len(dataset.test_x)} test samples, "
+             f"{vae_config.input_dim} features; model {vae_config.input_dim}-{'-'.join(map(str, vae_config.hidden))}-"
+             f"{vae_config.latent_dim}" + resuming)
+
+        def on_epoch(fit_state, record):
+            saver(fit_state, record)
+            if progress is not None:
+                progress.end_epoch()
+            _say(_epoch_line(record, train_config.max_epochs))
+            if stop.requested:
+                raise _StopAfterEpoch
+
+        try:
             result = fit(dataset.train_x, dataset.test_x, vae_config=vae_config, train_config=train_config,
                          state=state, callbacks=[on_epoch], progress=progress, progress_every=max(1, steps // 20))
-    except (_StopAfterEpoch, KeyboardInterrupt):
-        if progress is not None and progress.bar is not None:
-            progress.bar.close()
-        if last_saved["epoch"]:
-            _warn(f"interrupted after epoch {last_saved['epoch']}; checkpoint saved to {checkpoint_path}; "
-                  f"resume with: {resume_hint}")
-        else:
-            _warn("interrupted before the first epoch finished; nothing to resume")
-        return EXIT_INTERRUPTED
-    except NonFiniteError as e:
-        if progress is not None and progress.bar is not None:
-            progress.bar.close()
-        write_metrics(run_dir, e.state.history)  # the history so far (the callback already wrote it)
-        kept = (f"the last good checkpoint (epoch {e.state.epoch}) is unchanged at {checkpoint_path}"
-                if e.state.epoch else "no epoch finished, so no checkpoint was written")
-        _warn(f"{PROG}: error: {e}; {kept}; try a smaller --lr")
-        return EXIT_NONFINITE
+        except (_StopAfterEpoch, KeyboardInterrupt):
+            close_bar()
+            if saver.saved_epoch:
+                _warn(f"interrupted after epoch {saver.saved_epoch}; checkpoint saved to {saver.checkpoint_path}; "
+                      f"resume with: {resume_hint}")
+            else:
+                _warn(f"interrupted before the first epoch finished; nothing saved; start it again with: {resume_hint}")
+            return EXIT_INTERRUPTED
+        except NonFiniteError as e:
+            close_bar()
+            write_metrics(run_dir, e.state.history)  # the history so far (the callback already wrote it)
+            if e.state.epoch:
+                kept = (f"the last good checkpoint (epoch {e.state.epoch}) is unchanged at {saver.checkpoint_path} "
+                        f"and usable ({PROG} evaluate {shlex.quote(str(run_dir))}); resuming would repeat the same "
+                        f"steps, so to train on, start a new run with a smaller --lr: {PROG} train --out NEW_DIR --lr ...")
+            else:
+                kept = (f"no epoch finished, so no checkpoint was written; start it again with a smaller --lr: "
+                        f"{PROG} train --out {shlex.quote(str(run_dir))} --lr ... (and your other flags)")
+            _warn(f"{PROG} train: error: {e}; {kept}")
+            return EXIT_NONFINITE
+        except OSError as e:  # a full disk or a vanished directory while saving an epoch
+            close_bar()
+            kept = (f"the last good checkpoint (epoch {saver.saved_epoch}) is unchanged at {saver.checkpoint_path}"
+                    if saver.saved_epoch else "no epoch was saved")
+            _warn(f"{PROG} train: error: {_os_error_text(e)}; {kept}; fix that, then continue with: {resume_hint}")
+            return EXIT_USAGE
 
-    history = result.history
-    if not args.no_plots:
-        from jaxvae.plots import save_figures
+        history = result.history
+        if not args.no_plots:
+            from jaxvae.plots import save_figures
 
-        paths = save_figures(run_dir / FIGURES_DIR, result.params, vae_config, dataset.test_x, dataset.test_y,
-                             info.image_shape, history, seed=train_config.seed)
-        _say(f"figures: {', '.join(str(p) for p in paths)}")
+            paths = save_figures(run_dir / FIGURES_DIR, result.params, vae_config, dataset.test_x, dataset.test_y,
+                                 info.image_shape, history, seed=train_config.seed)
+            _say(f"figures: {', '.join(str(p) for p in paths)}")
     if history:
         last = history[-1]
         why = {"schedule": f"the {train_config.lr_schedule} schedule ended", "max_epochs": "max epochs"}[result.stop_reason]
@@ -328,23 +470,32 @@ def cmd_train(args) -> int:
 # --------------------------------------------------------------------------- evaluate / plot
 
 
+def _model_line(info: RunInfo, epoch: int) -> str:
+    source = info.imported_from
+    if source is not None and source["epoch"] is None and epoch == 0:
+        return f"model imported from {source['file']} (its epoch is not recorded)"
+    return f"model after epoch {epoch}"
+
+
 def cmd_evaluate(args) -> int:
     from jaxvae.evaluate import evaluate_run
 
     result = evaluate_run(args.run_dir, split=args.split, seed=args.seed, k=args.k, limit=args.limit, chunk=args.chunk,
                           data_dir=args.data_dir, download=not args.no_download, log=_warn)
-    write_json(Path(args.run_dir) / EVALUATE_FILE, result)
     if args.json:
         _say(json.dumps(result, indent=2))
     else:
-        _say(f"{result['dataset']} {result['split']} split, {result['samples']} samples, model after epoch "
-             f"{result['epoch']}, noise seed {result['seed']}")
+        info = read_run_config(args.run_dir)
+        _say(f"{result['dataset']} {result['split']} split, {result['samples']} samples, "
+             f"{_model_line(info, result['epoch'])}, noise seed {result['seed']}")
         _say(f"{'metric':<8}{'value':>12}")
         for name in ("loss", "recon", "kl"):
             _say(f"{name:<8}{result[name]:>12.4f}")
         if "log_likelihood" in result:
             _say(f"log p(x) ~ {result['log_likelihood']:.3f} +- {result['log_likelihood_stderr']:.3f} nats "
                  f"(k={result['k']} importance samples); -ELBO {result['neg_elbo']:.3f} +- {result['neg_elbo_stderr']:.3f}")
+    write_json(Path(args.run_dir) / EVALUATE_FILE, result)  # after the output: a read-only run still shows it
+    if not args.json:
         _say(f"written: {Path(args.run_dir) / EVALUATE_FILE}")
     return 0
 
@@ -353,7 +504,7 @@ def cmd_plot(args) -> int:
     from jaxvae.plots import save_figures
 
     info, state = load_run(args.run_dir)
-    dataset = _run_data(info, args)
+    dataset = _run_data(info, args, args.run_dir)
     out = Path(args.figures or Path(args.run_dir) / FIGURES_DIR)
     paths = save_figures(out, state.params, info.vae_config, dataset.test_x, dataset.test_y, info.image_shape,
                          state.history, seed=info.train_config.seed)
@@ -368,14 +519,22 @@ def cmd_export(args) -> int:
     from jaxvae.interop import save_torch
 
     info, state = load_run(args.run_dir)
+    # what an import needs to report the model truthfully and to find and check its data again
+    fingerprints = {split: fp.to_dict() for split, fp in info.fingerprints.items()} if info.fingerprints else None
     target = save_torch(args.torch, state.params, info.vae_config, image_shape=list(info.image_shape),
-                        dataset=info.dataset)
+                        dataset=info.dataset, epoch=state.epoch, data_dir=info.data_dir,
+                        data_fingerprints=fingerprints)
     vc = info.vae_config
     _say(f"wrote {target}: torchref blog encoder + decoder state dicts (epoch {state.epoch}); load with\n"
          f"  d = torch.load('{target}'); enc, sample, dec = torchref.build_blog_model("
          f"{vc.input_dim}, {vc.latent_dim}, {tuple(vc.hidden)})\n"
          f"  enc.load_state_dict(d['encoder']); dec.load_state_dict(d['decoder'])")
     return 0
+
+
+def _imported_epoch(blob: dict) -> int | None:
+    epoch = blob.get("epoch")
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0 else None
 
 
 def cmd_import(args) -> int:
@@ -389,13 +548,36 @@ def cmd_import(args) -> int:
     train_config = TrainConfig(**{k: v for k, v in overrides.items() if k in ("batch_size", "seed")})
     dataset = args.dataset or blob.get("dataset") or {784: "mnist", 64: "digits"}.get(config.input_dim, "mnist")
     shape = tuple(blob.get("image_shape") or default_image_shape(config.input_dim))
-    out = _new_run_dir(argparse.Namespace(out=args.out), dataset)
-    out.mkdir(parents=True, exist_ok=True)
-    write_run_config(out, RunInfo(config, train_config, dataset, shape, args.data_dir))
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise UsageError(f"--data-dir {args.data_dir}: does not exist or is not a directory")
+    same_data = dataset == blob.get("dataset")  # the file's data dir and fingerprints describe its dataset
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else (blob.get("data_dir") if same_data else None)
+    try:
+        fingerprints = fingerprints_from_dict(blob.get("data_fingerprints")) if same_data else None
+    except ValueError as e:
+        raise UsageError(f"{args.torch_file}: {e}") from None
+    epoch = _imported_epoch(blob)
+    source = {"file": str(Path(args.torch_file).resolve()), "epoch": epoch}
+    info = RunInfo(config, train_config, dataset, shape, data_dir if isinstance(data_dir, str) else None,
+                   fingerprints=fingerprints, imported_from=source)
     state = init_fit_state(TrainStep.from_configs(config, train_config), train_config.seed, params=params)
-    save_checkpoint(out / CHECKPOINT_FILE, state, config, train_config)
+    state = dataclasses.replace(state, epoch=epoch or 0)
+    out = _new_run_dir(argparse.Namespace(out=args.out), dataset)
+    with contextlib.ExitStack() as stack:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            _lock(out, args, stack)
+            _check_new_run_dir(out)
+            write_run_config(out, info)  # config first: a directory with a config alone can be redone in place
+            save_checkpoint(out / CHECKPOINT_FILE, state, config, train_config)
+        except OSError as e:
+            raise UsageError(f"--out {out}: cannot write the run directory ({_os_error_text(e)})") from None
+    after = f"after epoch {epoch}" if epoch is not None else "epoch not recorded in the file"
+    hint = f"{PROG} evaluate {shlex.quote(str(out))}"
+    if dataset == "mnist" and info.data_dir is None:
+        hint += " --data-dir DIR (the file records no MNIST location)"
     _say(f"wrote run directory {out} from {args.torch_file} (model {config.input_dim}-"
-         f"{'-'.join(map(str, config.hidden))}-{config.latent_dim}, dataset {dataset}); try: {PROG} evaluate {out}")
+         f"{'-'.join(map(str, config.hidden))}-{config.latent_dim}, {after}, dataset {dataset}); try: {hint}")
     return 0
 
 
@@ -413,9 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def data_flags(p, with_dataset: bool):
         if with_dataset:
-            p.add_argument("--dataset", choices=DATASETS, default="mnist",
+            p.add_argument("--dataset", choices=DATASETS, default=argparse.SUPPRESS,  # SUPPRESS: --resume tells given from default
                            help="mnist (falls back to the embedded 8x8 digits, with one logged line, when MNIST "
-                                "can be neither found nor downloaded) or digits")
+                                "can be neither found nor downloaded) or digits (default: mnist)")
             p.add_argument("--require-mnist", action="store_true", help="fail instead of falling back to digits")
         p.add_argument("--data-dir", help="directory with the MNIST IDX files (.gz or not); default: "
                        "$JAXVAE_DATA_DIR, then ~/.cache/jaxvae/mnist, then download")
@@ -471,16 +653,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(command: str | None, message: str) -> int:
+    """The one line of a failed command on stderr; exit code 2."""
+    message = " ".join(str(message).split())
+    print(f"{PROG}{' ' + command if command else ''}: error: {message}", file=sys.stderr, flush=True)
+    return EXIT_USAGE
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``jaxvae`` console script and ``python -m jaxvae``; returns the exit code."""
+    """Entry point of the ``jaxvae`` console script and ``python -m jaxvae``; returns the exit code.
+
+    0 success, 1 training stopped on a non-finite loss, 2 bad input or environment (one line on
+    stderr naming the flag or file, no traceback), 130 interrupted.
+    """
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or argparse's one-line error (already printed)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USAGE)
+    args.command_line = shlex.join([PROG, *argv])  # who holds a run's lock, for a second writer's message
     try:
         return args.func(args)
-    except ValueError as e:  # configs, data, checkpoints, runs: all name the field / file at fault
-        message = " ".join(str(e).split())
-        print(f"{PROG} {args.command}: error: {message}", file=sys.stderr, flush=True)
-        return EXIT_USAGE
+    except (ValueError, OverflowError) as e:  # configs, data, checkpoints, runs: all name the field / file at fault
+        return _error(args.command, str(e))
+    except OSError as e:  # a read-only or full disk, a missing directory, no permission: named by file
+        return _error(args.command, _os_error_text(e))
     except KeyboardInterrupt:
         _warn(f"{PROG}: interrupted")
         return EXIT_INTERRUPTED

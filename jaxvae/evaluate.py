@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxvae.binarize import prepare_eval_data
 from jaxvae.checks import check_data
-from jaxvae.config import TrainConfig, VAEConfig
+from jaxvae.config import TrainConfig, VAEConfig, check_seed
 from jaxvae.losses import log_importance_weights
 
 #: Floats held by one chunk of decoder outputs when ``chunk`` is not given (64 MB in float32).
@@ -120,13 +120,14 @@ def evaluate_run(run_dir, *, split: str = "test", seed: int = 0, k: int = 0, lim
 
     if split not in ("test", "train"):
         raise ValueError(f"split must be 'test' or 'train', got {split!r}")
+    check_seed("seed", seed)
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ValueError(f"k must be an integer >= 0, got {k!r}")
     for name, value in (("limit", limit), ("chunk", chunk)):
         if value is not None:
             _positive_int(name, value)
     info, state = load_run(run_dir)
-    dataset = run_dataset(info, data_dir, download, log)
+    dataset = run_dataset(info, data_dir, download, log, run_dir=run_dir)
     x = prepare_eval_data(jnp.asarray((dataset.test_x if split == "test" else dataset.train_x)[:limit]), info.train_config)
     batch_size = min(info.train_config.batch_size, len(x))
     metrics = eval_epoch(state.params, x, jax.random.PRNGKey(seed), info.vae_config, batch_size)

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from cli_helpers import REPO, TINY, assert_one_line_error, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,27 +22,6 @@ from jaxvae.config import TrainConfig, VAEConfig, config_to_dict
 from jaxvae.models import init_params
 from jaxvae.runs import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, read_metrics
 from jaxvae.training import FitState, TrainStep
-
-TINY = ["--dataset", "digits", "--hidden", "32", "--no-download", "--quiet", "--no-plots"]
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run_cli(capsys, *argv):
-    try:
-        code = cli.main([str(a) for a in argv])
-    except SystemExit as e:  # argparse's own errors
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(err, *fragments):
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("jaxvae") and ": error: " in lines[0] and "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0]
-
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):

@@ -1,0 +1,327 @@
+"""The run directory is never a dead end, and --resume keeps a run's data (issue 12).
+
+Every state a run directory can be left in (config.json alone, an epoch-0 checkpoint, stale temporary
+files, the lock file of a dead process, a damaged checkpoint, an interrupted or NaN first epoch) is
+continued or restarted by the command its message names, and that command is run here.
+"""
+import gzip
+import json
+import shlex
+import shutil
+import struct
+import subprocess
+import zlib
+
+import numpy as np
+import pytest
+from cli_helpers import TINY, assert_one_line_error, run_cli, suggested_command
+
+from jaxvae import training
+from jaxvae.checkpoint import load_checkpoint, save_checkpoint
+from jaxvae.config import TrainConfig, VAEConfig
+from jaxvae.data import MNIST_FILES
+from jaxvae.runs import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, RunInfo, read_metrics, read_run_config, write_run_config
+from jaxvae.training import TrainStep, init_fit_state
+
+TINY_VAE = VAEConfig(input_dim=64, hidden=(32,))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 2-epoch digits run; tests copy it before changing anything."""
+    path = tmp_path_factory.mktemp("lifecycle") / "run"
+    from jaxvae import cli
+
+    assert cli.main(["train", *TINY, "--epochs", "2", "--out", str(path)]) == 0
+    return path
+
+
+def copy_run(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def config_only_run(path, epochs=2):
+    """What a run killed (or interrupted, or NaN) before its first epoch leaves: config.json alone."""
+    path.mkdir()
+    write_run_config(path, RunInfo(TINY_VAE, TrainConfig(max_epochs=epochs), "digits", (8, 8)))
+    return path
+
+
+def checkpoint_epoch(run):
+    return load_checkpoint(run / CHECKPOINT_FILE)[0].epoch
+
+
+# --------------------------------------------------------------------------- states that used to be dead ends
+
+
+def test_epochs_zero_checks_the_inputs_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(capsys, "train", *TINY, "--epochs", "0", "--out", out)
+    assert code == 0, err
+    assert "nothing to train, nothing written" in stdout
+    assert not out.exists()
+    code, _, err = run_cli(capsys, "train", *TINY, "--epochs", "0", "--latent-dim", "0", "--out", out)
+    assert code == 2  # ... but it still checks them
+    assert_one_line_error(err, "latent_dim")
+
+
+@pytest.mark.parametrize("how", ["resume", "out"])
+def test_a_directory_with_only_config_json_resumes_or_restarts(tmp_path, capsys, how):
+    run = config_only_run(tmp_path / "run")
+    argv = ["--resume", run, "--quiet", "--no-plots"] if how == "resume" else [*TINY, "--epochs", "2", "--out", run]
+    code, out, err = run_cli(capsys, "train", *argv, "--no-download")
+    assert code == 0, err
+    assert checkpoint_epoch(run) == 2 and [r["epoch"] for r in read_metrics(run)] == [1, 2]
+    if how == "resume":
+        assert "no checkpoint yet: starting at epoch 1" in out
+
+
+def test_stale_temporary_files_and_a_dead_writers_lock_file_are_harmless(trained, tmp_path, capsys):
+    run = copy_run(trained, tmp_path / "run")
+    (run / ".checkpoint.msgpack.tmp-abc123").write_bytes(b"half a checkpoint")
+    (run / ".config.json.tmp-def456").write_bytes(b"{")
+    (run / ".lock").write_text(json.dumps({"pid": 999999, "host": "gone", "started": "yesterday",
+                                           "command": "jaxvae train --out run"}))
+    code, out, err = run_cli(capsys, "train", "--resume", run, "--epochs", "3", "--quiet", "--no-plots")
+    assert code == 0, err
+    assert checkpoint_epoch(run) == 3
+    assert not list(run.glob(".checkpoint.msgpack.tmp-*"))  # the next save removed its stale temps
+
+
+def test_a_checkpoint_of_epoch_0_is_restarted_in_place_or_resumed(tmp_path, capsys):
+    for how in ("out", "resume"):
+        run = config_only_run(tmp_path / how)
+        state = init_fit_state(TrainStep.from_configs(TINY_VAE, TrainConfig()), 0)
+        save_checkpoint(run / CHECKPOINT_FILE, state, TINY_VAE, TrainConfig(max_epochs=2))
+        argv = [*TINY, "--epochs", "1", "--out", run] if how == "out" else ["--resume", run, "--quiet", "--no-plots"]
+        code, _, err = run_cli(capsys, "train", *argv)
+        assert code == 0, err
+        assert checkpoint_epoch(run) == (1 if how == "out" else 2)
+
+
+def test_a_trained_run_is_not_overwritten_and_the_message_names_resume(trained, tmp_path, capsys):
+    run = copy_run(trained, tmp_path / "run")
+    before = (run / CHECKPOINT_FILE).read_bytes()
+    code, _, err = run_cli(capsys, "train", *TINY, "--epochs", "1", "--out", run)
+    assert code == 2
+    assert_one_line_error(err, "--out", "trained for 2 epochs", f"jaxvae train --resume {run}")
+    assert (run / CHECKPOINT_FILE).read_bytes() == before
+    command = err.split("continue it with '", 1)[1].split("'", 1)[0]
+    code, _, err = run_cli(capsys, *shlex.split(command)[1:], "--epochs", "3", "--quiet", "--no-plots")
+    assert code == 0, err
+    assert checkpoint_epoch(run) == 3
+
+
+def test_interrupted_before_the_first_epoch_names_a_command_that_works(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "fit", interrupted)
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", *TINY, "--epochs", "2", "--out", run)
+    assert code == 130
+    assert "interrupted before the first epoch finished" in err
+    monkeypatch.undo()
+    code, _, err = run_cli(capsys, *suggested_command(err), "--quiet", "--no-plots")
+    assert code == 0, err
+    assert checkpoint_epoch(run) == 2
+
+
+def test_nan_in_the_first_epoch_names_a_command_that_works(tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", *TINY, "--epochs", "2", "--lr", "1e30", "--out", run)
+    assert code == 1
+    assert "non-finite" in err and "Traceback" not in err
+    argv = suggested_command(err, "smaller --lr: ")
+    assert argv[:3] == ["train", "--out", str(run)]
+    code, _, err = run_cli(capsys, "train", *TINY, "--epochs", "2", "--lr", "1e-3", "--out", run)
+    assert code == 0, err
+    assert checkpoint_epoch(run) == 2
+
+
+def test_a_damaged_checkpoint_names_the_command_that_restarts_the_run(trained, tmp_path, capsys):
+    run = copy_run(trained, tmp_path / "run")
+    damaged = (run / CHECKPOINT_FILE).read_bytes()[:-50]
+    (run / CHECKPOINT_FILE).write_bytes(damaged)
+    for argv in (["train", "--resume", run, "--quiet"], ["train", *TINY, "--out", run]):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2
+        assert_one_line_error(err, "corrupt or truncated", "mv ")
+    assert (run / CHECKPOINT_FILE).read_bytes() == damaged  # never touched
+    shell_line = err.split("(keeping that file): ", 1)[1].strip()
+    move, resume = shell_line.split(" && ")
+    subprocess.run(shlex.split(move), check=True)
+    code, _, err = run_cli(capsys, *shlex.split(resume)[1:], "--quiet", "--no-plots")
+    assert code == 0, err
+    assert checkpoint_epoch(run) == 2 and (run / (CHECKPOINT_FILE + ".bad")).read_bytes() == damaged
+
+
+# --------------------------------------------------------------------------- values that used to escape as tracebacks
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--seed", "99999999999999999999999"], "seed"),
+    (["--seed", "-9223372036854775809"], "seed"),
+    (["--binarize-seed", "9223372036854775807"], "binarize_seed"),
+    (["--stop-lr", "1e-2"], "stop_lr=0.01 is above lr=0.001"),
+])
+def test_out_of_range_values_are_one_line_and_write_nothing(tmp_path, capsys, flags, named):
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", *TINY, "--epochs", "1", "--out", out, *flags)
+    assert code == 2
+    assert_one_line_error(err, named)
+    assert not out.exists()
+
+
+def test_evaluate_seed_out_of_range(trained, capsys):
+    code, _, err = run_cli(capsys, "evaluate", trained, "--seed", str(2**64), "--no-download")
+    assert code == 2
+    assert_one_line_error(err, "seed")
+
+
+# --------------------------------------------------------------------------- resume with nothing to do
+
+
+def test_resume_with_nothing_to_do_says_so_and_leaves_the_run_alone(trained, tmp_path, capsys):
+    run = copy_run(trained, tmp_path / "run")
+    files = {name: (run / name).read_bytes() for name in (CONFIG_FILE, CHECKPOINT_FILE, METRICS_FILE)}
+    for epochs in (["--epochs", "1"], []):
+        code, out, err = run_cli(capsys, "train", "--resume", run, *epochs, "--quiet")
+        assert code == 0, err
+        assert "nothing to do" in out and "after epoch 2" in out
+    assert {name: (run / name).read_bytes() for name in files} == files
+
+
+def test_resume_after_the_schedule_ended_has_nothing_to_do(tmp_path, capsys):
+    run = tmp_path / "run"
+    # patience 0 and a threshold no epoch can meet: the lr drops 10x per epoch until below stop_lr
+    flags = ["--plateau-patience", "0", "--plateau-threshold", "0.99", "--stop-lr", "1e-4", "--epochs", "50"]
+    code, out, err = run_cli(capsys, "train", *TINY, *flags, "--out", run)
+    assert code == 0, err
+    assert "schedule ended" in out
+    ended = checkpoint_epoch(run)
+    assert ended < 50
+    code, out, err = run_cli(capsys, "train", "--resume", run, "--epochs", "60", "--quiet")
+    assert code == 0, err
+    assert "nothing to do" in out and "plateau lr schedule ended" in out
+    assert checkpoint_epoch(run) == ended and read_run_config(run).train_config.max_epochs == 50
+
+
+# --------------------------------------------------------------------------- a resumed run keeps its data
+
+
+def test_resume_refuses_another_dataset(trained, tmp_path, capsys):
+    run = copy_run(trained, tmp_path / "run")
+    for flags, named in ((["--dataset", "mnist"], "--dataset mnist"), (["--require-mnist"], "--require-mnist")):
+        code, _, err = run_cli(capsys, "train", "--resume", run, "--epochs", "3", "--quiet", *flags)
+        assert code == 2
+        assert_one_line_error(err, named, "trained on digits")
+    assert checkpoint_epoch(run) == 2
+
+
+def write_mnist_dir(path, seed, n_train=64, n_test=32):
+    """A tiny MNIST in IDX files (gzip): random strokes of grey, labels 0..9."""
+    rng = np.random.default_rng(seed)
+    path.mkdir()
+    for split, n in (("train", n_train), ("test", n_test)):
+        images, labels = MNIST_FILES[split]
+        pixels = (rng.random((n, 28, 28)) ** 4 * 255).astype(np.uint8)
+        (path / f"{images}.gz").write_bytes(gzip.compress(struct.pack(">I3I", 0x0803, n, 28, 28) + pixels.tobytes()))
+        (path / f"{labels}.gz").write_bytes(gzip.compress(struct.pack(">II", 0x0801, n) + bytes(rng.integers(0, 10, n).tolist())))
+    return path
+
+
+MNIST_TINY = ["--dataset", "mnist", "--require-mnist", "--no-download", "--hidden", "16", "--batch-size", "32",
+              "--quiet", "--no-plots"]
+
+
+def test_other_data_are_refused_naming_both_fingerprints_and_moved_data_accepted(tmp_path, capsys):
+    data_a, data_b = write_mnist_dir(tmp_path / "a", 0), write_mnist_dir(tmp_path / "b", 1)
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", *MNIST_TINY, "--data-dir", data_a, "--epochs", "1", "--out", run)
+    assert code == 0, err
+    recorded = read_run_config(run).fingerprints
+    assert recorded["train"].shape == (64, 784) and recorded["test"].shape == (32, 784)
+    config = (run / CONFIG_FILE).read_bytes()
+    for argv in (["train", "--resume", run, "--epochs", "2", "--quiet"], ["evaluate", run], ["plot", run]):
+        code, _, err = run_cli(capsys, *argv, "--data-dir", data_b, "--no-download")
+        assert code == 2
+        assert_one_line_error(err, str(data_b), "train split sha256 differs", recorded["train"].sha256[:12])
+        assert err.count("sha256") == 3  # what differs, then both fingerprints
+    assert (run / CONFIG_FILE).read_bytes() == config and checkpoint_epoch(run) == 1
+    moved = data_a.rename(tmp_path / "moved")  # the same data somewhere else: the fingerprint says so
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--epochs", "2", "--data-dir", moved, "--quiet",
+                           "--no-download", "--no-plots")
+    assert code == 0, err
+    assert read_run_config(run).data_dir == str(moved.resolve()) and checkpoint_epoch(run) == 2
+    code, _, err = run_cli(capsys, "evaluate", run, "--no-download")  # found where the run now records it
+    assert code == 0, err
+
+
+def test_a_run_of_jaxvae_0_1_0_is_accepted_and_records_its_fingerprint_from_then_on(tmp_path, capsys):
+    from pathlib import Path
+
+    run = copy_run(Path(__file__).parent / "data" / "run-0.1.0", tmp_path / "old")
+    assert read_run_config(run).fingerprints is None
+    code, _, err = run_cli(capsys, "evaluate", run, "--no-download")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--epochs", "2", "--quiet", "--no-plots", "--no-download")
+    assert code == 0, err
+    assert read_run_config(run).fingerprints["train"].shape == (1500, 64)
+
+
+def test_a_missing_data_dir_is_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--data-dir", tmp_path / "mnsit", "--epochs", "1", "--out", out)
+    assert code == 2
+    assert_one_line_error(err, str(tmp_path / "mnsit"), "does not exist")
+    assert not out.exists()
+
+
+def test_a_decompression_bomb_through_the_command_line(tmp_path, capsys):
+    data = write_mnist_dir(tmp_path / "mnist", 0)
+    images = MNIST_FILES["train"][0]
+    gz = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    with open(data / f"{images}.gz", "wb") as f:  # declares 64 images, inflates to 1 GiB
+        f.write(gz.compress(struct.pack(">I3I", 0x0803, 64, 28, 28)))
+        zeros = bytes(1 << 20)
+        for _ in range(1024):
+            f.write(gz.compress(zeros))
+        f.write(gz.flush())
+    assert (data / f"{images}.gz").stat().st_size < 2 << 20
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", *MNIST_TINY, "--data-dir", data, "--epochs", "1", "--out", out)
+    assert code == 2
+    assert_one_line_error(err, f"{images}.gz", "trailing")
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- import: the model's epoch and data
+
+
+def test_import_records_the_source_epoch_and_data(tmp_path, capsys):
+    pytest.importorskip("torch")
+    data = write_mnist_dir(tmp_path / "mnist", 0)
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", *MNIST_TINY, "--data-dir", data, "--epochs", "2", "--out", run)
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "export", run, "--torch", tmp_path / "model.pt")
+    assert code == 0, err
+    imported = tmp_path / "imported"
+    code, out, err = run_cli(capsys, "import", tmp_path / "model.pt", "--out", imported)
+    assert code == 0, err
+    assert "after epoch 2" in out
+    info = read_run_config(imported)
+    assert info.imported_from["epoch"] == 2 and info.data_dir == str(data.resolve())
+    assert info.fingerprints == read_run_config(run).fingerprints
+    code, out, err = run_cli(capsys, *suggested_command(out, "try: "), "--no-download")  # works offline
+    assert code == 0, err
+    assert "model after epoch 2" in out
+    config = (imported / CONFIG_FILE).read_bytes()
+    code, out, err = run_cli(capsys, "train", "--resume", imported, "--epochs", "2", "--quiet")
+    assert code == 0 and "nothing to do" in out
+    assert (imported / CONFIG_FILE).read_bytes() == config
+    code, _, err = run_cli(capsys, "import", tmp_path / "model.pt", "--out", imported)  # holds a model now
+    assert code == 2
+    assert_one_line_error(err, "--out", "imported from")
