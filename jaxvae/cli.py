@@ -320,7 +320,7 @@ def _prepare_resume(args, stack):
         raise UsageError(f"--out {args.out} differs from --resume {run_dir}; a resumed run stays in its directory")
     if run_dir.is_dir():
         _lock(run_dir, args, stack)  # before reading anything: a second writer is refused at once
-    info, state = resume_point(run_dir)
+    info, state = resume_point(run_dir, getattr(args, "dataset", None), _warn)
     _check_resume_data_flags(args, info, run_dir)
     vae_config, train_config = _resume_configs(args, info, run_dir)
     idle = nothing_to_do(vae_config, train_config, state)

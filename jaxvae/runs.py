@@ -163,8 +163,15 @@ def load_run(run_dir: str | os.PathLike):
     """``(RunInfo, FitState)`` of a run directory; RunError/CheckpointError naming the file."""
     from jaxvae.checkpoint import load_checkpoint
 
-    info = read_run_config(run_dir)
-    state, _, _ = load_checkpoint(Path(run_dir) / CHECKPOINT_FILE, info.vae_config, info.train_config)
+    checkpoint = Path(run_dir) / CHECKPOINT_FILE
+    try:
+        info = read_run_config(run_dir)
+    except RunError as e:
+        if not checkpoint.exists():
+            raise
+        raise RunError(f"{e}; {checkpoint} still holds the run: rebuild {CONFIG_FILE} from it with: jaxvae train "
+                       f"--resume {shlex.quote(str(run_dir))} --dataset NAME (the data it was trained on)") from None
+    state, _, _ = load_checkpoint(checkpoint, info.vae_config, info.train_config)
     return info, state
 
 
@@ -283,12 +290,12 @@ class RunLock:
 
 
 def _read_checkpoint(path: Path, info: RunInfo | None = None):
-    """The FitState in ``path`` (checked against ``info``'s configs, else its own); RunError naming the
-    file and how to start the run again when it cannot be read."""
+    """``(FitState, VAEConfig, TrainConfig)`` from ``path`` (checked against ``info``'s configs, else its
+    own); RunError naming the file and how to start the run again when it cannot be read."""
     from jaxvae.checkpoint import CheckpointError, load_checkpoint
 
     try:
-        return load_checkpoint(path, *((info.vae_config, info.train_config) if info else ()))[0]
+        return load_checkpoint(path, *((info.vae_config, info.train_config) if info else ()))
     except CheckpointError as e:
         moved = shlex.quote(str(path) + ".bad")
         raise RunError(f"{e}; to start this run again from scratch (keeping that file): mv {shlex.quote(str(path))} "
@@ -315,7 +322,7 @@ def check_new_run_dir(run_dir: str | os.PathLike) -> bool:
         raise RunError(f"{run_dir}: exists and is not a directory")
     if not (run_dir / CHECKPOINT_FILE).exists():
         return (run_dir / CONFIG_FILE).exists()
-    epoch = _read_checkpoint(run_dir / CHECKPOINT_FILE).epoch
+    epoch = _read_checkpoint(run_dir / CHECKPOINT_FILE)[0].epoch
     info = _config_or_none(run_dir)
     imported = info is not None and info.imported_from is not None
     if epoch == 0 and not imported:
@@ -325,23 +332,43 @@ def check_new_run_dir(run_dir: str | os.PathLike) -> bool:
                    f"'jaxvae train --resume {shlex.quote(str(run_dir))}' or choose another directory")
 
 
-def resume_point(run_dir: str | os.PathLike):
+def resume_point(run_dir: str | os.PathLike, dataset: str | None = None, log=None):
     """``(RunInfo, FitState or None)``: the run to continue and its checkpoint; None when no epoch was
-    saved yet (the run then starts from scratch with its recorded config). RunError (or
-    CheckpointError) naming the file and the command that continues or restarts the directory."""
+    saved yet (the run then starts from scratch with its recorded config). RunError naming the file
+    and the command that continues or restarts the directory.
+
+    A checkpoint whose config.json is missing or unreadable still holds the whole run but the name of
+    its data: given ``dataset``, config.json is rebuilt from the checkpoint (an unreadable one is kept
+    as config.json.bad, and ``log`` is told); without it, the RunError says how to give it.
+    """
     run_dir = Path(run_dir)
     quoted = shlex.quote(str(run_dir))
+    checkpoint, config = run_dir / CHECKPOINT_FILE, run_dir / CONFIG_FILE
     if not run_dir.is_dir():
         raise RunError(f"run directory {run_dir} does not exist (or is not a directory); start a run there with: "
                        f"jaxvae train --out {quoted}")
-    if not (run_dir / CONFIG_FILE).is_file() and not (run_dir / CHECKPOINT_FILE).exists():
+    if not config.exists() and not checkpoint.exists():
         raise RunError(f"{run_dir} holds no jaxvae run (no {CONFIG_FILE}); start one there with: "
                        f"jaxvae train --out {quoted}")
-    info = read_run_config(run_dir)
-    path = run_dir / CHECKPOINT_FILE
-    if not path.exists():
+    try:
+        info = read_run_config(run_dir)
+    except RunError as e:
+        if not checkpoint.exists():
+            raise RunError(f"{e}; no epoch was saved, so start it again with: jaxvae train --out {quoted}") from None
+        state, vae_config, train_config = _read_checkpoint(checkpoint)
+        if dataset is None:
+            raise RunError(f"{e}; {checkpoint} still holds the run (epoch {state.epoch}): rebuild {CONFIG_FILE} from "
+                           f"it with: jaxvae train --resume {quoted} --dataset NAME (the data it was trained on)") from None
+        info = RunInfo(vae_config, train_config, dataset, default_image_shape(vae_config.input_dim))
+        if config.exists():
+            os.replace(config, config.with_name(CONFIG_FILE + ".bad"))
+        write_run_config(run_dir, info)
+        if log:
+            log(f"{e}; rebuilt {config} from {checkpoint} and --dataset {dataset}")
+        return info, state
+    if not checkpoint.exists():
         return info, None
-    return info, _read_checkpoint(path, info)
+    return info, _read_checkpoint(checkpoint, info)[0]
 
 
 def nothing_to_do(vae_config: VAEConfig, train_config: TrainConfig, state) -> str | None:

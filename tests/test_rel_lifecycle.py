@@ -325,3 +325,38 @@ def test_import_records_the_source_epoch_and_data(tmp_path, capsys):
     code, _, err = run_cli(capsys, "import", tmp_path / "model.pt", "--out", imported)  # holds a model now
     assert code == 2
     assert_one_line_error(err, "--out", "imported from")
+
+
+@pytest.mark.parametrize("damage", ["deleted", "garbled"])
+def test_a_lost_config_json_is_rebuilt_from_the_checkpoint(trained, tmp_path, capsys, damage):
+    run = copy_run(trained, tmp_path / "run")
+    if damage == "deleted":
+        (run / CONFIG_FILE).unlink()
+    else:
+        (run / CONFIG_FILE).write_text('{"model": ')
+    for argv in (["evaluate", run, "--no-download"], ["train", "--resume", run, "--quiet"]):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2
+        assert_one_line_error(err, str(run / CONFIG_FILE), f"jaxvae train --resume {run} --dataset NAME")
+    command = suggested_command(err, "rebuild config.json from it with: ")
+    argv = [a if a != "NAME" else "digits" for a in command[:command.index("NAME") + 1]]
+    code, _, err = run_cli(capsys, *argv, "--epochs", "3", "--quiet", "--no-plots", "--no-download")
+    assert code == 0, err
+    assert f"rebuilt {run / CONFIG_FILE}" in err
+    info = read_run_config(run)
+    assert info.vae_config == TINY_VAE and info.dataset == "digits" and info.image_shape == (8, 8)
+    assert checkpoint_epoch(run) == 3 and info.fingerprints["test"].shape == (297, 64)
+    assert (run / (CONFIG_FILE + ".bad")).exists() == (damage == "garbled")
+    assert run_cli(capsys, "evaluate", run, "--no-download")[0] == 0
+
+
+def test_a_garbled_config_json_without_a_checkpoint_restarts(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / CONFIG_FILE).write_text("{")
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--quiet")
+    assert code == 2
+    assert_one_line_error(err, str(run / CONFIG_FILE), f"start it again with: jaxvae train --out {run}")
+    code, _, err = run_cli(capsys, *suggested_command(err), *TINY, "--epochs", "1")
+    assert code == 0, err
+    assert checkpoint_epoch(run) == 1
