@@ -158,20 +158,7 @@ def test_a_damaged_checkpoint_names_the_command_that_restarts_the_run(trained, t
 
 
 # --------------------------------------------------------------------------- values that used to escape as tracebacks
-
-
-@pytest.mark.parametrize("flags, named", [
-    (["--seed", "99999999999999999999999"], "seed"),
-    (["--seed", "-9223372036854775809"], "seed"),
-    (["--binarize-seed", "9223372036854775807"], "binarize_seed"),
-    (["--stop-lr", "1e-2"], "stop_lr=0.01 is above lr=0.001"),
-])
-def test_out_of_range_values_are_one_line_and_write_nothing(tmp_path, capsys, flags, named):
-    out = tmp_path / "run"
-    code, _, err = run_cli(capsys, "train", *TINY, "--epochs", "1", "--out", out, *flags)
-    assert code == 2
-    assert_one_line_error(err, named)
-    assert not out.exists()
+# (the train flags' cases are in test_reliability.py's test_bad_flags_give_one_line_and_write_nothing)
 
 
 def test_evaluate_seed_out_of_range(trained, capsys):

@@ -48,6 +48,11 @@ def run_dir(tmp_path_factory):
     (["--activation", "swish"], "activation"),
     (["--dataset", "cifar"], "cifar"),
     (["--input-dim", "784"], "64 features"),
+    # beyond a 64-bit PRNG seed (an OverflowError in jax, once) and a plateau that would end at once
+    (["--seed", "99999999999999999999999"], "seed"),
+    (["--seed", "-9223372036854775809"], "seed"),
+    (["--binarize-seed", "9223372036854775807"], "binarize_seed"),
+    (["--stop-lr", "1e-2"], "stop_lr=0.01 is above lr=0.001"),
 ])
 def test_bad_flags_give_one_line_and_write_nothing(tmp_path, capsys, flags, named):
     out = tmp_path / "never"
