@@ -370,6 +370,13 @@ def _prepare_fresh(args, stack):
     return run_dir, info, None, vae_config, train_config, dataset
 
 
+def _model_shape(vc: VAEConfig) -> str:
+    """784-400-2 for an MLP; conv 32-64, latent 2 for the conv architecture (whose ``hidden`` is unused)."""
+    if vc.architecture == "conv":
+        return f"conv {'-'.join(map(str, vc.conv_channels))}, latent {vc.latent_dim}"
+    return f"{vc.input_dim}-{'-'.join(map(str, vc.hidden))}-{vc.latent_dim}"
+
+
 def _epoch_line(record: dict, max_epochs: int) -> str:
     return (f"epoch {record['epoch']:>3}/{max_epochs}  train loss {record['train_loss']:.4f}  "
             f"val loss {record['val_loss']:.4f}  lr {record['lr']:.1e}  {record['seconds']:.1f}s")
@@ -411,8 +418,7 @@ def _train(args, run_dir: Path, info: RunInfo, state, vae_config: VAEConfig, tra
         else:
             resuming = "; no checkpoint yet: starting at epoch 1" if args.resume else ""
         _say(f"data: {dataset.name}, {len(dataset.train_x)} train / {len(dataset.test_x)} test samples, "
-             f"{vae_config.input_dim} features; model {vae_config.input_dim}-{'-'.join(map(str, vae_config.hidden))}-"
-             f"{vae_config.latent_dim}" + resuming)
+             f"{vae_config.input_dim} features; model {_model_shape(vae_config)}" + resuming)
 
         def on_epoch(fit_state, record):
             saver(fit_state, record)
@@ -576,8 +582,8 @@ def cmd_import(args) -> int:
     hint = f"{PROG} evaluate {shlex.quote(str(out))}"
     if dataset == "mnist" and info.data_dir is None:
         hint += " --data-dir DIR (the file records no MNIST location)"
-    _say(f"wrote run directory {out} from {args.torch_file} (model {config.input_dim}-"
-         f"{'-'.join(map(str, config.hidden))}-{config.latent_dim}, {after}, dataset {dataset}); try: {hint}")
+    _say(f"wrote run directory {out} from {args.torch_file} (model {_model_shape(config)}, {after}, "
+         f"dataset {dataset}); try: {hint}")
     return 0
 
 

@@ -344,11 +344,12 @@ def resume_point(run_dir: str | os.PathLike, dataset: str | None = None, log=Non
     run_dir = Path(run_dir)
     quoted = shlex.quote(str(run_dir))
     checkpoint, config = run_dir / CHECKPOINT_FILE, run_dir / CONFIG_FILE
-    if not run_dir.is_dir():
-        raise RunError(f"run directory {run_dir} does not exist (or is not a directory); start a run there with: "
-                       f"jaxvae train --out {quoted}")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"{run_dir} is a file, not a run directory")
+    if not run_dir.exists():
+        raise RunError(f"run directory {run_dir} does not exist; start a run there with: jaxvae train --out {quoted}")
     if not config.exists() and not checkpoint.exists():
-        raise RunError(f"{run_dir} holds no jaxvae run (no {CONFIG_FILE}); start one there with: "
+        raise RunError(f"{run_dir} holds no jaxvae run (no {CONFIG_FILE}); start a run there with: "
                        f"jaxvae train --out {quoted}")
     try:
         info = read_run_config(run_dir)

@@ -77,6 +77,19 @@ def test_a_directory_with_only_config_json_resumes_or_restarts(tmp_path, capsys,
         assert "no checkpoint yet: starting at epoch 1" in out
 
 
+@pytest.mark.parametrize("state", ["missing", "empty"])
+def test_resume_of_a_directory_without_a_run_names_the_command_that_starts_one(tmp_path, capsys, state):
+    run = tmp_path / "run"
+    if state == "empty":
+        run.mkdir()
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--quiet")
+    assert code == 2
+    assert_one_line_error(err, str(run), f"start a run there with: jaxvae train --out {run}")
+    code, _, err = run_cli(capsys, *suggested_command(err), *TINY, "--epochs", "1")
+    assert code == 0, err
+    assert checkpoint_epoch(run) == 1
+
+
 def test_stale_temporary_files_and_a_dead_writers_lock_file_are_harmless(trained, tmp_path, capsys):
     run = copy_run(trained, tmp_path / "run")
     (run / ".checkpoint.msgpack.tmp-abc123").write_bytes(b"half a checkpoint")
