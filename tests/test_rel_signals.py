@@ -4,6 +4,7 @@ import dataclasses
 import re
 import signal
 import subprocess
+import threading
 import time
 
 from cli_helpers import PYTHON, subprocess_env
@@ -34,10 +35,12 @@ def test_second_ctrl_c_exits_at_once_with_130_and_keeps_the_checkpoint(tmp_path)
     proc = subprocess.Popen([PYTHON, "-m", "jaxvae", "train", "--resume", str(run), "--quiet", "--no-plots"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**subprocess_env(), "JAX_LOG_COMPILES": "1"})
+    watchdog = threading.Timer(180, proc.kill)  # should the log line never come
+    watchdog.start()
     try:
-        for line in proc.stdout:
-            if COMPILED.search(line):
-                break
+        if not any(COMPILED.search(line) for line in proc.stdout):
+            raise AssertionError(f"no line matching {COMPILED.pattern!r}: has the compiled epoch been renamed?")
+        watchdog.cancel()
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
         time.sleep(0.5)
@@ -49,6 +52,7 @@ def test_second_ctrl_c_exits_at_once_with_130_and_keeps_the_checkpoint(tmp_path)
             raise AssertionError("the second Ctrl-C did not stop the run within 60 s") from None
         elapsed = time.monotonic() - second
     finally:
+        watchdog.cancel()
         proc.kill()
     assert proc.returncode == 130, stderr[-2000:]
     assert elapsed < PROMPT_S, f"exited {elapsed:.1f} s after the second Ctrl-C"
