@@ -360,3 +360,18 @@ def test_a_garbled_config_json_without_a_checkpoint_restarts(tmp_path, capsys):
     code, _, err = run_cli(capsys, *suggested_command(err), *TINY, "--epochs", "1")
     assert code == 0, err
     assert checkpoint_epoch(run) == 1
+
+
+def test_an_import_without_a_recorded_epoch_says_so(trained, tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    assert run_cli(capsys, "export", trained, "--torch", tmp_path / "model.pt")[0] == 0
+    blob = torch.load(tmp_path / "model.pt", weights_only=True)
+    torch.save({"encoder": blob["encoder"], "decoder": blob["decoder"]}, tmp_path / "bare.pt")  # state dicts only
+    code, out, err = run_cli(capsys, "import", tmp_path / "bare.pt", "--out", tmp_path / "imported", "--dataset", "digits")
+    assert code == 0, err
+    assert "epoch not recorded in the file" in out
+    assert read_run_config(tmp_path / "imported").imported_from == {"file": str((tmp_path / "bare.pt").resolve()),
+                                                                   "epoch": None}
+    code, out, err = run_cli(capsys, "evaluate", tmp_path / "imported", "--no-download")
+    assert code == 0, err
+    assert f"model imported from {(tmp_path / 'bare.pt').resolve()} (its epoch is not recorded)" in out
