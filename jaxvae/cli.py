@@ -41,6 +41,7 @@ from jaxvae.runs import (
     resume_point,
     resumed_info,
     run_dataset,
+    start_new_run,
     write_metrics,
     write_run_config,
 )
@@ -363,8 +364,7 @@ def _prepare_fresh(args, stack):
         _lock(run_dir, args, stack)
         if _check_new_run_dir(run_dir):  # again, under the lock: nobody trained here meanwhile
             _warn(f"{run_dir} holds a run that never saved a trained epoch: starting afresh in its place")
-        write_run_config(run_dir, info)
-        write_metrics(run_dir, [])
+        start_new_run(run_dir, info)
     except OSError as e:
         raise UsageError(f"--out {run_dir}: cannot write the run directory ({_os_error_text(e)})") from None
     return run_dir, info, None, vae_config, train_config, dataset

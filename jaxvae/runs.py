@@ -332,6 +332,16 @@ def check_new_run_dir(run_dir: str | os.PathLike) -> bool:
                    f"'jaxvae train --resume {shlex.quote(str(run_dir))}' or choose another directory")
 
 
+def start_new_run(run_dir: str | os.PathLike, info: RunInfo) -> None:
+    """Write a new run's config.json into ``run_dir`` (made and locked, and passed by
+    ``check_new_run_dir``), clearing what an earlier start that never trained left: its epoch-0
+    checkpoint and its metrics."""
+    run_dir = Path(run_dir)
+    write_run_config(run_dir, info)
+    (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+    write_metrics(run_dir, [])
+
+
 def resume_point(run_dir: str | os.PathLike, dataset: str | None = None, log=None):
     """``(RunInfo, FitState or None)``: the run to continue and its checkpoint; None when no epoch was
     saved yet (the run then starts from scratch with its recorded config). RunError naming the file

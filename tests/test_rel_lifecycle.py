@@ -102,15 +102,25 @@ def test_stale_temporary_files_and_a_dead_writers_lock_file_are_harmless(trained
     assert not list(run.glob(".checkpoint.msgpack.tmp-*"))  # the next save removed its stale temps
 
 
-def test_a_checkpoint_of_epoch_0_is_restarted_in_place_or_resumed(tmp_path, capsys):
+def test_a_checkpoint_of_epoch_0_is_restarted_in_place_or_resumed(tmp_path, capsys, monkeypatch):
     for how in ("out", "resume"):
         run = config_only_run(tmp_path / how)
         state = init_fit_state(TrainStep.from_configs(TINY_VAE, TrainConfig()), 0)
         save_checkpoint(run / CHECKPOINT_FILE, state, TINY_VAE, TrainConfig(max_epochs=2))
-        argv = [*TINY, "--epochs", "1", "--out", run] if how == "out" else ["--resume", run, "--quiet", "--no-plots"]
-        code, _, err = run_cli(capsys, "train", *argv)
+        if how == "out":  # a new run of another shape replaces it, even when interrupted before its first epoch
+            with monkeypatch.context() as m:
+                m.setattr(training, "fit", interrupted)
+                code, _, err = run_cli(capsys, "train", *TINY, "--hidden", "16", "--epochs", "1", "--out", run)
+            assert code == 130, err
+            assert not (run / CHECKPOINT_FILE).exists() and read_run_config(run).vae_config.hidden == (16,)
+        code, _, err = run_cli(capsys, "train", "--resume", run, "--quiet", "--no-plots")
         assert code == 0, err
         assert checkpoint_epoch(run) == (1 if how == "out" else 2)
+
+
+def interrupted(*args, **kwargs):
+    """fit, as Ctrl-C before the first epoch ends leaves it."""
+    raise KeyboardInterrupt
 
 
 def test_a_trained_run_is_not_overwritten_and_the_message_names_resume(trained, tmp_path, capsys):
@@ -127,9 +137,6 @@ def test_a_trained_run_is_not_overwritten_and_the_message_names_resume(trained, 
 
 
 def test_interrupted_before_the_first_epoch_names_a_command_that_works(tmp_path, capsys, monkeypatch):
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
     monkeypatch.setattr(training, "fit", interrupted)
     run = tmp_path / "run"
     code, _, err = run_cli(capsys, "train", *TINY, "--epochs", "2", "--out", run)
