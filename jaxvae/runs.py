@@ -47,7 +47,10 @@ class RunInfo:
 
 def write_run_config(run_dir: str | os.PathLike, info: RunInfo) -> None:
     from jaxvae import __version__
+    from jaxvae.parallel import is_writer
 
+    if not is_writer():  # multi-process run: process 0 writes
+        return
     write_json(Path(run_dir) / CONFIG_FILE, {
         "jaxvae_version": __version__,
         "dataset": info.dataset,
@@ -85,6 +88,10 @@ def read_run_config(run_dir: str | os.PathLike) -> RunInfo:
 
 def write_metrics(run_dir: str | os.PathLike, history: list[dict]) -> None:
     """Rewrite ``metrics.jsonl`` with the whole history (small: one line per epoch), atomically."""
+    from jaxvae.parallel import is_writer
+
+    if not is_writer():  # multi-process run: process 0 writes
+        return
     lines = "".join(json.dumps(json_safe(record)) + "\n" for record in history)
     atomic_write_text(Path(run_dir) / METRICS_FILE, lines)
 
