@@ -214,36 +214,35 @@ def _setting_colors(n: int):
     return [cmap(i / max(n - 1, 1)) if n > 10 else cmap(i) for i in range(n)]
 
 
-def sweep_loss_curves(summary: dict, histories: list[list[dict]]) -> Figure:
-    """Training and validation loss per epoch, one colour per setting: the mean over its seeds (line)
-    and their range, min to max (band), log scale. Models stopped by a non-finite epoch are left out
-    (the legend counts them)."""
+def sweep_loss_curves(summary: dict, histories: list[list[dict]], cols: int = 4) -> Figure:
+    """Training and validation loss per epoch, one panel per setting (each with its own scale, so
+    that the seed spread shows): the mean over its seeds (line) and their range, min to max (band).
+    Models stopped by a non-finite epoch are left out (the panel's title counts them)."""
     groups = _setting_members(summary)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), dpi=DPI, sharey=True)
-    for (entry, good, failed), color in zip(groups, _setting_colors(len(groups))):
+    cols = min(cols, len(groups))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.7 * cols, 2.8 * rows + 0.5), dpi=DPI, squeeze=False)
+    for ax, (entry, good, failed) in zip(axes.flat, groups):
         runs = [histories[i] for i in good if histories[i]]
-        label = entry["label"] + (f" ({len(failed)} failed, left out)" if failed else "")
+        ax.set_title(entry["label"] + (f" ({len(failed)} failed, left out)" if failed else ""), fontsize="medium")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
         if not runs:
-            axes[1].plot([], [], color=color, label=label)
             continue
         epochs = np.arange(1, max(len(h) for h in runs) + 1)
-        for ax, key in zip(axes, ("train_loss", "val_loss")):
+        for key, style, color in (("train_loss", "--", "tab:blue"), ("val_loss", "-", "tab:orange")):
             per_epoch = [[h[e - 1][key] for h in runs if len(h) >= e] for e in epochs]
-            ax.plot(epochs, [np.mean(v) for v in per_epoch], "-", color=color, label=label)
-            ax.fill_between(epochs, [min(v) for v in per_epoch], [max(v) for v in per_epoch], color=color, alpha=0.25,
+            ax.plot(epochs, [np.mean(v) for v in per_epoch], style, color=color, label=key.replace("_", " "))
+            ax.fill_between(epochs, [min(v) for v in per_epoch], [max(v) for v in per_epoch], color=color, alpha=0.3,
                             linewidth=0)
-    seeds = max(len(entry["models"]) for entry, _, _ in groups)
-    plain = FuncFormatter(lambda value, _: f"{value:g}")
-    for ax, title in zip(axes, ("training loss", "validation loss")):
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(plain)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in axes.flat[len(groups):]:
+        ax.set_axis_off()
+    for ax in axes[-1]:
         ax.set_xlabel("epoch")
-        ax.set_title(f"{title}: mean of {seeds} seed{'s' if seeds > 1 else ''}, band min-max")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("loss (recon + KL weight x KL), log scale")
-    axes[1].legend(loc="upper right", fontsize="small")
+    axes[0][0].legend(fontsize="small")
+    seeds = max(len(entry["models"]) for entry, _, _ in groups)
+    fig.suptitle(f"Loss (recon + KL weight x KL) per epoch: mean over {seeds} seed{'s' * (seeds > 1)} (line), "
+                 "min to max (band)")
     fig.tight_layout()
     return fig
 
@@ -283,10 +282,12 @@ def sweep_rate_distortion(summary: dict) -> Figure:
     return fig
 
 
-def sweep_latent_scatters(summary: dict, params: list, config: VAEConfig, x, labels, max_seeds: int = 4) -> Figure:
-    """The latent means of ``x`` for each model, side by side: one column per setting, one row per
-    seed (the first ``max_seeds``). ``params[i]`` belongs to ``summary["models"][i]``; a model stopped
-    by a non-finite epoch shows its last good state, titled so."""
+def sweep_latent_scatters(summary: dict, params: list, config: VAEConfig, x, labels, max_seeds: int = 4,
+                          max_points: int = 5000) -> Figure:
+    """The latent means of ``x`` (its first ``max_points`` rows) for each model, side by side: one
+    column per setting, one row per seed (the first ``max_seeds``). ``params[i]`` belongs to
+    ``summary["models"][i]``; a model stopped by a non-finite epoch shows its last good state, titled so."""
+    x, labels = np.asarray(x)[:max_points], np.asarray(labels)[:max_points]
     groups = _setting_members(summary)
     rows = min(max_seeds, max(len(entry["models"]) for entry, _, _ in groups))
     cols = len(groups)
