@@ -466,21 +466,21 @@ def cmd_sweep(args) -> int:
         sweep_dir = require_run_dir(args.resume)
         if args.out and Path(args.out).resolve() != sweep_dir.resolve():
             raise UsageError(f"--out {args.out} differs from --resume {sweep_dir}; a resumed sweep stays in its directory")
-        saved = sw.read_sweep_info(sweep_dir)
+        saved, base = sw.read_sweep_info(sweep_dir)
         changed = [FLAG_NAMES.get(n, n) for n in _given_fields(args) if n not in RESUME_OVERRIDABLE]
         changed += [SWEEP_VALUE_FLAGS[n][2:] for n in SWEEP_VALUE_FLAGS if grid[n] is not None]
         changed += ["seeds"] if args.seeds is not None else []
         if changed:
             raise UsageError(f"--{changed[0].replace('_', '-')}: a resumed sweep keeps its configs and values "
                              f"({sweep_dir / sw.SWEEP_FILE}); only --epochs may change")
-        vae_config, train_config = configs_from_args(args, saved.run.vae_config, saved.run.train_config)
+        vae_config, train_config = configs_from_args(args, base.vae_config, base.train_config)
         grid = saved.grid
         models = sw.sweep_models(vae_config, train_config, **grid)
-        dataset = _run_data(saved.run, args)
+        dataset = _run_data(base, args)
         _check_arrays(dataset, vae_config, train_config.batch_size)
         dirs = sw.model_dirs(sweep_dir, models)
         state = sw.load_sweep_state(models, dirs, saved.errors)
-        data_dir = args.data_dir or saved.run.data_dir
+        data_dir = args.data_dir or base.data_dir
     else:
         vae_config, train_config = configs_from_args(args)  # bad flags and values fail here, before any data
         grid["seeds"] = 1 if args.seeds is None else args.seeds
@@ -505,8 +505,7 @@ def cmd_sweep(args) -> int:
     names = tuple(m.name for m in models)
 
     def write_info(errors):
-        sw.write_sweep_info(sweep_dir, sw.SweepInfo(RunInfo(vae_config, train_config, dataset.name, shape, data_dir),
-                                                    grid, names, tuple(errors)))
+        sw.write_sweep_info(sweep_dir, sw.SweepInfo(grid, names, tuple(errors)))
 
     write_info(known_errors)
     varying = sw.varying_values(models)

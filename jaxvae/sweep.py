@@ -47,10 +47,10 @@ from jaxvae import schedules as sched
 from jaxvae.batching import steps_per_epoch
 from jaxvae.binarize import prepare_eval_data, prepare_train_data
 from jaxvae.checks import check_data
-from jaxvae.config import TrainConfig, VAEConfig, config_to_dict
+from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.fileio import write_json
 from jaxvae.parallel import is_writer
-from jaxvae.runs import RunInfo, RunError, require_run_dir
+from jaxvae.runs import RunError, RunInfo, read_run_config, require_run_dir
 from jaxvae.training import (
     FitResult,
     FitState,
@@ -447,10 +447,10 @@ def setting_label(entry: dict, varying: Sequence[str]) -> str:
 
 @dataclass(frozen=True)
 class SweepInfo:
-    """What ``sweep.json`` holds: the run info every model shares (its configs are the base ones
-    the sweep varies), the arguments of ``sweep_models`` and the models' names and errors."""
+    """What ``sweep.json`` holds: the arguments of ``sweep_models`` that made the sweep, and per model
+    its name and fit's message if it stopped on a non-finite epoch. The configs and the data live in
+    the models' run directories; the first model's serve as the base the grid varies."""
 
-    run: RunInfo
     grid: dict
     names: tuple[str, ...]
     errors: tuple[str | None, ...]
@@ -490,32 +490,32 @@ def write_sweep_info(sweep_dir: str | os.PathLike, info: SweepInfo) -> None:
     """``sweep.json``, atomically (process 0 only in a multi-process run)."""
     from jaxvae import __version__
 
-    if not is_writer():
-        return
-    run = info.run
-    write_json(Path(sweep_dir) / SWEEP_FILE, {
-        "jaxvae_version": __version__, "dataset": run.dataset, "data_dir": run.data_dir,
-        "image_shape": list(run.image_shape), "model": config_to_dict(run.vae_config),
-        "training": config_to_dict(run.train_config), "grid": info.grid,
-        "models": [{"name": name, "error": error} for name, error in zip(info.names, info.errors)],
-    })
+    if is_writer():
+        write_json(Path(sweep_dir) / SWEEP_FILE, {
+            "jaxvae_version": __version__, "grid": info.grid,
+            "models": [{"name": name, "error": error} for name, error in zip(info.names, info.errors)]})
 
 
-def read_sweep_info(sweep_dir: str | os.PathLike) -> SweepInfo:
-    """``sweep.json`` of a sweep directory, validated; RunError naming the file for anything wrong."""
+def read_sweep_info(sweep_dir: str | os.PathLike) -> tuple[SweepInfo, RunInfo]:
+    """``sweep.json`` of a sweep directory and the run info of its first model (the base configs of
+    ``sweep_models`` and the data); RunError naming the file for anything wrong."""
     path = require_run_dir(sweep_dir) / SWEEP_FILE
     if not path.is_file():
         raise RunError(f"{path}: missing; is {sweep_dir} a jaxvae sweep directory?")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        run = RunInfo(VAEConfig(**raw["model"]), TrainConfig(**raw["training"]), str(raw["dataset"]),
-                      tuple(int(s) for s in raw["image_shape"]), raw.get("data_dir"), str(raw.get("jaxvae_version", "")))
-        grid = {k: raw["grid"][k] for k in ("seeds", *SWEPT)}
-        names = tuple(str(m["name"]) for m in raw["models"])
-        errors = tuple(m["error"] for m in raw["models"])
-        if [m.name for m in sweep_models(run.vae_config, run.train_config, **grid)] != list(names):
-            raise ValueError("its models are not those its grid makes")
-        return SweepInfo(run, grid, names, errors)
+        info = SweepInfo({k: raw["grid"][k] for k in ("seeds", *SWEPT)}, tuple(str(m["name"]) for m in raw["models"]),
+                         tuple(m["error"] for m in raw["models"]))
+        if not info.names:
+            raise ValueError("no models")
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         detail = f"missing key {e}" if isinstance(e, KeyError) else str(e)
         raise RunError(f"{path}: not a valid jaxvae sweep file ({detail})") from None
+    base = read_run_config(Path(sweep_dir) / info.names[0])
+    try:
+        names = [m.name for m in sweep_models(base.vae_config, base.train_config, **info.grid)]
+    except (ValueError, TypeError) as e:
+        raise RunError(f"{path}: not a valid jaxvae sweep file ({e})") from None
+    if names != list(info.names):
+        raise RunError(f"{path}: its models {list(info.names)} are not those its grid makes ({names})")
+    return info, base

@@ -11,17 +11,12 @@ from jaxvae import cli
 from jaxvae.checkpoint import load_checkpoint
 from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.runs import CHECKPOINT_FILE, read_metrics, read_run_config
+from test_cli import run_cli
 
 TINY = ["--dataset", "digits", "--hidden", "16", "--no-download", "--quiet"]
 GRID = ["--seeds", "2", "--recon-sigma", "0.5", "1"]
 MODELS = ["sigma0.5_seed0", "sigma0.5_seed1", "sigma1.0_seed0", "sigma1.0_seed1"]
 RUN_FIGURES = {"latent_scatter.png", "manifold.png", "loss_curves.png", "reconstructions.png", "samples.png"}
-
-
-def run_cli(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
