@@ -328,10 +328,11 @@ def fit_many(
     train each: per epoch one compiled call for all of them, then each model's records and schedules.
 
     Pass ``state`` (a ``SweepResult.state``, or ``SweepState.stack`` of checkpoints) to resume
-    exactly. Each of ``callbacks`` runs as ``callback(state, records)`` after every epoch, with
-    ``records[i]`` model i's new history record, or None when it did not train (stopped, or its
-    epoch went non-finite: then ``state.errors[i]`` holds the message). Never raises
-    ``NonFiniteError``: see ``SweepResult.stop_reasons``.
+    exactly (it is copied, never changed). Each of ``callbacks`` runs as ``callback(state, records)``
+    after every epoch, with ``records[i]`` model i's new history record, or None when it did not
+    train (stopped, or its epoch went non-finite: then ``state.errors[i]`` holds the message);
+    ``state`` is the live one, whose arrays the next epoch reuses: keep ``state.fit_state(i)``, a
+    copy. Never raises ``NonFiniteError``: see ``SweepResult.stop_reasons``.
     """
     models = sweep_models(vae_config, train_config, seeds=seeds, recon_sigma=recon_sigma, kl_weight=kl_weight, lr=lr)
     tc = train_config
@@ -343,10 +344,12 @@ def fit_many(
     state = state if state is not None else init_sweep_state(program, dtype)
     if state.num_models != len(models):
         raise ValueError(f"state: holds {state.num_models} models, the sweep has {len(models)}")
-    device = jax.devices()[0]  # the whole sweep on one device (in a multi-process run: this process's first)
+    device = jax.local_devices()[0]  # the whole sweep on one device, this process's first
     train_x = prepare_train_data(jax.device_put(jnp.asarray(train_x), device), tc)
     val_x = train_x if val_x is None else prepare_eval_data(jax.device_put(jnp.asarray(val_x, dtype), device), tc)
-    state.train_state, state.keys = jax.device_put((state.train_state, state.keys), device)
+    # Our own copy: each epoch donates the stacked state, and the caller's must stay usable.
+    arrays = jax.device_put(jax.tree.map(jnp.copy, (state.train_state, state.keys)), device)
+    state = SweepState(*arrays, list(state.schedules), list(state.epochs), list(state.histories), list(state.errors))
     loss_kl, loss_sigma = program.loss_values(dtype)
 
     def running(i: int) -> bool:

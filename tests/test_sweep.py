@@ -112,7 +112,7 @@ def test_a_sweep_resumes_exactly_from_its_state_or_from_per_model_states():
     straight = fit_many(x, vae_config=SMALL, train_config=tc, **grid)
     first = fit_many(x, vae_config=SMALL, train_config=tc.replace(max_epochs=1), **grid)
     restacked = SweepState.stack([first.state.fit_state(i) for i in range(4)])  # what checkpoints give back
-    for start in (first.state, restacked):
+    for start in (first.state, restacked, first.state):  # the state given is not used up
         resumed = fit_many(x, vae_config=SMALL, train_config=tc, state=start, **grid)
         for a, b in zip(jax.tree.leaves(straight.state.train_state), jax.tree.leaves(resumed.state.train_state)):
             assert np.array_equal(a, b)
