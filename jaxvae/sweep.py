@@ -160,12 +160,11 @@ def varying_values(models: Sequence[SweepModel]) -> list[str]:
 
 @dataclass(frozen=True)
 class SweepProgram:
-    """The one compiled step and, per model, the step its lone ``fit`` builds (for the host logic).
-
-    ``scale_lr`` / ``scale_kl``: the shared step's schedule is ``Scaled`` and each model's state
-    carries its value. ``recon_sigma`` / ``eval_kl_weight``: per-model arrays for the loss, or None
-    when every model has the same value (then the config's constant is used, as in ``fit``).
-    """
+    """The one compiled step (``shared``) and, per model, the step its lone ``fit`` builds (``steps``:
+    the host logic). ``scale_lr`` / ``scale_kl``: the shared step's schedule is ``Scaled`` and each
+    model's schedule state carries its value (``shared_schedules``). ``loss_values``: the per-model
+    KL weight and recon_sigma for the loss, or None when every model has the same one (then the
+    config's constant is used, as in ``fit``)."""
 
     models: tuple[SweepModel, ...]
     steps: tuple[TrainStep, ...]
