@@ -10,6 +10,10 @@ after the first, i.e. without compiles: the sweep's epoch against the sum of the
 Reported: the median ratio over the pairs, with min and max. Results:
 ``benchmarks/results/sweep_speed.json`` and ``.md``.
 
+``--scaling 1 2 4 8 16`` instead measures how the cost per model grows with the number of models
+in the program (seeds only, each N in a fresh process) against one lone ``fit``: results in
+``sweep_scaling.json`` and ``.md``.
+
 ``--data-dir`` reads real MNIST (IDX files); otherwise the synthetic MNIST-shaped data of
 train_speed.py. ``--quick``: a tiny smoke run (seconds).
 """
@@ -139,6 +143,35 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def scaling(args) -> None:
+    """Per model and epoch after the first: a lone fit, N models in one program for each N, a lone fit
+    again (the machine's drift shows in the two)."""
+    args.recon_sigma = [1.0]
+    rows = []
+    for n in [0, *args.scaling, 0]:  # 0: the lone fit
+        args.seeds = max(n, 1)
+        side = run_side("sweep" if n else "sequential", args)
+        rows.append({"models": n, "wall_s": side["steady_epoch_s"] / args.seeds,
+                     "cpu_s": side["steady_epoch_cpu_s"] / args.seeds, "load": side["load"]})
+        print(f"{'fit' if not n else f'N={n}'}: {rows[-1]['cpu_s']:.3f} CPU s per model-epoch", flush=True)
+    lone = {"cpu_s": (rows[0]["cpu_s"] + rows[-1]["cpu_s"]) / 2}
+    lines = [f"# Cost per model of N models in one program ({cpu_name()}, {os.cpu_count()} cores)", "",
+             f"The blog's VAE, batch {args.batch_size}, {args.samples or 'all'} MNIST-shaped training images, "
+             f"{args.epochs - 1} epochs after the first, each N in a fresh process, a lone fit first and last "
+             "(\"x lone fit\": against their mean). Per model and epoch:", "",
+             "| models in the program | CPU s | x lone fit | wall s | load |", "|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['models'] or '1 (lone fit)'} | {row['cpu_s']:.3f} | {row['cpu_s'] / lone['cpu_s']:.2f} | "
+                     f"{row['wall_s']:.3f} | {row['load']:.1f} |")
+    if args.note:
+        lines += ["", args.note]
+    out = Path(args.out).with_name("sweep_scaling")
+    out.with_suffix(".json").write_text(json.dumps({"rows": rows, "samples": args.samples, "epochs": args.epochs,
+                                                    "note": args.note}, indent=2) + "\n")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", help="real MNIST (IDX files); default: synthetic MNIST-shaped data")
@@ -150,6 +183,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=3, help="epochs per model (>= 2: the first one compiles)")
     parser.add_argument("--pairs", type=int, default=5, help="sweep/sequential pairs of fresh processes")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2000 images, hidden 64, 2 epochs, 1 pair")
+    parser.add_argument("--scaling", type=int, nargs="+", metavar="N",
+                        help="cost per model of N models (seeds) in one program against one fit, for each N")
     parser.add_argument("--note", default="", help="a line for the Markdown (the machine's state, say)")
     parser.add_argument("--out", default=str(BENCH_DIR / "results" / "sweep_speed"), help="path without suffix")
     parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
@@ -161,6 +196,8 @@ def main(argv=None):
     if args.child:
         print(json.dumps(child(args)))
         return
+    if args.scaling:
+        return scaling(args)
     pairs = []
     for k in range(args.pairs):
         order = SIDES if k % 2 == 0 else SIDES[::-1]
@@ -179,7 +216,7 @@ def main(argv=None):
                    f"{jax.devices()[0].device_kind}, jax {jax.__version__}",
         "settings": {"models": args.seeds * len(args.recon_sigma), "seeds": args.seeds, "recon_sigma": args.recon_sigma,
                      "hidden": args.hidden, "batch_size": args.batch_size, "epochs": args.epochs,
-                     "data": f"MNIST ({args.data_dir})" if args.data_dir else "synthetic MNIST-shaped data",
+                     "data": "MNIST" if args.data_dir else "synthetic MNIST-shaped data",
                      "samples": args.samples or "all"},
         "pairs": pairs, "pair_ratios": pair_ratios, "ratios": {k: spread(v) for k, v in pair_ratios.items()},
         "load": spread([p[s]["load"] for p in pairs for s in SIDES]), "note": args.note,
