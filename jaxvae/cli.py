@@ -461,7 +461,9 @@ def cmd_sweep(args) -> int:
     from jaxvae.plots import save_figures, save_sweep_figures
 
     download = not args.no_download
-    grid = {"seeds": args.seeds, **{name: getattr(args, f"sweep_{name}") for name in SWEEP_VALUE_FLAGS}}
+    # Sweep flags default to SUPPRESS (help shows the dataclass default): absent means not given.
+    grid = {"seeds": getattr(args, "seeds", None),
+            **{name: getattr(args, f"sweep_{name}", None) for name in SWEEP_VALUE_FLAGS}}
     if args.resume:
         sweep_dir = require_run_dir(args.resume)
         if args.out and Path(args.out).resolve() != sweep_dir.resolve():
@@ -469,7 +471,7 @@ def cmd_sweep(args) -> int:
         saved, base = sw.read_sweep_info(sweep_dir)
         changed = [FLAG_NAMES.get(n, n) for n in _given_fields(args) if n not in RESUME_OVERRIDABLE]
         changed += [SWEEP_VALUE_FLAGS[n][2:] for n in SWEEP_VALUE_FLAGS if grid[n] is not None]
-        changed += ["seeds"] if args.seeds is not None else []
+        changed += ["seeds"] if grid["seeds"] is not None else []
         if changed:
             raise UsageError(f"--{changed[0].replace('_', '-')}: a resumed sweep keeps its configs and values "
                              f"({sweep_dir / sw.SWEEP_FILE}); only --epochs may change")
@@ -483,7 +485,7 @@ def cmd_sweep(args) -> int:
         data_dir = args.data_dir or base.data_dir
     else:
         vae_config, train_config = configs_from_args(args)  # bad flags and values fail here, before any data
-        grid["seeds"] = 1 if args.seeds is None else args.seeds
+        grid["seeds"] = 1 if grid["seeds"] is None else grid["seeds"]
         sw.sweep_models(vae_config, train_config, **grid)
         dataset = _load_data(args.dataset, args.data_dir, download, args.require_mnist)
         if not hasattr(args, "input_dim"):  # the 784 default is MNIST's: follow the data
@@ -587,11 +589,11 @@ def _add_sweep_parser(sub, data_flags) -> None:
     _add_config_flags(sweep)
     # Declared again after the config flags: conflict_handler="resolve" replaces the single-value flags.
     group = sweep.add_argument_group("sweep (one model per combination of the values, times each seed)")
-    group.add_argument("--seeds", type=int, default=None, metavar="N",
+    group.add_argument("--seeds", type=int, default=argparse.SUPPRESS, metavar="N",
                        help="seeds per setting: --seed, --seed + 1, ..., --seed + N - 1 (default: 1)")
     for name, flag in SWEEP_VALUE_FLAGS.items():
         field = {f.name: f for _, f in _config_fields()}[name]
-        group.add_argument(flag, dest=f"sweep_{name}", type=float, nargs="+", default=None, metavar="V",
+        group.add_argument(flag, dest=f"sweep_{name}", type=float, nargs="+", default=argparse.SUPPRESS, metavar="V",
                            help=f"{FIELD_HELP[name]}: one value, or several to sweep (default: {field.default})")
     sweep.set_defaults(func=cmd_sweep)
 
