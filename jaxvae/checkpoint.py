@@ -26,6 +26,7 @@ from flax import serialization
 from jaxvae.config import TrainConfig, VAEConfig, config_to_dict
 from jaxvae.fileio import FrameError, atomic_write_bytes, frame, unframe
 from jaxvae.models import init_params
+from jaxvae.parallel import is_writer
 from jaxvae.training import FitState, ScheduleStates, TrainState, TrainStep
 
 MAGIC = b"JAXVAECK"
@@ -64,8 +65,11 @@ def checkpoint_bytes(state: FitState, vae_config: VAEConfig, train_config: Train
 
 def save_checkpoint(path: str | os.PathLike, state: FitState, vae_config: VAEConfig,
                     train_config: TrainConfig) -> Path:
-    """Write ``state`` to ``path`` atomically: a killed save leaves the previous checkpoint intact."""
+    """Write ``state`` to ``path`` atomically: a killed save leaves the previous checkpoint intact.
+    In a multi-process run only process 0 writes (every process holds the same replicated state)."""
     path = Path(path)
+    if not is_writer():
+        return path
     atomic_write_bytes(path, checkpoint_bytes(state, vae_config, train_config))
     return path
 

@@ -75,12 +75,13 @@ def log_likelihood(x: jax.Array, decoder_out: jax.Array, config: VAEConfig) -> j
     return gaussian_log_likelihood(x, decoder_out, config.recon_sigma)
 
 
-def reconstruction_loss(x: jax.Array, decoder_out: jax.Array, config: VAEConfig) -> jax.Array:
+def reconstruction_loss(x: jax.Array, decoder_out: jax.Array, config: VAEConfig, recon_sigma=None) -> jax.Array:
     """The ELBO's per-sample reconstruction term -log p(x | z): the blog's Gaussian loss (without its
-    constant, which has no gradient) or the exact Bernoulli negative log-likelihood from logits."""
+    constant, which has no gradient) or the exact Bernoulli negative log-likelihood from logits.
+    ``recon_sigma`` replaces ``config.recon_sigma`` (a sweep passes each model's as an array)."""
     if config.likelihood == "bernoulli":
         return -bernoulli_log_likelihood(x.reshape(x.shape[0], -1), decoder_out)
-    return gauss_similarity_loss(x, decoder_out, config.recon_sigma)
+    return gauss_similarity_loss(x, decoder_out, config.recon_sigma if recon_sigma is None else recon_sigma)
 
 
 def sample_eps(key: jax.Array, batch: int, config: VAEConfig, dtype=jnp.float32) -> jax.Array:
@@ -91,16 +92,17 @@ def sample_eps(key: jax.Array, batch: int, config: VAEConfig, dtype=jnp.float32)
     return jax.random.normal(key, (batch, config.latent_dim), dtype)
 
 
-def vae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, kl_weight=None):
+def vae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, kl_weight=None, recon_sigma=None):
     """The blog's loss: mean reconstruction term + kl_weight * mean KL, with the noise ``eps`` given.
 
     ``kl_weight`` defaults to ``config.kl_weight``; training passes its schedule's value instead.
+    ``recon_sigma`` defaults to ``config.recon_sigma`` (a sweep passes one value per model, traced).
     Returns ``(loss, aux)`` with ``aux["recon"]`` and ``aux["kl"]`` the batch means.
     """
     model = bind(params, config)
     mu, log_sigma = model.encode(x)
     z = mu + jnp.exp(log_sigma) * eps
-    recon = jnp.mean(reconstruction_loss(x, model.decoder_output(z), config))
+    recon = jnp.mean(reconstruction_loss(x, model.decoder_output(z), config, recon_sigma))
     kl = jnp.mean(unit_gauss_kl(mu, log_sigma))
     weight = config.kl_weight if kl_weight is None else kl_weight
     return recon + weight * kl, {"recon": recon, "kl": kl}
@@ -138,11 +140,13 @@ def iwae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig):
     return -jnp.mean(iwae_bound(log_w)), {"recon": recon, "kl": -jnp.mean(log_w) - recon}
 
 
-def objective_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, kl_weight=None):
+def objective_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, kl_weight=None, recon_sigma=None):
     """The training loss the config asks for: ``vae_loss`` (the ELBO; the default) or ``iwae_loss``
-    (which has no KL weight: ``kl_weight`` must then be None)."""
+    (which has no KL weight: ``kl_weight`` must then be None; nor a ``recon_sigma`` override)."""
     if config.objective == "iwae":
         if kl_weight is not None:
             raise ValueError("objective='iwae' has no KL weight to schedule")
+        if recon_sigma is not None:
+            raise ValueError("objective='iwae' takes recon_sigma from its config only")
         return iwae_loss(params, x, eps, config)
-    return vae_loss(params, x, eps, config, kl_weight)
+    return vae_loss(params, x, eps, config, kl_weight, recon_sigma)

@@ -65,3 +65,10 @@ def make_data_parallel(batch_size: int, devices=None) -> DataParallel | None:
     if count == 1:
         return None
     return DataParallel(Mesh(np.array(devices[:count]), (DATA_AXIS,)))
+
+
+def is_writer() -> bool:
+    """Whether this process writes run files (checkpoints, metrics, configs, figures): always in a
+    single-process run; in a multi-process run (``jax.distributed.initialize``) process 0 only, so
+    that the processes, which all hold the same replicated state, never race on one file."""
+    return jax.process_index() == 0

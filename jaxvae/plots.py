@@ -26,6 +26,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 from jaxvae.config import VAEConfig  # noqa: E402
 from jaxvae.models import decode, encode  # noqa: E402
 from jaxvae.fileio import atomic_write_bytes  # noqa: E402
+from jaxvae.parallel import is_writer  # noqa: E402
 
 DPI = 80  # small PNGs that are still readable at a glance
 
@@ -52,17 +53,23 @@ def _show(ax, canvas, title=None):
         ax.set_title(title)
 
 
-def latent_scatter(params, config: VAEConfig, x, labels) -> Figure:
-    """The test set's latent means coloured by digit label (the blog's scatter plot)."""
+def _scatter_latents(ax, params, config: VAEConfig, x, labels, size: float = 3) -> None:
+    """Latent means of ``x`` on ``ax``, coloured by label: z[0] against z[1] (against the jittered
+    label for a 1-D latent space)."""
     mu, _ = _encode(params, jnp.asarray(x), config)
     mu = np.asarray(mu)
     labels = np.asarray(labels)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=DPI)
     ys = mu[:, 1] if config.latent_dim > 1 else labels + np.random.default_rng(0).uniform(-0.3, 0.3, len(labels))
     cmap = plt.get_cmap("tab10")
     for digit in np.unique(labels):
         sel = labels == digit
-        ax.scatter(mu[sel, 0], ys[sel], s=3, alpha=0.6, color=cmap(int(digit) % 10), label=str(digit), rasterized=True)
+        ax.scatter(mu[sel, 0], ys[sel], s=size, alpha=0.6, color=cmap(int(digit) % 10), label=str(digit), rasterized=True)
+
+
+def latent_scatter(params, config: VAEConfig, x, labels) -> Figure:
+    """The test set's latent means coloured by digit label (the blog's scatter plot)."""
+    fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=DPI)
+    _scatter_latents(ax, params, config, x, labels)
     ax.set_xlabel("z[0] (mean of q(z|x))")
     ax.set_ylabel("z[1]" if config.latent_dim > 1 else "label (jittered)")
     title = "Latent space of the test set"
@@ -156,7 +163,11 @@ def prior_samples(params, config: VAEConfig, image_shape, key, n: int = 8) -> Fi
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
-    """PNG at the figure's dpi, written atomically; the figure is closed."""
+    """PNG at the figure's dpi, written atomically; the figure is closed. Only process 0 of a
+    multi-process run writes (``jaxvae.parallel.is_writer``)."""
+    if not is_writer():
+        plt.close(fig)
+        return Path(path)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=fig.dpi)
     plt.close(fig)
@@ -169,7 +180,10 @@ FIGURE_NAMES = ("latent_scatter.png", "manifold.png", "loss_curves.png", "recons
 
 def save_figures(directory: str | os.PathLike, params, config: VAEConfig, test_x, test_y, image_shape,
                  history: list[dict], seed: int = 0) -> list[Path]:
-    """Every figure of a run into ``directory`` (created); returns the paths written."""
+    """Every figure of a run into ``directory`` (created); returns the paths written (none on a
+    process other than 0 of a multi-process run)."""
+    if not is_writer():
+        return []
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     figures = [
@@ -180,3 +194,137 @@ def save_figures(directory: str | os.PathLike, params, config: VAEConfig, test_x
         prior_samples(params, config, image_shape, jax.random.PRNGKey(seed)),
     ]
     return [save_figure(fig, directory / name) for fig, name in zip(figures, FIGURE_NAMES) if fig is not None]
+
+
+# --------------------------------------------------------------------------- sweeps (jaxvae.sweep)
+# These draw from ``jaxvae.sweep.summarize``'s JSON form: its "settings" (each with a "label", the
+# names of its "models" and those that "failed") and "models" (aligned with the histories given).
+
+
+def _setting_members(summary: dict) -> list[tuple[dict, list[int], list[int]]]:
+    """Per setting: (entry, indices of its models that finished every epoch they ran, indices of those
+    stopped by a non-finite epoch)."""
+    index = {row["name"]: i for i, row in enumerate(summary["models"])}
+    return [(entry, [index[n] for n in entry["models"] if n not in entry["failed"]], [index[n] for n in entry["failed"]])
+            for entry in summary["settings"]]
+
+
+def _setting_colors(n: int):
+    cmap = plt.get_cmap("viridis" if n > 10 else "tab10")
+    return [cmap(i / max(n - 1, 1)) if n > 10 else cmap(i) for i in range(n)]
+
+
+def sweep_loss_curves(summary: dict, histories: list[list[dict]], cols: int = 4) -> Figure:
+    """Training and validation loss per epoch, one panel per setting (each with its own scale, so
+    that the seed spread shows): the mean over its seeds (line) and their range, min to max (band).
+    Models stopped by a non-finite epoch are left out (the panel's title counts them)."""
+    groups = _setting_members(summary)
+    cols = min(cols, len(groups))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.7 * cols, 2.8 * rows + 0.5), dpi=DPI, squeeze=False)
+    for ax, (entry, good, failed) in zip(axes.flat, groups):
+        runs = [histories[i] for i in good if histories[i]]
+        ax.set_title(entry["label"] + (f" ({len(failed)} failed, left out)" if failed else ""), fontsize="medium")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+        if not runs:
+            continue
+        epochs = np.arange(1, max(len(h) for h in runs) + 1)
+        for key, style, color in (("train_loss", "--", "tab:blue"), ("val_loss", "-", "tab:orange")):
+            per_epoch = [[h[e - 1][key] for h in runs if len(h) >= e] for e in epochs]
+            ax.plot(epochs, [np.mean(v) for v in per_epoch], style, color=color, label=key.replace("_", " "))
+            ax.fill_between(epochs, [min(v) for v in per_epoch], [max(v) for v in per_epoch], color=color, alpha=0.3,
+                            linewidth=0)
+    for ax in axes.flat[len(groups):]:
+        ax.set_axis_off()
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    axes[0][0].legend(fontsize="small")
+    seeds = max(len(entry["models"]) for entry, _, _ in groups)
+    fig.suptitle(f"Loss (recon + KL weight x KL) per epoch: mean over {seeds} seed{'s' * (seeds > 1)} (line), "
+                 "min to max (band)")
+    fig.tight_layout()
+    return fig
+
+
+def sweep_rate_distortion(summary: dict) -> Figure:
+    """The final validation reconstruction error against the KL (the rate), one small point per
+    model and per setting the mean over its seeds with one sd as error bars, the settings joined in
+    sweep order. For the Gaussian the error is the sum of squared errors per image, 2 sigma^2 times the
+    recon term, so that every sigma is on one scale; for the Bernoulli, the recon term -log p(x|z)."""
+    gaussian = summary["likelihood"] == "gaussian"
+    metric = "val_squared_error" if gaussian else "val_recon"
+    rows = summary["models"]
+    groups = _setting_members(summary)
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=DPI)
+    means = []
+    for (entry, good, failed), color in zip(groups, _setting_colors(len(groups))):
+        points = [(rows[i]["final"]["val_kl"], rows[i][metric] if gaussian else rows[i]["final"]["val_recon"])
+                  for i in good if rows[i]["final"]]
+        if not points:
+            continue
+        kl, err = np.asarray(points).T
+        ax.scatter(kl, err, s=12, color=color, alpha=0.5, zorder=2)
+        sd = [entry[m]["sd"] or 0.0 for m in ("val_kl", metric)]
+        ax.errorbar(kl.mean(), err.mean(), xerr=sd[0], yerr=sd[1], fmt="o", ms=7, color=color, capsize=3, zorder=3,
+                    label=entry["label"] + (f" ({len(failed)} failed, left out)" if failed else ""))
+        means.append((kl.mean(), err.mean()))
+    if len(means) > 1:
+        ax.plot(*np.asarray(means).T, "-", color="tab:gray", lw=1, zorder=1)
+    ax.set_xlabel("rate: KL(q(z|x) || p(z)) per image, nats (validation)")
+    ax.set_ylabel("distortion: sum of squared errors per image\n(= 2 sigma^2 x recon term)" if gaussian
+                  else "distortion: -log p(x|z) per image, nats")
+    ax.set_title("Rate and distortion after the last epoch\n(small points: models; markers: mean +- sd over seeds)",
+                 fontsize="medium")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def sweep_latent_scatters(summary: dict, params: list, config: VAEConfig, x, labels, max_seeds: int = 4,
+                          max_points: int = 5000) -> Figure:
+    """The latent means of ``x`` (its first ``max_points`` rows) for each model, side by side: one
+    column per setting, one row per seed (the first ``max_seeds``). ``params[i]`` belongs to
+    ``summary["models"][i]``; a model stopped by a non-finite epoch shows its last good state, titled so."""
+    x, labels = np.asarray(x)[:max_points], np.asarray(labels)[:max_points]
+    groups = _setting_members(summary)
+    rows = min(max_seeds, max(len(entry["models"]) for entry, _, _ in groups))
+    cols = len(groups)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.7 * cols + 0.9, 2.5 * rows + 0.5), dpi=DPI, squeeze=False)
+    index = {row["name"]: i for i, row in enumerate(summary["models"])}
+    for c, (entry, _, _) in enumerate(groups):
+        for r in range(rows):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r >= len(entry["models"]):
+                ax.set_axis_off()
+                continue
+            row = summary["models"][index[entry["models"][r]]]
+            _scatter_latents(ax, params[index[row["name"]]], config, x, labels, size=1)
+            ax.set_title(f"{entry['label']}, seed {row['seed']}" + (" (failed)" if row["error"] else ""),
+                         fontsize="small")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, title="digit", markerscale=4, loc="center right", frameon=False)
+    fig.suptitle("Latent means of the test set, z[0] across, z[1] up" +
+                 (f" (first 2 of {config.latent_dim} dims)" if config.latent_dim > 2 else ""))
+    fig.tight_layout(rect=(0, 0, 1 - 0.7 / (2.7 * cols + 0.9), 1))
+    return fig
+
+
+SWEEP_FIGURE_NAMES = ("sweep_loss_curves.png", "sweep_rate_distortion.png", "sweep_latents.png")
+
+
+def save_sweep_figures(directory: str | os.PathLike, summary: dict, histories: list[list[dict]], params: list,
+                       config: VAEConfig, test_x, test_y) -> list[Path]:
+    """The sweep's figures into ``directory`` (created); returns the paths written (none on a
+    process other than 0 of a multi-process run). ``config``: the architecture every model shares."""
+    if not is_writer():
+        return []
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    figures = (sweep_loss_curves(summary, histories), sweep_rate_distortion(summary),
+               sweep_latent_scatters(summary, params, config, test_x, test_y))
+    return [save_figure(fig, directory / name) for fig, name in zip(figures, SWEEP_FIGURE_NAMES)]
+

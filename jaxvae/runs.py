@@ -74,7 +74,10 @@ class RunInfo:
 
 def write_run_config(run_dir: str | os.PathLike, info: RunInfo) -> None:
     from jaxvae import __version__
+    from jaxvae.parallel import is_writer
 
+    if not is_writer():  # multi-process run: process 0 writes
+        return
     record = {
         "jaxvae_version": __version__,
         "dataset": info.dataset,
@@ -139,6 +142,10 @@ def _read_imported_from(raw) -> dict | None:
 
 def write_metrics(run_dir: str | os.PathLike, history: list[dict]) -> None:
     """Rewrite ``metrics.jsonl`` with the whole history (small: one line per epoch), atomically."""
+    from jaxvae.parallel import is_writer
+
+    if not is_writer():  # multi-process run: process 0 writes
+        return
     lines = "".join(json.dumps(json_safe(record)) + "\n" for record in history)
     atomic_write_text(Path(run_dir) / METRICS_FILE, lines)
 

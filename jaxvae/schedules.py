@@ -14,6 +14,8 @@ the run (the plateau when the lr falls below ``stop_lr``, the stages after the l
     Cosine(1e-3, epochs=100)             cosine decay to 0
     LinearWarmup(1.0, epochs=10)         0 -> 1 over 10 epochs, step by step (KL warm-up)
     FromOptax(optax.exponential_decay(...))   any optax schedule of the step count
+    Scaled(Constant(1.0))                a number held in the state times a schedule: one compiled
+                                         step for models with different lrs or KL weights (sweeps)
 
 ``from_config`` builds the lr and KL-weight schedules that a ``TrainConfig`` names.
 """
@@ -168,6 +170,39 @@ class FromOptax(Schedule):
 
     def value(self, state, step, steps_per_epoch):
         return self.fn(step)
+
+
+class ScaledState(NamedTuple):
+    """``Scaled``'s state: the factor (an array with one entry per model in a sweep) and the state of
+    the schedule it scales."""
+
+    scale: Any
+    base: Any = ()
+
+
+@dataclass(frozen=True)
+class Scaled(Schedule):
+    """``scale * base``, the scale held in the state: data of the compiled step, not a constant of it.
+
+    A sweep (``jaxvae.sweep``) stacks one scale per model, each model's lr or KL weight, so that one
+    compiled step serves every value. With ``base`` at peak 1 (``Constant(1.0)``, ``Cosine(1.0, e)``,
+    ``LinearWarmup(1.0, e)``) the product is the scaled schedule's value bit for bit; for
+    ``Stages.burda(1.0)`` to float32 rounding. ``init(scale)`` makes the state.
+    """
+
+    base: Schedule
+
+    def init(self, scale: float = 1.0) -> ScaledState:
+        return ScaledState(scale, self.base.init())
+
+    def value(self, state: ScaledState, step, steps_per_epoch):
+        return state.scale * self.base.value(state.base, step, steps_per_epoch)
+
+    def update(self, state: ScaledState, val_loss: float) -> ScaledState:
+        return ScaledState(state.scale, self.base.update(state.base, val_loss))
+
+    def finished(self, state: ScaledState, epochs_done: int) -> bool:
+        return self.base.finished(state.base, epochs_done)
 
 
 def as_schedule(value) -> Schedule:

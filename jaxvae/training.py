@@ -115,19 +115,29 @@ class TrainStep:
         return (self.lr.value(schedules.lr, state.step, self.steps_per_epoch),
                 self.kl_weight.value(schedules.kl_weight, state.step, self.steps_per_epoch))
 
-    def __call__(self, state: TrainState, x, key, schedules: ScheduleStates | None = None):
+    def update_schedules(self, schedules: ScheduleStates, val_loss: float) -> ScheduleStates:
+        """The schedule states after an epoch whose validation loss was ``val_loss`` (on the host)."""
+        return ScheduleStates(self.lr.update(schedules.lr, val_loss), self.kl_weight.update(schedules.kl_weight, val_loss))
+
+    def finished(self, schedules: ScheduleStates, epochs_done: int) -> bool:
+        """Whether a schedule ends the run after ``epochs_done`` epochs (e.g. the plateau's lr fell below stop_lr)."""
+        return self.lr.finished(schedules.lr, epochs_done) or self.kl_weight.finished(schedules.kl_weight, epochs_done)
+
+    def __call__(self, state: TrainState, x, key, schedules: ScheduleStates | None = None, recon_sigma=None):
         """One step on batch ``x`` with the noise (and the binarisation) drawn from ``key``.
-        Pure: jit it, or let ``train_epoch`` scan it. Returns ``(state, {"loss", "recon", "kl"})``."""
+        Pure: jit it, or let ``train_epoch`` scan it. Returns ``(state, {"loss", "recon", "kl"})``.
+        ``recon_sigma`` replaces the config's (a sweep passes each model's value as data)."""
         if self.binarize:
             key, binarize_key = jax.random.split(key)
             x = sample_binary(binarize_key, x)
-        return self.with_noise(state, x, sample_eps(key, x.shape[0], self.config, x.dtype), schedules)
+        return self.with_noise(state, x, sample_eps(key, x.shape[0], self.config, x.dtype), schedules, recon_sigma)
 
-    def with_noise(self, state: TrainState, x, eps, schedules: ScheduleStates | None = None):
+    def with_noise(self, state: TrainState, x, eps, schedules: ScheduleStates | None = None, recon_sigma=None):
         """The step with the reparameterisation noise ``eps`` given (how parity tests share it)."""
         lr, kl_weight = self.values(state, self.init_schedules() if schedules is None else schedules)
         kl_weight = None if self.config.objective == "iwae" else kl_weight
-        (loss, aux), grads = jax.value_and_grad(objective_loss, has_aux=True)(state.params, x, eps, self.config, kl_weight)
+        (loss, aux), grads = jax.value_and_grad(objective_loss, has_aux=True)(state.params, x, eps, self.config,
+                                                                             kl_weight, recon_sigma)
         direction, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, jax.tree.map(lambda d: -lr * d, direction))
         return TrainState(params, opt_state, state.step + 1), {"loss": loss, **aux}
@@ -162,7 +172,7 @@ def _tree_all_finite(tree) -> jax.Array:
                                    "batch_sharding"), donate_argnames="state")
 def train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules: ScheduleStates, *,
                 batch_size: int, drop_last: bool = False, progress: Callable | None = None,
-                progress_every: int = 20, batch_sharding=None):
+                progress_every: int = 20, batch_sharding=None, recon_sigma=None):
     """One shuffled pass of ``train_step`` over ``data`` (on the device) as a single compiled call.
 
     Returns the new state, per-batch metrics (``loss``, ``recon``, ``kl``; the partial batch last)
@@ -170,6 +180,7 @@ def train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules: 
     host every ``progress_every`` steps when given. The state is donated (its buffers become the
     result's; measured 3-4% faster per epoch on CPU than without): pass a copy to keep the old one.
     ``batch_sharding`` (see ``jaxvae.parallel``) splits each full batch over devices.
+    ``recon_sigma`` (an array, or None for the config's) is passed to every step (``jaxvae.sweep``).
     """
     expected = steps_per_epoch(data.shape[0], batch_size, drop_last)
     if train_step.steps_per_epoch not in (None, expected):
@@ -191,7 +202,7 @@ def train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules: 
         x = data[rows]
         if batch_sharding is not None:
             x = jax.lax.with_sharding_constraint(x, batch_sharding)
-        state, metrics = train_step(state, x, step_key, schedules)
+        state, metrics = train_step(state, x, step_key, schedules, recon_sigma)
         loss_sum = loss_sum + metrics["loss"]
         report(step, loss_sum)
         return (state, loss_sum, step + 1), metrics
@@ -202,23 +213,26 @@ def train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules: 
         body, carry, (batches.full, step_keys[: batches.full.shape[0]]), unroll=SCAN_UNROLL
     )
     if batches.tail.shape[0]:
-        state, tail_metrics = train_step(state, data[batches.tail], step_keys[-1], schedules)
+        state, tail_metrics = train_step(state, data[batches.tail], step_keys[-1], schedules, recon_sigma)
         metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), metrics, tail_metrics)
     return state, metrics, _tree_all_finite(state.params)
 
 
 @partial(jax.jit, static_argnames=("vae_config", "batch_size", "drop_last"))
-def eval_epoch(params, data, key, vae_config: VAEConfig, batch_size: int = 128, drop_last: bool = False):
+def eval_epoch(params, data, key, vae_config: VAEConfig, batch_size: int = 128, drop_last: bool = False, *,
+               kl_weight=None, recon_sigma=None):
     """Per-batch loss, recon and KL over ``data`` as one compiled call.
 
     Like the blog's validation loop it draws fresh noise and shuffles the batches (``key``);
     pass ``key`` to fix both. The batch means are unweighted, as the blog averages them.
+    ``kl_weight`` and ``recon_sigma`` replace the config's (arrays: a sweep's per-model values).
     """
     batches, step_keys = epoch_plan(key, data.shape[0], batch_size, drop_last)
 
     def batch_metrics(rows, step_key):
         x = data[rows]
-        loss, aux = objective_loss(params, x, sample_eps(step_key, x.shape[0], vae_config, x.dtype), vae_config)
+        eps = sample_eps(step_key, x.shape[0], vae_config, x.dtype)
+        loss, aux = objective_loss(params, x, eps, vae_config, kl_weight, recon_sigma)
         return {"loss": loss, **aux}
 
     metrics = jax.lax.map(lambda xs: batch_metrics(*xs), (batches.full, step_keys[: batches.full.shape[0]]))
@@ -262,18 +276,41 @@ class FitResult:
     stop_reason: str
 
 
-def _check_finite(losses: np.ndarray, params_finite, state: FitState, lr: float) -> None:
-    """NonFiniteError naming the epoch and the first bad step, holding the last good state."""
+def _non_finite_message(losses: np.ndarray, params_finite, epoch: int, lr: float) -> str | None:
+    """What went non-finite in ``epoch`` (counted from 1): the first bad step, or a parameter; None if nothing."""
     if bool(params_finite) and np.all(np.isfinite(losses)):
-        return
+        return None
     bad = np.flatnonzero(~np.isfinite(losses))
     where = f"step {int(bad[0]) + 1} of {losses.size}" if bad.size else f"the last of {losses.size} steps (a parameter)"
-    raise NonFiniteError(f"non-finite loss or parameter in epoch {state.epoch + 1}, {where} (lr {lr:g}); "
-                         "training stopped, the last good state is kept", state)
+    return (f"non-finite loss or parameter in epoch {epoch}, {where} (lr {lr:g}); "
+            "training stopped, the last good state is kept")
+
+
+def _check_finite(losses: np.ndarray, params_finite, state: FitState, lr: float) -> None:
+    """NonFiniteError naming the epoch and the first bad step, holding the last good state."""
+    message = _non_finite_message(losses, params_finite, state.epoch + 1, lr)
+    if message is not None:
+        raise NonFiniteError(message, state)
 
 
 def _mean(metrics, name: str) -> float:
     return float(np.mean(np.asarray(metrics[name])))
+
+
+def _epoch_record(epoch: int, metrics, val, lr: float, kl_weight: float, seconds: float) -> dict:
+    """One line of the history: the means of an epoch's per-batch training and validation metrics."""
+    return {
+        "epoch": epoch,
+        "train_loss": _mean(metrics, "loss"),
+        "train_recon": _mean(metrics, "recon"),
+        "train_kl": _mean(metrics, "kl"),
+        "val_loss": _mean(val, "loss"),
+        "val_recon": _mean(val, "recon"),
+        "val_kl": _mean(val, "kl"),
+        "lr": lr,
+        "kl_weight": kl_weight,
+        "seconds": seconds,
+    }
 
 
 def fit(
@@ -325,10 +362,7 @@ def fit(
         train_x, val_x = data_parallel.replicate((train_x, val_x))
         state = dataclasses.replace(state, train_state=data_parallel.replicate(state.train_state))
 
-    def finished(s: FitState) -> bool:
-        return step.lr.finished(s.schedules.lr, s.epoch) or step.kl_weight.finished(s.schedules.kl_weight, s.epoch)
-
-    while state.epoch < tc.max_epochs and not finished(state):
+    while state.epoch < tc.max_epochs and not step.finished(state.schedules, state.epoch):
         start = time.perf_counter()
         key, train_key, val_key = jax.random.split(state.key, 3)
         lr, kl_weight = (float(v) for v in step.values(state.train_state, state.schedules))
@@ -340,21 +374,9 @@ def fit(
         losses = np.asarray(metrics["loss"])
         _check_finite(losses, finite, state, lr)
         val = eval_epoch(train_state.params, val_x, val_key, vae_config, tc.batch_size, tc.drop_last)
-        record = {
-            "epoch": state.epoch + 1,
-            "train_loss": float(losses.mean()),
-            "train_recon": _mean(metrics, "recon"),
-            "train_kl": _mean(metrics, "kl"),
-            "val_loss": _mean(val, "loss"),
-            "val_recon": _mean(val, "recon"),
-            "val_kl": _mean(val, "kl"),
-            "lr": lr,
-            "kl_weight": kl_weight,
-            "seconds": time.perf_counter() - start,
-        }
-        schedules = ScheduleStates(step.lr.update(state.schedules.lr, record["val_loss"]),
-                                   step.kl_weight.update(state.schedules.kl_weight, record["val_loss"]))
+        record = _epoch_record(state.epoch + 1, metrics, val, lr, kl_weight, time.perf_counter() - start)
+        schedules = step.update_schedules(state.schedules, record["val_loss"])
         state = FitState(train_state, schedules, key, state.epoch + 1, [*state.history, record])
         for callback in callbacks:
             callback(state, record)
-    return FitResult(state.params, state.history, state, "schedule" if finished(state) else "max_epochs")
+    return FitResult(state.params, state.history, state, "schedule" if step.finished(state.schedules, state.epoch) else "max_epochs")

@@ -1,0 +1,102 @@
+"""Two processes on this machine, joined by ``jax.distributed.initialize`` (a coordinator on localhost,
+CPU collectives over gloo), each with one CPU device, train data-parallel through ``fit``: the same
+result as one process, and only process 0 writes files."""
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxvae import TrainConfig, VAEConfig, fit
+from jaxvae.runs import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, read_metrics
+from tolerances import rel_err
+
+ROOT = Path(__file__).resolve().parents[1]
+VC = VAEConfig(input_dim=20, hidden=(16,), latent_dim=2)
+TC = TrainConfig(batch_size=32, max_epochs=2)  # 198 rows: 6 full batches of 32, split 16 + 16, and a tail of 6
+
+
+def data():
+    rng = np.random.default_rng(0)
+    return rng.random((198, 20)).astype(np.float32), rng.random((50, 20)).astype(np.float32)
+
+
+# One process of the job: what a user's script on each host does (see README, "Several devices, several hosts").
+WORKER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+
+    import jax
+
+    process_id, port, out = int(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
+    jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2, process_id=process_id)
+    assert jax.process_count() == 2 and len(jax.devices()) == 2 and len(jax.local_devices()) == 1, jax.devices()
+
+    import numpy as np
+    from jaxvae import fit
+    from jaxvae.checkpoint import save_checkpoint
+    from jaxvae.plots import save_figures
+    from jaxvae.runs import RunInfo, write_metrics, write_run_config
+    from test_multihost import TC, VC, data
+
+    train_x, val_x = data()
+    run_dir = out / f"run-of-process-{process_id}"  # each process its own directory: we can see who writes
+    run_dir.mkdir()
+
+    def on_epoch(state, record):  # what `jaxvae train` does after every epoch
+        save_checkpoint(run_dir / "checkpoint.msgpack", state, VC, TC)
+        write_metrics(run_dir, state.history)
+
+    write_run_config(run_dir, RunInfo(VC, TC, "random", (4, 5)))
+    result = fit(train_x, val_x, vae_config=VC, train_config=TC, callbacks=[on_epoch])  # data_parallel="auto"
+    leaf = jax.tree.leaves(result.params)[0]
+    assert len(leaf.sharding.device_set) == 2 and leaf.sharding.is_fully_replicated, leaf.sharding
+    save_figures(run_dir / "figures", result.params, VC, val_x, np.zeros(len(val_x), int), (4, 5), result.history)
+    # The harness's own record of what each process computed (not a jaxvae file):
+    np.savez(out / f"params-{process_id}.npz", *[np.asarray(p) for p in jax.tree.leaves(result.params)],
+             val_loss=[r["val_loss"] for r in result.history])
+    print("process", process_id, "done", flush=True)
+""")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_data_parallel_like_one_and_only_process_0_writes(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device per process
+    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")]))
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(i), str(port), str(tmp_path)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=150)[0])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(outputs)[-4000:]
+
+    writer, other = tmp_path / "run-of-process-0", tmp_path / "run-of-process-1"
+    assert {p.name for p in writer.iterdir()} == {CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, "figures"}
+    assert len(list((writer / "figures").iterdir())) == 5
+    assert list(other.iterdir()) == []  # process 1 trained as much and wrote nothing
+
+    train_x, val_x = data()
+    alone = fit(train_x, val_x, vae_config=VC, train_config=TC, data_parallel=None)
+    for process in (0, 1):
+        got = np.load(tmp_path / f"params-{process}.npz")
+        for i, want in enumerate(jax.tree.leaves(alone.params)):
+            assert rel_err(got[f"arr_{i}"], want) <= 1e-5  # summation order of the all-reduced gradient
+        np.testing.assert_allclose(got["val_loss"], [r["val_loss"] for r in alone.history], rtol=1e-5)
+    assert [r["epoch"] for r in read_metrics(writer)] == [1, 2]
