@@ -161,9 +161,9 @@ class _Parser(argparse.ArgumentParser):
         args = sys.argv[1:] if args is None else list(args)
         self._check_command(args)
         parsed, extras = self.parse_known_args(args, namespace)
-        if extras:
-            command = getattr(parsed, "command", None)
-            parser = self._commands.choices[command] if self._commands and command else self
+        if extras:  # report them in the words of the subcommand they were given to
+            command = getattr(parsed, self._commands.dest, None) if self._commands else None
+            parser = self._commands.choices[command] if command else self
             parser.error(parser.unrecognized(extras))
         return parsed
 
