@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# keep a torch that is already there (a CUDA build, say); otherwise install $(TORCH_INSTALL)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_INSTALL)
-	$(PY) -m pip install -q -e ".[torch,test]"
+	$(PY) -m pip install -q -e ".[torch,test,tensorboard]"
 	touch $@
 
 train: install

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import difflib
+import importlib.util
 import json
 import os
 import shlex
@@ -20,8 +22,19 @@ import threading
 import time
 from pathlib import Path
 
-from jaxvae.config import ACTIVATIONS, OUTPUT_ACTIVATIONS, TrainConfig, VAEConfig
-from jaxvae.fileio import write_json
+from jaxvae.config import (
+    ACTIVATIONS,
+    ARCHITECTURES,
+    BINARIZATIONS,
+    COMPUTE_DTYPES,
+    LIKELIHOODS,
+    LR_SCHEDULES,
+    OBJECTIVES,
+    OUTPUT_ACTIVATIONS,
+    TrainConfig,
+    VAEConfig,
+)
+from jaxvae.fileio import user_cache_dir, write_json
 from jaxvae.runs import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -52,18 +65,25 @@ EXIT_NONFINITE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 # Flag names that differ from the field name with "_" -> "-".
 FLAG_NAMES = {"max_epochs": "epochs"}
+# What each config flag does; --help adds the choices and the dataclass default.
 FIELD_HELP = {
-    "input_dim": "features per sample (default: taken from the dataset; 784 for MNIST, 64 for digits)",
+    "input_dim": "features per sample; must match the data",
     "hidden": "encoder hidden widths; the decoder mirrors them",
     "latent_dim": "latent dimensions",
-    "activation": f"hidden activation: {', '.join(ACTIVATIONS)}",
+    "activation": "hidden-layer activation",
     "negative_slope": "LeakyReLU negative slope",
-    "output_activation": f"decoder output: {', '.join(OUTPUT_ACTIVATIONS)}",
+    "output_activation": "decoder output activation (Gaussian likelihood only)",
     "recon_sigma": "sigma of the Gaussian reconstruction likelihood (the blog's gauss_sigma)",
-    "kl_weight": "weight of the KL term (the blog's distrib_loss_rate)",
-    "decoder_hidden": "decoder hidden widths (default: the encoder's, reversed)",
+    "kl_weight": "weight of the KL term (the blog's distrib_loss_rate; a beta-VAE's beta)",
+    "decoder_hidden": "decoder hidden widths",
+    "likelihood": "observation model p(x|z): the blog's Gaussian, or Bernoulli (pixels in [0, 1])",
+    "objective": "training bound: the ELBO, or the importance-weighted bound (IWAE) with --iwae-k samples",
+    "iwae_k": "importance samples per image for --objective iwae",
+    "architecture": "encoder and decoder: MLPs, or VGG-style 3x3 conv stacks (square images)",
+    "conv_channels": "channels of each conv block (each block halves the image side)",
+    "compute_dtype": "dtype of matmuls and convolutions; parameters and loss stay float32",
     "batch_size": "minibatch size",
-    "lr": "Adam learning rate",
+    "lr": "Adam learning rate (the start value of every --lr-schedule)",
     "max_epochs": "maximum number of epochs",
     "b1": "Adam beta1", "b2": "Adam beta2", "adam_eps": "Adam epsilon",
     "plateau_factor": "ReduceLROnPlateau factor",
@@ -71,24 +91,112 @@ FIELD_HELP = {
     "plateau_threshold": "ReduceLROnPlateau relative threshold",
     "min_lr": "ReduceLROnPlateau minimum lr",
     "stop_lr": "stop before an epoch whose lr is below this",
-    "drop_last": "drop the last partial batch",
+    "drop_last": "drop the last partial batch of each epoch",
     "seed": "random seed (init, shuffling, noise)",
-    "lr_schedule": "learning-rate schedule: plateau (the blog's), constant, burda, cosine",
+    "binarize": "binarise the images for a Bernoulli model: never, afresh for every batch, or once",
+    "binarize_seed": "seed of --binarize fixed (and of the validation images' one binarisation)",
+    "lr_schedule": "learning-rate schedule: plateau (the blog's ReduceLROnPlateau), constant, "
+                   "burda (Burda et al.'s 3^i-epoch stages), cosine (to 0 over --epochs)",
     "kl_warmup_epochs": "raise the KL weight linearly from 0 over this many epochs (0: constant)",
+}
+# The allowed values of the enumerated fields (config.py validates the same tuples).
+FIELD_CHOICES = {
+    "activation": ACTIVATIONS,
+    "output_activation": OUTPUT_ACTIVATIONS,
+    "likelihood": LIKELIHOODS,
+    "objective": OBJECTIVES,
+    "architecture": ARCHITECTURES,
+    "compute_dtype": COMPUTE_DTYPES,
+    "binarize": BINARIZATIONS,
+    "lr_schedule": LR_SCHEDULES,
+}
+# Defaults the command line does not take from the dataclass as is.
+DEFAULT_TEXT = {
+    "input_dim": "the dataset's: 784 for MNIST, 64 for digits",
+    "decoder_hidden": "the encoder's, reversed",
 }
 # A resumed run keeps its config; only these may change (to train for longer, say).
 RESUME_OVERRIDABLE = {"max_epochs"}
+PROGRESS_KINDS = ("epochs", "steps", "none")  # --progress; see EpochProgress
+SPLITS = ("test", "train")  # evaluate --split
+TENSORBOARD_DIR = "tensorboard"  # train --tensorboard writes RUN_DIR/tensorboard
+RUN_DIR_HELP = "a run directory written by 'jaxvae train' or 'jaxvae import'"
 
 
 class UsageError(ValueError):
     """Bad command-line input; reported as one line with exit code 2."""
 
 
+def did_you_mean(word: str, candidates) -> str:
+    """``"; did you mean X?"`` for the closest candidate, or "" when none is close."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _choice(choices):
+    """An argparse ``type`` that accepts one of ``choices`` and names the closest one on a typo."""
+
+    def parse(value: str) -> str:
+        if value in choices:
+            return value
+        raise argparse.ArgumentTypeError(
+            f"invalid choice {value!r}{did_you_mean(value, choices)} (choose from {', '.join(choices)})")
+
+    return parse
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's layout with a wider flag column; every default is written into the help text
+    once, by whoever adds the flag (no ArgumentDefaultsHelpFormatter, which doubled them)."""
+
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=34)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``jaxvae train: error: ...`` and exit code 2, no usage dump."""
+    """argparse with one-line errors (``jaxvae train: error: ...``, exit code 2, no usage dump) and
+    a suggestion for a mistyped command, flag or choice, for every subcommand."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self._commands = None
 
     def error(self, message):
+        message = " ".join(str(message).split())
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def add_subparsers(self, **kwargs):
+        kwargs.setdefault("parser_class", _Parser)
+        self._commands = super().add_subparsers(**kwargs)
+        return self._commands
+
+    def parse_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        self._check_command(args)
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:  # report them in the words of the subcommand they were given to
+            command = getattr(parsed, self._commands.dest, None) if self._commands else None
+            parser = self._commands.choices[command] if command else self
+            parser.error(parser.unrecognized(extras))
+        return parsed
+
+    def _check_command(self, args) -> None:
+        # argparse's own message for a mistyped command lists the choices but suggests none
+        if self._commands is None:
+            return
+        command = next((a for a in args if not a.startswith("-")), None)
+        names = list(self._commands.choices)
+        if command is not None and command not in names:
+            self.error(f"unknown command {command!r}{did_you_mean(command, names)} (choose from {', '.join(names)})")
+
+    def unrecognized(self, extras) -> str:
+        """The error for arguments this parser does not know, naming the flag it was probably meant as."""
+        flags = [a.split("=", 1)[0] for a in extras if a.startswith("--")]
+        if not flags:
+            return f"unrecognized arguments: {' '.join(extras)}"
+        known = [s for s in self._option_string_actions if s.startswith("--")]  # argparse's table of flags
+        return f"unrecognized argument {flags[0]}{did_you_mean(flags[0], known)}"
 
 
 def _config_fields():
@@ -97,28 +205,52 @@ def _config_fields():
             yield cls, f
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field with that field's default (shown in --help).
+def flag_of(name: str) -> str:
+    """The command-line flag of a config field: ``max_epochs`` -> ``--epochs``, ``latent_dim`` -> ``--latent-dim``."""
+    return "--" + FLAG_NAMES.get(name, name).replace("_", "-")
 
-    Defaults are SUPPRESSed in the namespace so that we can tell which flags were given
-    (needed for input_dim, which otherwise follows the dataset, and for --resume).
+
+def _default_text(field: dataclasses.Field) -> str:
+    if field.name in DEFAULT_TEXT:
+        return DEFAULT_TEXT[field.name]
+    default = field.default
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if isinstance(default, tuple):
+        return " ".join(map(str, default))
+    return str(default)
+
+
+def field_help(field: dataclasses.Field) -> str:
+    """A config flag's help: what it does and its default (the dataclass's, so config.py stays the one place)."""
+    return f"{FIELD_HELP[field.name]} (default: {_default_text(field)})"
+
+
+def add_field_flag(container, field: dataclasses.Field) -> None:
+    """The flag of one config field on a parser or argument group: its help, choices and default text.
+
+    Its default is SUPPRESSed in the namespace so that we can tell which flags were given (needed
+    for input_dim, which otherwise follows the dataset, and for --resume).
     """
+    kwargs = {"dest": field.name, "default": argparse.SUPPRESS, "help": field_help(field)}
+    default = field.default
+    if field.name in FIELD_CHOICES:
+        kwargs.update(type=_choice(FIELD_CHOICES[field.name]), choices=FIELD_CHOICES[field.name])
+    elif isinstance(default, bool):
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif isinstance(default, tuple) or default is None:
+        kwargs.update(nargs="+", type=int, metavar="N")
+    else:  # N for whole numbers, X for real ones: short, and free of the field names (--epochs MAX_EPOCHS)
+        kwargs.update(type=type(default), metavar="N" if isinstance(default, int) else "X")
+    container.add_argument(flag_of(field.name), **kwargs)
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field, grouped by config, with that field's default (shown in --help)."""
     model = parser.add_argument_group("model (VAEConfig)")
     training = parser.add_argument_group("training (TrainConfig)")
     for cls, f in _config_fields():
-        group = model if cls is VAEConfig else training
-        flag = "--" + FLAG_NAMES.get(f.name, f.name).replace("_", "-")
-        default = f.default
-        kwargs = {"dest": f.name, "default": argparse.SUPPRESS,
-                  "help": f"{FIELD_HELP.get(f.name, f.name)} (default: "
-                          f"{' '.join(map(str, default)) if isinstance(default, tuple) else default})"}
-        if isinstance(default, bool):
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif isinstance(default, tuple) or default is None:
-            kwargs.update(nargs="+", type=int, metavar="N")
-        else:
-            kwargs["type"] = type(default)
-        group.add_argument(flag, **kwargs)
+        add_field_flag(model if cls is VAEConfig else training, f)
 
 
 def _given_fields(args) -> dict:
@@ -138,41 +270,99 @@ def configs_from_args(args, base_vae: VAEConfig = VAEConfig(),
 # --------------------------------------------------------------------------- output helpers
 
 
+def _write(stream, message: str) -> None:
+    # Once a bar may be on screen (tqdm loaded), lines go through tqdm.write: it clears the bar, prints
+    # the line and redraws the bar below it, so the two never tear each other. Otherwise a plain print.
+    bars = sys.modules.get("tqdm")
+    if bars is None:
+        print(message, file=stream, flush=True)
+    else:
+        bars.tqdm.write(message, file=stream)
+        stream.flush()
+
+
 def _say(message: str = "") -> None:
-    print(message, flush=True)
+    _write(sys.stdout, message)
 
 
 def _warn(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    _write(sys.stderr, message)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 class EpochProgress:
-    """A tqdm bar per epoch, fed by fit's ``progress(step, running_loss)`` host callback.
+    """Progress bars on stderr, drawn only when stderr is a terminal: in a log file the one line per
+    epoch on stdout says everything, and bar frames would only fill it.
 
-    One instance per run: fit passes it to a jitted function as a static argument, so a new
-    object would mean a recompilation.
+    ``kind`` "epochs": one bar over the run's epochs (count, elapsed time, time left), advanced after
+    each epoch; nothing runs inside the compiled epoch. "steps": a bar within each epoch as well, fed by
+    fit's ``progress(step, running_loss)`` host callback (``step_hook``); JAX keeps programs with host
+    callbacks out of its persistent compilation cache, so with it the epoch compiles on every start.
+    "none", or stderr not a terminal: nothing. One instance per run: fit passes ``step_hook`` to a
+    jitted function as a static argument, so a new object would mean a recompilation.
     """
 
-    def __init__(self, steps_per_epoch: int, first_epoch: int, max_epochs: int):
+    def __init__(self, kind: str, steps_per_epoch: int, first_epoch: int, max_epochs: int, stream=None):
+        self.stream = sys.stderr if stream is None else stream
+        self.kind = kind if _is_terminal(self.stream) else "none"
         self.steps = steps_per_epoch
         self.epoch = first_epoch
         self.max_epochs = max_epochs
-        self.bar = None
+        self.bar = None  # the bar on screen: the epoch's ("steps") or the run's ("epochs")
+        if self.kind == "epochs" and first_epoch <= max_epochs:
+            self.bar = self._new_bar("training", max_epochs, "epoch", initial=first_epoch - 1)
 
-    def __call__(self, step, running_loss):
+    @property
+    def step_hook(self):
+        """What fit's ``progress`` argument gets: this object for "steps", else None (no host callback)."""
+        return self if self.kind == "steps" else None
+
+    def _new_bar(self, desc: str, total: int, unit: str, initial: int = 0):
         from tqdm import tqdm
 
+        return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=False, file=self.stream,
+                    dynamic_ncols=True)
+
+    def __call__(self, step, running_loss):
         if self.bar is None:
-            self.bar = tqdm(total=self.steps, desc=f"epoch {self.epoch}/{self.max_epochs}", leave=False,
-                            unit="batch", dynamic_ncols=True)
+            self.bar = self._new_bar(f"epoch {self.epoch}/{self.max_epochs}", self.steps, "batch")
         self.bar.update(max(0, int(step) - self.bar.n))
         self.bar.set_postfix(loss=f"{float(running_loss):.4f}", refresh=False)
 
     def end_epoch(self) -> None:
-        if self.bar is not None:
+        if self.kind == "epochs" and self.bar is not None:
+            self.bar.update(1)
+        elif self.bar is not None:
             self.bar.close()
             self.bar = None
         self.epoch += 1
+
+    def close(self) -> None:
+        """Take the bar off the screen (the epoch lines above it stay)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def make_progress(args, steps_per_epoch: int, first_epoch: int, max_epochs: int) -> EpochProgress:
+    """The train command's progress display, from ``--progress`` and ``--quiet``."""
+    kind = "none" if args.quiet else args.progress
+    return EpochProgress(kind, steps_per_epoch, first_epoch, max_epochs)
+
+
+def epoch_loggers(args, run_dir: Path) -> list:
+    """fit callbacks that record each epoch beyond the run directory: TensorBoard with ``--tensorboard``."""
+    if not args.tensorboard:
+        return []
+    from jaxvae.tensorboard import TensorBoardLogger
+
+    return [TensorBoardLogger(run_dir / TENSORBOARD_DIR)]
 
 
 class _StopAfterEpoch(Exception):
@@ -294,8 +484,19 @@ def _check_resume_data_flags(args, info: RunInfo, run_dir: Path) -> None:
                          f"({run_dir / CONFIG_FILE}); a resumed run keeps its data")
 
 
+def default_run_dir(dataset_name: str) -> Path:
+    """``runs/<dataset>-<YYYYmmdd-HHMMSS>`` named after the data actually used (the fallback's too), with
+    ``-2``, ``-3``, ... when that directory exists (two runs started within one second)."""
+    stem = Path("runs") / f"{dataset_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, n = stem, 1
+    while out.exists():
+        n += 1
+        out = stem.with_name(f"{stem.name}-{n}")
+    return out
+
+
 def _new_run_dir(args, dataset_name: str) -> Path:
-    out = Path(args.out) if args.out else Path("runs") / f"{dataset_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(args.out) if args.out else default_run_dir(dataset_name)
     _check_new_run_dir(out)
     return out
 
@@ -406,11 +607,12 @@ def _train(args, run_dir: Path, info: RunInfo, state, vae_config: VAEConfig, tra
         return f"second Ctrl-C: stopped at once; no epoch had finished; start it again with: {resume_hint}"
 
     steps = steps_per_epoch(len(dataset.train_x), train_config.batch_size, train_config.drop_last)
-    progress = None if args.quiet else EpochProgress(steps, saver.saved_epoch + 1, train_config.max_epochs)
+    progress = make_progress(args, steps, saver.saved_epoch + 1, train_config.max_epochs)
+    loggers = epoch_loggers(args, run_dir)
 
     def close_bar():
-        if progress is not None and progress.bar is not None:
-            progress.bar.close()
+        for display in (progress, *loggers):
+            display.close()
 
     with _SigintFlag(second_ctrl_c) as stop:  # installed before the first line: a Ctrl-C from now on is ours
         _say(f"run directory: {run_dir}")
@@ -423,15 +625,15 @@ def _train(args, run_dir: Path, info: RunInfo, state, vae_config: VAEConfig, tra
 
         def on_epoch(fit_state, record):
             saver(fit_state, record)
-            if progress is not None:
-                progress.end_epoch()
+            progress.end_epoch()
             _say(_epoch_line(record, train_config.max_epochs))
             if stop.requested:
                 raise _StopAfterEpoch
 
         try:
             result = fit(dataset.train_x, dataset.test_x, vae_config=vae_config, train_config=train_config,
-                         state=state, callbacks=[on_epoch], progress=progress, progress_every=max(1, steps // 20))
+                         state=state, callbacks=[on_epoch, *loggers], progress=progress.step_hook,
+                         progress_every=max(1, steps // 20))
         except (_StopAfterEpoch, KeyboardInterrupt):
             close_bar()
             if saver.saved_epoch:
@@ -459,6 +661,7 @@ def _train(args, run_dir: Path, info: RunInfo, state, vae_config: VAEConfig, tra
             _warn(f"{PROG} train: error: {_os_error_text(e)}; {kept}; fix that, then continue with: {resume_hint}")
             return EXIT_USAGE
 
+        close_bar()
         history = result.history
         if not args.no_plots:
             from jaxvae.plots import save_figures
@@ -681,7 +884,7 @@ def _sweep(args, stack: contextlib.ExitStack) -> int:
         vae_config, train_config = configs_from_args(args)  # bad flags and values fail here, before any data
         grid["seeds"] = 1 if grid["seeds"] is None else grid["seeds"]
         sw.sweep_models(vae_config, train_config, **grid)
-        dataset = _load_data(args.dataset, args.data_dir, download, args.require_mnist)
+        dataset = _load_data(getattr(args, "dataset", "mnist"), args.data_dir, download, args.require_mnist)
         if not hasattr(args, "input_dim"):  # the 784 default is MNIST's: follow the data
             vae_config = vae_config.replace(input_dim=int(dataset.train_x.shape[1]))
         models = sw.sweep_models(vae_config, train_config, **grid)
@@ -716,7 +919,8 @@ def _sweep(args, stack: contextlib.ExitStack) -> int:
 
     steps = steps_per_epoch(len(dataset.train_x), train_config.batch_size, train_config.drop_last)
     first_epoch = (min(state.epochs) if state else 0) + 1
-    progress = None if args.quiet else _SweepProgress(len(models), steps, first_epoch, train_config.max_epochs)
+    progress = _SweepProgress(len(models), "none" if args.quiet else args.progress, steps, first_epoch,
+                              train_config.max_epochs)
 
     def on_epoch(sweep_state, records):
         for i, record in enumerate(records):
@@ -724,8 +928,7 @@ def _sweep(args, stack: contextlib.ExitStack) -> int:
                 save_checkpoint(dirs[i] / CHECKPOINT_FILE, sweep_state.fit_state(i), models[i].vae_config,
                                 models[i].train_config)
                 write_metrics(dirs[i], sweep_state.histories[i])
-        if progress is not None:
-            progress.end_epoch()
+        progress.end_epoch()
         for i, error in enumerate(sweep_state.errors):
             if error is not None and known_errors[i] is None:
                 _warn(f"{PROG} sweep: model {models[i].name}: {error}; its run directory keeps its last good epoch "
@@ -742,15 +945,15 @@ def _sweep(args, stack: contextlib.ExitStack) -> int:
         with _SigintFlag(lambda: f"second Ctrl-C: stopped at once; every model's last finished epoch is saved in its "
                                  f"run directory; resume with: {resume_hint}") as stop:
             result = sw.fit_many(dataset.train_x, dataset.test_x, vae_config=vae_config, train_config=train_config,
-                                 **grid, state=state, callbacks=[on_epoch], progress=progress,
+                                 **grid, state=state, callbacks=[on_epoch], progress=progress.step_hook,
                                  progress_every=max(1, steps // 20))
     except (_StopAfterEpoch, KeyboardInterrupt):
-        if progress is not None and progress.bar is not None:
-            progress.bar.close()
+        progress.close()
         _warn(f"interrupted; every model's last finished epoch is saved in its run directory; resume with: "
               f"{resume_hint}")
         return EXIT_INTERRUPTED
 
+    progress.close()
     params = [jax.tree.map(lambda leaf, i=i: np.asarray(leaf[i]), result.params) for i in range(len(models))]
     if not args.no_plots:
         for i, (m, run_dir) in enumerate(zip(models, dirs)):
@@ -778,14 +981,10 @@ def _sweep(args, stack: contextlib.ExitStack) -> int:
 def _add_sweep_parser(sub, data_flags) -> None:
     """``jaxvae sweep``: train's flags, except that --recon-sigma, --kl-weight and --lr take several values."""
     sweep = sub.add_parser("sweep", help="train many models at once: --seeds N and several values of --recon-sigma, "
-                           "--kl-weight or --lr (one compiled program)",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter, conflict_handler="resolve")
+                           "--kl-weight or --lr (one compiled program)", conflict_handler="resolve")
     data_flags(sweep, True)
-    sweep.add_argument("--out", help="sweep directory (default: runs/sweep-<dataset>-<YYYYmmdd-HHMMSS>)")
-    sweep.add_argument("--resume", metavar="SWEEP_DIR", help="continue the sweep in SWEEP_DIR from its models' "
-                       "checkpoints (its configs and values are kept; --epochs may raise the epoch limit)")
-    sweep.add_argument("--no-plots", action="store_true", help="skip every figure (the models' and the summary's)")
-    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_run_flags(sweep, "SWEEP_DIR", "sweep directory (default: runs/sweep-<dataset>-<YYYYmmdd-HHMMSS>)",
+                   "the sweep in SWEEP_DIR from its models' checkpoints", "every figure (the models' and the summary's)")
     _add_config_flags(sweep)
     # Declared again after the config flags: conflict_handler="resolve" replaces the single-value flags.
     group = sweep.add_argument_group("sweep (one model per combination of the values, times each seed)")
@@ -798,7 +997,77 @@ def _add_sweep_parser(sub, data_flags) -> None:
     sweep.set_defaults(func=cmd_sweep)
 
 
+# --------------------------------------------------------------------------- compilation cache
+
+NO_COMPILE_CACHE_ENV = "JAXVAE_NO_COMPILE_CACHE"
+COMPILE_CACHE_MAX_BYTES = 256 << 20  # least recently used entries go first; one model's programs take ~1 MB
+
+
+def compile_cache_dir() -> Path | None:
+    """Where jaxvae keeps JAX's persistent compilation cache: ``user_cache_dir()/jax-cache``, or None
+    when ``$JAXVAE_NO_COMPILE_CACHE`` is set (to anything but "" or "0")."""
+    if os.environ.get(NO_COMPILE_CACHE_ENV, "") not in ("", "0"):
+        return None
+    return user_cache_dir() / "jax-cache"
+
+
+def enable_compile_cache() -> Path | None:
+    """Turn on JAX's persistent compilation cache (before anything is compiled), so that a second start
+    of the same configuration loads its compiled epoch instead of compiling it again. A cache directory
+    the user gave JAX (``JAX_COMPILATION_CACHE_DIR``) is kept. Returns the directory in use, or None
+    when it is turned off or cannot be created (then everything compiles as without it)."""
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        return Path(jax.config.jax_compilation_cache_dir)
+    directory = compile_cache_dir()
+    if directory is None:
+        return None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    # Every program, however small or quick to compile: JAX's defaults (1 s of compile time) would
+    # leave out the validation epoch and the dozens of small programs that building the state runs.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    if importlib.util.find_spec("filelock") is not None:  # a dependency; JAX refuses a size limit without it
+        jax.config.update("jax_compilation_cache_max_size", COMPILE_CACHE_MAX_BYTES)
+    return directory
+
+
 # --------------------------------------------------------------------------- parser
+
+
+class _TensorBoardFlag(argparse.Action):
+    """``--tensorboard``: refused at parse time, before anything is written, when tensorboardX is missing."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from jaxvae.tensorboard import missing
+
+        problem = missing()
+        if problem:
+            parser.error(f"{option_string}: {problem}")
+        setattr(namespace, self.dest, True)
+
+
+def _add_run_flags(parser, metavar: str, out_help: str, resume_what: str, plots_what: str):
+    """The flags train and sweep share: where to write, resuming, figures, progress. Returns the group."""
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", metavar=metavar, help=out_help)
+    run.add_argument("--resume", metavar=metavar, help=f"continue {resume_what} (its config is kept; --epochs may "
+                     "raise the epoch limit)")
+    run.add_argument("--no-plots", action="store_true", help=f"skip {plots_what}")
+    run.add_argument("--progress", type=_choice(PROGRESS_KINDS), choices=PROGRESS_KINDS, default="epochs",
+                     help="progress bar on a terminal (never in a log file): one over the run's epochs, one "
+                          "within each epoch as well (its host callback keeps the epoch out of the "
+                          "compilation cache), or none (default: epochs)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar (the same as --progress none)")
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -808,65 +1077,80 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Train, evaluate, plot and export the VAE of 'A Gentle "
                      "Introduction to Variational Autoencoders' (JAX/Flax).")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def data_flags(p, with_dataset: bool):
-        if with_dataset:
-            p.add_argument("--dataset", choices=DATASETS, default=argparse.SUPPRESS,  # SUPPRESS: --resume tells given from default
-                           help="mnist (falls back to the embedded 8x8 digits, with one logged line, when MNIST "
-                                "can be neither found nor downloaded) or digits (default: mnist)")
-            p.add_argument("--require-mnist", action="store_true", help="fail instead of falling back to digits")
-        p.add_argument("--data-dir", help="directory with the MNIST IDX files (.gz or not); default: "
-                       "$JAXVAE_DATA_DIR, then ~/.cache/jaxvae/mnist, then download")
-        p.add_argument("--no-download", action="store_true", help="never try to download MNIST")
+    def data_flags(p, for_training: bool):
+        group = p.add_argument_group("data")
+        if for_training:
+            # SUPPRESS: --resume tells a given --dataset from the default (the default is applied in cmd_train)
+            group.add_argument("--dataset", type=_choice(DATASETS), choices=DATASETS, default=argparse.SUPPRESS,
+                               help="mnist: the 60000 + 10000 images, found locally or downloaded, else (with "
+                                    "one line saying how to get them) the bundled mnist-subset; mnist-subset: "
+                                    "10000 + 2000 real MNIST images shipped with jaxvae; digits: scikit-learn's "
+                                    "8x8 digits (default: mnist)")
+            group.add_argument("--require-mnist", action="store_true",
+                               help="fail instead of falling back to mnist-subset when MNIST is missing")
+            where = "directory with the MNIST IDX files (.gz or not, or torchvision's DIR/MNIST/raw)"
+            default = f"$JAXVAE_DATA_DIR, then {user_cache_dir() / 'mnist'}, then download"
+        else:
+            where = "where the run's MNIST files are now"
+            default = "the directory the run recorded, else as for train"
+        group.add_argument("--data-dir", metavar="DIR", help=f"{where} (default: {default})")
+        group.add_argument("--no-download", action="store_true", help="never try to download MNIST")
 
     train = sub.add_parser("train", help="train a VAE (the blog's configuration by default)",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           description="Train a VAE and write a run directory (config, metrics, checkpoint, "
+                                       "figures). Every field of VAEConfig and TrainConfig is a flag below.",
+                           usage="%(prog)s [--dataset NAME] [--epochs N] [--out RUN_DIR] [options]")
     data_flags(train, True)
-    train.add_argument("--out", help="run directory (default: runs/<dataset>-<YYYYmmdd-HHMMSS>)")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint "
-                       "(its config is kept; --epochs may raise the epoch limit)")
-    train.add_argument("--no-plots", action="store_true", help="skip the figures at the end")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    run = _add_run_flags(train, "RUN_DIR", "run directory (default: runs/<dataset>-<YYYYmmdd-HHMMSS>, named after "
+                         "the data used)", "the run in RUN_DIR from its checkpoint", "the figures at the end")
+    run.add_argument("--tensorboard", action=_TensorBoardFlag,
+                     help="also write the per-epoch metrics as TensorBoard event files to RUN_DIR/tensorboard "
+                          "(needs tensorboardX: pip install 'jaxvae[tensorboard]')")
     _add_config_flags(train)
     train.set_defaults(func=cmd_train)
     _add_sweep_parser(sub, data_flags)
 
     evaluate = sub.add_parser("evaluate", help="loss, reconstruction and KL of a run on its test split")
-    evaluate.add_argument("run_dir", metavar="RUN_DIR")
-    evaluate.add_argument("--split", choices=("test", "train"), default="test")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of the evaluation noise and batch order")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
+    evaluate.add_argument("--split", type=_choice(SPLITS), choices=SPLITS, default="test",
+                          help="the split to score (default: test)")
+    evaluate.add_argument("--seed", type=int, default=0, metavar="N",
+                          help="seed of the evaluation noise and batch order (default: 0)")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of the table")
     evaluate.add_argument("--k", type=int, default=0, metavar="K",
-                          help="also estimate log p(x) with K importance samples per image (e.g. 5000; 0: skip)")
+                          help="also estimate log p(x) with K importance samples per image, e.g. 5000 "
+                               "(default: 0, skip)")
     evaluate.add_argument("--chunk", type=int, default=None, metavar="N",
                           help="importance samples per image held in memory at once (default: a 64 MB budget)")
-    evaluate.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images of the split")
+    evaluate.add_argument("--limit", type=int, default=None, metavar="N",
+                          help="only the first N images of the split (default: all)")
     data_flags(evaluate, False)
     evaluate.set_defaults(func=cmd_evaluate)
 
     plot = sub.add_parser("plot", help="redraw a run's figures from its checkpoint")
-    plot.add_argument("run_dir", metavar="RUN_DIR")
+    plot.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
     plot.add_argument("--figures", metavar="DIR", help=f"where to write the PNGs (default: RUN_DIR/{FIGURES_DIR})")
     data_flags(plot, False)
     plot.set_defaults(func=cmd_plot)
 
     export = sub.add_parser("export", help="write PyTorch state dicts for torchref's blog modules")
-    export.add_argument("run_dir", metavar="RUN_DIR")
-    export.add_argument("--torch", required=True, metavar="FILE", help="output file (torch.save format)")
+    export.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
+    export.add_argument("--torch", required=True, metavar="FILE", help="output file (torch.save format; required)")
     export.set_defaults(func=cmd_export)
 
     imp = sub.add_parser("import", help="make a run directory from torchref state dicts")
     imp.add_argument("torch_file", metavar="FILE", help="a file written by 'jaxvae export' (or torch.save of "
                      "{'encoder': state_dict, 'decoder': state_dict})")
-    imp.add_argument("--out", required=True, metavar="RUN_DIR")
-    imp.add_argument("--dataset", choices=DATASETS, help="the data the model is for (default: from the file, "
-                     "else by input size: 784 mnist, 64 digits)")
-    imp.add_argument("--data-dir")
-    for name in ("recon_sigma", "kl_weight", "batch_size", "seed"):
-        field = {f.name: f for _, f in _config_fields()}[name]
-        imp.add_argument("--" + name.replace("_", "-"), dest=name, type=type(field.default),
-                         default=argparse.SUPPRESS, help=f"{FIELD_HELP[name]} (default: {field.default})")
+    imp.add_argument("--out", required=True, metavar="RUN_DIR", help="the run directory to write (required)")
+    imp.add_argument("--dataset", type=_choice(DATASETS), choices=DATASETS,
+                     help="the data the model is for (default: the file's, else by input size: 784 mnist, 64 digits)")
+    imp.add_argument("--data-dir", metavar="DIR", help="where that dataset's MNIST files are (default: searched "
+                     "as for train)")
+    for _, f in _config_fields():
+        if f.name in ("recon_sigma", "kl_weight", "batch_size", "seed"):
+            add_field_flag(imp, f)
     imp.set_defaults(func=cmd_import)
     return parser
 
@@ -891,6 +1175,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, --version, or argparse's one-line error (already printed)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USAGE)
     args.command_line = shlex.join([PROG, *argv])  # who holds a run's lock, for a second writer's message
+    enable_compile_cache()  # before the command compiles anything
     try:
         return args.func(args)
     except (ValueError, OverflowError) as e:  # configs, data, checkpoints, runs: all name the field / file at fault

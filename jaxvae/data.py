@@ -294,10 +294,9 @@ def read_idx(path: str | os.PathLike, kind: str | None = None) -> np.ndarray:
 
 
 def _cache_dir() -> Path:
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    # the XDG spec says relative values are invalid and must be ignored
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "jaxvae" / "mnist"
+    from jaxvae.fileio import user_cache_dir  # on use, as in _download_one: data.py alone needs no jax
+
+    return user_cache_dir() / "mnist"
 
 
 def _check_root(root) -> None:

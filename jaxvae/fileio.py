@@ -1,4 +1,5 @@
-"""File I/O at the bottom of the package: atomic writes, strict JSON, checksummed framing.
+"""File I/O at the bottom of the package: atomic writes, strict JSON, checksummed framing, and
+where jaxvae keeps its per-user cache.
 
 Every file jaxvae writes (checkpoints, run configs, metrics, figures, downloads, exports) goes
 through ``atomic_write_bytes``: readers see the old file or the new one, never a mix, even if the
@@ -27,6 +28,15 @@ def _file_mode() -> int:
 
 def _tmp_prefix(path: Path) -> str:
     return f".{path.name}{_TMP_MARK}"
+
+
+def user_cache_dir() -> Path:
+    """jaxvae's per-user cache: ``$XDG_CACHE_HOME/jaxvae``, or ``~/.cache/jaxvae`` when XDG_CACHE_HOME
+    is unset (downloaded MNIST, the compilation cache). Nothing is created here."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    # the XDG spec says relative values are invalid and must be ignored
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "jaxvae"
 
 
 def remove_stale_temps(path: str | os.PathLike) -> None:

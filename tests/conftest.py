@@ -1,6 +1,12 @@
 """Shared fixtures: tiny, deterministic data that looks like what the model sees."""
+import os
+
 import numpy as np
 import pytest
+
+# cli.main turns on JAX's persistent compilation cache in the user's cache directory; tests that call it
+# must neither write there nor depend on what an earlier run left (tests/test_first_cache.py tests the cache).
+os.environ.setdefault("JAXVAE_NO_COMPILE_CACHE", "1")
 
 
 def digit_like_batch(n: int, seed: int = 0, side: int = 28) -> np.ndarray:

@@ -1,0 +1,71 @@
+"""Progress bars only on a terminal; in a log file nothing per step and one line per epoch."""
+import io
+import sys
+
+import pytest
+
+from jaxvae import cli
+
+TINY = ["--dataset", "digits", "--hidden", "16", "--no-download", "--no-plots", "--epochs", "2"]
+
+
+class Terminal(io.StringIO):
+    """What a terminal on stderr looks like to the code: a stream whose isatty() is True."""
+
+    def isatty(self):
+        return True
+
+
+def train(tmp_path, capsys, monkeypatch, stderr, *flags):
+    monkeypatch.setattr(sys, "stderr", stderr)
+    code = cli.main(["train", *TINY, "--out", str(tmp_path / "run"), *flags])
+    out = capsys.readouterr().out
+    assert code == 0
+    return out
+
+
+def epoch_lines(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("epoch")]
+
+
+def test_a_log_file_gets_no_bar_frames(tmp_path, capsys, monkeypatch):
+    with open(tmp_path / "stderr.log", "w+") as log:  # a real file: isatty() is False
+        out = train(tmp_path, capsys, monkeypatch, log, "--progress", "steps")
+        log.seek(0)
+        assert log.read() == ""
+    assert len(epoch_lines(out)) == 2  # the one line per epoch, on stdout
+
+
+@pytest.mark.parametrize("kind, bar_text", [("epochs", "training"), ("steps", "epoch 1/2")])
+def test_a_terminal_gets_a_bar_and_the_epoch_lines(tmp_path, capsys, monkeypatch, kind, bar_text):
+    terminal = Terminal()
+    out = train(tmp_path, capsys, monkeypatch, terminal, "--progress", kind)
+    frames = terminal.getvalue()
+    assert "\r" in frames and bar_text in frames
+    assert len(epoch_lines(out)) == 2 and all("\r" not in line for line in out.splitlines())
+
+
+def test_quiet_and_none_draw_nothing_even_on_a_terminal(tmp_path, capsys, monkeypatch):
+    for n, flags in enumerate((["--quiet"], ["--progress", "none"])):
+        terminal = Terminal()
+        train(tmp_path / str(n), capsys, monkeypatch, terminal, *flags)
+        assert terminal.getvalue() == ""
+
+
+def test_only_the_steps_bar_runs_inside_the_compiled_epoch():
+    # fit adds a host callback to the compiled epoch only for a step hook; JAX's persistent
+    # compilation cache skips programs with host callbacks
+    terminal = Terminal()
+    assert cli.EpochProgress("epochs", 10, 1, 3, stream=terminal).step_hook is None
+    steps = cli.EpochProgress("steps", 10, 1, 3, stream=terminal)
+    assert steps.step_hook is steps
+    assert cli.EpochProgress("steps", 10, 1, 3, stream=io.StringIO()).step_hook is None  # not a terminal
+
+
+def test_the_run_bar_counts_epochs_from_a_resumed_start():
+    terminal = Terminal()
+    progress = cli.EpochProgress("epochs", 10, 4, 6, stream=terminal)  # resuming after epoch 3 of 6
+    progress.end_epoch()
+    assert progress.bar.n == 4 and progress.bar.total == 6
+    progress.close()
+    assert progress.bar is None
