@@ -1,4 +1,4 @@
-"""The ``jaxvae`` command: train, evaluate, plot, export and import. argparse -> configs -> modules.
+"""The ``jaxvae`` command: train, sweep, evaluate, plot, export and import. argparse -> configs -> modules.
 
 The train flags are generated from the fields of VAEConfig and TrainConfig (one flag per field,
 the dataclass default is the flag's default), so defaults live in one place: config.py.
