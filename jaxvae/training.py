@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,7 +24,7 @@ import optax
 
 from jaxvae import schedules as sched
 from jaxvae.batching import epoch_indices, steps_per_epoch
-from jaxvae.binarize import prepare_eval_data, prepare_train_data, sample_binary
+from jaxvae.binarize import binary_from_uniform, prepare_eval_data, prepare_train_data
 from jaxvae.checks import check_data
 from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.losses import objective_loss, sample_eps
@@ -32,6 +33,10 @@ from jaxvae.parallel import DataParallel, make_data_parallel
 
 # Steps per loop iteration in the compiled epoch: amortises loop overhead on CPU (see benchmarks/).
 SCAN_UNROLL = 3
+# Random numbers drawn in one call for a run of consecutive steps (4 MB of float32). Each call of
+# the PRNG has a fixed cost (on CPU threefry runs as a 5-round loop of small kernels, ~0.03 ms);
+# drawing many steps' noise in one vmapped call pays it once per run. Bit for bit the same numbers.
+NOISE_CHUNK_FLOATS = 2**20
 
 
 class TrainState(NamedTuple):
@@ -48,6 +53,14 @@ class ScheduleStates(NamedTuple):
 
     lr: Any = ()
     kl_weight: Any = ()
+
+
+class StepNoise(NamedTuple):
+    """The random numbers of one step: the reparameterisation noise ``eps`` and, for dynamic
+    binarisation, the uniforms that binarise the batch (``binarize``; None otherwise)."""
+
+    eps: jax.Array
+    binarize: jax.Array | None = None
 
 
 def adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
@@ -118,10 +131,21 @@ class TrainStep:
     def __call__(self, state: TrainState, x, key, schedules: ScheduleStates | None = None):
         """One step on batch ``x`` with the noise (and the binarisation) drawn from ``key``.
         Pure: jit it, or let ``train_epoch`` scan it. Returns ``(state, {"loss", "recon", "kl"})``."""
+        return self._with_draws(state, x, self._draw(key, x.shape, x.dtype), schedules)
+
+    def _draw(self, key, shape, dtype) -> StepNoise:
+        """The random numbers of one step on a batch of ``shape``, from ``key``: the binarisation's
+        uniforms from the first half of ``split(key)`` (``sample_binary``'s draw), eps from the rest."""
+        uniforms = None
         if self.binarize:
             key, binarize_key = jax.random.split(key)
-            x = sample_binary(binarize_key, x)
-        return self.with_noise(state, x, sample_eps(key, x.shape[0], self.config, x.dtype), schedules)
+            uniforms = jax.random.uniform(binarize_key, shape, dtype)
+        return StepNoise(sample_eps(key, shape[0], self.config, dtype), uniforms)
+
+    def _with_draws(self, state: TrainState, x, noise: StepNoise, schedules: ScheduleStates | None):
+        if noise.binarize is not None:
+            x = binary_from_uniform(noise.binarize, x)
+        return self.with_noise(state, x, noise.eps, schedules)
 
     def with_noise(self, state: TrainState, x, eps, schedules: ScheduleStates | None = None):
         """The step with the reparameterisation noise ``eps`` given (how parity tests share it)."""
@@ -152,6 +176,33 @@ def epoch_plan(key, n: int, batch_size: int, drop_last: bool = False):
     batches = epoch_indices(perm_key, n, batch_size, drop_last)
     n_steps = batches.full.shape[0] + (1 if batches.tail.shape[0] else 0)
     return batches, jax.random.split(noise_key, max(n_steps, 1))
+
+
+def _noise_chunk(draw, key, n_steps: int) -> int:
+    """How many consecutive steps draw their random numbers (``draw(key)``) in one call."""
+    drawn = jax.eval_shape(draw, key)
+    per_step = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(drawn))
+    return max(1, min(n_steps, NOISE_CHUNK_FLOATS // max(per_step, 1)))
+
+
+def _scan_with_noise(body, carry, rows, keys, draw, chunk: int, unroll: int = 1):
+    """``lax.scan`` of ``body(carry, (rows[i], draw(keys[i])))`` over the steps, the draws made
+    ``chunk`` steps at a time by one vmapped call (the same numbers as one call per step)."""
+
+    def run(carry, rows, keys):
+        return jax.lax.scan(body, carry, (rows, jax.vmap(draw)(keys)), unroll=unroll)
+
+    n_chunks, rest = divmod(rows.shape[0], chunk)
+    if n_chunks <= 1 and not (n_chunks and rest):  # no loop of chunks needed
+        return run(carry, rows, keys)
+    whole = n_chunks * chunk
+    by_chunk = lambda a: a[:whole].reshape(n_chunks, chunk, *a.shape[1:])  # noqa: E731
+    carry, outputs = jax.lax.scan(lambda c, xs: run(c, *xs), carry, (by_chunk(rows), by_chunk(keys)))
+    outputs = jax.tree.map(lambda a: a.reshape(whole, *a.shape[2:]), outputs)
+    if rest:
+        carry, more = run(carry, rows[whole:], keys[whole:])
+        outputs = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), outputs, more)
+    return carry, outputs
 
 
 def _tree_all_finite(tree) -> jax.Array:
@@ -187,20 +238,22 @@ def train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules: 
 
     def body(carry, xs):
         state, loss_sum, step = carry
-        rows, step_key = xs
+        rows, noise = xs
         x = data[rows]
         if batch_sharding is not None:
             x = jax.lax.with_sharding_constraint(x, batch_sharding)
-        state, metrics = train_step(state, x, step_key, schedules)
+        state, metrics = train_step._with_draws(state, x, noise, schedules)
         loss_sum = loss_sum + metrics["loss"]
         report(step, loss_sum)
         return (state, loss_sum, step + 1), metrics
 
     zero = jnp.zeros((), data.dtype)
     carry = (state, zero, jnp.zeros((), jnp.int32))
-    (state, loss_sum, step), metrics = jax.lax.scan(
-        body, carry, (batches.full, step_keys[: batches.full.shape[0]]), unroll=SCAN_UNROLL
-    )
+    n_full = batches.full.shape[0]
+    draw = functools.partial(train_step._draw, shape=(batch_size, *data.shape[1:]), dtype=data.dtype)
+    chunk = _noise_chunk(draw, step_keys[0], n_full)
+    (state, loss_sum, step), metrics = _scan_with_noise(body, carry, batches.full, step_keys[:n_full], draw, chunk,
+                                                        SCAN_UNROLL)
     if batches.tail.shape[0]:
         state, tail_metrics = train_step(state, data[batches.tail], step_keys[-1], schedules)
         metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), metrics, tail_metrics)
