@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from jaxvae.config import ACTIVATIONS, OUTPUT_ACTIVATIONS, TrainConfig, VAEConfig
-from jaxvae.fileio import write_json
+from jaxvae.fileio import BackgroundWriter, write_json
 from jaxvae.runs import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -276,10 +276,11 @@ def cmd_train(args) -> int:
     steps = steps_per_epoch(len(dataset.train_x), train_config.batch_size, train_config.drop_last)
     progress = None if args.quiet else EpochProgress(steps, first_epoch, train_config.max_epochs)
     last_saved = {"epoch": state.epoch if state else 0}
+    writer = BackgroundWriter()  # checkpoint and metrics land while the next epoch trains
 
     def on_epoch(fit_state, record):
-        save_checkpoint(checkpoint_path, fit_state, vae_config, train_config)
-        write_metrics(run_dir, fit_state.history)
+        writer.submit(save_checkpoint, checkpoint_path, fit_state, vae_config, train_config)
+        writer.submit(write_metrics, run_dir, fit_state.history)
         last_saved["epoch"] = fit_state.epoch
         if progress is not None:
             progress.end_epoch()
@@ -289,7 +290,7 @@ def cmd_train(args) -> int:
 
     resume_hint = f"{PROG} train --resume {run_dir}"
     try:
-        with _SigintFlag() as stop:
+        with _SigintFlag() as stop, writer:  # leaving waits until every write is on disk
             result = fit(dataset.train_x, dataset.test_x, vae_config=vae_config, train_config=train_config,
                          state=state, callbacks=[on_epoch], progress=progress, progress_every=max(1, steps // 20))
     except (_StopAfterEpoch, KeyboardInterrupt):
