@@ -38,6 +38,9 @@ SCAN_UNROLL = 3
 # the PRNG has a fixed cost (on CPU threefry runs as a 5-round loop of small kernels, ~0.03 ms);
 # drawing many steps' noise in one vmapped call pays it once per run. Bit for bit the same numbers.
 NOISE_CHUNK_FLOATS = 2**20
+# Validation runs this many rows (whole batches) through each matmul: ~16% faster than one batch of
+# 128 on CPU, and every batch's loss is the same, bit for bit (its own rows, noise and mean).
+EVAL_GROUP_ROWS = 1024
 
 
 class TrainState(NamedTuple):
@@ -186,12 +189,16 @@ def _noise_chunk(draw, key, n_steps: int) -> int:
     return max(1, min(n_steps, NOISE_CHUNK_FLOATS // max(per_step, 1)))
 
 
-def _scan_with_noise(body, carry, rows, keys, draw, chunk: int, unroll: int = 1):
+def _scan_with_noise(body, carry, rows, keys, draw, chunk: int, unroll: int = 1, after_chunk=None):
     """``lax.scan`` of ``body(carry, (rows[i], draw(keys[i])))`` over the steps, the draws made
-    ``chunk`` steps at a time by one vmapped call (the same numbers as one call per step)."""
+    ``chunk`` steps at a time by one vmapped call (the same numbers as one call per step).
+    ``after_chunk(carry)``, when given, runs after each chunk (progress reports: no per-step test)."""
 
     def run(carry, rows, keys):
-        return jax.lax.scan(body, carry, (rows, jax.vmap(draw)(keys)), unroll=unroll)
+        carry, outputs = jax.lax.scan(body, carry, (rows, jax.vmap(draw)(keys)), unroll=unroll)
+        if after_chunk is not None:
+            after_chunk(carry)
+        return carry, outputs
 
     n_chunks, rest = divmod(rows.shape[0], chunk)
     if n_chunks <= 1 and not (n_chunks and rest):  # no loop of chunks needed
@@ -219,7 +226,7 @@ def train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules: 
 
     Returns the new state, per-batch metrics (``loss``, ``recon``, ``kl``; the partial batch last)
     and whether every parameter is finite. ``progress(step, running_mean_loss)`` is called on the
-    host every ``progress_every`` steps when given. The state is donated (its buffers become the
+    host every ``progress_every`` steps (and after the last full batch) when given. The state is donated (its buffers become the
     result's; measured 3-4% faster per epoch on CPU than without): pass a copy to keep the old one.
     ``batch_sharding`` (see ``jaxvae.parallel``) splits each full batch over devices.
     """
@@ -229,13 +236,9 @@ def train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules: 
                          f"{data.shape[0]} samples in batches of {batch_size} make {expected}")
     batches, step_keys = epoch_plan(key, data.shape[0], batch_size, drop_last)
 
-    def report(step, loss_sum):
-        if progress is not None:
-            jax.lax.cond(
-                (step + 1) % progress_every == 0,
-                lambda: jax.debug.callback(progress, step + 1, loss_sum / (step + 1)),
-                lambda: None,
-            )
+    def report(carry):
+        _, loss_sum, step = carry
+        jax.debug.callback(progress, step, loss_sum / step)
 
     def body(carry, xs):
         state, loss_sum, step = carry
@@ -244,17 +247,17 @@ def train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules: 
         if batch_sharding is not None:
             x = jax.lax.with_sharding_constraint(x, batch_sharding)
         state, metrics = train_step._with_draws(state, x, noise, schedules)
-        loss_sum = loss_sum + metrics["loss"]
-        report(step, loss_sum)
-        return (state, loss_sum, step + 1), metrics
+        return (state, loss_sum + metrics["loss"], step + 1), metrics
 
     zero = jnp.zeros((), data.dtype)
     carry = (state, zero, jnp.zeros((), jnp.int32))
     n_full = batches.full.shape[0]
     draw = functools.partial(train_step._draw, shape=(batch_size, *data.shape[1:]), dtype=data.dtype)
     chunk = _noise_chunk(draw, step_keys[0], n_full)
+    if progress is not None:  # reported between chunks of progress_every steps
+        chunk = min(chunk, progress_every)
     (state, loss_sum, step), metrics = _scan_with_noise(body, carry, batches.full, step_keys[:n_full], draw, chunk,
-                                                        SCAN_UNROLL)
+                                                        SCAN_UNROLL, None if progress is None else report)
     if batches.tail.shape[0]:
         state, tail_metrics = train_step(state, data[batches.tail], step_keys[-1], schedules)
         metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), metrics, tail_metrics)
@@ -270,16 +273,29 @@ def eval_epoch(params, data, key, vae_config: VAEConfig, batch_size: int = 128, 
     """
     batches, step_keys = epoch_plan(key, data.shape[0], batch_size, drop_last)
 
-    def batch_metrics(rows, step_key):
-        x = data[rows]
-        loss, aux = objective_loss(params, x, sample_eps(step_key, x.shape[0], vae_config, x.dtype), vae_config)
+    def batch_metrics(rows, eps):
+        loss, aux = objective_loss(params, data[rows], eps, vae_config)
         return {"loss": loss, **aux}
 
-    metrics = jax.lax.map(lambda xs: batch_metrics(*xs), (batches.full, step_keys[: batches.full.shape[0]]))
+    def group_metrics(rows, keys):
+        """Metrics of several batches at once: their noise in one call, their matmuls as one."""
+        eps = jax.vmap(lambda k: sample_eps(k, batch_size, vae_config, data.dtype))(keys)
+        return jax.vmap(batch_metrics)(rows, eps)
+
+    n_full = batches.full.shape[0]
+    group = max(1, min(n_full, EVAL_GROUP_ROWS // batch_size))
+    n_groups, rest = divmod(n_full, group)
+    whole = n_groups * group
+    by_group = lambda a: a[:whole].reshape(n_groups, group, *a.shape[1:])  # noqa: E731
+    metrics = jax.lax.map(lambda xs: group_metrics(*xs), (by_group(batches.full), by_group(step_keys[:n_full])))
+    metrics = jax.tree.map(lambda a: a.reshape(whole), metrics)
+    parts = [metrics]
+    if rest:
+        parts.append(group_metrics(batches.full[whole:], step_keys[whole:n_full]))
     if batches.tail.shape[0]:
-        tail = batch_metrics(batches.tail, step_keys[-1])
-        metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), metrics, tail)
-    return metrics
+        tail_eps = sample_eps(step_keys[-1], batches.tail.shape[0], vae_config, data.dtype)
+        parts.append(jax.tree.map(lambda a: a[None], batch_metrics(batches.tail, tail_eps)))
+    return jax.tree.map(lambda *a: jnp.concatenate(a), *parts)
 
 
 @dataclass

@@ -200,3 +200,24 @@ def test_eval_epoch_is_deterministic_for_a_key_and_covers_the_tail():
     a = eval_epoch(params, data, jax.random.PRNGKey(1), SMALL, 64)
     b = eval_epoch(params, data, jax.random.PRNGKey(1), SMALL, 64)
     assert a["loss"].shape == (3,) and np.array_equal(a["loss"], b["loss"])
+
+
+@pytest.mark.parametrize("group_rows", [64, 1024])
+def test_eval_epoch_scores_each_batch_with_its_own_rows_and_noise(monkeypatch, group_rows):
+    """Validation runs several batches through each matmul (EVAL_GROUP_ROWS); every batch's metrics
+    must still be objective_loss on that batch's rows with that batch's noise (groups of 4 batches
+    leave a remainder here, and the tail is scored alone)."""
+    import jaxvae.training as training
+    from jaxvae.losses import objective_loss, sample_eps
+
+    monkeypatch.setattr(training, "EVAL_GROUP_ROWS", group_rows)
+    data = jnp.asarray(small_data(310))
+    params = init_params(jax.random.PRNGKey(0), SMALL)
+    key = jax.random.PRNGKey(5)
+    got = eval_epoch(params, data, key, SMALL, 16)
+    plan, step_keys = epoch_plan(key, 310, 16)
+    want = [objective_loss(params, data[rows], sample_eps(k, len(rows), SMALL), SMALL)
+            for rows, k in zip([*plan.full, plan.tail], step_keys)]
+    assert got["loss"].shape == (20,)
+    np.testing.assert_allclose(got["loss"], [float(loss) for loss, _ in want], rtol=1e-6)
+    np.testing.assert_allclose(got["kl"], [float(aux["kl"]) for _, aux in want], rtol=1e-6)
