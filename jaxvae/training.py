@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import math
 import time
-import weakref
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, NamedTuple, Sequence
@@ -350,65 +349,6 @@ def _mean(metrics, name: str) -> float:
 _copy_tree = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
 
-class _Launched(NamedTuple):
-    """An epoch dispatched by ``fit``: its results are futures until read."""
-
-    key: jax.Array
-    train_state: TrainState
-    metrics: dict
-    finite: jax.Array
-    val: dict
-    lr: float
-    kl_weight: float
-
-
-def _next_epoch_settled(step: TrainStep, schedules: ScheduleStates) -> bool:
-    """Whether the next epoch's lr and KL weight are the same whatever this epoch's validation loss
-    turns out to be: true for schedules without state, and for the plateau unless this epoch could be
-    the one that lowers the lr (its lr after a non-improving epoch equals its lr now)."""
-
-    def settled(schedule, state) -> bool:
-        if type(schedule).update is sched.Schedule.update:
-            return True
-        if type(schedule) is sched.Plateau:
-            return schedule.update(state, math.inf).lr == state.lr
-        return False
-
-    return settled(step.lr, schedules.lr) and settled(step.kl_weight, schedules.kl_weight)
-
-
-class _ProgressGate:
-    """fit's ``progress`` as the compiled epoch calls it. While closed (an epoch already running
-    before the previous epoch's callbacks have run) calls are dropped, so a progress display never
-    hears of epoch e+1 before the callbacks of epoch e. One gate per progress function (``of``):
-    it is a static argument of the compiled epoch, so a new one would recompile it."""
-
-    _gates: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()  # alive while a compiled epoch holds it
-
-    def __init__(self, progress: Callable):
-        self.progress, self.is_open = progress, True
-
-    @classmethod
-    def of(cls, progress: Callable | None) -> "_ProgressGate | None":
-        if progress is None:
-            return None
-        gate = cls._gates.get(progress)
-        if gate is None:
-            gate = cls._gates[progress] = cls(progress)
-        gate.is_open = True
-        return gate
-
-    def close(self) -> None:
-        self.is_open = False
-
-    def open(self) -> None:
-        self.is_open = True
-
-    def __call__(self, step, running_loss) -> None:
-        if self.is_open:
-            self.progress(step, running_loss)
-
-
 def fit(
     train_x,
     val_x=None,
@@ -461,55 +401,34 @@ def fit(
     def finished(s: FitState) -> bool:
         return step.lr.finished(s.schedules.lr, s.epoch) or step.kl_weight.finished(s.schedules.kl_weight, s.epoch)
 
-    gate = _ProgressGate.of(progress)
-
-    def launch(state: FitState) -> _Launched:
-        """Dispatch the training and validation passes of the epoch after ``state`` (nothing waits)."""
+    while state.epoch < tc.max_epochs and not finished(state):
+        start = time.perf_counter()
         key, train_key, val_key = jax.random.split(state.key, 3)
         lr, kl_weight = (float(v) for v in step.values(state.train_state, state.schedules))
         # The epoch donates its input; a copy (a few MB) keeps the last good state for NonFiniteError.
         train_state, metrics, finite = train_epoch(
             step, _copy_tree(state.train_state), train_x, train_key, state.schedules,
-            batch_size=tc.batch_size, drop_last=tc.drop_last, progress=gate, progress_every=progress_every,
+            batch_size=tc.batch_size, drop_last=tc.drop_last, progress=progress, progress_every=progress_every,
             batch_sharding=batch_sharding)
+        # Validation is queued behind the training pass at once: no host round trip between the two.
         val = eval_epoch(train_state.params, val_x, val_key, vae_config, tc.batch_size, tc.drop_last)
-        return _Launched(key, train_state, metrics, finite, val, lr, kl_weight)
-
-    def runs_next(s: FitState) -> bool:
-        return s.epoch < tc.max_epochs and not finished(s)
-
-    running = launch(state) if runs_next(state) else None
-    last_record = time.perf_counter()
-    while running is not None:
-        losses = np.asarray(running.metrics["loss"])  # waits for the training pass
-        _check_finite(losses, running.finite, state, running.lr)
-        # When the next epoch's lr and KL weight cannot depend on this epoch's validation loss (the
-        # usual case), it starts now, and this epoch's validation, record and callbacks overlap it.
-        guess = FitState(running.train_state, state.schedules, running.key, state.epoch + 1)
-        ahead = None
-        if _next_epoch_settled(step, state.schedules) and runs_next(guess):
-            if gate is not None:
-                gate.close()  # its progress calls wait for this epoch's callbacks (dropped until then)
-            ahead = launch(guess)
+        losses = np.asarray(metrics["loss"])
+        _check_finite(losses, finite, state, lr)
         record = {
             "epoch": state.epoch + 1,
             "train_loss": float(losses.mean()),
-            "train_recon": _mean(running.metrics, "recon"),
-            "train_kl": _mean(running.metrics, "kl"),
-            "val_loss": _mean(running.val, "loss"),
-            "val_recon": _mean(running.val, "recon"),
-            "val_kl": _mean(running.val, "kl"),
-            "lr": running.lr,
-            "kl_weight": running.kl_weight,
-            "seconds": time.perf_counter() - last_record,  # since the previous epoch's record
+            "train_recon": _mean(metrics, "recon"),
+            "train_kl": _mean(metrics, "kl"),
+            "val_loss": _mean(val, "loss"),
+            "val_recon": _mean(val, "recon"),
+            "val_kl": _mean(val, "kl"),
+            "lr": lr,
+            "kl_weight": kl_weight,
+            "seconds": time.perf_counter() - start,
         }
-        last_record = time.perf_counter()
         schedules = ScheduleStates(step.lr.update(state.schedules.lr, record["val_loss"]),
                                    step.kl_weight.update(state.schedules.kl_weight, record["val_loss"]))
-        state = FitState(running.train_state, schedules, running.key, state.epoch + 1, [*state.history, record])
+        state = FitState(train_state, schedules, key, state.epoch + 1, [*state.history, record])
         for callback in callbacks:
             callback(state, record)
-        if gate is not None:
-            gate.open()
-        running = ahead if ahead is not None else launch(state) if runs_next(state) else None
     return FitResult(state.params, state.history, state, "schedule" if finished(state) else "max_epochs")
