@@ -1,4 +1,4 @@
-"""The PyTorch side of the training benchmark (run inside a worker process of train_speed.py).
+"""The PyTorch side of the speed benchmark (set up inside a worker process of train_speed.py).
 
 All variants train torchref's modules (the blog's model, default init, the blog's two losses).
 ``torch_blog`` is the blog's loop as users run it; the others are the fastest honest PyTorch we
@@ -9,9 +9,10 @@ fullgraph-compiled call, with the bias corrections computed on the host.
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
+
+from train_speed import Job, matmul_flops
 
 
 def _setup(job):
@@ -30,35 +31,34 @@ def _sync(torch, device):
         torch.cuda.synchronize()
 
 
-def matmul_rate(job) -> dict:
-    """GFLOP/s of torch (MKL / cuBLAS) on the five large matmuls of a training step; see jax_variants."""
+def make_matmul(job: dict) -> Job:
+    """torch's (MKL's / cuBLAS's) matmul rate on the same dots as ``jax_variants.make_matmul``."""
     torch = _setup(job)
     dev = job["device"]
-    b, d, h = job["batch"], 784, job["hidden"]
+    layers, rows, backward = [tuple(layer) for layer in job["layers"]], job["rows"], job["backward"]
     g = torch.Generator().manual_seed(0)
-    x, g_h, g_out = (torch.rand(s, generator=g).to(dev) for s in ((b, d), (b, h), (b, d)))
-    w1, w2 = torch.rand((d, h), generator=g).to(dev), torch.rand((h, d), generator=g).to(dev)
-    outs = [torch.empty(s, device=dev) for s in ((b, h), (b, d), (d, h), (h, d), (b, h))]
-    reps = 5 if job["quick"] else 50
+    xs = [torch.rand((rows, i), generator=g).to(dev) for i, _ in layers]
+    gs = [torch.rand((rows, o), generator=g).to(dev) for _, o in layers]
+    ws = [torch.rand((i, o), generator=g).to(dev) for i, o in layers]
+    plan = []  # (a, b, out) for every product, outputs preallocated
+    for k, (x, gr, w) in enumerate(zip(xs, gs, ws)):
+        plan.append((x, w))
+        if backward:
+            plan.append((x.T, gr))
+            if k:
+                plan.append((gr, w.T))
+    plan = [(a, b, torch.empty((a.shape[0], b.shape[1]), device=dev)) for a, b in plan]
+    flops = matmul_flops(layers, rows, backward)
+    reps = max(1, int(job.get("matmul_gflop", 2.0) * 1e9 // flops))
 
-    def five():
+    def run():
         for _ in range(reps):
-            torch.mm(x, w1, out=outs[0])
-            torch.mm(g_h, w2, out=outs[1])
-            torch.mm(x.T, g_h, out=outs[2])
-            torch.mm(g_h.T, g_out, out=outs[3])
-            torch.mm(g_out, w2.T, out=outs[4])
+            for a, b, out in plan:
+                torch.mm(a, b, out=out)
         _sync(torch, dev)
 
-    five()
-    best, best_cpu = float("inf"), float("inf")
-    for _ in range(3 if job["quick"] else 7):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        five()
-        best = min(best, time.perf_counter() - start)
-        best_cpu = min(best_cpu, time.process_time() - cpu_start)
-    flops = reps * 5 * 2 * b * d * h
-    return {"gflops": flops / best / 1e9, "gflops_per_cpu_s": flops / best_cpu / 1e9, "version": f"torch {torch.__version__} ({dev})"}
+    run()
+    return Job(run, flops=reps * flops, info={"version": f"torch {torch.__version__} ({dev})", "reps": reps})
 
 
 def _build(torch, job):
@@ -71,18 +71,16 @@ def _build(torch, job):
             GaussSimilarityLoss(1.0).to(dev), UnitGaussKullbackLeiblerDivergenceLoss())
 
 
-def run_job(job, data) -> dict:
-    torch = _setup(job)
+def make_job(job: dict, data: dict) -> Job:
     if job["variant"] == "matmul":
-        return matmul_rate(job)
-    from train_speed import time_epochs
-
+        return make_matmul(job)
+    torch = _setup(job)
     dev = job["device"]
     encoder, sampler, decoder, data_loss, kl_loss = _build(torch, job)
     params = list(encoder.parameters()) + list(decoder.parameters())
     bs = job["batch"]
-    last = {}
     variant = job["variant"]
+    run_eval = None
 
     if variant == "torch_blog":
         from torch.utils.data import DataLoader
@@ -90,19 +88,21 @@ def run_job(job, data) -> dict:
         from torchref import AutoencoderDataset, train_one_epoch, validate_one_epoch
 
         loader = DataLoader(AutoencoderDataset(data["train"]), batch_size=bs, shuffle=True)
+        val_loader = DataLoader(AutoencoderDataset(data["val"]), batch_size=bs, shuffle=True)
         optimizer = torch.optim.Adam(params, lr=1e-3)
 
         def run_epoch():
-            last["loss"] = train_one_epoch(encoder, sampler, decoder, loader, data_loss, optimizer, 1, kl_loss,
-                                           dev if dev != "cpu" else None, verbose=False)
+            loss = train_one_epoch(encoder, sampler, decoder, loader, data_loss, optimizer, 1, kl_loss,
+                                   dev if dev != "cpu" else None, verbose=False)
             _sync(torch, dev)
+            return loss
 
-        def run_eval():
-            last["val_loss"] = validate_one_epoch(encoder, sampler, decoder, val_loader, data_loss, 1, kl_loss,
-                                                  dev if dev != "cpu" else None, verbose=False)
-            _sync(torch, dev)
-
-        val_loader = DataLoader(AutoencoderDataset(data["val"]), batch_size=bs, shuffle=True)
+        if job.get("eval"):
+            def run_eval():
+                loss = validate_one_epoch(encoder, sampler, decoder, val_loader, data_loss, 1, kl_loss,
+                                          dev if dev != "cpu" else None, verbose=False)
+                _sync(torch, dev)
+                return loss
     elif variant in ("torch_fast", "torch_compile", "torch_cudagraphs"):
         train_x = torch.as_tensor(data["train"]).to(dev)
         n = train_x.shape[0]
@@ -129,21 +129,16 @@ def run_job(job, data) -> dict:
                 loss.backward()
                 optimizer.step()
                 losses.append(loss.detach().clone())
-            last["loss"] = float(torch.stack(losses).mean())  # one sync per epoch
+            return float(torch.stack(losses).mean())  # one sync per epoch
     elif variant == "torch_heroic":
-        run_epoch = _heroic_epoch(torch, job, data, encoder, decoder, data_loss, kl_loss, last)
+        run_epoch = _heroic_epoch(torch, job, data, encoder, decoder, data_loss, kl_loss)
     else:
         raise ValueError(f"unknown torch variant {variant!r}")
-
-    result = time_epochs(run_epoch, job["warmup"], job["epochs"])
-    result["final_loss"] = last["loss"]
-    if job.get("eval") and variant == "torch_blog":
-        ev = time_epochs(run_eval, 1, job["epochs"])
-        result.update(eval_median_s=ev["median_s"], eval_compile_s=ev["compile_s"], val_loss=last["val_loss"])
-    return result
+    return Job(run_epoch, run_eval=run_eval, steps=-(-len(data["train"]) // bs),
+               info={"version": f"torch {torch.__version__} ({dev})"})
 
 
-def _heroic_epoch(torch, job, data, encoder, decoder, data_loss, kl_loss, last):
+def _heroic_epoch(torch, job, data, encoder, decoder, data_loss, kl_loss):
     """K steps of gradient + Adam per compiled call; the state stays in preallocated tensors."""
     import torch._inductor.config as inductor_config
     from torch.func import functional_call, grad_and_value
@@ -205,8 +200,9 @@ def _heroic_epoch(torch, job, data, encoder, decoder, data_loss, kl_loss, last):
             losses.append(call(order[g * bs:(g + 1) * bs].view(1, bs)))
         if n % bs:
             losses.append(call(order[n_full * bs:].view(1, -1)))
-        last["loss"] = float(torch.cat(losses).mean())
+        loss = float(torch.cat(losses).mean())
         if job["device"] == "cuda":
             torch.cuda.synchronize()
+        return loss
 
     return run_epoch

@@ -34,7 +34,7 @@ from jaxvae.config import (
     TrainConfig,
     VAEConfig,
 )
-from jaxvae.fileio import user_cache_dir, write_json
+from jaxvae.fileio import BackgroundWriter, user_cache_dir, write_json
 from jaxvae.runs import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -597,7 +597,8 @@ def _train(args, run_dir: Path, info: RunInfo, state, vae_config: VAEConfig, tra
     from jaxvae.batching import steps_per_epoch
     from jaxvae.training import NonFiniteError, fit
 
-    saver = EpochSaver(run_dir, vae_config, train_config, state.epoch if state else 0)
+    writer = BackgroundWriter()  # the checkpoint and metrics of an epoch land while the next one trains
+    saver = EpochSaver(run_dir, vae_config, train_config, state.epoch if state else 0, writer=writer)
     resume_hint = f"{PROG} train --resume {shlex.quote(str(run_dir))}"
 
     def second_ctrl_c() -> str:
@@ -631,9 +632,10 @@ def _train(args, run_dir: Path, info: RunInfo, state, vae_config: VAEConfig, tra
                 raise _StopAfterEpoch
 
         try:
-            result = fit(dataset.train_x, dataset.test_x, vae_config=vae_config, train_config=train_config,
-                         state=state, callbacks=[on_epoch, *loggers], progress=progress.step_hook,
-                         progress_every=max(1, steps // 20))
+            with writer:  # leaving waits until every queued write is on disk (or raises its OSError)
+                result = fit(dataset.train_x, dataset.test_x, vae_config=vae_config, train_config=train_config,
+                             state=state, callbacks=[on_epoch, *loggers], progress=progress.step_hook,
+                             progress_every=max(1, steps // 20))
         except (_StopAfterEpoch, KeyboardInterrupt):
             close_bar()
             if saver.saved_epoch:

@@ -29,6 +29,8 @@ from jaxvae.losses import log_importance_weights
 
 #: Floats held by one chunk of decoder outputs when ``chunk`` is not given (64 MB in float32).
 CHUNK_BUDGET = 2**24
+#: Samples x images decoded at once inside a chunk (~6 MB of float32 outputs for 784 pixels).
+BLOCK_ROWS = 2048
 
 
 @partial(jax.jit, static_argnames=("config", "k", "chunk", "batch_size"))
@@ -37,6 +39,7 @@ def importance_sampled(params, x, key, config: VAEConfig, k: int, chunk: int, ba
     n, dim = x.shape
     n_batches = -(-n // batch_size)
     n_chunks = -(-k // chunk)
+    block = max(1, min(chunk, BLOCK_ROWS // batch_size))
     # Pad with copies of the first image to whole batches; their results are dropped at the end.
     padded = jnp.concatenate([x, jnp.broadcast_to(x[:1], (n_batches * batch_size - n, dim))])
     batches = padded.reshape(n_batches, batch_size, dim)
@@ -48,7 +51,11 @@ def importance_sampled(params, x, key, config: VAEConfig, k: int, chunk: int, ba
             lse, total = carry
             index, chunk_key = step
             eps = jax.random.normal(chunk_key, (chunk, batch_size, config.latent_dim), x.dtype)
-            log_w, _ = log_importance_weights(params, xb, eps, config)
+            # Decoded a block of samples at a time, so the decoder's outputs stay in the CPU's cache.
+            blocks = -(-chunk // block)
+            eps = jnp.concatenate([eps, jnp.zeros((blocks * block - chunk, *eps.shape[1:]), eps.dtype)])
+            log_w = jax.lax.map(lambda e: log_importance_weights(params, xb, e, config)[0],
+                                eps.reshape(blocks, block, *eps.shape[1:])).reshape(blocks * block, batch_size)[:chunk]
             # The last chunk may run past k: its surplus samples count for nothing.
             valid = (index * chunk + jnp.arange(chunk) < k)[:, None]
             lse = jnp.logaddexp(lse, jax.scipy.special.logsumexp(jnp.where(valid, log_w, -jnp.inf), axis=0))

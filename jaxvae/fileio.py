@@ -3,15 +3,19 @@ where jaxvae keeps its per-user cache.
 
 Every file jaxvae writes (checkpoints, run configs, metrics, figures, downloads, exports) goes
 through ``atomic_write_bytes``: readers see the old file or the new one, never a mix, even if the
-writer is killed. Standard library only, so that any module can use it.
+writer is killed. ``BackgroundWriter`` runs such writes on a thread while training goes on.
+Standard library only, so that any module can use it.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import math
 import os
 import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 # Temporary files are ".<final name>.tmp-<random>": hidden, and never equal to a final name, so a
@@ -141,3 +145,46 @@ def unframe(magic: bytes, data: bytes) -> bytes:
     if hashlib.sha256(payload).digest() != data[len(magic):header]:
         raise FrameError(f"checksum mismatch; {len(data)} bytes")
     return payload
+
+
+class BackgroundWriter:
+    """Runs writes (any callables) on one background thread, one after another in the order given,
+    so that the caller can go on computing while a checkpoint is serialised, hashed and fsynced.
+
+    ``submit(fn, *args)`` queues ``fn(*args)``; at most ``max_pending`` writes wait at once (a
+    further ``submit`` first waits for the oldest), so memory stays bounded. A write that failed
+    raises its exception from the next ``submit`` or from ``wait()``, never silently. ``wait()``
+    blocks until everything queued is on disk; leaving a ``with`` block waits too, also when the
+    block raises. Each write is as atomic as ``fn`` makes it: a killed process leaves the previous
+    files.
+    """
+
+    def __init__(self, max_pending: int = 4):
+        self.max_pending = max_pending
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jaxvae-writer")
+        self._pending: collections.deque[Future] = collections.deque()
+        self._lock = threading.Lock()
+
+    def submit(self, fn, *args, **kwargs) -> None:
+        with self._lock:
+            while self._pending and (self._pending[0].done() or len(self._pending) >= self.max_pending):
+                self._pending.popleft().result()  # re-raises a failed write
+            self._pending.append(self._pool.submit(fn, *args, **kwargs))
+
+    def wait(self) -> None:
+        """Block until every queued write has finished; raise the first failure."""
+        with self._lock:
+            while self._pending:
+                self._pending.popleft().result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> "BackgroundWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvae.config import VAEConfig
-from jaxvae.models import bind
+from jaxvae.models import bind, softplus
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -53,7 +53,7 @@ def gaussian_log_likelihood(x: jax.Array, mean: jax.Array, sigma: float = 1.0) -
 def bernoulli_log_likelihood(x: jax.Array, logits: jax.Array) -> jax.Array:
     """Per-sample log Bernoulli(x | sigmoid(logits)) = sum x*l - softplus(l), stable for any logit
     (no sigmoid-then-log). ``x`` may be fractional (then it is the cross-entropy). Broadcasts."""
-    return jnp.sum(x * logits - jax.nn.softplus(logits), axis=-1)
+    return jnp.sum(x * logits - softplus(logits), axis=-1)
 
 
 def log_normal_diag(z: jax.Array, mu: jax.Array, log_sigma: jax.Array) -> jax.Array:

@@ -38,6 +38,26 @@ def matmul(x: jax.Array, kernel: jax.Array, compute_dtype: str = "float32") -> j
     return jnp.matmul(x.astype(low), kernel.astype(low), preferred_element_type=x.dtype)
 
 
+@jax.custom_jvp
+def softplus(x: jax.Array) -> jax.Array:
+    """log(1 + e^x): ``jax.nn.softplus``'s value and gradient bit for bit, computed as
+    max(x, 0) + log1p(exp(-|x|)) without ``logaddexp``'s NaN select, which XLA's CPU backend
+    vectorises ~3x better (the Bernoulli likelihood evaluates it on every pixel)."""
+    return jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
+@softplus.defjvp
+def _softplus_jvp(primals, tangents):
+    # logaddexp(x, 0)'s own rule: d/dx = exp(x - out), with +inf read as 0 on both sides
+    (x,), (t,) = primals, tangents
+    out = softplus(x)
+
+    def finite(v):
+        return jnp.where(v == jnp.inf, jnp.zeros_like(v), v)
+
+    return out, t * jnp.exp(finite(x) - finite(out))
+
+
 def activation_fn(name: str, negative_slope: float = 0.01):
     """The element-wise non-linearity called ``name`` in VAEConfig."""
     if name == "leaky_relu":
@@ -48,7 +68,7 @@ def activation_fn(name: str, negative_slope: float = 0.01):
         "sigmoid": jax.nn.sigmoid,
         "elu": jax.nn.elu,
         "gelu": jax.nn.gelu,
-        "softplus": jax.nn.softplus,
+        "softplus": softplus,
         "identity": lambda x: x,
     }[name]
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from jaxvae.config import TrainConfig, VAEConfig, config_to_dict
-from jaxvae.fileio import atomic_write_text, json_safe, write_json
+from jaxvae.fileio import BackgroundWriter, atomic_write_text, json_safe, write_json
 
 try:
     import fcntl
@@ -420,20 +420,29 @@ class EpochSaver:
 
     ``saved_epoch`` is the epoch the checkpoint on disk holds (updated once the atomic write is
     done). A failed write (a full disk, say) raises OSError naming the file and leaves the previous
-    checkpoint as it was.
+    checkpoint as it was. With a ``writer`` (``fileio.BackgroundWriter``) the writes run on its
+    thread while training goes on; a failure then surfaces from the next epoch's call or from the
+    writer's ``wait()``/``close()``.
     """
 
     def __init__(self, run_dir: str | os.PathLike, vae_config: VAEConfig, train_config: TrainConfig,
-                 saved_epoch: int = 0):
+                 saved_epoch: int = 0, writer: BackgroundWriter | None = None):
         self.run_dir = Path(run_dir)
         self.vae_config, self.train_config = vae_config, train_config
         self.saved_epoch = saved_epoch
+        self.writer = writer
 
     @property
     def checkpoint_path(self) -> Path:
         return self.run_dir / CHECKPOINT_FILE
 
     def __call__(self, state, record=None) -> None:
+        if self.writer is None:
+            self._save(state)
+        else:  # fit hands callbacks a state it never donates, so the thread may read it later
+            self.writer.submit(self._save, state)
+
+    def _save(self, state) -> None:
         from jaxvae.checkpoint import save_checkpoint
 
         save_checkpoint(self.checkpoint_path, state, self.vae_config, self.train_config)

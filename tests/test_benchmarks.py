@@ -1,5 +1,5 @@
-"""Smoke test of the training benchmark: ``--quick`` runs every variant end to end and writes sane
-JSON and Markdown. Speed is never asserted here (see benchmarks/README.md for the numbers)."""
+"""The speed benchmark: its counting, its interleaving, and a ``--quick`` run end to end that writes
+sane JSON and Markdown. Speed is never asserted here (see benchmarks/README.md for the numbers)."""
 import json
 import math
 import os
@@ -17,11 +17,17 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import train_speed  # noqa: E402
 
 
-def test_step_flops_counts_every_matmul_of_a_step():
-    # 784-400-(2+2) encoder, 2-400-784 decoder, batch 1: 3 matmuls per layer, minus dL/dx.
-    layers = [784 * 400, 400 * 4, 2 * 400, 400 * 784]
-    assert train_speed.step_flops(1, 400) == 6 * sum(layers) - 2 * 784 * 400
-    assert train_speed.epoch_flops(300, 128, 400) == 2 * train_speed.step_flops(128, 400) + train_speed.step_flops(44, 400)
+def test_matmul_flops_count_every_matmul_of_a_step():
+    layers = train_speed.dense_layers(400)
+    # 784-400-(2+2) encoder, 2-400-784 decoder
+    assert layers == [(784, 400), (400, 4), (2, 400), (400, 784)]
+    sizes = [784 * 400, 400 * 4, 2 * 400, 400 * 784]
+    # forward, weight gradient and input gradient of each layer, minus dL/dx of the first
+    assert train_speed.matmul_flops(layers, 1) == 6 * sum(sizes) - 2 * 784 * 400
+    assert train_speed.matmul_flops(layers, 3, backward=False) == 2 * 3 * sum(sizes)
+    assert train_speed.epoch_flops(300, 128, layers) == (2 * train_speed.matmul_flops(layers, 128)
+                                                         + train_speed.matmul_flops(layers, 44))
+    assert train_speed.dense_layers((200, 200), latent=50) == train_speed.BURDA_LAYERS
 
 
 def test_synthetic_data_is_mnist_shaped_and_deterministic():
@@ -32,34 +38,64 @@ def test_synthetic_data_is_mnist_shaped_and_deterministic():
     assert 0.6 < (a == 0).mean() < 0.95  # mostly black, like MNIST
 
 
-def test_quick_run_writes_all_variants(tmp_path):
+class _Recorder:
+    """A stand-in worker that logs which unit ran when and answers with a fixed time per unit."""
+
+    def __init__(self, log, seconds):
+        self.log, self.seconds = log, seconds
+
+    def call(self, op, id):
+        self.log.append(id)
+        return {"wall": self.seconds[id], "cpu": self.seconds[id], "load": 0.0}
+
+
+def test_rounds_run_every_unit_once_in_a_rotated_order_and_ratios_pair_rounds():
+    log = []
+    seconds = {"a": 1.0, "b": 2.0, "c": 4.0}
+    units = [train_speed.Unit(name, {}, _Recorder(log, seconds)) for name in "abc"]
+    train_speed.interleave(units, 3, pause=0.0)
+    assert log == list("abc" "bca" "cab")
+    assert [r["round"] for r in units[1].rounds] == [0, 1, 2]
+    stats = train_speed.ratio_stats([1.0, 3.0, 2.0], [2.0, 2.0, 0.0])  # the third round has no partner
+    assert stats == {"median": 1.0, "min": 0.5, "max": 1.5, "n": 2}
+
+
+def test_quick_run_writes_every_section(tmp_path):
     out = tmp_path / "bench"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.with_suffix(".json").read_text())
     markdown = out.with_suffix(".md").read_text()
     assert report["quick"] and report["device"] in ("cpu", "cuda")
-    assert report["matmul"]["best_gflops"] > 0
-    for section in ("main", "batch1024"):
-        rows = {r["variant"]: r for r in report["results"] if r["section"] == section}
-        assert set(rows) == set(train_speed.VARIANTS), section
-        for name, row in rows.items():
-            assert "error" not in row, (section, name, row.get("error"))
-            if "skipped" in row:
-                assert name in train_speed.COMPILE_VARIANTS | train_speed.GPU_ONLY
-                continue
-            assert len(row["times"]) == report["epochs"]
-            assert 0 < row["min_s"] <= row["median_s"] <= row["max_s"]
-            assert row["samples_per_s"] > 0 and row["ms_per_step"] > 0 and row["floor_s"] > 0
-            assert math.isfinite(row["final_loss"])
-            assert f"| {name} |" in markdown
-        assert rows["torch_blog"]["vs_blog"] == pytest.approx(1.0)
-        assert rows["jax_epoch"]["steps"] == -(-report["n_train"] // rows["jax_epoch"]["batch"])
-    main = {r["variant"]: r for r in report["results"] if r["section"] == "main"}
-    assert main["jax_epoch"]["eval_median_s"] > 0 and main["torch_blog"]["eval_median_s"] > 0
-    sweep = [r for r in report["results"] if r["section"] == "sweep"]
-    assert {r["hidden"] for r in sweep} == {400, 1024}
-    assert all("median_s" in r or "skipped" in r for r in sweep)
-    assert "Model-size sweep" in markdown and report["machine"]["cpu"] in markdown
+    assert set(report["sections"]) == set(train_speed.QUICK_SECTIONS)
+    main = report["sections"]["main"]
+    assert main["rates"]["best"] > 0 and main["floor_s"] > 0 and not main["matmul_errors"]
+    rows = {r["variant"]: r for r in main["variants"]}
+    assert set(rows) == set(train_speed.VARIANTS)
+    for name, row in rows.items():
+        assert "error" not in row, (name, row.get("error"))
+        if "skipped" in row:
+            assert name in train_speed.COMPILE_VARIANTS | train_speed.GPU_ONLY
+            continue
+        assert len(row["times"]) == len(row["cpu_times"]) == report["epochs"]
+        assert 0 < row["min_s"] <= row["median_s"] <= row["max_s"] and row["cpu_median_s"] > 0
+        assert row["vs_floor"]["n"] == report["epochs"] and row["vs_floor"]["median"] > 0
+        assert row["steps"] == -(-report["n_train"] // 128)
+        assert f"| {name} |" in markdown
+        if name != train_speed.SUBJECT:
+            assert row["subject_ratio"]["min"] <= row["subject_ratio"]["median"] <= row["subject_ratio"]["max"]
+    assert rows["torch_blog"]["vs_reference"]["median"] == pytest.approx(1.0)
+    assert rows["jax_epoch"]["eval_median_s"] > 0 and rows["torch_blog"]["eval_median_s"] > 0
+    burda = report["sections"]["burda"]
+    assert burda["variant"]["steps"] == -(-report["n_train"] // 20) and burda["floor_step_s"] > 0
+    assert math.isfinite(burda["variant"]["vs_floor"]["median"])
+    ev = report["sections"]["eval"]
+    assert ev["variant"]["median_s"] > 0 and ev["floor_s"] > 0 and ev["gflop"] > 0
+    cli = report["sections"]["cli"]["runs"]
+    assert all("error" not in row for row in cli.values()), cli
+    assert cli["jaxvae train"]["vs_bare"]["n"] == 1 and cli["bare train_epoch"]["median_s"] > 0
+    for title in ("## batch 128", "## Burda's model", "## Importance-sampled", "## `jaxvae train`"):
+        assert title in markdown
+    assert report["machine"]["cpu"] in markdown and "jax " in report["versions"]

@@ -95,3 +95,27 @@ def test_bad_arguments_are_named(kwargs, match):
     args = {"x": x, **kwargs}
     with pytest.raises(ValueError, match=match):
         evaluate(params, args.pop("x"), LINEAR, **args)
+
+
+def test_decoding_in_blocks_gives_the_estimate_of_one_pass_over_the_chunk(monkeypatch):
+    """Each chunk of samples is decoded a block at a time (BLOCK_ROWS); the estimate must be the
+    one computed from the whole chunk's log weights at once (blocks of 2 samples: one padded)."""
+    import importlib
+    import math
+
+    from jaxvae.losses import log_importance_weights
+
+    evaluate_module = importlib.import_module("jaxvae.evaluate")  # jaxvae.evaluate is also the function
+
+    params, x, _ = linear_gaussian()
+    params["encoder"]["mu"]["bias"] = params["encoder"]["mu"]["bias"] + 0.4  # not the exact posterior
+    monkeypatch.setattr(evaluate_module, "BLOCK_ROWS", 2 * 8)
+    key = jax.random.PRNGKey(4)
+    got = evaluate(params, x[:8], LINEAR, k=5, chunk=5, batch_size=8, key=key)
+    batch_key = jax.random.split(key, 1)[0]
+    chunk_key = jax.random.split(batch_key, 1)[0]
+    eps = jax.random.normal(chunk_key, (5, 8, LINEAR.latent_dim))
+    log_w, _ = log_importance_weights(params, jnp.asarray(x[:8]), eps, LINEAR)
+    want = jax.scipy.special.logsumexp(log_w, axis=0) - math.log(5)
+    np.testing.assert_allclose(got["log_likelihood_per_image"], want, rtol=1e-6)
+    np.testing.assert_allclose(got["elbo_per_image"], np.mean(log_w, axis=0), rtol=1e-6)

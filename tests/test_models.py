@@ -113,3 +113,15 @@ def test_conv_layers_start_from_torchs_init():
             assert values.min() >= -bound and values.max() <= bound, (layer, leaf)
             if values.size >= 8:  # spread over the range, not Flax's narrower defaults (or zeros)
                 assert np.abs(values).max() > 0.75 * bound, (layer, leaf)
+
+
+def test_softplus_is_jax_softplus_bit_for_bit_in_value_and_gradient():
+    from jaxvae.models import softplus
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(20000).astype(np.float32) * scale for scale in (0.1, 1, 10, 100)]
+                       + [np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 88.7, -88.7, 1e-30, 3e38, -3e38], np.float32)])
+    x = jnp.asarray(x)
+    assert jnp.array_equal(jax.jit(softplus)(x), jax.jit(jax.nn.softplus)(x), equal_nan=True)
+    grad = lambda f: jax.jit(jax.grad(lambda v: jnp.sum(f(v) * 1.5)))(x)  # noqa: E731
+    assert jnp.array_equal(grad(softplus), grad(jax.nn.softplus), equal_nan=True)

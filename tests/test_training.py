@@ -48,6 +48,41 @@ def test_compiled_epoch_equals_a_python_loop_of_train_steps():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("binarize", [False, True])
+def test_noise_drawn_for_many_steps_at_once_is_the_noise_of_each_step(monkeypatch, binarize):
+    """train_epoch draws the random numbers of NOISE_CHUNK_FLOATS worth of steps in one call; every
+    step must still get the eps (and binary image) its own key gives. With lr 0 the parameters stay
+    put, so each step's loss depends only on its batch and its noise: the losses of a chunked epoch
+    (chunks of 3 steps, 10 full batches, so a remainder and the tail too) must be those of a Python
+    loop of single steps."""
+    import jaxvae.training as training
+
+    vc = SMALL.replace(latent_dim=5)
+    tc = TrainConfig(batch_size=20, binarize="dynamic" if binarize else "none")
+    data = jnp.asarray(small_data(213))
+    step = TrainStep.from_configs(vc, tc, steps_per_epoch(213, 20), lr_schedule=0.0)
+    params = init_params(jax.random.PRNGKey(0), vc)
+    key, schedules = jax.random.PRNGKey(3), step.init_schedules()
+    per_step_floats = 20 * 5 + (20 * 64 if binarize else 0)
+    monkeypatch.setattr(training, "NOISE_CHUNK_FLOATS", 3 * per_step_floats)
+    _, metrics, _ = train_epoch(step, step.init(jax.tree.map(jnp.copy, params)), data, key, schedules, batch_size=20)
+    plan, step_keys = epoch_plan(key, 213, 20)
+    jitted = jax.jit(step)
+    want = [float(jitted(step.init(params), data[rows], k, schedules)[1]["loss"])
+            for rows, k in zip([*plan.full, plan.tail], step_keys)]
+    assert metrics["loss"].shape == (11,)
+    np.testing.assert_allclose(metrics["loss"], want, rtol=1e-6)
+
+
+def test_sample_binary_is_jax_bernoulli_bit_for_bit():
+    from jaxvae.binarize import sample_binary
+
+    x = jax.random.uniform(jax.random.PRNGKey(0), (50, 64))
+    for seed in range(3):
+        key = jax.random.PRNGKey(seed)
+        assert np.array_equal(sample_binary(key, x), jax.random.bernoulli(key, x).astype(x.dtype))
+
+
 def test_the_step_is_params_minus_lr_times_adams_direction():
     """One step by hand: the gradient of the loss at the schedule's KL weight, Adam's direction
     (optax.adam at lr 1), scaled by the schedule's lr. (optax.adam rounds 1 - b1 in float64, jaxvae
@@ -165,3 +200,24 @@ def test_eval_epoch_is_deterministic_for_a_key_and_covers_the_tail():
     a = eval_epoch(params, data, jax.random.PRNGKey(1), SMALL, 64)
     b = eval_epoch(params, data, jax.random.PRNGKey(1), SMALL, 64)
     assert a["loss"].shape == (3,) and np.array_equal(a["loss"], b["loss"])
+
+
+@pytest.mark.parametrize("group_rows", [64, 1024])
+def test_eval_epoch_scores_each_batch_with_its_own_rows_and_noise(monkeypatch, group_rows):
+    """Validation runs several batches through each matmul (EVAL_GROUP_ROWS); every batch's metrics
+    must still be objective_loss on that batch's rows with that batch's noise (groups of 4 batches
+    leave a remainder here, and the tail is scored alone)."""
+    import jaxvae.training as training
+    from jaxvae.losses import objective_loss, sample_eps
+
+    monkeypatch.setattr(training, "EVAL_GROUP_ROWS", group_rows)
+    data = jnp.asarray(small_data(310))
+    params = init_params(jax.random.PRNGKey(0), SMALL)
+    key = jax.random.PRNGKey(5)
+    got = eval_epoch(params, data, key, SMALL, 16)
+    plan, step_keys = epoch_plan(key, 310, 16)
+    want = [objective_loss(params, data[rows], sample_eps(k, len(rows), SMALL), SMALL)
+            for rows, k in zip([*plan.full, plan.tail], step_keys)]
+    assert got["loss"].shape == (20,)
+    np.testing.assert_allclose(got["loss"], [float(loss) for loss, _ in want], rtol=1e-6)
+    np.testing.assert_allclose(got["kl"], [float(aux["kl"]) for _, aux in want], rtol=1e-6)
