@@ -18,16 +18,9 @@ from jaxvae.checks import check_data
 from jaxvae.config import TrainConfig
 
 
-def binary_from_uniform(u: jax.Array, x: jax.Array) -> jax.Array:
-    """The Bernoulli(pixel) draw given uniforms ``u`` of x's shape: 1.0 where u < x, else 0.0."""
-    return (u < x).astype(x.dtype)
-
-
 def sample_binary(key: jax.Array, x: jax.Array) -> jax.Array:
-    """x ~ Bernoulli(pixel) elementwise, in x's float dtype (0.0 / 1.0): bit for bit
-    ``jax.random.bernoulli(key, x)``, whose draw is ``uniform(key) < x``. Training draws the
-    uniforms of many steps in one call and finishes each with ``binary_from_uniform``."""
-    return binary_from_uniform(jax.random.uniform(key, x.shape, x.dtype), x)
+    """x ~ Bernoulli(pixel) elementwise, in x's float dtype (0.0 / 1.0)."""
+    return jax.random.bernoulli(key, x).astype(x.dtype)
 
 
 def fixed_binarization(x, seed: int):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,7 +23,7 @@ import optax
 
 from jaxvae import schedules as sched
 from jaxvae.batching import epoch_indices, steps_per_epoch
-from jaxvae.binarize import binary_from_uniform, prepare_eval_data, prepare_train_data
+from jaxvae.binarize import prepare_eval_data, prepare_train_data, sample_binary
 from jaxvae.checks import check_data
 from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.losses import objective_loss, sample_eps
@@ -33,10 +32,6 @@ from jaxvae.parallel import DataParallel, make_data_parallel
 
 # Steps per loop iteration in the compiled epoch: amortises loop overhead on CPU (see benchmarks/).
 SCAN_UNROLL = 3
-# Random numbers drawn in one call for a run of consecutive steps (4 MB of float32). Each call of
-# the PRNG has a fixed cost (on CPU threefry runs as a 5-round loop of small kernels, ~0.03 ms);
-# drawing many steps' noise in one vmapped call pays it once per run. Bit for bit the same numbers.
-NOISE_CHUNK_FLOATS = 2**20
 # Validation runs this many rows (whole batches) through each matmul: ~16% faster than one batch of
 # 128 on CPU, and every batch's loss is the same, bit for bit (its own rows, noise and mean).
 EVAL_GROUP_ROWS = 1024
@@ -56,14 +51,6 @@ class ScheduleStates(NamedTuple):
 
     lr: Any = ()
     kl_weight: Any = ()
-
-
-class StepNoise(NamedTuple):
-    """The random numbers of one step: the reparameterisation noise ``eps`` and, for dynamic
-    binarisation, the uniforms that binarise the batch (``binarize``; None otherwise)."""
-
-    eps: jax.Array
-    binarize: jax.Array | None = None
 
 
 def adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
@@ -143,21 +130,10 @@ class TrainStep:
         """One step on batch ``x`` with the noise (and the binarisation) drawn from ``key``.
         Pure: jit it, or let ``train_epoch`` scan it. Returns ``(state, {"loss", "recon", "kl"})``.
         ``recon_sigma`` replaces the config's (a sweep passes each model's value as data)."""
-        return self._with_draws(state, x, self._draw(key, x.shape, x.dtype), schedules, recon_sigma)
-
-    def _draw(self, key, shape, dtype) -> StepNoise:
-        """The random numbers of one step on a batch of ``shape``, from ``key``: the binarisation's
-        uniforms from the first half of ``split(key)`` (``sample_binary``'s draw), eps from the rest."""
-        uniforms = None
         if self.binarize:
             key, binarize_key = jax.random.split(key)
-            uniforms = jax.random.uniform(binarize_key, shape, dtype)
-        return StepNoise(sample_eps(key, shape[0], self.config, dtype), uniforms)
-
-    def _with_draws(self, state: TrainState, x, noise: StepNoise, schedules: ScheduleStates | None, recon_sigma=None):
-        if noise.binarize is not None:
-            x = binary_from_uniform(noise.binarize, x)
-        return self.with_noise(state, x, noise.eps, schedules, recon_sigma)
+            x = sample_binary(binarize_key, x)
+        return self.with_noise(state, x, sample_eps(key, x.shape[0], self.config, x.dtype), schedules, recon_sigma)
 
     def with_noise(self, state: TrainState, x, eps, schedules: ScheduleStates | None = None, recon_sigma=None):
         """The step with the reparameterisation noise ``eps`` given (how parity tests share it)."""
@@ -191,33 +167,26 @@ def epoch_plan(key, n: int, batch_size: int, drop_last: bool = False):
     return batches, jax.random.split(noise_key, max(n_steps, 1))
 
 
-def _noise_chunk(draw, key, n_steps: int) -> int:
-    """How many consecutive steps draw their random numbers (``draw(key)``) in one call."""
-    drawn = jax.eval_shape(draw, key)
-    per_step = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(drawn))
-    return max(1, min(n_steps, NOISE_CHUNK_FLOATS // max(per_step, 1)))
+def _scan_in_chunks(body, carry, xs, chunk: int, unroll: int = 1, after_chunk=None):
+    """``lax.scan(body, carry, xs)``, run as a scan over chunks of ``chunk`` steps when
+    ``after_chunk(carry)`` must run between them (progress reports: no per-step test in the loop)."""
 
-
-def _scan_with_noise(body, carry, rows, keys, draw, chunk: int, unroll: int = 1, after_chunk=None):
-    """``lax.scan`` of ``body(carry, (rows[i], draw(keys[i])))`` over the steps, the draws made
-    ``chunk`` steps at a time by one vmapped call (the same numbers as one call per step).
-    ``after_chunk(carry)``, when given, runs after each chunk (progress reports: no per-step test)."""
-
-    def run(carry, rows, keys):
-        carry, outputs = jax.lax.scan(body, carry, (rows, jax.vmap(draw)(keys)), unroll=unroll)
+    def run(carry, xs):
+        carry, outputs = jax.lax.scan(body, carry, xs, unroll=unroll)
         if after_chunk is not None:
             after_chunk(carry)
         return carry, outputs
 
-    n_chunks, rest = divmod(rows.shape[0], chunk)
+    n = jax.tree.leaves(xs)[0].shape[0]
+    n_chunks, rest = divmod(n, chunk)
     if n_chunks <= 1 and not (n_chunks and rest):  # no loop of chunks needed
-        return run(carry, rows, keys)
+        return run(carry, xs)
     whole = n_chunks * chunk
     by_chunk = lambda a: a[:whole].reshape(n_chunks, chunk, *a.shape[1:])  # noqa: E731
-    carry, outputs = jax.lax.scan(lambda c, xs: run(c, *xs), carry, (by_chunk(rows), by_chunk(keys)))
+    carry, outputs = jax.lax.scan(run, carry, jax.tree.map(by_chunk, xs))
     outputs = jax.tree.map(lambda a: a.reshape(whole, *a.shape[2:]), outputs)
     if rest:
-        carry, more = run(carry, rows[whole:], keys[whole:])
+        carry, more = run(carry, jax.tree.map(lambda a: a[whole:], xs))
         outputs = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), outputs, more)
     return carry, outputs
 
@@ -252,22 +221,20 @@ def train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules: 
 
     def body(carry, xs):
         state, loss_sum, step = carry
-        rows, noise = xs
+        rows, step_key = xs
         x = data[rows]
         if batch_sharding is not None:
             x = jax.lax.with_sharding_constraint(x, batch_sharding)
-        state, metrics = train_step._with_draws(state, x, noise, schedules, recon_sigma)
+        state, metrics = train_step(state, x, step_key, schedules, recon_sigma)
         return (state, loss_sum + metrics["loss"], step + 1), metrics
 
     zero = jnp.zeros((), data.dtype)
     carry = (state, zero, jnp.zeros((), jnp.int32))
     n_full = batches.full.shape[0]
-    draw = functools.partial(train_step._draw, shape=(batch_size, *data.shape[1:]), dtype=data.dtype)
-    chunk = _noise_chunk(draw, step_keys[0], n_full)
-    if progress is not None:  # reported between chunks of progress_every steps
-        chunk = min(chunk, progress_every)
-    (state, loss_sum, step), metrics = _scan_with_noise(body, carry, batches.full, step_keys[:n_full], draw, chunk,
-                                                        SCAN_UNROLL, None if progress is None else report)
+    # With progress, the steps run in chunks of progress_every and the report comes between chunks.
+    chunk = max(1, n_full if progress is None else min(progress_every, n_full))
+    (state, loss_sum, step), metrics = _scan_in_chunks(body, carry, (batches.full, step_keys[:n_full]), chunk,
+                                                       SCAN_UNROLL, None if progress is None else report)
     if batches.tail.shape[0]:
         state, tail_metrics = train_step(state, data[batches.tail], step_keys[-1], schedules, recon_sigma)
         metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), metrics, tail_metrics)

@@ -49,38 +49,30 @@ def test_compiled_epoch_equals_a_python_loop_of_train_steps():
 
 
 @pytest.mark.parametrize("binarize", [False, True])
-def test_noise_drawn_for_many_steps_at_once_is_the_noise_of_each_step(monkeypatch, binarize):
-    """train_epoch draws the random numbers of NOISE_CHUNK_FLOATS worth of steps in one call; every
-    step must still get the eps (and binary image) its own key gives. With lr 0 the parameters stay
-    put, so each step's loss depends only on its batch and its noise: the losses of a chunked epoch
-    (chunks of 3 steps, 10 full batches, so a remainder and the tail too) must be those of a Python
-    loop of single steps."""
-    import jaxvae.training as training
-
+def test_an_epoch_run_in_progress_chunks_gives_every_step_its_own_noise(binarize):
+    """With a progress hook the epoch runs as a scan over chunks of progress_every steps (here 3: 10
+    full batches, so a remainder, and the tail). Every step must still get the eps (and binary image)
+    its own key gives: with lr 0 the parameters stay put, so each step's loss depends only on its
+    batch and its noise, and must be that of a Python loop of single steps. The hook sees the step
+    count and the running mean loss after every chunk."""
     vc = SMALL.replace(latent_dim=5)
     tc = TrainConfig(batch_size=20, binarize="dynamic" if binarize else "none")
     data = jnp.asarray(small_data(213))
     step = TrainStep.from_configs(vc, tc, steps_per_epoch(213, 20), lr_schedule=0.0)
     params = init_params(jax.random.PRNGKey(0), vc)
     key, schedules = jax.random.PRNGKey(3), step.init_schedules()
-    per_step_floats = 20 * 5 + (20 * 64 if binarize else 0)
-    monkeypatch.setattr(training, "NOISE_CHUNK_FLOATS", 3 * per_step_floats)
-    _, metrics, _ = train_epoch(step, step.init(jax.tree.map(jnp.copy, params)), data, key, schedules, batch_size=20)
+    reports = []
+    _, metrics, _ = train_epoch(step, step.init(jax.tree.map(jnp.copy, params)), data, key, schedules, batch_size=20,
+                                progress=lambda n, mean: reports.append((int(n), float(mean))), progress_every=3)
+    jax.effects_barrier()
     plan, step_keys = epoch_plan(key, 213, 20)
     jitted = jax.jit(step)
     want = [float(jitted(step.init(params), data[rows], k, schedules)[1]["loss"])
             for rows, k in zip([*plan.full, plan.tail], step_keys)]
     assert metrics["loss"].shape == (11,)
     np.testing.assert_allclose(metrics["loss"], want, rtol=1e-6)
-
-
-def test_sample_binary_is_jax_bernoulli_bit_for_bit():
-    from jaxvae.binarize import sample_binary
-
-    x = jax.random.uniform(jax.random.PRNGKey(0), (50, 64))
-    for seed in range(3):
-        key = jax.random.PRNGKey(seed)
-        assert np.array_equal(sample_binary(key, x), jax.random.bernoulli(key, x).astype(x.dtype))
+    assert [n for n, _ in reports] == [3, 6, 9, 10]
+    np.testing.assert_allclose([mean for _, mean in reports], [np.mean(want[:n]) for n in (3, 6, 9, 10)], rtol=1e-5)
 
 
 def test_the_step_is_params_minus_lr_times_adams_direction():
