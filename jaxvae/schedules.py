@@ -79,12 +79,13 @@ class Plateau(Schedule):
     the lr is multiplied by ``factor`` (floored at ``min_lr``; changes smaller than 1e-8 are
     skipped). The run ends before an epoch whose lr is below ``stop_lr`` (the blog's rule)."""
 
-    lr: float = 1e-3
-    factor: float = 0.1
-    patience: int = 10
-    threshold: float = 1e-4
-    min_lr: float = 0.0
-    stop_lr: float = 1e-6
+    # The blog's settings, kept in one place: TrainConfig's defaults.
+    lr: float = TrainConfig.lr
+    factor: float = TrainConfig.plateau_factor
+    patience: int = TrainConfig.plateau_patience
+    threshold: float = TrainConfig.plateau_threshold
+    min_lr: float = TrainConfig.min_lr
+    stop_lr: float = TrainConfig.stop_lr
 
     def init(self) -> PlateauState:
         return PlateauState(lr=self.lr)

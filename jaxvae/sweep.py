@@ -521,3 +521,51 @@ def read_sweep_info(sweep_dir: str | os.PathLike) -> tuple[SweepInfo, RunInfo]:
     if names != list(info.names):
         raise RunError(f"{path}: its models {list(info.names)} are not those its grid makes ({names})")
     return info, base
+
+
+class SweepSaver:
+    """``fit_many``'s per-epoch callback for a sweep directory, as ``runs.EpochSaver`` is ``fit``'s.
+
+    ``start()`` writes each model's run config (with the data's fingerprints) and ``sweep.json``.
+    Each call then saves the checkpoint and metrics of every model that finished the epoch into its
+    own run directory, records models newly stopped by a non-finite epoch in ``sweep.json``, and
+    returns their indices. Every model's run directory therefore always holds its last good epoch.
+    """
+
+    def __init__(self, sweep_dir: str | os.PathLike, models: Sequence[SweepModel], grid: dict, data: RunInfo,
+                 errors: Sequence[str | None] | None = None):
+        self.sweep_dir = Path(sweep_dir)
+        self.models = list(models)
+        self.grid = grid
+        self.data = data  # dataset name, image shape, data dir and fingerprints: shared by every model
+        self.dirs = model_dirs(sweep_dir, models)
+        self.errors = list(errors) if errors is not None else [None] * len(models)
+
+    def start(self) -> None:
+        from dataclasses import replace
+
+        from jaxvae.runs import write_run_config
+
+        for m, run_dir in zip(self.models, self.dirs):
+            if is_writer():
+                run_dir.mkdir(parents=True, exist_ok=True)
+            write_run_config(run_dir, replace(self.data, vae_config=m.vae_config, train_config=m.train_config))
+        self._write_info()
+
+    def __call__(self, state: SweepState, records) -> list[int]:
+        from jaxvae.checkpoint import save_checkpoint
+        from jaxvae.runs import CHECKPOINT_FILE, write_metrics
+
+        for i, record in enumerate(records):
+            if record is not None:
+                m = self.models[i]
+                save_checkpoint(self.dirs[i] / CHECKPOINT_FILE, state.fit_state(i), m.vae_config, m.train_config)
+                write_metrics(self.dirs[i], state.histories[i])
+        stopped = [i for i, error in enumerate(state.errors) if error is not None and self.errors[i] is None]
+        if stopped:
+            self.errors = list(state.errors)
+            self._write_info()
+        return stopped
+
+    def _write_info(self) -> None:
+        write_sweep_info(self.sweep_dir, SweepInfo(self.grid, tuple(m.name for m in self.models), tuple(self.errors)))

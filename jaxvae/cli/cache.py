@@ -1,0 +1,45 @@
+"""JAX's persistent compilation cache, on by default for every command."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from jaxvae.fileio import user_cache_dir
+
+NO_COMPILE_CACHE_ENV = "JAXVAE_NO_COMPILE_CACHE"
+COMPILE_CACHE_MAX_BYTES = 256 << 20  # least recently used entries go first; one model's programs take ~1 MB
+
+
+def compile_cache_dir() -> Path | None:
+    """Where jaxvae keeps JAX's persistent compilation cache: ``user_cache_dir()/jax-cache``, or None
+    when ``$JAXVAE_NO_COMPILE_CACHE`` is set (to anything but "" or "0")."""
+    if os.environ.get(NO_COMPILE_CACHE_ENV, "") not in ("", "0"):
+        return None
+    return user_cache_dir() / "jax-cache"
+
+
+def enable_compile_cache() -> Path | None:
+    """Turn on JAX's persistent compilation cache (before anything is compiled), so that a second start
+    of the same configuration loads its compiled epoch instead of compiling it again. A cache directory
+    the user gave JAX (``JAX_COMPILATION_CACHE_DIR``) is kept. Returns the directory in use, or None
+    when it is turned off or cannot be created (then everything compiles as without it)."""
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        return Path(jax.config.jax_compilation_cache_dir)
+    directory = compile_cache_dir()
+    if directory is None:
+        return None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    # Every program, however small or quick to compile: JAX's defaults (1 s of compile time) would
+    # leave out the validation epoch and the dozens of small programs that building the state runs.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    if importlib.util.find_spec("filelock") is not None:  # a dependency; JAX refuses a size limit without it
+        jax.config.update("jax_compilation_cache_max_size", COMPILE_CACHE_MAX_BYTES)
+    return directory

@@ -1,0 +1,170 @@
+"""What a command shows while it runs: lines on stdout/stderr, progress bars (only on a terminal),
+epoch loggers, and the Ctrl-C handling (first: stop after the epoch; second: at once)."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+
+from jaxvae.cli.flags import EXIT_INTERRUPTED, TENSORBOARD_DIR
+
+
+def _write(stream, message: str) -> None:
+    # Once a bar may be on screen (tqdm loaded), lines go through tqdm.write: it clears the bar, prints
+    # the line and redraws the bar below it, so the two never tear each other. Otherwise a plain print.
+    bars = sys.modules.get("tqdm")
+    if bars is None:
+        print(message, file=stream, flush=True)
+    else:
+        bars.tqdm.write(message, file=stream)
+        stream.flush()
+
+
+def say(message: str = "") -> None:
+    _write(sys.stdout, message)
+
+
+def warn(message: str) -> None:
+    _write(sys.stderr, message)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+class EpochProgress:
+    """Progress bars on stderr, drawn only when stderr is a terminal: in a log file the one line per
+    epoch on stdout says everything, and bar frames would only fill it.
+
+    ``kind`` "epochs": one bar over the run's epochs (count, elapsed time, time left), advanced after
+    each epoch; nothing runs inside the compiled epoch. "steps": a bar within each epoch as well, fed by
+    fit's ``progress(step, running_loss)`` host callback (``step_hook``); JAX keeps programs with host
+    callbacks out of its persistent compilation cache, so with it the epoch compiles on every start.
+    "none", or stderr not a terminal: nothing. One instance per run: fit passes ``step_hook`` to a
+    jitted function as a static argument, so a new object would mean a recompilation.
+    """
+
+    def __init__(self, kind: str, steps_per_epoch: int, first_epoch: int, max_epochs: int, stream=None):
+        self.stream = sys.stderr if stream is None else stream
+        self.kind = kind if _is_terminal(self.stream) else "none"
+        self.steps = steps_per_epoch
+        self.epoch = first_epoch
+        self.max_epochs = max_epochs
+        self.bar = None  # the bar on screen: the epoch's ("steps") or the run's ("epochs")
+        if self.kind == "epochs" and first_epoch <= max_epochs:
+            self.bar = self._new_bar("training", max_epochs, "epoch", initial=first_epoch - 1)
+
+    @property
+    def step_hook(self):
+        """What fit's ``progress`` argument gets: this object for "steps", else None (no host callback)."""
+        return self if self.kind == "steps" else None
+
+    def _new_bar(self, desc: str, total: int, unit: str, initial: int = 0):
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=False, file=self.stream,
+                    dynamic_ncols=True)
+
+    def __call__(self, step, running_loss):
+        if self.bar is None:
+            self.bar = self._new_bar(f"epoch {self.epoch}/{self.max_epochs}", self.steps, "batch")
+        self.bar.update(max(0, int(step) - self.bar.n))
+        self.bar.set_postfix(loss=f"{float(running_loss):.4f}", refresh=False)
+
+    def end_epoch(self) -> None:
+        if self.kind == "epochs" and self.bar is not None:
+            self.bar.update(1)
+        elif self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        self.epoch += 1
+
+    def close(self) -> None:
+        """Take the bar off the screen (the epoch lines above it stay)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def make_progress(args, steps_per_epoch: int, first_epoch: int, max_epochs: int) -> EpochProgress:
+    """The train command's progress display, from ``--progress`` and ``--quiet``."""
+    kind = "none" if args.quiet else args.progress
+    return EpochProgress(kind, steps_per_epoch, first_epoch, max_epochs)
+
+
+def epoch_loggers(args, run_dir: Path) -> list:
+    """fit callbacks that record each epoch beyond the run directory: TensorBoard with ``--tensorboard``."""
+    if not args.tensorboard:
+        return []
+    from jaxvae.tensorboard import TensorBoardLogger
+
+    return [TensorBoardLogger(run_dir / TENSORBOARD_DIR)]
+
+
+class StopAfterEpoch(Exception):
+    """Raised from fit's epoch callback after the checkpoint is saved, on the first Ctrl-C."""
+
+
+class SigintFlag:
+    """First Ctrl-C: finish the current epoch, save its checkpoint, stop. Second Ctrl-C: print
+    ``second_line()`` and exit with 130 at once (the previous epoch's checkpoint is already on disk).
+
+    Python runs signal handlers only between bytecodes of the main thread, which sits inside XLA
+    for a whole epoch. So the Python handler does nothing; instead the interpreter's C-level handler
+    writes each signal's number to a socket (``signal.set_wakeup_fd``) the moment it arrives, and a
+    watcher thread reading that socket acts on it, whatever the main thread is doing.
+    """
+
+    def __init__(self, second_line=lambda: "second Ctrl-C: stopping now"):
+        self.second_line = second_line
+        self.requested = False
+        self._active = False
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signals reach the main thread only; nothing to install
+        self._reader, self._writer = socket.socketpair()
+        self._writer.setblocking(False)  # set_wakeup_fd's requirement
+        self._previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: None)
+        self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        self._watcher = threading.Thread(target=self._watch, name="jaxvae-sigint", daemon=True)
+        self._watcher.start()
+        self._active = True
+        return self
+
+    def __exit__(self, *exc):
+        if not self._active:
+            return
+        signal.set_wakeup_fd(self._previous_fd)
+        signal.signal(signal.SIGINT, self._previous_handler)
+        self._writer.close()  # the watcher's recv returns b"" and it ends
+        self._watcher.join()
+        self._reader.close()
+        self._active = False
+
+    def _watch(self):
+        while True:
+            try:
+                received = self._reader.recv(64)
+            except OSError:
+                return
+            if not received:
+                return
+            for signum in received:
+                if signum == signal.SIGINT:
+                    self._sigint()
+
+    def _sigint(self):
+        if not self.requested:
+            self.requested = True
+            warn("\nCtrl-C: stopping after this epoch and saving a checkpoint (Ctrl-C again to stop now)")
+            return
+        warn("\n" + self.second_line())
+        sys.stdout.flush()
+        os._exit(EXIT_INTERRUPTED)  # the OS closes our files and releases the run's lock

@@ -1,0 +1,259 @@
+"""Flags: one per VAEConfig / TrainConfig field (the dataclass default is the flag's), help text,
+choices, typo hints, and the configs a parsed command line describes."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import sys
+
+from jaxvae.config import (
+    ACTIVATIONS,
+    ARCHITECTURES,
+    BINARIZATIONS,
+    COMPUTE_DTYPES,
+    LIKELIHOODS,
+    LR_SCHEDULES,
+    OBJECTIVES,
+    OUTPUT_ACTIVATIONS,
+    TrainConfig,
+    VAEConfig,
+)
+
+PROG = "jaxvae"
+EXIT_NONFINITE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+# Flag names that differ from the field name with "_" -> "-".
+FLAG_NAMES = {"max_epochs": "epochs"}
+# What each config flag does; --help adds the choices and the dataclass default.
+FIELD_HELP = {
+    "input_dim": "features per sample; must match the data",
+    "hidden": "encoder hidden widths; the decoder mirrors them",
+    "latent_dim": "latent dimensions",
+    "activation": "hidden-layer activation",
+    "negative_slope": "LeakyReLU negative slope",
+    "output_activation": "decoder output activation (Gaussian likelihood only)",
+    "recon_sigma": "sigma of the Gaussian reconstruction likelihood (the blog's gauss_sigma)",
+    "kl_weight": "weight of the KL term (the blog's distrib_loss_rate; a beta-VAE's beta)",
+    "decoder_hidden": "decoder hidden widths",
+    "likelihood": "observation model p(x|z): the blog's Gaussian, or Bernoulli (pixels in [0, 1])",
+    "objective": "training bound: the ELBO, or the importance-weighted bound (IWAE) with --iwae-k samples",
+    "iwae_k": "importance samples per image for --objective iwae",
+    "architecture": "encoder and decoder: MLPs, or VGG-style 3x3 conv stacks (square images)",
+    "conv_channels": "channels of each conv block (each block halves the image side)",
+    "compute_dtype": "dtype of matmuls and convolutions; parameters and loss stay float32",
+    "batch_size": "minibatch size",
+    "lr": "Adam learning rate (the start value of every --lr-schedule)",
+    "max_epochs": "maximum number of epochs",
+    "b1": "Adam beta1", "b2": "Adam beta2", "adam_eps": "Adam epsilon",
+    "plateau_factor": "ReduceLROnPlateau factor",
+    "plateau_patience": "ReduceLROnPlateau patience (epochs)",
+    "plateau_threshold": "ReduceLROnPlateau relative threshold",
+    "min_lr": "ReduceLROnPlateau minimum lr",
+    "stop_lr": "stop before an epoch whose lr is below this",
+    "drop_last": "drop the last partial batch of each epoch",
+    "seed": "random seed (init, shuffling, noise)",
+    "binarize": "binarise the images for a Bernoulli model: never, afresh for every batch, or once",
+    "binarize_seed": "seed of --binarize fixed (and of the validation images' one binarisation)",
+    "lr_schedule": "learning-rate schedule: plateau (the blog's ReduceLROnPlateau), constant, "
+                   "burda (Burda et al.'s 3^i-epoch stages), cosine (to 0 over --epochs)",
+    "kl_warmup_epochs": "raise the KL weight linearly from 0 over this many epochs (0: constant)",
+}
+# The allowed values of the enumerated fields (config.py validates the same tuples).
+FIELD_CHOICES = {
+    "activation": ACTIVATIONS,
+    "output_activation": OUTPUT_ACTIVATIONS,
+    "likelihood": LIKELIHOODS,
+    "objective": OBJECTIVES,
+    "architecture": ARCHITECTURES,
+    "compute_dtype": COMPUTE_DTYPES,
+    "binarize": BINARIZATIONS,
+    "lr_schedule": LR_SCHEDULES,
+}
+# Defaults the command line does not take from the dataclass as is.
+DEFAULT_TEXT = {
+    "input_dim": "the dataset's: 784 for MNIST, 64 for digits",
+    "decoder_hidden": "the encoder's, reversed",
+}
+# A resumed run keeps its config; only these may change (to train for longer, say).
+RESUME_OVERRIDABLE = {"max_epochs"}
+PROGRESS_KINDS = ("epochs", "steps", "none")  # --progress; see EpochProgress
+SPLITS = ("test", "train")  # evaluate --split
+TENSORBOARD_DIR = "tensorboard"  # train --tensorboard writes RUN_DIR/tensorboard
+RUN_DIR_HELP = "a run directory written by 'jaxvae train' or 'jaxvae import'"
+
+
+class UsageError(ValueError):
+    """Bad command-line input; reported as one line with exit code 2."""
+
+
+def did_you_mean(word: str, candidates) -> str:
+    """``"; did you mean X?"`` for the closest candidate, or "" when none is close."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def choice_type(choices):
+    """An argparse ``type`` that accepts one of ``choices`` and names the closest one on a typo."""
+
+    def parse(value: str) -> str:
+        if value in choices:
+            return value
+        raise argparse.ArgumentTypeError(
+            f"invalid choice {value!r}{did_you_mean(value, choices)} (choose from {', '.join(choices)})")
+
+    return parse
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's layout with a wider flag column; every default is written into the help text
+    once, by whoever adds the flag (no ArgumentDefaultsHelpFormatter, which doubled them)."""
+
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=34)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``jaxvae train: error: ...``, exit code 2, no usage dump) and
+    a suggestion for a mistyped command, flag or choice, for every subcommand."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self._commands = None
+
+    def error(self, message):
+        message = " ".join(str(message).split())
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def add_subparsers(self, **kwargs):
+        kwargs.setdefault("parser_class", Parser)
+        self._commands = super().add_subparsers(**kwargs)
+        return self._commands
+
+    def parse_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        self._check_command(args)
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:  # report them in the words of the subcommand they were given to
+            command = getattr(parsed, self._commands.dest, None) if self._commands else None
+            parser = self._commands.choices[command] if command else self
+            parser.error(parser.unrecognized(extras))
+        return parsed
+
+    def _check_command(self, args) -> None:
+        # argparse's own message for a mistyped command lists the choices but suggests none
+        if self._commands is None:
+            return
+        command = next((a for a in args if not a.startswith("-")), None)
+        names = list(self._commands.choices)
+        if command is not None and command not in names:
+            self.error(f"unknown command {command!r}{did_you_mean(command, names)} (choose from {', '.join(names)})")
+
+    def unrecognized(self, extras) -> str:
+        """The error for arguments this parser does not know, naming the flag it was probably meant as."""
+        flags = [a.split("=", 1)[0] for a in extras if a.startswith("--")]
+        if not flags:
+            return f"unrecognized arguments: {' '.join(extras)}"
+        known = [s for s in self._option_string_actions if s.startswith("--")]  # argparse's table of flags
+        return f"unrecognized argument {flags[0]}{did_you_mean(flags[0], known)}"
+
+
+def config_fields():
+    for cls in (VAEConfig, TrainConfig):
+        for f in dataclasses.fields(cls):
+            yield cls, f
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of a config field: ``max_epochs`` -> ``--epochs``, ``latent_dim`` -> ``--latent-dim``."""
+    return "--" + FLAG_NAMES.get(name, name).replace("_", "-")
+
+
+def _default_text(field: dataclasses.Field) -> str:
+    if field.name in DEFAULT_TEXT:
+        return DEFAULT_TEXT[field.name]
+    default = field.default
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if isinstance(default, tuple):
+        return " ".join(map(str, default))
+    return str(default)
+
+
+def field_help(field: dataclasses.Field) -> str:
+    """A config flag's help: what it does and its default (the dataclass's, so config.py stays the one place)."""
+    return f"{FIELD_HELP[field.name]} (default: {_default_text(field)})"
+
+
+def add_field_flag(container, field: dataclasses.Field) -> None:
+    """The flag of one config field on a parser or argument group: its help, choices and default text.
+
+    Its default is SUPPRESSed in the namespace so that we can tell which flags were given (needed
+    for input_dim, which otherwise follows the dataset, and for --resume).
+    """
+    kwargs = {"dest": field.name, "default": argparse.SUPPRESS, "help": field_help(field)}
+    default = field.default
+    if field.name in FIELD_CHOICES:
+        kwargs.update(type=choice_type(FIELD_CHOICES[field.name]), choices=FIELD_CHOICES[field.name])
+    elif isinstance(default, bool):
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif isinstance(default, tuple) or default is None:
+        kwargs.update(nargs="+", type=int, metavar="N")
+    else:  # N for whole numbers, X for real ones: short, and free of the field names (--epochs MAX_EPOCHS)
+        kwargs.update(type=type(default), metavar="N" if isinstance(default, int) else "X")
+    container.add_argument(flag_of(field.name), **kwargs)
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field, grouped by config, with that field's default (shown in --help)."""
+    model = parser.add_argument_group("model (VAEConfig)")
+    training = parser.add_argument_group("training (TrainConfig)")
+    for cls, f in config_fields():
+        add_field_flag(model if cls is VAEConfig else training, f)
+
+
+def given_fields(args) -> dict:
+    return {f.name: getattr(args, f.name) for _, f in config_fields() if hasattr(args, f.name)}
+
+
+def configs_from_args(args, base_vae: VAEConfig = VAEConfig(),
+                      base_train: TrainConfig = TrainConfig()) -> tuple[VAEConfig, TrainConfig]:
+    """The configs: ``base_*`` with the flags that were given; ValueError naming a bad field."""
+    given = given_fields(args)
+    vae_names = {f.name for f in dataclasses.fields(VAEConfig)}
+    vae = dataclasses.replace(base_vae, **{k: v for k, v in given.items() if k in vae_names})
+    train = dataclasses.replace(base_train, **{k: v for k, v in given.items() if k not in vae_names})
+    return vae, train
+
+
+
+
+class TensorBoardFlag(argparse.Action):
+    """``--tensorboard``: refused at parse time, before anything is written, when tensorboardX is missing."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from jaxvae.tensorboard import missing
+
+        problem = missing()
+        if problem:
+            parser.error(f"{option_string}: {problem}")
+        setattr(namespace, self.dest, True)
+
+
+def add_run_flags(parser, metavar: str, out_help: str, resume_what: str, plots_what: str):
+    """The flags train and sweep share: where to write, resuming, figures, progress. Returns the group."""
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", metavar=metavar, help=out_help)
+    run.add_argument("--resume", metavar=metavar, help=f"continue {resume_what} (its config is kept; --epochs may "
+                     "raise the epoch limit)")
+    run.add_argument("--no-plots", action="store_true", help=f"skip {plots_what}")
+    run.add_argument("--progress", type=choice_type(PROGRESS_KINDS), choices=PROGRESS_KINDS, default="epochs",
+                     help="progress bar on a terminal (never in a log file): one over the run's epochs, one "
+                          "within each epoch as well (its host callback keeps the epoch out of the "
+                          "compilation cache), or none (default: epochs)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar (the same as --progress none)")
+    return run

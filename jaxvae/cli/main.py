@@ -1,0 +1,149 @@
+"""The ``jaxvae`` entry point: the parser of every command, and ``main``, which maps failures to
+one line and an exit code."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from jaxvae.cli.cache import enable_compile_cache
+from jaxvae.cli.console import warn
+from jaxvae.cli.flags import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    PROG,
+    RUN_DIR_HELP,
+    SPLITS,
+    Parser,
+    TensorBoardFlag,
+    add_config_flags,
+    add_field_flag,
+    add_run_flags,
+    choice_type,
+    config_fields,
+)
+from jaxvae.cli.inputs import os_error_text
+from jaxvae.cli.run_tools import cmd_evaluate, cmd_export, cmd_import, cmd_plot
+from jaxvae.cli.sweep import add_sweep_parser
+from jaxvae.cli.train import cmd_train
+from jaxvae.fileio import user_cache_dir
+from jaxvae.runs import (
+    FIGURES_DIR,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from jaxvae import __version__
+    from jaxvae.data import DATASETS
+
+    parser = Parser(prog=PROG, description="Train, evaluate, plot and export the VAE of 'A Gentle "
+                     "Introduction to Variational Autoencoders' (JAX/Flax).")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def data_flags(p, for_training: bool):
+        group = p.add_argument_group("data")
+        if for_training:
+            # SUPPRESS: --resume tells a given --dataset from the default (the default is applied in cmd_train)
+            group.add_argument("--dataset", type=choice_type(DATASETS), choices=DATASETS, default=argparse.SUPPRESS,
+                               help="mnist: the 60000 + 10000 images, found locally or downloaded, else (with "
+                                    "one line saying how to get them) the bundled mnist-subset; mnist-subset: "
+                                    "10000 + 2000 real MNIST images shipped with jaxvae; digits: scikit-learn's "
+                                    "8x8 digits (default: mnist)")
+            group.add_argument("--require-mnist", action="store_true",
+                               help="fail instead of falling back to mnist-subset when MNIST is missing")
+            where = "directory with the MNIST IDX files (.gz or not, or torchvision's DIR/MNIST/raw)"
+            default = f"$JAXVAE_DATA_DIR, then {user_cache_dir() / 'mnist'}, then download"
+        else:
+            where = "where the run's MNIST files are now"
+            default = "the directory the run recorded, else as for train"
+        group.add_argument("--data-dir", metavar="DIR", help=f"{where} (default: {default})")
+        group.add_argument("--no-download", action="store_true", help="never try to download MNIST")
+
+    train = sub.add_parser("train", help="train a VAE (the blog's configuration by default)",
+                           description="Train a VAE and write a run directory (config, metrics, checkpoint, "
+                                       "figures). Every field of VAEConfig and TrainConfig is a flag below.",
+                           usage="%(prog)s [--dataset NAME] [--epochs N] [--out RUN_DIR] [options]")
+    data_flags(train, True)
+    run = add_run_flags(train, "RUN_DIR", "run directory (default: runs/<dataset>-<YYYYmmdd-HHMMSS>, named after "
+                         "the data used)", "the run in RUN_DIR from its checkpoint", "the figures at the end")
+    run.add_argument("--tensorboard", action=TensorBoardFlag,
+                     help="also write the per-epoch metrics as TensorBoard event files to RUN_DIR/tensorboard "
+                          "(needs tensorboardX: pip install 'jaxvae[tensorboard]')")
+    add_config_flags(train)
+    train.set_defaults(func=cmd_train)
+    add_sweep_parser(sub, data_flags)
+
+    evaluate = sub.add_parser("evaluate", help="loss, reconstruction and KL of a run on its test split")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
+    evaluate.add_argument("--split", type=choice_type(SPLITS), choices=SPLITS, default="test",
+                          help="the split to score (default: test)")
+    evaluate.add_argument("--seed", type=int, default=0, metavar="N",
+                          help="seed of the evaluation noise and batch order (default: 0)")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    evaluate.add_argument("--k", type=int, default=0, metavar="K",
+                          help="also estimate log p(x) with K importance samples per image, e.g. 5000 "
+                               "(default: 0, skip)")
+    evaluate.add_argument("--chunk", type=int, default=None, metavar="N",
+                          help="importance samples per image held in memory at once (default: a 64 MB budget)")
+    evaluate.add_argument("--limit", type=int, default=None, metavar="N",
+                          help="only the first N images of the split (default: all)")
+    data_flags(evaluate, False)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    plot = sub.add_parser("plot", help="redraw a run's figures from its checkpoint")
+    plot.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
+    plot.add_argument("--figures", metavar="DIR", help=f"where to write the PNGs (default: RUN_DIR/{FIGURES_DIR})")
+    data_flags(plot, False)
+    plot.set_defaults(func=cmd_plot)
+
+    export = sub.add_parser("export", help="write PyTorch state dicts for torchref's blog modules")
+    export.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
+    export.add_argument("--torch", required=True, metavar="FILE", help="output file (torch.save format; required)")
+    export.set_defaults(func=cmd_export)
+
+    imp = sub.add_parser("import", help="make a run directory from torchref state dicts")
+    imp.add_argument("torch_file", metavar="FILE", help="a file written by 'jaxvae export' (or torch.save of "
+                     "{'encoder': state_dict, 'decoder': state_dict})")
+    imp.add_argument("--out", required=True, metavar="RUN_DIR", help="the run directory to write (required)")
+    imp.add_argument("--dataset", type=choice_type(DATASETS), choices=DATASETS,
+                     help="the data the model is for (default: the file's, else by input size: 784 mnist, 64 digits)")
+    imp.add_argument("--data-dir", metavar="DIR", help="where that dataset's MNIST files are (default: searched "
+                     "as for train)")
+    for _, f in config_fields():
+        if f.name in ("recon_sigma", "kl_weight", "batch_size", "seed"):
+            add_field_flag(imp, f)
+    imp.set_defaults(func=cmd_import)
+    return parser
+
+
+def _error(command: str | None, message: str) -> int:
+    """The one line of a failed command on stderr; exit code 2."""
+    message = " ".join(str(message).split())
+    print(f"{PROG}{' ' + command if command else ''}: error: {message}", file=sys.stderr, flush=True)
+    return EXIT_USAGE
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``jaxvae`` console script and ``python -m jaxvae``; returns the exit code.
+
+    0 success, 1 training stopped on a non-finite loss, 2 bad input or environment (one line on
+    stderr naming the flag or file, no traceback), 130 interrupted.
+    """
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or argparse's one-line error (already printed)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USAGE)
+    args.command_line = shlex.join([PROG, *argv])  # who holds a run's lock, for a second writer's message
+    enable_compile_cache()  # before the command compiles anything
+    try:
+        return args.func(args)
+    except (ValueError, OverflowError) as e:  # configs, data, checkpoints, runs: all name the field / file at fault
+        return _error(args.command, str(e))
+    except OSError as e:  # a read-only or full disk, a missing directory, no permission: named by file
+        return _error(args.command, os_error_text(e))
+    except KeyboardInterrupt:
+        warn(f"{PROG}: interrupted")
+        return EXIT_INTERRUPTED

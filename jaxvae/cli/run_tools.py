@@ -1,0 +1,140 @@
+"""``jaxvae evaluate``, ``plot``, ``export`` and ``import``: commands on an existing run directory."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import shlex
+from pathlib import Path
+
+from jaxvae.cli.console import say, warn
+from jaxvae.cli.flags import PROG, UsageError, given_fields
+from jaxvae.cli.inputs import os_error_text, run_data
+from jaxvae.cli.train import check_out_dir, lock_run, model_shape, new_run_dir
+from jaxvae.config import (
+    TrainConfig,
+)
+from jaxvae.fileio import write_json
+from jaxvae.runs import (
+    CHECKPOINT_FILE,
+    EVALUATE_FILE,
+    FIGURES_DIR,
+    RunInfo,
+    default_image_shape,
+    fingerprints_from_dict,
+    load_run,
+    read_run_config,
+    write_run_config,
+)
+
+
+def _model_line(info: RunInfo, epoch: int) -> str:
+    source = info.imported_from
+    if source is not None and source["epoch"] is None and epoch == 0:
+        return f"model imported from {source['file']} (its epoch is not recorded)"
+    return f"model after epoch {epoch}"
+
+
+def cmd_evaluate(args) -> int:
+    from jaxvae.evaluate import evaluate_run
+
+    result = evaluate_run(args.run_dir, split=args.split, seed=args.seed, k=args.k, limit=args.limit, chunk=args.chunk,
+                          data_dir=args.data_dir, download=not args.no_download, log=warn)
+    if args.json:
+        say(json.dumps(result, indent=2))
+    else:
+        info = read_run_config(args.run_dir)
+        say(f"{result['dataset']} {result['split']} split, {result['samples']} samples, "
+             f"{_model_line(info, result['epoch'])}, noise seed {result['seed']}")
+        say(f"{'metric':<8}{'value':>12}")
+        for name in ("loss", "recon", "kl"):
+            say(f"{name:<8}{result[name]:>12.4f}")
+        if "log_likelihood" in result:
+            say(f"log p(x) ~ {result['log_likelihood']:.3f} +- {result['log_likelihood_stderr']:.3f} nats "
+                 f"(k={result['k']} importance samples); -ELBO {result['neg_elbo']:.3f} +- {result['neg_elbo_stderr']:.3f}")
+    write_json(Path(args.run_dir) / EVALUATE_FILE, result)  # after the output: a read-only run still shows it
+    if not args.json:
+        say(f"written: {Path(args.run_dir) / EVALUATE_FILE}")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from jaxvae.plots import save_figures
+
+    info, state = load_run(args.run_dir)
+    dataset = run_data(info, args, args.run_dir)
+    out = Path(args.figures or Path(args.run_dir) / FIGURES_DIR)
+    paths = save_figures(out, state.params, info.vae_config, dataset.test_x, dataset.test_y, info.image_shape,
+                         state.history, seed=info.train_config.seed)
+    say("figures: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+# --------------------------------------------------------------------------- torch export / import
+
+
+def cmd_export(args) -> int:
+    from jaxvae.interop import save_torch
+
+    info, state = load_run(args.run_dir)
+    # what an import needs to report the model truthfully and to find and check its data again
+    fingerprints = {split: fp.to_dict() for split, fp in info.fingerprints.items()} if info.fingerprints else None
+    target = save_torch(args.torch, state.params, info.vae_config, image_shape=list(info.image_shape),
+                        dataset=info.dataset, epoch=state.epoch, data_dir=info.data_dir,
+                        data_fingerprints=fingerprints)
+    vc = info.vae_config
+    say(f"wrote {target}: torchref blog encoder + decoder state dicts (epoch {state.epoch}); load with\n"
+         f"  d = torch.load('{target}'); enc, sample, dec = torchref.build_blog_model("
+         f"{vc.input_dim}, {vc.latent_dim}, {tuple(vc.hidden)})\n"
+         f"  enc.load_state_dict(d['encoder']); dec.load_state_dict(d['decoder'])")
+    return 0
+
+
+def _imported_epoch(blob: dict) -> int | None:
+    epoch = blob.get("epoch")
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0 else None
+
+
+def cmd_import(args) -> int:
+    from jaxvae.checkpoint import save_checkpoint
+    from jaxvae.interop import load_torch
+    from jaxvae.training import TrainStep, init_fit_state
+
+    params, config, blob = load_torch(args.torch_file)
+    overrides = given_fields(args)
+    config = config.replace(**{k: v for k, v in overrides.items() if k in ("recon_sigma", "kl_weight")})
+    train_config = TrainConfig(**{k: v for k, v in overrides.items() if k in ("batch_size", "seed")})
+    dataset = args.dataset or blob.get("dataset") or {784: "mnist", 64: "digits"}.get(config.input_dim, "mnist")
+    shape = tuple(blob.get("image_shape") or default_image_shape(config.input_dim))
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise UsageError(f"--data-dir {args.data_dir}: does not exist or is not a directory")
+    same_data = dataset == blob.get("dataset")  # the file's data dir and fingerprints describe its dataset
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else (blob.get("data_dir") if same_data else None)
+    try:
+        fingerprints = fingerprints_from_dict(blob.get("data_fingerprints")) if same_data else None
+    except ValueError as e:
+        raise UsageError(f"{args.torch_file}: {e}") from None
+    epoch = _imported_epoch(blob)
+    source = {"file": str(Path(args.torch_file).resolve()), "epoch": epoch}
+    info = RunInfo(config, train_config, dataset, shape, data_dir if isinstance(data_dir, str) else None,
+                   fingerprints=fingerprints, imported_from=source)
+    state = init_fit_state(TrainStep.from_configs(config, train_config), train_config.seed, params=params)
+    state = dataclasses.replace(state, epoch=epoch or 0)
+    out = new_run_dir(argparse.Namespace(out=args.out), dataset)
+    with contextlib.ExitStack() as stack:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            lock_run(out, args, stack)
+            check_out_dir(out)
+            write_run_config(out, info)  # config first: a directory with a config alone can be redone in place
+            save_checkpoint(out / CHECKPOINT_FILE, state, config, train_config)
+        except OSError as e:
+            raise UsageError(f"--out {out}: cannot write the run directory ({os_error_text(e)})") from None
+    after = f"after epoch {epoch}" if epoch is not None else "epoch not recorded in the file"
+    hint = f"{PROG} evaluate {shlex.quote(str(out))}"
+    if dataset == "mnist" and info.data_dir is None:
+        hint += " --data-dir DIR (the file records no MNIST location)"
+    say(f"wrote run directory {out} from {args.torch_file} (model {model_shape(config)}, {after}, "
+         f"dataset {dataset}); try: {hint}")
+    return 0
