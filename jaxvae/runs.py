@@ -421,8 +421,8 @@ class EpochSaver:
     ``saved_epoch`` is the epoch the checkpoint on disk holds (updated once the atomic write is
     done). A failed write (a full disk, say) raises OSError naming the file and leaves the previous
     checkpoint as it was. With a ``writer`` (``fileio.BackgroundWriter``) the writes run on its
-    thread while training goes on; a failure then surfaces from the next epoch's call or from the
-    writer's ``wait()``/``close()``.
+    thread while training goes on; a failure surfaces from the next epoch's call (which first waits
+    for the previous save), or from the writer's ``wait()``/``close()`` after the last epoch.
     """
 
     def __init__(self, run_dir: str | os.PathLike, vae_config: VAEConfig, train_config: TrainConfig,
@@ -439,8 +439,11 @@ class EpochSaver:
     def __call__(self, state, record=None) -> None:
         if self.writer is None:
             self._save(state)
-        else:  # fit hands callbacks a state it never donates, so the thread may read it later
-            self.writer.submit(self._save, state)
+        else:
+            # The previous epoch's save had a whole epoch to finish: waiting for it costs nothing, and
+            # makes its failure (if any) stop the run here, at the end of the next epoch.
+            self.writer.wait()
+            self.writer.submit(self._save, state)  # fit never donates the state it hands callbacks
 
     def _save(self, state) -> None:
         from jaxvae.checkpoint import save_checkpoint
