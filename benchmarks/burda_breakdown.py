@@ -9,6 +9,8 @@ at batch 20. Each variant is ``jaxvae.train_epoch`` traced with one thing change
 * ``jax.nn.softplus``: the Bernoulli likelihood's softplus as ``jax.nn.softplus`` (before
   ``jaxvae.models.softplus``);
 * ``SGD direction``: ``optax.identity()`` instead of Adam (so the difference is Adam's cost);
+* ``flat Adam``: the same Adam over one vector of all parameters (``optax.flatten``): the same
+  numbers element by element, in a few large kernels instead of a few per layer;
 * ``no binarisation``: the batch used as is (the cost of the Bernoulli draw).
 
 Reported per variant: median ms per step over the rounds, and the per-round ratio to the shipped
@@ -57,6 +59,8 @@ def variants(tc: TrainConfig, n: int):
         "jax.nn.softplus": (shipped, old_softplus),
         "SGD direction (no Adam)": (TrainStep(BURDA, optax.identity(), shipped.lr, None, shipped.steps_per_epoch,
                                               True), contextlib.nullcontext),
+        "flat Adam (optax.flatten)": (TrainStep(BURDA, optax.flatten(shipped.optimizer), shipped.lr, None,
+                                                shipped.steps_per_epoch, True), contextlib.nullcontext),
         "no binarisation": (TrainStep(BURDA, shipped.optimizer, shipped.lr, None, shipped.steps_per_epoch, False),
                             contextlib.nullcontext),
     }
