@@ -2,13 +2,8 @@
 from __future__ import annotations
 
 from jaxvae.cli.console import warn
-from jaxvae.config import (
-    VAEConfig,
-)
-from jaxvae.runs import (
-    RunInfo,
-    run_dataset,
-)
+from jaxvae.config import VAEConfig
+from jaxvae.runs import RunInfo, run_dataset
 
 
 def load_data(name: str, data_dir, download: bool, require: bool):

@@ -27,9 +27,7 @@ from jaxvae.cli.run_tools import cmd_evaluate, cmd_export, cmd_import, cmd_plot
 from jaxvae.cli.sweep import add_sweep_parser
 from jaxvae.cli.train import cmd_train
 from jaxvae.fileio import user_cache_dir
-from jaxvae.runs import (
-    FIGURES_DIR,
-)
+from jaxvae.runs import FIGURES_DIR
 
 
 def build_parser() -> argparse.ArgumentParser:

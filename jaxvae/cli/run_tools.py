@@ -12,9 +12,7 @@ from jaxvae.cli.console import say, warn
 from jaxvae.cli.flags import PROG, UsageError, given_fields
 from jaxvae.cli.inputs import os_error_text, run_data
 from jaxvae.cli.train import check_out_dir, lock_run, model_shape, new_run_dir
-from jaxvae.config import (
-    TrainConfig,
-)
+from jaxvae.config import TrainConfig
 from jaxvae.fileio import write_json
 from jaxvae.runs import (
     CHECKPOINT_FILE,

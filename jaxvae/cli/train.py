@@ -7,14 +7,7 @@ import shlex
 import time
 from pathlib import Path
 
-from jaxvae.cli.console import (
-    SigintFlag,
-    StopAfterEpoch,
-    epoch_loggers,
-    make_progress,
-    say,
-    warn,
-)
+from jaxvae.cli.console import SigintFlag, StopAfterEpoch, epoch_loggers, make_progress, say, warn
 from jaxvae.cli.flags import (
     EXIT_INTERRUPTED,
     EXIT_NONFINITE,
@@ -27,10 +20,7 @@ from jaxvae.cli.flags import (
     given_fields,
 )
 from jaxvae.cli.inputs import check_arrays, load_data, os_error_text
-from jaxvae.config import (
-    TrainConfig,
-    VAEConfig,
-)
+from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.fileio import BackgroundWriter
 from jaxvae.runs import (
     CONFIG_FILE,
