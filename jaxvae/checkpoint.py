@@ -3,19 +3,23 @@
 File format (``checkpoint.msgpack``): ``jaxvae.fileio.frame`` of the 8-byte magic ``JAXVAECK`` (the
 magic, a SHA-256 of the payload, the payload), the payload being Flax's msgpack serialisation of::
 
-    {"format_version": 2, "model": json, "training": json, "params": ..., "opt_state": ...,
+    {"format_version": 4, "model": json, "training": json, "params": ..., "opt_state": ...,
      "step": int, "schedules": {"lr": ..., "kl_weight": ...}, "key": uint32 key data, "epoch": int,
      "history": json}
 
 The checksum makes a truncated or corrupted file an error instead of silently wrong weights.
 Loading rebuilds the structure from the train step (a template) and checks every array's shape
-against it, so a checkpoint from another architecture is refused with the entry named. Format 1
-(jaxvae 0.1.0: Adam inside ``optax.inject_hyperparams``, the plateau state beside it) is read too.
+against it, so a checkpoint from another architecture is refused with the entry named. The
+hyperparameters of the train state (``training.Hyper``) are the training config's. Older formats
+are upgraded as they are read: 3 (flat layer names such as ``trunk_0``, ``block0_conv0``), 2
+(jaxvae 0.2: the plateau's absolute lr, kl_weight and
+recon_sigma in the model's config) and 1 (jaxvae 0.1.0).
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import jax
@@ -23,14 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from jaxvae.config import TrainConfig, VAEConfig, config_to_dict
+from jaxvae.config import TrainConfig, VAEConfig, config_to_dict, configs_from_dicts
 from jaxvae.fileio import FrameError, atomic_write_bytes, frame, unframe
 from jaxvae.models import init_params
 from jaxvae.parallel import is_writer
-from jaxvae.training import FitState, ScheduleStates, TrainState, TrainStep
+from jaxvae.training import FitState, Hyper, ScheduleStates, TrainState, TrainStep
 
 MAGIC = b"JAXVAECK"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 4
 _KEY_SHAPE = (2,)  # jax.random.PRNGKey's raw uint32 data, what init_fit_state uses
 
 
@@ -76,8 +80,7 @@ def save_checkpoint(path: str | os.PathLike, state: FitState, vae_config: VAECon
 
 def _upgrade_format_1(raw: dict) -> dict:
     """jaxvae 0.1.0's layout as format 2. Its optimizer was ``inject_hyperparams(adam)``, holding
-    the lr (the plateau's, kept in the plateau state too) and chaining Adam with the lr scaling; now
-    the lr is the schedule's alone and the optimizer is Adam's direction (``training.adam``). The
+    the lr (the plateau's, kept in the plateau state too) and chaining Adam with the lr scaling. The
     step count is Adam's count."""
     try:
         old = raw["opt_state"]
@@ -85,10 +88,64 @@ def _upgrade_format_1(raw: dict) -> dict:
         adam = old["inner_state"]["0"]
         opt_state = {"count": old["count"], "hyperparams": hyper, "hyperparams_states": old["hyperparams_states"],
                      "inner_state": adam}
-        return {**raw, "opt_state": opt_state,
+        return {**raw, "format_version": 2, "opt_state": opt_state,
                 "step": int(adam["count"]), "schedules": {"lr": raw["plateau"], "kl_weight": {}}}
     except (KeyError, TypeError) as e:
         raise ValueError(f"a format-1 checkpoint without {e}") from None
+
+
+def _upgrade_format_2(raw: dict) -> dict:
+    """jaxvae 0.2's layout as format 3: the plateau's lr as a scale of the configured lr (the lr
+    itself is a hyperparameter of the train state now)."""
+    try:
+        schedules = dict(raw["schedules"])
+        plateau = schedules.get("lr")
+        if isinstance(plateau, dict) and "lr" in plateau:
+            _, train = configs_from_dicts(json.loads(raw["model"]), json.loads(raw["training"]))
+            schedules["lr"] = {"scale": float(plateau["lr"]) / train.lr, "best": plateau["best"],
+                               "num_bad_epochs": plateau["num_bad_epochs"]}
+        return {**raw, "format_version": 3, "schedules": schedules}
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"a format-2 checkpoint without {e}") from None
+
+
+# Format 3's flat layer names and their place in format 4's nested layout (stacks keyed by position).
+_FLAT_NAMES = (
+    (re.compile(r"(trunk|hidden)_(\d+)"), lambda m: (m[1], m[2])),  # trunk_1 -> trunk/1
+    (re.compile(r"block(\d+)_(\w+)"), lambda m: ("blocks", m[1], m[2])),  # block0_conv1 -> blocks/0/conv1
+)
+
+
+def _nested_layers(part: dict) -> dict:
+    """One part of a format-3 params tree (``{"trunk_0": layer, ..., "mu": layer}``) in format 4's layout."""
+    nested: dict = {}
+    for name, layer in part.items():
+        path = next((to_path(m) for pattern, to_path in _FLAT_NAMES if (m := pattern.fullmatch(name))), (name,))
+        node = nested
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = layer
+    return nested
+
+
+def _renamed_params_trees(tree):
+    """``tree`` with every params tree in it (a dict of "encoder" and "decoder": the params, and Adam's
+    mu and nu, which mirror them) in format 4's layout."""
+    if not isinstance(tree, dict):
+        return tree
+    if set(tree) == {"encoder", "decoder"}:
+        return {part: _nested_layers(layers) for part, layers in tree.items()}
+    return {key: _renamed_params_trees(value) for key, value in tree.items()}
+
+
+def _upgrade_format_3(raw: dict) -> dict:
+    """Format 3 as format 4: layers of the nnx.List stacks under their stack's name (``trunk/0`` for
+    ``trunk_0``, ``blocks/0/conv1`` for ``block0_conv1``), in the params and the optimizer state alike."""
+    try:
+        return {**raw, "format_version": 4, "params": _renamed_params_trees(raw["params"]),
+                "opt_state": _renamed_params_trees(raw["opt_state"])}
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"a format-3 checkpoint without {e}") from None
 
 
 def _read_payload(path: Path) -> dict:
@@ -110,21 +167,25 @@ def _read_payload(path: Path) -> dict:
     except Exception as e:  # the checksum passed, so this is a writer bug or a foreign file: still name it
         raise CheckpointError(f"{path}: cannot decode ({type(e).__name__}: {e})") from None
     version = raw.get("format_version") if isinstance(raw, dict) else None
-    if version == 1:
-        try:
-            return _upgrade_format_1(raw)
-        except ValueError as e:
-            raise CheckpointError(f"{path}: incomplete checkpoint ({e})") from None
+    try:
+        if version == 1:
+            raw, version = _upgrade_format_1(raw), 2
+        if version == 2:
+            raw, version = _upgrade_format_2(raw), 3
+        if version == 3:
+            raw, version = _upgrade_format_3(raw), 4
+    except ValueError as e:
+        raise CheckpointError(f"{path}: incomplete checkpoint ({e})") from None
     if version != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: unsupported checkpoint format version {version!r} (this jaxvae reads 1 and "
+        raise CheckpointError(f"{path}: unsupported checkpoint format version {version!r} (this jaxvae reads 1 to "
                               f"{FORMAT_VERSION}); load it with the jaxvae that wrote it, or start a new run")
     return raw
 
 
 def _configs(raw: dict, path: Path) -> tuple[VAEConfig, TrainConfig]:
     try:
-        return VAEConfig(**json.loads(raw["model"])), TrainConfig(**json.loads(raw["training"]))
-    except (KeyError, TypeError, ValueError) as e:
+        return configs_from_dicts(json.loads(raw["model"]), json.loads(raw["training"]))
+    except (KeyError, TypeError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: invalid stored config ({e})") from None
 
 
@@ -176,9 +237,11 @@ def load_checkpoint(path: str | os.PathLike, vae_config: VAEConfig | None = None
         history = json.loads(raw["history"])
         if not isinstance(history, list) or epoch < 0 or step < 0:
             raise ValueError("bad epoch, step or history")
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: incomplete checkpoint ({type(e).__name__}: {e})") from None
     to_device = lambda tree: jax.tree.map(jnp.asarray, tree)  # noqa: E731
-    train_state = TrainState(to_device(restored["params"]), to_device(restored["opt_state"]), jnp.asarray(step, jnp.int32))
+    params = to_device(restored["params"])
+    hyper = Hyper.from_config(train_config).as_arrays(jax.tree.leaves(params)[0].dtype)
+    train_state = TrainState(params, to_device(restored["opt_state"]), jnp.asarray(step, jnp.int32), hyper)
     schedules = ScheduleStates(*restored["schedules"])
     return FitState(train_state, schedules, jnp.asarray(key), epoch, history), vae_config, train_config

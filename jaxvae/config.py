@@ -18,6 +18,7 @@ OBJECTIVES = ("elbo", "iwae")
 ARCHITECTURES = ("mlp", "conv")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 BINARIZATIONS = ("none", "dynamic", "fixed")
+INITS = ("torch", "flax")
 LR_SCHEDULES = ("plateau", "constant", "burda", "cosine")
 
 
@@ -55,21 +56,44 @@ def _one_of(name: str, value, allowed) -> None:
         raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
 
 
+def is_custom_init(init) -> bool:
+    """Whether ``VAEConfig.init`` is a (kernel_init, bias_init) pair rather than a named choice."""
+    return isinstance(init, tuple)
+
+
+def _check_init(value) -> None:
+    if is_custom_init(value):
+        if len(value) != 2 or not all(callable(f) for f in value):
+            raise ValueError(f"init as a pair must be (kernel_init, bias_init), two initializers called as "
+                             f"init(key, shape, dtype); got {value!r}")
+    elif value not in INITS:
+        raise ValueError(f"init must be one of {', '.join(INITS)} or a (kernel_init, bias_init) pair; got {value!r}")
+
+
 @dataclass(frozen=True)
 class VAEConfig:
     """Architecture and loss of the VAE.
 
     ``hidden`` are the encoder trunk's widths; the decoder mirrors them (reversed) unless
-    ``decoder_hidden`` is given. ``recon_sigma`` is the blog's ``gauss_sigma`` and ``kl_weight`` its
-    ``distrib_loss_rate``.
+    ``decoder_hidden`` is given. The values a sweep varies (the KL weight, the Gaussian's sigma, the
+    learning rate) are not here but in ``TrainConfig``: they are data of the compiled step, so
+    every model of one architecture shares its compiled code.
 
     Beyond the blog (the defaults keep it): ``likelihood`` is the observation model p(x|z), the
-    blog's Gaussian with fixed ``recon_sigma`` or a Bernoulli whose decoder outputs logits (then
+    blog's Gaussian with fixed sigma (``TrainConfig.recon_sigma``) or a Bernoulli whose decoder outputs logits (then
     ``output_activation`` is ignored: ``decode`` returns sigmoid(logits), the pixel probabilities).
     ``objective`` "iwae" trains the importance-weighted bound with ``iwae_k`` samples (Burda et al.
     2015). ``architecture`` "conv" swaps the MLPs for VGG-style 3x3 conv stacks with
     ``conv_channels`` per block (each block halves the image side; ``hidden`` is then unused).
     ``compute_dtype`` "bfloat16" runs the matmuls/convs in bfloat16; parameters and loss stay float32.
+
+    ``init`` is how every layer starts: "torch" (PyTorch's default for the layer's kind, weight and
+    bias uniform in +-1/sqrt(fan_in): the blog's, and what the parity suite compares), "flax" (Flax's
+    defaults: lecun-normal kernels, zero biases), or, from Python, a pair ``(kernel_init,
+    bias_init)`` of ``jax.nn.initializers`` used for every layer. A pair is hashed and compared by
+    identity, as functions are: build it once and reuse it, so that equal configs share compiled
+    code. It cannot be written to a file (``config_to_dict`` refuses it), so a run directory or
+    checkpoint of such a model cannot be saved; ``fit`` from Python trains it.
     """
 
     input_dim: int = 784
@@ -78,8 +102,6 @@ class VAEConfig:
     activation: str = "leaky_relu"
     negative_slope: float = 0.01
     output_activation: str = "sigmoid"
-    recon_sigma: float = 1.0
-    kl_weight: float = 1.0
     decoder_hidden: tuple[int, ...] | None = None
     likelihood: str = "gaussian"
     objective: str = "elbo"
@@ -87,10 +109,11 @@ class VAEConfig:
     architecture: str = "mlp"
     conv_channels: tuple[int, ...] = (32, 64)
     compute_dtype: str = "float32"
+    init: str | tuple = "torch"
 
     def __post_init__(self):
         # Lists from JSON or the command line become tuples so that the config stays hashable.
-        for name in ("hidden", "decoder_hidden", "conv_channels"):
+        for name in ("hidden", "decoder_hidden", "conv_channels", "init"):
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
@@ -107,15 +130,11 @@ class VAEConfig:
         _one_of("activation", self.activation, ACTIVATIONS)
         _one_of("output_activation", self.output_activation, OUTPUT_ACTIVATIONS)
         _non_negative_float("negative_slope", self.negative_slope)
-        _positive_float("recon_sigma", self.recon_sigma)
-        _non_negative_float("kl_weight", self.kl_weight)
         _one_of("likelihood", self.likelihood, LIKELIHOODS)
         _one_of("objective", self.objective, OBJECTIVES)
         _positive_int("iwae_k", self.iwae_k)
         if self.objective == "elbo" and self.iwae_k != 1:
             raise ValueError(f"iwae_k={self.iwae_k} needs objective='iwae' (the ELBO uses one sample)")
-        if self.objective == "iwae" and self.kl_weight != 1.0:
-            raise ValueError(f"kl_weight={self.kl_weight} applies to objective='elbo' only; the IWAE bound has no KL weight")
         _one_of("architecture", self.architecture, ARCHITECTURES)
         if not isinstance(self.conv_channels, tuple) or not self.conv_channels:
             raise ValueError(f"conv_channels must be a non-empty tuple of positive integers, got {self.conv_channels!r}")
@@ -124,6 +143,7 @@ class VAEConfig:
         if self.architecture == "conv":
             self.image_side  # validates that input_dim is a square image the conv blocks can halve
         _one_of("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
+        _check_init(self.init)
 
     @property
     def image_side(self) -> int:
@@ -149,7 +169,13 @@ class VAEConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings: Adam with PyTorch's defaults and the blog's plateau schedule.
+    """Optimisation settings and the objective's weights: Adam with PyTorch's defaults, the blog's
+    plateau schedule, KL weight 1 and reconstruction sigma 1.
+
+    ``lr``, ``kl_weight`` (the blog's ``distrib_loss_rate``; a beta-VAE's beta) and ``recon_sigma``
+    (the blog's ``gauss_sigma``, used by the Gaussian likelihood) are the hyperparameters
+    (``HYPERPARAMETERS``): the train state carries them as data (``training.Hyper``), so models that
+    differ only in them share one compiled program, and a sweep varies them.
 
     ``drop_last=False`` keeps the last partial batch, as the blog's DataLoader does; an epoch's
     loss is then the unweighted mean of its per-batch losses, again as the blog reports it.
@@ -158,7 +184,7 @@ class TrainConfig:
     on the validation loss (``plateau_*``, ``min_lr``; training stops before an epoch whose lr is
     below ``stop_lr``), the blog's; "constant" keeps ``lr``; "burda" is Burda et al.'s 3**i-epoch
     stages at ``lr * 10**(-i/7)``; "cosine" decays ``lr`` to 0 over ``max_epochs``.
-    ``kl_warmup_epochs`` > 0 raises the KL weight linearly from 0 to ``VAEConfig.kl_weight`` over
+    ``kl_warmup_epochs`` > 0 raises the KL weight linearly from 0 to ``kl_weight`` over
     that many epochs (step by step); 0 keeps it constant, as the blog does.
 
     ``binarize`` (for Bernoulli models): "dynamic" draws x ~ Bernoulli(pixel) afresh on the device
@@ -169,6 +195,8 @@ class TrainConfig:
 
     batch_size: int = 128
     lr: float = 1e-3
+    kl_weight: float = 1.0
+    recon_sigma: float = 1.0
     max_epochs: int = 100
     b1: float = 0.9
     b2: float = 0.999
@@ -188,6 +216,8 @@ class TrainConfig:
     def __post_init__(self):
         _positive_int("batch_size", self.batch_size)
         _positive_float("lr", self.lr)
+        _non_negative_float("kl_weight", self.kl_weight)
+        _positive_float("recon_sigma", self.recon_sigma)
         if isinstance(self.max_epochs, bool) or not isinstance(self.max_epochs, int) or self.max_epochs < 0:
             raise ValueError(f"max_epochs must be an integer >= 0, got {self.max_epochs!r}")
         for name in ("b1", "b2"):
@@ -216,7 +246,40 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+#: The TrainConfig fields that are data of the compiled step (``training.Hyper``): what a sweep varies.
+HYPERPARAMETERS = ("lr", "kl_weight", "recon_sigma")
+
+
+def check_configs(vae_config: VAEConfig, train_config: TrainConfig) -> None:
+    """The rules that join the two configs: the IWAE bound has no KL term to weight or warm up."""
+    if vae_config.objective == "iwae":
+        if train_config.kl_weight != 1.0:
+            raise ValueError(f"kl_weight={train_config.kl_weight} applies to objective='elbo' only; "
+                             "the IWAE bound has no KL weight")
+        if train_config.kl_warmup_epochs > 0:
+            raise ValueError("kl_warmup_epochs applies to objective='elbo' only; the IWAE bound has no KL weight")
+
+
+def configs_from_dicts(model: dict, training: dict) -> tuple[VAEConfig, TrainConfig]:
+    """Both configs from their JSON form (``config_to_dict``). Files of jaxvae 0.2 and earlier kept
+    ``kl_weight`` and ``recon_sigma`` in the model's dict: they move to the training config here."""
+    if not isinstance(model, dict) or not isinstance(training, dict):
+        raise ValueError("the model and training configs must be JSON objects")
+    model, training = dict(model), dict(training)
+    for name in ("kl_weight", "recon_sigma"):
+        if name in model:
+            value = model.pop(name)
+            training.setdefault(name, value)
+    vae_config, train_config = VAEConfig(**model), TrainConfig(**training)
+    check_configs(vae_config, train_config)
+    return vae_config, train_config
+
+
 def config_to_dict(config) -> dict:
-    """A config as a JSON-ready dict (tuples as lists); ``VAEConfig(**d)`` / ``TrainConfig(**d)`` rebuild it."""
+    """A config as a JSON-ready dict (tuples as lists); ``VAEConfig(**d)`` / ``TrainConfig(**d)`` rebuild it.
+    ValueError for a VAEConfig whose ``init`` is a pair of functions, which JSON cannot hold."""
+    if is_custom_init(getattr(config, "init", None)):
+        raise ValueError("init: a custom (kernel_init, bias_init) pair cannot be saved to a file (config.json, "
+                         "checkpoints and torch files hold 'torch' or 'flax'); train such a model from Python with fit()")
     return {f.name: (list(v) if isinstance(v := getattr(config, f.name), tuple) else v)
             for f in dataclasses.fields(config)}

@@ -39,6 +39,8 @@ from typing import BinaryIO, Callable, Iterator, Sequence
 
 import numpy as np
 
+from jaxvae.fileio import atomic_write_bytes, user_cache_dir
+
 __all__ = [
     "DataError",
     "DownloadError",
@@ -294,8 +296,6 @@ def read_idx(path: str | os.PathLike, kind: str | None = None) -> np.ndarray:
 
 
 def _cache_dir() -> Path:
-    from jaxvae.fileio import user_cache_dir  # on use, as in _download_one: data.py alone needs no jax
-
     return user_cache_dir() / "mnist"
 
 
@@ -382,8 +382,6 @@ def _download_one(url: str, target: Path, base: str, expected_md5: str | None, t
         raise DataError(f"MD5 {digest} does not match the published {expected_md5}")
     # The checksum can be wrong or missing for a custom mirror: parse the content as well.
     _read_idx_file(io.BytesIO(data), url, "images" if "images" in base else "labels")
-    from jaxvae.fileio import atomic_write_bytes  # on use: data.py alone needs no jax (test_import_is_light)
-
     atomic_write_bytes(target, data)
 
 
@@ -615,14 +613,22 @@ def _subset_dataset() -> Dataset:
     return _mnist_dataset("mnist-subset", load_mnist_subset("train"), load_mnist_subset("test"))
 
 
-def _fallback_line(error: MnistNotFoundError, data_dir, subset: Dataset) -> str:
+# How to get full MNIST, in the caller's words: "python" (load_dataset's arguments) or "cli" (the flags).
+_MNIST_HOW = {
+    "python": ("pass data_dir=DIR", "require=True"),
+    "cli": ("pass --data-dir DIR", "--require-mnist"),
+}
+
+
+def _fallback_line(error: MnistNotFoundError, data_dir, subset: Dataset, words: str = "python") -> str:
     """The one line logged when load_dataset("mnist") falls back: why, what it uses, how to get MNIST."""
+    give_dir, require = _MNIST_HOW[words]
     return (
         f"{error.summary()}; using the bundled MNIST subset ({len(subset.train_x)} train / {len(subset.test_x)}"
-        " test images, dataset 'mnist-subset') instead. For full MNIST pass --data-dir DIR (the four IDX files,"
+        f" test images, dataset 'mnist-subset') instead. For full MNIST {give_dir} (the four IDX files,"
         " .gz or not, in DIR or in torchvision's DIR/MNIST/raw), or set"
         f" {ENV_DATA_DIR}=DIR, or let it download into {_download_dest(data_dir)};"
-        " --require-mnist (require=True) makes this an error"
+        f" {require} makes this an error"
     )
 
 
@@ -632,14 +638,17 @@ def load_dataset(
     download: bool = True,
     require: bool = False,
     log: Callable[[str], None] | None = print,
+    words: str = "python",
     **mnist_kwargs,
 ) -> Dataset:
     """Load ``name`` ("mnist", "mnist-subset" or "digits") as a ``Dataset``.
 
     For MNIST, a ``data_dir`` that does not exist raises ``DataError``. If MNIST can be neither found
     nor downloaded, ``require=False`` logs one line and returns the bundled subset ("mnist-subset",
-    see ``load_mnist_subset``) instead; ``require=True`` raises ``MnistNotFoundError``. Malformed
-    local files always raise ``DataError``. Digits: first 1500 images train, last 297 test.
+    see ``load_mnist_subset``) instead, unless a ``data_dir`` was named: MNIST was asked for there,
+    so its absence raises ``MnistNotFoundError``, as ``require=True`` does. Malformed local files
+    always raise ``DataError``. Digits: first 1500 images train, last 297 test. ``words`` is the
+    vocabulary of the fallback line ("python", or "cli" for the command line's flags).
     ``mnist_kwargs`` (mirrors, checksums, timeout) go to ``load_mnist``.
     """
     if name not in DATASETS:
@@ -652,11 +661,11 @@ def load_dataset(
         train = load_mnist(data_dir, "train", download, log=log, **mnist_kwargs)
         test = load_mnist(data_dir, "test", download, log=log, **mnist_kwargs)
     except MnistNotFoundError as e:
-        if require:
+        if require or data_dir is not None:
             raise
         subset = _subset_dataset()
         if log:
-            log(_fallback_line(e, data_dir, subset))
+            log(_fallback_line(e, data_dir, subset, words))
         return subset
     return _mnist_dataset("mnist", train, test)
 

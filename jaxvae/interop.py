@@ -2,9 +2,10 @@
 
 torchref's encoder keeps its Linear layers in ``prev_network.network.<i>``, ``gauss_mu_network.network.<i>``
 and ``gauss_logsigma_network.network.<i>``; its decoder in ``network.network.<i>`` (the index ``i``
-counts activations too). The n-th Linear of each stack maps onto jaxvae's n-th layer of that stack.
-jaxvae imports torch only to write torch files (``to_torch``, ``save_torch``, ``load_torch``);
-elsewhere the state dicts arrive as mappings of tensors (or arrays).
+counts activations too). ``LAYER_TABLE`` maps them, in order, onto jaxvae's layers, named here by
+their path in the params tree: ``trunk/0``, ``trunk/1``, ..., ``mu``, ``log_sigma``; ``hidden/0``, ...,
+``output``. jaxvae imports torch only to write torch files (``to_torch``, ``save_torch``,
+``load_torch``); elsewhere the state dicts arrive as mappings of tensors (or arrays).
 """
 from __future__ import annotations
 
@@ -20,12 +21,42 @@ import numpy as np
 
 from jaxvae.config import VAEConfig, config_to_dict
 from jaxvae.fileio import atomic_write_bytes
+from jaxvae.models import init_params
 
-# (torch stack prefix, jaxvae layer names): a stack of n Linear layers maps onto the first n names;
-# a name ending in "_" is numbered (trunk_0, trunk_1, ...).
-ENCODER_TABLE = (("prev_network.network", "trunk_"), ("gauss_mu_network.network", "mu"),
-                 ("gauss_logsigma_network.network", "log_sigma"))
-DECODER_TABLE = (("network.network", None),)  # hidden_0 .. hidden_{n-2}, then output
+# Per part, (torch stack prefix, jaxvae stack, jaxvae last layer): the torch stack's Linear layers map,
+# in order, onto the jaxvae stack's positions (stack/0, stack/1, ...), except the last, which maps onto
+# the last layer when one is named. A stack of None takes exactly one Linear layer.
+LAYER_TABLE = {
+    "encoder": (("prev_network.network", "trunk", None), ("gauss_mu_network.network", None, "mu"),
+                ("gauss_logsigma_network.network", None, "log_sigma")),
+    "decoder": (("network.network", "hidden", "output"),),
+}
+
+
+def _path(name: str) -> tuple:
+    """A layer name's keys in the params tree: ``"trunk/0"`` -> ``("trunk", 0)`` (stacks are keyed by int)."""
+    return tuple(int(key) if key.isdigit() else key for key in name.split("/"))
+
+
+def _put(tree: dict, name: str, value) -> None:
+    *outer, last = _path(name)
+    for key in outer:
+        tree = tree.setdefault(key, {})
+    tree[last] = value
+
+
+def layers_of(part: Mapping) -> dict[str, Mapping]:
+    """The layers of one part of a params tree (``params["encoder"]``), flat: ``{"trunk/0": {"kernel",
+    "bias"}, ..., "mu": ...}``. A layer is a mapping that holds a kernel."""
+    flat = {}
+    for key, value in part.items():
+        if not isinstance(value, Mapping):
+            raise TypeError(f"'{key}' is a {type(value).__name__}, not a layer or a stack of layers")
+        if "kernel" in value:
+            flat[str(key)] = value
+        else:
+            flat.update({f"{key}/{name}": layer for name, layer in layers_of(value).items()})
+    return flat
 
 
 def _state_dict(module_or_state) -> Mapping[str, Any]:
@@ -63,29 +94,24 @@ def _unexpected_keys(state: Mapping[str, Any], prefixes, what: str) -> None:
         raise ValueError(f"{what}: unexpected tensors {extra}")
 
 
-def _encoder_names(state) -> list[tuple[str, str]]:
+def _layer_names(state: Mapping[str, Any], part: str) -> list[tuple[str, str]]:
+    """[(torch layer name, jaxvae layer name)] of one part's state dict, through ``LAYER_TABLE``."""
     pairs = []
-    for prefix, name in ENCODER_TABLE:
-        layers = _linear_layers(state, prefix, "encoder")
-        if name.endswith("_"):
-            pairs += [(torch_name, f"{name}{i}") for i, (torch_name, _, _) in enumerate(layers)]
-        elif len(layers) != 1:
-            raise ValueError(f"encoder: '{prefix}' has {len(layers)} Linear layers; jaxvae's heads have one")
-        else:
-            pairs.append((layers[0][0], name))
+    for prefix, stack, last in LAYER_TABLE[part]:
+        torch_names = [name for name, _, _ in _linear_layers(state, prefix, part)]
+        if stack is None and len(torch_names) != 1:
+            raise ValueError(f"{part}: '{prefix}' has {len(torch_names)} Linear layers; jaxvae's '{last}' is one")
+        in_stack = torch_names[:-1] if last else torch_names
+        pairs += [(torch_name, f"{stack}/{i}") for i, torch_name in enumerate(in_stack)]
+        if last:
+            pairs.append((torch_names[-1], last))
     return pairs
-
-
-def _decoder_names(state) -> list[tuple[str, str]]:
-    layers = _linear_layers(state, DECODER_TABLE[0][0], "decoder")
-    names = [f"hidden_{i}" for i in range(len(layers) - 1)] + ["output"]
-    return [(torch_name, name) for (torch_name, _, _), name in zip(layers, names)]
 
 
 def layer_table(encoder_state, decoder_state) -> list[tuple[str, str, str]]:
     """[(part, torch layer name, jaxvae layer name)] for both halves of the model."""
-    enc, dec = _state_dict(encoder_state), _state_dict(decoder_state)
-    return [("encoder", t, j) for t, j in _encoder_names(enc)] + [("decoder", t, j) for t, j in _decoder_names(dec)]
+    states = {"encoder": _state_dict(encoder_state), "decoder": _state_dict(decoder_state)}
+    return [(part, t, j) for part, state in states.items() for t, j in _layer_names(state, part)]
 
 
 def from_torch(encoder, decoder, config=None) -> dict:
@@ -95,9 +121,9 @@ def from_torch(encoder, decoder, config=None) -> dict:
     With ``config``, shapes are checked against that architecture and a mismatch names the layer.
     """
     states = {"encoder": _state_dict(encoder), "decoder": _state_dict(decoder)}
-    _unexpected_keys(states["encoder"], [p for p, _ in ENCODER_TABLE], "encoder")
-    _unexpected_keys(states["decoder"], [p for p, _ in DECODER_TABLE], "decoder")
-    expected = _expected_shapes(config) if config is not None else None
+    for part, state in states.items():
+        _unexpected_keys(state, [prefix for prefix, _, _ in LAYER_TABLE[part]], part)
+    expected = {part: layers_of(tree) for part, tree in _expected_shapes(config).items()} if config is not None else None
     params: dict = {"encoder": {}, "decoder": {}}
     for part, torch_name, name in layer_table(states["encoder"], states["decoder"]):
         weight = _to_numpy(states[part][f"{torch_name}.weight"])
@@ -110,7 +136,7 @@ def from_torch(encoder, decoder, config=None) -> dict:
                 if tuple(got) != tuple(shape):
                     raise ValueError(f"{part} tensor '{torch_name}.{leaf}' has shape {tuple(got)}; the config expects "
                                      f"{tuple(shape)} (jaxvae layer '{name}')")
-        params[part][name] = {"kernel": jnp.asarray(weight.T), "bias": jnp.asarray(bias)}
+        _put(params[part], name, {"kernel": jnp.asarray(weight.T), "bias": jnp.asarray(bias)})
     if config is not None:
         check_params_shapes(params, config)  # the layer sets (a missing or extra layer)
     return params
@@ -118,8 +144,6 @@ def from_torch(encoder, decoder, config=None) -> dict:
 
 def _expected_shapes(config) -> dict:
     """The params pytree of ``config`` as shapes only (nothing is computed)."""
-    from jaxvae.models import init_params
-
     return jax.eval_shape(lambda: init_params(jax.random.PRNGKey(0), config))
 
 
@@ -127,7 +151,7 @@ def check_params_shapes(params: dict, config) -> None:
     """Raise ValueError naming the first layer whose shape differs from ``config``'s architecture."""
     expected = _expected_shapes(config)
     for part in ("encoder", "decoder"):
-        got_layers, want_layers = params.get(part, {}), expected[part]
+        got_layers, want_layers = layers_of(params.get(part, {})), layers_of(expected[part])
         if set(got_layers) != set(want_layers):
             raise ValueError(f"{part}: layers {sorted(got_layers)} do not match the config's {sorted(want_layers)}")
         for name, want in want_layers.items():
@@ -147,15 +171,16 @@ def to_torch(params: dict, encoder, decoder):
     out = []
     for part, target in (("encoder", encoder), ("decoder", decoder)):
         state = dict(_state_dict(target))
-        names = _encoder_names(state) if part == "encoder" else _decoder_names(state)
-        missing = set(params[part]) - {name for _, name in names}
+        names = _layer_names(state, part)
+        layers = layers_of(params[part])
+        missing = set(layers) - {name for _, name in names}
         if missing:
             raise ValueError(f"{part}: jaxvae layers {sorted(missing)} have no counterpart in the torch module")
         for torch_name, name in names:
-            if name not in params[part]:
+            if name not in layers:
                 raise ValueError(f"{part}: torch layer '{torch_name}' has no jaxvae layer '{name}'")
-            for leaf, value in (("weight", np.asarray(params[part][name]["kernel"]).T),
-                                ("bias", np.asarray(params[part][name]["bias"]))):
+            for leaf, value in (("weight", np.asarray(layers[name]["kernel"]).T),
+                                ("bias", np.asarray(layers[name]["bias"]))):
                 key = f"{torch_name}.{leaf}"
                 old = state[key]
                 if tuple(old.shape) != value.shape:
@@ -168,15 +193,21 @@ def to_torch(params: dict, encoder, decoder):
     return tuple(out)
 
 
+def _stack(part: Mapping, name: str) -> list[Mapping]:
+    """The layers of a stack (``part[name]``, keyed by position), in order; none when it is absent."""
+    layers = part.get(name, {})
+    return [layers[i] for i in sorted(layers, key=int)]
+
+
 def infer_config(params: dict) -> VAEConfig:
     """The blog-style VAEConfig that the layer shapes of ``params`` imply (for files without a config)."""
     enc, dec = params["encoder"], params["decoder"]
-    trunk = sorted((k for k in enc if k.startswith("trunk_")), key=lambda k: int(k.split("_")[1]))
+    trunk = _stack(enc, "trunk")
     if not trunk:
         raise ValueError("encoder: no trunk layers (prev_network.network.*)")
-    hidden = tuple(int(enc[k]["kernel"].shape[1]) for k in trunk)
-    dec_hidden = tuple(int(dec[f"hidden_{i}"]["kernel"].shape[1]) for i in range(len(dec) - 1) if f"hidden_{i}" in dec)
-    return VAEConfig(input_dim=int(enc[trunk[0]]["kernel"].shape[0]), hidden=hidden,
+    hidden = tuple(int(layer["kernel"].shape[1]) for layer in trunk)
+    dec_hidden = tuple(int(layer["kernel"].shape[1]) for layer in _stack(dec, "hidden"))
+    return VAEConfig(input_dim=int(trunk[0]["kernel"].shape[0]), hidden=hidden,
                      latent_dim=int(enc["mu"]["kernel"].shape[1]),
                      decoder_hidden=None if dec_hidden == tuple(reversed(hidden)) else dec_hidden)
 

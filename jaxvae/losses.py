@@ -9,6 +9,9 @@ Beyond the blog: full log-densities (``gaussian_log_likelihood`` with its normal
 importance weights ``log_importance_weights`` and the IWAE bound (Burda, Grosse, Salakhutdinov
 2015). ``objective_loss`` picks the training loss of a config; for the default config it is
 ``vae_loss`` itself.
+
+The KL weight and the Gaussian's sigma are arguments (the blog's 1 by default), never config
+fields: training passes each model's values as arrays (``training.Hyper``).
 """
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ def gaussian_log_likelihood(x: jax.Array, mean: jax.Array, sigma: float = 1.0) -
     """Per-sample log N(x | mean, sigma^2 I), normalising constant included:
     -sum (x - mean)^2 / (2 sigma^2) - D/2 log(2 pi sigma^2). Broadcasts over leading axes."""
     sq = jnp.sum((x - mean) ** 2, axis=-1)
-    return -sq / (2.0 * sigma**2) - 0.5 * x.shape[-1] * (_LOG_2PI + 2.0 * math.log(sigma))
+    return -sq / (2.0 * sigma**2) - 0.5 * x.shape[-1] * (_LOG_2PI + 2.0 * jnp.log(sigma))
 
 
 def bernoulli_log_likelihood(x: jax.Array, logits: jax.Array) -> jax.Array:
@@ -67,21 +70,20 @@ def log_standard_normal(z: jax.Array) -> jax.Array:
     return jnp.sum(-0.5 * z**2 - 0.5 * _LOG_2PI, axis=-1)
 
 
-def log_likelihood(x: jax.Array, decoder_out: jax.Array, config: VAEConfig) -> jax.Array:
+def log_likelihood(x: jax.Array, decoder_out: jax.Array, config: VAEConfig, recon_sigma=1.0) -> jax.Array:
     """Per-sample log p(x | z) of the config's observation model, constant included;
     ``decoder_out`` is ``models.decoder_output`` (Gaussian mean or Bernoulli logits)."""
     if config.likelihood == "bernoulli":
         return bernoulli_log_likelihood(x, decoder_out)
-    return gaussian_log_likelihood(x, decoder_out, config.recon_sigma)
+    return gaussian_log_likelihood(x, decoder_out, recon_sigma)
 
 
-def reconstruction_loss(x: jax.Array, decoder_out: jax.Array, config: VAEConfig, recon_sigma=None) -> jax.Array:
+def reconstruction_loss(x: jax.Array, decoder_out: jax.Array, config: VAEConfig, recon_sigma=1.0) -> jax.Array:
     """The ELBO's per-sample reconstruction term -log p(x | z): the blog's Gaussian loss (without its
-    constant, which has no gradient) or the exact Bernoulli negative log-likelihood from logits.
-    ``recon_sigma`` replaces ``config.recon_sigma`` (a sweep passes each model's as an array)."""
+    constant, which has no gradient) or the exact Bernoulli negative log-likelihood from logits."""
     if config.likelihood == "bernoulli":
         return -bernoulli_log_likelihood(x.reshape(x.shape[0], -1), decoder_out)
-    return gauss_similarity_loss(x, decoder_out, config.recon_sigma if recon_sigma is None else recon_sigma)
+    return gauss_similarity_loss(x, decoder_out, recon_sigma)
 
 
 def sample_eps(key: jax.Array, batch: int, config: VAEConfig, dtype=jnp.float32) -> jax.Array:
@@ -92,11 +94,9 @@ def sample_eps(key: jax.Array, batch: int, config: VAEConfig, dtype=jnp.float32)
     return jax.random.normal(key, (batch, config.latent_dim), dtype)
 
 
-def vae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, kl_weight=None, recon_sigma=None):
+def vae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, *, kl_weight=1.0, recon_sigma=1.0):
     """The blog's loss: mean reconstruction term + kl_weight * mean KL, with the noise ``eps`` given.
 
-    ``kl_weight`` defaults to ``config.kl_weight``; training passes its schedule's value instead.
-    ``recon_sigma`` defaults to ``config.recon_sigma`` (a sweep passes one value per model, traced).
     Returns ``(loss, aux)`` with ``aux["recon"]`` and ``aux["kl"]`` the batch means.
     """
     model = bind(params, config)
@@ -104,11 +104,10 @@ def vae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, kl_w
     z = mu + jnp.exp(log_sigma) * eps
     recon = jnp.mean(reconstruction_loss(x, model.decoder_output(z), config, recon_sigma))
     kl = jnp.mean(unit_gauss_kl(mu, log_sigma))
-    weight = config.kl_weight if kl_weight is None else kl_weight
-    return recon + weight * kl, {"recon": recon, "kl": kl}
+    return recon + kl_weight * kl, {"recon": recon, "kl": kl}
 
 
-def log_importance_weights(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig):
+def log_importance_weights(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, recon_sigma=1.0):
     """log w = log p(x | z) + log p(z) - log q(z | x) for z = mu + sigma * eps, ``eps [k, B, latent]``.
 
     Returns ``(log_w, log_px_given_z)``, both ``[k, B]``. log q is computed from eps directly
@@ -119,7 +118,7 @@ def log_importance_weights(params: dict, x: jax.Array, eps: jax.Array, config: V
     z = mu + jnp.exp(log_sigma) * eps
     k, batch = eps.shape[0], eps.shape[1]
     out = model.decoder_output(z.reshape(k * batch, -1)).reshape(k, batch, -1)
-    log_px_z = log_likelihood(x.reshape(batch, -1), out, config)
+    log_px_z = log_likelihood(x.reshape(batch, -1), out, config, recon_sigma)
     log_qz = log_standard_normal(eps) - jnp.sum(log_sigma, axis=-1)
     return log_px_z + log_standard_normal(z) - log_qz, log_px_z
 
@@ -129,24 +128,20 @@ def iwae_bound(log_w: jax.Array) -> jax.Array:
     return jax.scipy.special.logsumexp(log_w, axis=0) - math.log(log_w.shape[0])
 
 
-def iwae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig):
+def iwae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, *, recon_sigma=1.0):
     """The negative IWAE bound, averaged over the batch, with ``eps [k, B, latent]`` given.
 
     ``aux["recon"]`` is the mean -log p(x | z) and ``aux["kl"]`` the mean log q(z|x) - log p(z)
     over the k samples (a Monte-Carlo KL), so the metrics read as those of ``vae_loss``.
     """
-    log_w, log_px_z = log_importance_weights(params, x, eps, config)
+    log_w, log_px_z = log_importance_weights(params, x, eps, config, recon_sigma)
     recon = -jnp.mean(log_px_z)
     return -jnp.mean(iwae_bound(log_w)), {"recon": recon, "kl": -jnp.mean(log_w) - recon}
 
 
-def objective_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, kl_weight=None, recon_sigma=None):
+def objective_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, *, kl_weight=1.0, recon_sigma=1.0):
     """The training loss the config asks for: ``vae_loss`` (the ELBO; the default) or ``iwae_loss``
-    (which has no KL weight: ``kl_weight`` must then be None; nor a ``recon_sigma`` override)."""
+    (whose bound has no KL term: ``config.check_configs`` refuses a KL weight for it)."""
     if config.objective == "iwae":
-        if kl_weight is not None:
-            raise ValueError("objective='iwae' has no KL weight to schedule")
-        if recon_sigma is not None:
-            raise ValueError("objective='iwae' takes recon_sigma from its config only")
-        return iwae_loss(params, x, eps, config)
-    return vae_loss(params, x, eps, config, kl_weight, recon_sigma)
+        return iwae_loss(params, x, eps, config, recon_sigma=recon_sigma)
+    return vae_loss(params, x, eps, config, kl_weight=kl_weight, recon_sigma=recon_sigma)

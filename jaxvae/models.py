@@ -3,14 +3,24 @@
     model = jaxvae.VAE(VAEConfig(), rngs=nnx.Rngs(0))
     x_hat, mu, log_sigma = model(x, eps)
 
-The trainable state is a plain nested dict that maps one-to-one onto torchref's state dict (the
-table is in ``jaxvae.interop``)::
+The layers are ``nnx.Linear``, ``nnx.Conv`` and ``nnx.ConvTranspose``; a stack of them is an
+``nnx.List``, which appears in the parameters as a dict keyed by position (0, 1, ...). The trainable
+state is that plain nested dict, each layer ``{"kernel", "bias"}``::
 
-    {"encoder": {"trunk_0": {"kernel", "bias"}, ..., "mu": {...}, "log_sigma": {...}},
-     "decoder": {"hidden_0": {"kernel", "bias"}, ..., "output": {...}}}
+    MLP:  {"encoder": {"trunk": {0: layer, 1: layer, ...}, "mu": layer, "log_sigma": layer},
+           "decoder": {"hidden": {0: layer, ...}, "output": layer}}
+    conv: {"encoder": {"blocks": {0: {"conv0", "conv1"}, ...}, "mu", "log_sigma"},
+           "decoder": {"input", "blocks": {0: {"up", "conv"}, ...}, "output"}}
 
-Kernels are ``[in, out]`` (torch's ``weight`` transposed). Every layer starts from PyTorch's default
-initialisation for its kind: weight and bias uniform in ``[-1/sqrt(fan_in), 1/sqrt(fan_in)]``.
+(an empty stack, ``hidden=()``, has no entry). Kernels are ``[in, out]`` (torch's ``weight``
+transposed) and ``[kh, kw, in, out]`` for convolutions; ``jaxvae.interop`` maps torchref's layers
+onto this layout, ``jaxvae.checkpoint`` renames older files' flat names (``trunk_0``, ``block0_conv0``).
+
+Every layer starts from ``VAEConfig.init``: by default PyTorch's initialisation for its kind, weight
+and bias uniform in ``[-1/sqrt(fan_in), 1/sqrt(fan_in)]`` with torch's fan_in; "flax" leaves the
+layers their Flax defaults (lecun-normal kernels, zero biases); a (kernel_init, bias_init) pair is
+given to every layer. The keys come from ``rngs``' ``params`` stream, layer by layer in
+declaration order (encoder, then decoder; kernel, then bias).
 
 Training never holds a module: the hot loop is a pure function of that dict, and ``bind`` merges it
 into a module while jit traces (Flax's advice for small models; ``nnx.jit`` would add Python work
@@ -19,30 +29,24 @@ to every call). ``encode``, ``decode`` and ``decoder_output`` are that pure form
 from __future__ import annotations
 
 import functools
-import hashlib
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from jaxvae.config import VAEConfig
 
 
-def matmul(x: jax.Array, kernel: jax.Array, compute_dtype: str = "float32") -> jax.Array:
-    """``x @ kernel``; with compute_dtype "bfloat16" both operands are rounded to bfloat16 and the
-    product accumulates and returns in float32 (parameters and everything else stay float32)."""
-    if compute_dtype == "float32":
-        return x @ kernel
-    low = jnp.dtype(compute_dtype)
-    return jnp.matmul(x.astype(low), kernel.astype(low), preferred_element_type=x.dtype)
-
-
 @jax.custom_jvp
 def softplus(x: jax.Array) -> jax.Array:
     """log(1 + e^x): ``jax.nn.softplus``'s value and gradient bit for bit, computed as
-    max(x, 0) + log1p(exp(-|x|)) without ``logaddexp``'s NaN select, which XLA's CPU backend
-    vectorises ~3x better (the Bernoulli likelihood evaluates it on every pixel)."""
+    max(x, 0) + log1p(exp(-|x|)) without ``logaddexp``'s NaN select.
+
+    A measured performance rewrite: ~3x faster than ``jax.nn.softplus`` on XLA's CPU backend, which
+    vectorises it better. It counts where a softplus runs on every pixel of every sample (the
+    importance-sampled evaluation); in a training step it made no measurable difference
+    (benchmarks/README.md).
+    """
     return jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
 
 
@@ -73,56 +77,87 @@ def activation_fn(name: str, negative_slope: float = 0.01):
     }[name]
 
 
-class _LayerKeys:
-    """One PRNG key per layer of a part ("encoder" or "decoder"), in declaration order.
-
-    Layer n (from 1) gets ``fold_in(key, first 4 bytes of SHA-1(part, n))``: the rule Flax Linen
-    applied in jaxvae 0.1.0, kept so that a seed still gives the same initial weights, and so the
-    same runs, as before.
-    """
-
-    def __init__(self, key: jax.Array, part: str):
-        self.key, self.part, self.count = key, part, 0
-
-    def __call__(self) -> jax.Array:
-        self.count += 1
-        n = self.count
-        digest = hashlib.sha1(self.part.encode() + n.to_bytes((n.bit_length() + 7) // 8, "big")).digest()
-        return jax.random.fold_in(self.key, np.uint32(int.from_bytes(digest[:4], "big")))
-
-
 def _torch_uniform(fan_in: int):
     """PyTorch's default init for Linear and Conv layers: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the
-    weight (kaiming_uniform with a = sqrt(5)) and the same bound for the bias."""
+    weight (kaiming_uniform with a = sqrt(5)) and the same bound for the bias, as an initializer."""
     bound = 1.0 / jnp.sqrt(fan_in)
     return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
-class Linear(nnx.Module):
-    """``x @ kernel + bias`` with PyTorch's default init; matmul in ``compute_dtype``."""
-
-    def __init__(self, fan_in: int, fan_out: int, key: jax.Array, compute_dtype: str = "float32",
-                 dtype=jnp.float32):
-        init = _torch_uniform(fan_in)
-        kernel_key, bias_key = jax.random.split(key)
-        self.kernel = nnx.Param(init(kernel_key, (fan_in, fan_out), dtype))
-        self.bias = nnx.Param(init(bias_key, (fan_out,), dtype))
-        self.compute_dtype = compute_dtype
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return matmul(x, self.kernel[...], self.compute_dtype) + self.bias[...]
+def _layer_init(config: VAEConfig, torch_fan_in: int) -> dict:
+    """The ``kernel_init`` and ``bias_init`` arguments of a layer under ``config.init``: PyTorch's
+    bound from the fan_in of the layer's torch counterpart, nothing for Flax's (the layer's own
+    defaults: lecun-normal kernel, zero bias), or the config's pair."""
+    if config.init == "torch":
+        init = _torch_uniform(torch_fan_in)
+        return {"kernel_init": init, "bias_init": init}
+    if config.init == "flax":
+        return {}
+    kernel_init, bias_init = config.init
+    return {"kernel_init": kernel_init, "bias_init": bias_init}
 
 
-def _mlp(module: nnx.Module, prefix: str, widths, keys: _LayerKeys, config: VAEConfig, dtype) -> None:
-    """Attach Linear layers ``prefix_0, prefix_1, ...`` from ``widths[0]`` through each later width."""
-    for i, (fan_in, fan_out) in enumerate(zip(widths, widths[1:])):
-        setattr(module, f"{prefix}_{i}", Linear(fan_in, fan_out, keys(), config.compute_dtype, dtype))
+def _bias_kept(args, *, dtype):
+    """``nnx.Linear``'s ``promote_dtype`` for a low-precision compute dtype: the input and the kernel
+    are rounded to ``dtype``; the bias is not (it is added to the float32 product)."""
+    inputs, kernel, bias = args
+    return inputs.astype(dtype), kernel.astype(dtype), bias
 
 
-def _run_mlp(module: nnx.Module, prefix: str, count: int, act, h: jax.Array) -> jax.Array:
-    for i in range(count):
-        h = act(getattr(module, f"{prefix}_{i}")(h))
+def _dense_compute(compute_dtype: str) -> dict:
+    """``nnx.Linear``'s compute arguments for ``VAEConfig.compute_dtype``: float32 as it is; bfloat16
+    operands whose product accumulates and returns in float32, plus the float32 bias."""
+    if compute_dtype == "float32":
+        return {}
+    return {"dtype": jnp.dtype(compute_dtype), "promote_dtype": _bias_kept, "preferred_element_type": jnp.float32}
+
+
+def _dense(fan_in: int, fan_out: int, config: VAEConfig, rngs: nnx.Rngs, dtype) -> nnx.Linear:
+    """A dense layer with parameters of ``dtype``, computing in the config's compute dtype."""
+    return nnx.Linear(fan_in, fan_out, param_dtype=dtype, rngs=rngs, **_layer_init(config, fan_in),
+                      **_dense_compute(config.compute_dtype))
+
+
+def _dense_stack(widths, config: VAEConfig, rngs: nnx.Rngs, dtype) -> nnx.List:
+    """Dense layers from ``widths[0]`` through each later width."""
+    return nnx.List([_dense(a, b, config, rngs, dtype) for a, b in zip(widths, widths[1:])])
+
+
+def _conv(in_channels: int, features: int, config: VAEConfig, rngs: nnx.Rngs) -> nnx.Conv:
+    """A 3x3 'SAME' convolution, torch's fan_in in_channels * 9; float32 parameters, computed (and
+    returned) in the compute dtype."""
+    return nnx.Conv(in_channels, features, (3, 3), padding="SAME", dtype=jnp.dtype(config.compute_dtype),
+                    param_dtype=jnp.float32, rngs=rngs, **_layer_init(config, in_channels * 9))
+
+
+def _conv_up(in_channels: int, features: int, config: VAEConfig, rngs: nnx.Rngs) -> nnx.ConvTranspose:
+    """A 2x2 stride-2 transposed convolution that doubles the side. Torch stores its weight as
+    [in, out, kh, kw], so torch's fan_in is features * 4."""
+    return nnx.ConvTranspose(in_channels, features, (2, 2), strides=(2, 2), dtype=jnp.dtype(config.compute_dtype),
+                             param_dtype=jnp.float32, rngs=rngs, **_layer_init(config, features * 4))
+
+
+def _run_stack(layers: nnx.List, act, h: jax.Array) -> jax.Array:
+    for layer in layers:
+        h = act(layer(h))
     return h
+
+
+def _fused_heads(mu: nnx.Linear, log_sigma: nnx.Linear, h: jax.Array):
+    """``(mu(h), log_sigma(h))`` as one [width, 2 * latent] matmul, computed as the layers compute
+    (their promote_dtype and preferred_element_type).
+
+    A performance rewrite: one GEMM instead of two in the forward and in the backward pass; the
+    parameters stay the blog's two separate layers. Its gain is not shown on CPU: interleaved on a
+    shared 2-core host, the blog model's gradient step at batch 128 ran as fast with two separate
+    head matmuls (separate over fused per round: median 0.96, range 0.69-1.59).
+    """
+    kernel = jnp.concatenate([mu.kernel[...], log_sigma.kernel[...]], axis=1)
+    bias = jnp.concatenate([mu.bias[...], log_sigma.bias[...]])
+    h, kernel, bias = mu.promote_dtype((h, kernel, bias), dtype=mu.dtype)
+    extra = {} if mu.preferred_element_type is None else {"preferred_element_type": mu.preferred_element_type}
+    out = jax.lax.dot_general(h, kernel, (((h.ndim - 1,), (0,)), ((), ())), precision=mu.precision, **extra) + bias
+    return tuple(jnp.split(out, 2, axis=-1))
 
 
 def _decoder_output(config: VAEConfig, pre_activation: jax.Array, probabilities: bool) -> jax.Array:
@@ -136,96 +171,95 @@ def _decoder_output(config: VAEConfig, pre_activation: jax.Array, probabilities:
 class Encoder(nnx.Module):
     """x -> (mu, log_sigma): an MLP trunk and two linear heads, as the blog's SimpleGaussVAEFCEncoder."""
 
-    def __init__(self, config: VAEConfig, keys: _LayerKeys, dtype=jnp.float32):
+    def __init__(self, config: VAEConfig, rngs: nnx.Rngs, dtype=jnp.float32):
         self.config = config
-        _mlp(self, "trunk", (config.input_dim, *config.hidden), keys, config, dtype)
-        width = config.hidden[-1] if config.hidden else config.input_dim
-        self.mu = Linear(width, config.latent_dim, keys(), config.compute_dtype, dtype)
-        self.log_sigma = Linear(width, config.latent_dim, keys(), config.compute_dtype, dtype)
+        widths = (config.input_dim, *config.hidden)
+        self.trunk = _dense_stack(widths, config, rngs, dtype)
+        self.mu = _dense(widths[-1], config.latent_dim, config, rngs, dtype)
+        self.log_sigma = _dense(widths[-1], config.latent_dim, config, rngs, dtype)
 
     def __call__(self, x: jax.Array):
         cfg = self.config
-        h = _run_mlp(self, "trunk", len(cfg.hidden), activation_fn(cfg.activation, cfg.negative_slope), x)
-        # The two heads run as one [hidden, 2 * latent] matmul: one GEMM instead of two in the forward
-        # and backward passes. The parameters stay the blog's two separate layers.
-        kernel = jnp.concatenate([self.mu.kernel[...], self.log_sigma.kernel[...]], axis=1)
-        bias = jnp.concatenate([self.mu.bias[...], self.log_sigma.bias[...]])
-        mu, log_sigma = jnp.split(matmul(h, kernel, cfg.compute_dtype) + bias, 2, axis=-1)
-        return mu, log_sigma
+        h = _run_stack(self.trunk, activation_fn(cfg.activation, cfg.negative_slope), x)
+        return _fused_heads(self.mu, self.log_sigma, h)
 
 
 class Decoder(nnx.Module):
     """z -> the pre-activation of the output layer: an MLP mirroring the encoder's trunk
     (``VAEConfig.decoder_widths``). ``VAE.decode`` applies the output non-linearity."""
 
-    def __init__(self, config: VAEConfig, keys: _LayerKeys, dtype=jnp.float32):
+    def __init__(self, config: VAEConfig, rngs: nnx.Rngs, dtype=jnp.float32):
         self.config = config
         widths = (config.latent_dim, *config.decoder_widths)
-        _mlp(self, "hidden", widths, keys, config, dtype)
-        self.output = Linear(widths[-1], config.input_dim, keys(), config.compute_dtype, dtype)
+        self.hidden = _dense_stack(widths, config, rngs, dtype)
+        self.output = _dense(widths[-1], config.input_dim, config, rngs, dtype)
 
     def __call__(self, z: jax.Array) -> jax.Array:
         cfg = self.config
-        h = _run_mlp(self, "hidden", len(cfg.decoder_widths), activation_fn(cfg.activation, cfg.negative_slope), z)
-        return self.output(h)
+        return self.output(_run_stack(self.hidden, activation_fn(cfg.activation, cfg.negative_slope), z))
 
 
-def _conv(fan_in_channels: int, features: int, key: jax.Array, compute_dtype: str, transpose: bool = False):
-    """A 3x3 'SAME' convolution, or a 2x2 stride-2 transposed one that doubles the side, with
-    PyTorch's init (fan_in: in_channels * 9 for Conv2d, features * 4 for ConvTranspose2d, whose
-    weight torch stores as [in, out, kh, kw]); float32 parameters, computed in ``compute_dtype``."""
-    dtype = jnp.dtype(compute_dtype)
-    if transpose:
-        init = _torch_uniform(features * 4)
-        return nnx.ConvTranspose(fan_in_channels, features, (2, 2), strides=(2, 2), kernel_init=init, bias_init=init,
-                                 dtype=dtype, param_dtype=jnp.float32, rngs=nnx.Rngs(params=key))
-    init = _torch_uniform(fan_in_channels * 9)
-    return nnx.Conv(fan_in_channels, features, (3, 3), padding="SAME", kernel_init=init, bias_init=init,
-                    dtype=dtype, param_dtype=jnp.float32, rngs=nnx.Rngs(params=key))
+class ConvBlock(nnx.Module):
+    """Two 3x3 convolutions (``conv0``, ``conv1``) and a 2x2 average pool that halves the side."""
+
+    def __init__(self, in_channels: int, features: int, config: VAEConfig, rngs: nnx.Rngs):
+        self.conv0 = _conv(in_channels, features, config, rngs)
+        self.conv1 = _conv(features, features, config, rngs)
+
+    def __call__(self, h: jax.Array, act, dtype) -> jax.Array:
+        h = act(self.conv0(h)).astype(dtype)
+        h = act(self.conv1(h)).astype(dtype)
+        return nnx.avg_pool(h, (2, 2), strides=(2, 2))
+
+
+class UpBlock(nnx.Module):
+    """A stride-2 transposed convolution that doubles the side (``up``), then a 3x3 one (``conv``)."""
+
+    def __init__(self, in_channels: int, features: int, config: VAEConfig, rngs: nnx.Rngs):
+        self.up = _conv_up(in_channels, features, config, rngs)
+        self.conv = _conv(features, features, config, rngs)
+
+    def __call__(self, h: jax.Array, act, dtype) -> jax.Array:
+        h = act(self.up(h)).astype(dtype)
+        return act(self.conv(h)).astype(dtype)
 
 
 class ConvEncoder(nnx.Module):
     """x -> (mu, log_sigma) for ``architecture="conv"``: per entry of ``conv_channels`` a VGG-style
-    block of two 3x3 convolutions and a 2x2 average pool, then the two linear heads."""
+    ``ConvBlock``, then the two linear heads."""
 
-    def __init__(self, config: VAEConfig, keys: _LayerKeys, dtype=jnp.float32):
+    def __init__(self, config: VAEConfig, rngs: nnx.Rngs, dtype=jnp.float32):
         self.config = config
         channels = (1, *config.conv_channels)
-        for b, (c_in, c_out) in enumerate(zip(channels, channels[1:])):
-            setattr(self, f"block{b}_conv0", _conv(c_in, c_out, keys(), config.compute_dtype))
-            setattr(self, f"block{b}_conv1", _conv(c_out, c_out, keys(), config.compute_dtype))
+        self.blocks = nnx.List([ConvBlock(c_in, c_out, config, rngs) for c_in, c_out in zip(channels, channels[1:])])
         small = config.image_side // 2 ** len(config.conv_channels)
         width = small * small * config.conv_channels[-1]
-        self.mu = Linear(width, config.latent_dim, keys(), config.compute_dtype, dtype)
-        self.log_sigma = Linear(width, config.latent_dim, keys(), config.compute_dtype, dtype)
+        self.mu = _dense(width, config.latent_dim, config, rngs, dtype)
+        self.log_sigma = _dense(width, config.latent_dim, config, rngs, dtype)
 
     def __call__(self, x: jax.Array):
         cfg = self.config
         act = activation_fn(cfg.activation, cfg.negative_slope)
         h = x.reshape(x.shape[0], cfg.image_side, cfg.image_side, 1)
-        for b in range(len(cfg.conv_channels)):
-            h = act(getattr(self, f"block{b}_conv0")(h)).astype(x.dtype)
-            h = act(getattr(self, f"block{b}_conv1")(h)).astype(x.dtype)
-            h = nnx.avg_pool(h, (2, 2), strides=(2, 2))
+        for block in self.blocks:
+            h = block(h, act, x.dtype)
         h = h.reshape(x.shape[0], -1)
         return self.mu(h), self.log_sigma(h)
 
 
 class ConvDecoder(nnx.Module):
-    """z -> output pre-activation for ``architecture="conv"``, the encoder mirrored: a linear map to
-    the smallest feature map, then per block (reversed) a stride-2 transposed conv that doubles the
-    side and a 3x3 conv, and a last 3x3 conv to one channel."""
+    """z -> output pre-activation for ``architecture="conv"``, the encoder mirrored: a linear map
+    (``input``) to the smallest feature map, an ``UpBlock`` per block (reversed), and a last 3x3
+    conv to one channel (``output``)."""
 
-    def __init__(self, config: VAEConfig, keys: _LayerKeys, dtype=jnp.float32):
+    def __init__(self, config: VAEConfig, rngs: nnx.Rngs, dtype=jnp.float32):
         self.config = config
         channels = tuple(reversed(config.conv_channels))
         small = config.image_side // 2 ** len(channels)
-        self.input = Linear(config.latent_dim, small * small * channels[0], keys(), config.compute_dtype, dtype)
-        for b, c_out in enumerate(channels):
-            c_in = channels[max(b - 1, 0)]  # block 0 starts from the linear map's channels[0]
-            setattr(self, f"block{b}_up", _conv(c_in, c_out, keys(), config.compute_dtype, transpose=True))
-            setattr(self, f"block{b}_conv", _conv(c_out, c_out, keys(), config.compute_dtype))
-        self.output = _conv(channels[-1], 1, keys(), config.compute_dtype)
+        self.input = _dense(config.latent_dim, small * small * channels[0], config, rngs, dtype)
+        # block 0 starts from the linear map's channels[0]
+        self.blocks = nnx.List([UpBlock(c_in, c_out, config, rngs) for c_in, c_out in zip(channels[:1] + channels, channels)])
+        self.output = _conv(channels[-1], 1, config, rngs)
 
     def __call__(self, z: jax.Array) -> jax.Array:
         cfg = self.config
@@ -233,25 +267,25 @@ class ConvDecoder(nnx.Module):
         channels = tuple(reversed(cfg.conv_channels))
         small = cfg.image_side // 2 ** len(channels)
         h = act(self.input(z)).reshape(z.shape[0], small, small, channels[0])
-        for b in range(len(channels)):
-            h = act(getattr(self, f"block{b}_up")(h)).astype(z.dtype)
-            h = act(getattr(self, f"block{b}_conv")(h)).astype(z.dtype)
+        for block in self.blocks:
+            h = block(h, act, z.dtype)
         return self.output(h).astype(z.dtype).reshape(z.shape[0], -1)
 
 
 class VAE(nnx.Module):
     """Encoder, reparameterised sample z = mu + sigma * eps, decoder.
 
-    ``rngs`` is an ``nnx.Rngs`` (one key is drawn from its ``params`` stream) or a PRNG key used
-    as it is (``init_params`` and ``fit`` pass the key, so a seed gives the weights it always gave).
+    ``rngs`` is an ``nnx.Rngs`` whose ``params`` stream gives every layer its keys, or a PRNG key:
+    the key of that stream (``init_params`` and ``fit`` pass one, so a seed gives the same weights).
     """
 
     def __init__(self, config: VAEConfig, *, rngs: nnx.Rngs | jax.Array, dtype=jnp.float32):
-        key = rngs.params() if isinstance(rngs, nnx.Rngs) else rngs
+        if not isinstance(rngs, nnx.Rngs):
+            rngs = nnx.Rngs(params=jnp.asarray(rngs))
         conv = config.architecture == "conv"
         self.config = config
-        self.encoder = (ConvEncoder if conv else Encoder)(config, _LayerKeys(key, "encoder"), dtype)
-        self.decoder = (ConvDecoder if conv else Decoder)(config, _LayerKeys(key, "decoder"), dtype)
+        self.encoder = (ConvEncoder if conv else Encoder)(config, rngs, dtype)
+        self.decoder = (ConvDecoder if conv else Decoder)(config, rngs, dtype)
 
     def __call__(self, x: jax.Array, eps: jax.Array):
         """``(decode(z), mu, log_sigma)`` for z = mu + exp(log_sigma) * eps."""
@@ -289,7 +323,13 @@ def bind(params: dict, config: VAEConfig) -> VAE:
 
 
 def init_params(key: jax.Array, config: VAEConfig, dtype=jnp.float32) -> dict:
-    """Fresh parameters with PyTorch's default initialisation, from ``key``."""
+    """Fresh parameters with the config's initialisation (``VAEConfig.init``), from ``key``.
+
+    Built eagerly, not under one jit: XLA compiles each layer's random draw per shape either way,
+    and the eager draws reuse those programs across configs of the same layer shapes, where a jitted
+    init would compile again for every config (measured: equal cold starts, 3x slower for four
+    configs that differ only in the activation).
+    """
     return params_of(VAE(config, rngs=key, dtype=dtype))
 
 

@@ -1,23 +1,27 @@
-"""Schedules: the learning rate and the KL weight as values that change during training.
+"""Schedules: how the learning rate and the KL weight change during training, as values.
 
-A schedule is a small frozen dataclass. ``value(state, step, steps_per_epoch)`` is its value at the
-global optimisation step ``step`` (counted from 0 over the whole run); the train step evaluates it
-inside the compiled code, so nothing recompiles when the value changes. A schedule that reacts to
+A schedule is a small frozen dataclass giving a *factor* at each step; the value used is that factor
+times the model's hyperparameter (``TrainConfig.lr`` or ``kl_weight``, carried as data in the train
+state, see ``training.Hyper``): lr_t = lr * lr_schedule(t). So one schedule serves models with any lr
+or KL weight, and they share one compiled program.
+
+``value(state, step, steps_per_epoch)`` is the factor at the global optimisation step ``step``
+(counted from 0 over the whole run), evaluated inside the compiled step. A schedule that reacts to
 the validation loss (``Plateau``) also keeps a small state between epochs: ``init()`` makes it,
-``update(state, val_loss)`` advances it after each epoch on the host, the checkpoint saves it, and
-it reaches compiled code as an array. ``finished(state, epochs_done)`` says when the schedule ends
-the run (the plateau when the lr falls below ``stop_lr``, the stages after the last one).
+``update(state, val_loss, base)`` advances it after each epoch on the host (``base``: the
+hyperparameter it multiplies, for rules stated in absolute terms such as ``min_lr``), the checkpoint
+saves it, and it reaches compiled code as an array. ``finished(state, epochs_done, base)`` says when
+the schedule ends the run (the plateau when the lr falls below ``stop_lr``, the stages after the
+last one).
 
-    Constant(1e-3)                       the lr, or the KL weight (the blog: 1; a beta-VAE: beta)
-    Plateau(1e-3)                        PyTorch's ReduceLROnPlateau on the validation loss (the blog)
-    Stages.burda()                       Burda et al. 2015: 3**i epochs at 1e-3 * 10**(-i/7), i = 0..7
-    Cosine(1e-3, epochs=100)             cosine decay to 0
-    LinearWarmup(1.0, epochs=10)         0 -> 1 over 10 epochs, step by step (KL warm-up)
-    FromOptax(optax.exponential_decay(...))   any optax schedule of the step count
-    Scaled(Constant(1.0))                a number held in the state times a schedule: one compiled
-                                         step for models with different lrs or KL weights (sweeps)
+    Constant()                           the hyperparameter itself (the blog's constant KL weight)
+    Plateau()                            PyTorch's ReduceLROnPlateau on the validation loss (the blog)
+    Stages.burda()                       Burda et al. 2015: 3**i epochs at 10**(-i/7) times the lr, i = 0..7
+    Cosine(epochs=100)                   cosine decay to 0
+    LinearWarmup(epochs=10)              0 -> 1 over 10 epochs, step by step (KL warm-up)
+    FromOptax(optax.exponential_decay(1.0, ...))   any optax schedule of the step count
 
-``from_config`` builds the lr and KL-weight schedules that a ``TrainConfig`` names.
+``lr_from_config`` and ``kl_from_config`` build the schedules that a ``TrainConfig`` names.
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ from typing import Any, Callable, NamedTuple
 import jax.numpy as jnp
 import optax
 
-from jaxvae.config import TrainConfig, VAEConfig
+from jaxvae.config import TrainConfig
+from jaxvae.structure import structure_key
 
 
 class Schedule:
@@ -40,10 +45,10 @@ class Schedule:
     def value(self, state, step, steps_per_epoch: int | None):
         raise NotImplementedError
 
-    def update(self, state, val_loss: float):
+    def update(self, state, val_loss: float, base: float):
         return state
 
-    def finished(self, state, epochs_done: int) -> bool:
+    def finished(self, state, epochs_done: int, base: float) -> bool:
         return False
 
 
@@ -56,18 +61,19 @@ def _steps(steps_per_epoch: int | None, who: str) -> int:
 
 @dataclass(frozen=True)
 class Constant(Schedule):
-    """The same value at every step."""
+    """The same factor at every step (1: the hyperparameter as it is)."""
 
-    constant: float
+    factor: float = 1.0
 
     def value(self, state, step, steps_per_epoch):
-        return self.constant
+        return self.factor
 
 
 class PlateauState(NamedTuple):
-    """The state of PyTorch's ``ReduceLROnPlateau`` (mode min, relative threshold, no cooldown)."""
+    """The state of PyTorch's ``ReduceLROnPlateau`` (mode min, relative threshold, no cooldown):
+    ``scale`` is the current lr over the configured one."""
 
-    lr: float
+    scale: float = 1.0
     best: float = math.inf
     num_bad_epochs: int = 0
 
@@ -77,10 +83,11 @@ class Plateau(Schedule):
     """PyTorch's ``ReduceLROnPlateau``, exactly: after each epoch the validation loss improves when
     it is below ``best * (1 - threshold)``; after more than ``patience`` epochs without improvement
     the lr is multiplied by ``factor`` (floored at ``min_lr``; changes smaller than 1e-8 are
-    skipped). The run ends before an epoch whose lr is below ``stop_lr`` (the blog's rule)."""
+    skipped). The run ends before an epoch whose lr is below ``stop_lr`` (the blog's rule).
+    ``min_lr`` and ``stop_lr`` are learning rates, compared with ``base`` (the model's lr) times the
+    state's scale."""
 
     # The blog's settings, kept in one place: TrainConfig's defaults.
-    lr: float = TrainConfig.lr
     factor: float = TrainConfig.plateau_factor
     patience: int = TrainConfig.plateau_patience
     threshold: float = TrainConfig.plateau_threshold
@@ -88,40 +95,41 @@ class Plateau(Schedule):
     stop_lr: float = TrainConfig.stop_lr
 
     def init(self) -> PlateauState:
-        return PlateauState(lr=self.lr)
+        return PlateauState()
 
     def value(self, state: PlateauState, step, steps_per_epoch):
-        return state.lr
+        return state.scale
 
-    def update(self, state: PlateauState, val_loss: float) -> PlateauState:
+    def update(self, state: PlateauState, val_loss: float, base: float) -> PlateauState:
         best, bad = state.best, state.num_bad_epochs
         if val_loss < best * (1.0 - self.threshold):
             best, bad = val_loss, 0
         else:
             bad += 1
-        lr = state.lr
+        scale = state.scale
         if bad > self.patience:
+            lr = base * scale
             new_lr = max(lr * self.factor, self.min_lr)
             if lr - new_lr > 1e-8:
-                lr = new_lr
+                scale = new_lr / base
             bad = 0
-        return PlateauState(lr=lr, best=best, num_bad_epochs=bad)
+        return PlateauState(scale=scale, best=best, num_bad_epochs=bad)
 
-    def finished(self, state: PlateauState, epochs_done: int) -> bool:
-        return state.lr < self.stop_lr
+    def finished(self, state: PlateauState, epochs_done: int, base: float) -> bool:
+        return base * state.scale < self.stop_lr
 
 
 @dataclass(frozen=True)
 class Stages(Schedule):
-    """Piecewise constant in epochs: ``stages`` is ((value, epochs), ...); after the last stage the
-    run is finished (the last value holds if training goes on)."""
+    """Piecewise constant in epochs: ``stages`` is ((factor, epochs), ...); after the last stage the
+    run is finished (the last factor holds if training goes on)."""
 
     stages: tuple[tuple[float, int], ...]
 
     @classmethod
-    def burda(cls, lr: float = 1e-3, n_stages: int = 8) -> "Stages":
-        """Burda, Grosse & Salakhutdinov (2015): stage i runs 3**i epochs at lr * 10**(-i/7)."""
-        return cls(tuple((lr * 10 ** (-i / 7), 3**i) for i in range(n_stages)))
+    def burda(cls, n_stages: int = 8) -> "Stages":
+        """Burda, Grosse & Salakhutdinov (2015): stage i runs 3**i epochs at 10**(-i/7) times the lr."""
+        return cls(tuple((10 ** (-i / 7), 3**i) for i in range(n_stages)))
 
     @property
     def total_epochs(self) -> int:
@@ -131,83 +139,59 @@ class Stages(Schedule):
         epoch = jnp.asarray(step) // _steps(steps_per_epoch, "Stages")  # integer: exact at stage ends
         ends = jnp.cumsum(jnp.asarray([epochs for _, epochs in self.stages]))
         index = jnp.minimum(jnp.searchsorted(ends, epoch, side="right"), len(self.stages) - 1)
-        return jnp.asarray([value for value, _ in self.stages])[index]
+        return jnp.asarray([factor for factor, _ in self.stages])[index]
 
-    def finished(self, state, epochs_done: int) -> bool:
+    def finished(self, state, epochs_done: int, base: float) -> bool:
         return epochs_done >= self.total_epochs
 
 
 @dataclass(frozen=True)
 class Cosine(Schedule):
-    """Cosine decay from ``lr`` to 0 over ``epochs`` (``optax.cosine_decay_schedule``, per step)."""
+    """Cosine decay from 1 to 0 over ``epochs`` (``optax.cosine_decay_schedule``, per step)."""
 
-    lr: float
     epochs: float
 
     def value(self, state, step, steps_per_epoch):
         decay_steps = max(1, round(self.epochs * _steps(steps_per_epoch, "Cosine")))
-        return optax.cosine_decay_schedule(self.lr, decay_steps)(step)
+        return optax.cosine_decay_schedule(1.0, decay_steps)(step)
 
 
 @dataclass(frozen=True)
 class LinearWarmup(Schedule):
-    """``target * min(1, epochs_done / epochs)``, step by step: 0 at the first step (the KL warm-up
-    of Sonderby et al.'s Ladder VAE and Bowman et al.)."""
+    """``min(1, epochs_done / epochs)``, step by step: 0 at the first step (the KL warm-up of
+    Sonderby et al.'s Ladder VAE and Bowman et al.)."""
 
-    target: float
     epochs: float
 
     def value(self, state, step, steps_per_epoch):
         # In the default float type (float64 under x64): an int32 step over a Python float is float32 under jit.
         progress = jnp.asarray(step, jnp.result_type(float)) / (_steps(steps_per_epoch, "LinearWarmup") * self.epochs)
-        return self.target * jnp.minimum(1.0, progress)
+        return jnp.minimum(1.0, progress)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FromOptax(Schedule):
-    """Any optax schedule (a function of the step count); ``fn`` is compared by identity."""
+    """Any optax schedule (a function of the step count) as factors: ``optax.exponential_decay(1.0, ...)``.
+    Two are equal when they compute the same function (``structure_key``): a fresh but identical
+    schedule reuses the compiled epoch."""
 
     fn: Callable
 
     def value(self, state, step, steps_per_epoch):
         return self.fn(step)
 
+    def _key(self):
+        return structure_key(self.fn, jnp.zeros((), jnp.int32))
 
-class ScaledState(NamedTuple):
-    """``Scaled``'s state: the factor (an array with one entry per model in a sweep) and the state of
-    the schedule it scales."""
+    def __eq__(self, other):
+        return type(other) is FromOptax and (other.fn is self.fn or other._key() == self._key())
 
-    scale: Any
-    base: Any = ()
-
-
-@dataclass(frozen=True)
-class Scaled(Schedule):
-    """``scale * base``, the scale held in the state: data of the compiled step, not a constant of it.
-
-    A sweep (``jaxvae.sweep``) stacks one scale per model, each model's lr or KL weight, so that one
-    compiled step serves every value. With ``base`` at peak 1 (``Constant(1.0)``, ``Cosine(1.0, e)``,
-    ``LinearWarmup(1.0, e)``) the product is the scaled schedule's value bit for bit; for
-    ``Stages.burda(1.0)`` to float32 rounding. ``init(scale)`` makes the state.
-    """
-
-    base: Schedule
-
-    def init(self, scale: float = 1.0) -> ScaledState:
-        return ScaledState(scale, self.base.init())
-
-    def value(self, state: ScaledState, step, steps_per_epoch):
-        return state.scale * self.base.value(state.base, step, steps_per_epoch)
-
-    def update(self, state: ScaledState, val_loss: float) -> ScaledState:
-        return ScaledState(state.scale, self.base.update(state.base, val_loss))
-
-    def finished(self, state: ScaledState, epochs_done: int) -> bool:
-        return self.base.finished(state.base, epochs_done)
+    def __hash__(self):
+        return hash(self._key())
 
 
 def as_schedule(value) -> Schedule:
-    """A Schedule from a Schedule, a number (Constant) or an optax schedule function (FromOptax)."""
+    """A Schedule from a Schedule, a number (a Constant factor) or an optax schedule function (FromOptax)."""
     if isinstance(value, Schedule):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -218,21 +202,20 @@ def as_schedule(value) -> Schedule:
 
 
 def lr_from_config(train_config: TrainConfig) -> Schedule:
-    """The learning-rate schedule ``train_config.lr_schedule`` names."""
+    """The learning-rate schedule ``train_config.lr_schedule`` names (factors of ``train_config.lr``)."""
     tc = train_config
     if tc.lr_schedule == "plateau":
-        return Plateau(tc.lr, tc.plateau_factor, tc.plateau_patience, tc.plateau_threshold, tc.min_lr, tc.stop_lr)
+        return Plateau(tc.plateau_factor, tc.plateau_patience, tc.plateau_threshold, tc.min_lr, tc.stop_lr)
     if tc.lr_schedule == "burda":
-        return Stages.burda(tc.lr)
+        return Stages.burda()
     if tc.lr_schedule == "cosine":
-        return Cosine(tc.lr, tc.max_epochs)
-    return Constant(tc.lr)
+        return Cosine(tc.max_epochs)
+    return Constant()
 
 
-def kl_from_config(vae_config: VAEConfig, train_config: TrainConfig) -> Schedule:
-    """The KL weight: ``vae_config.kl_weight``, warmed up over ``train_config.kl_warmup_epochs``."""
+def kl_from_config(train_config: TrainConfig) -> Schedule:
+    """The KL weight's schedule (factors of ``train_config.kl_weight``): warmed up over
+    ``kl_warmup_epochs``, else constant."""
     if train_config.kl_warmup_epochs > 0:
-        if vae_config.objective == "iwae":
-            raise ValueError("kl_warmup_epochs applies to objective='elbo' only; the IWAE bound has no KL weight")
-        return LinearWarmup(vae_config.kl_weight, train_config.kl_warmup_epochs)
-    return Constant(vae_config.kl_weight)
+        return LinearWarmup(train_config.kl_warmup_epochs)
+    return Constant()

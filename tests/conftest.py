@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 # cli.main turns on JAX's persistent compilation cache in the user's cache directory; tests that call it
-# must neither write there nor depend on what an earlier run left (tests/test_first_cache.py tests the cache).
+# must neither write there nor depend on what an earlier run left (tests/test_cli_cache.py tests the cache).
 os.environ.setdefault("JAXVAE_NO_COMPILE_CACHE", "1")
 
 

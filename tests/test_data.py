@@ -560,24 +560,26 @@ def test_load_dataset_falls_back_to_the_subset_with_one_line(tmp_path, download)
     assert ("Connection refused" in line) if download else ("(download disabled)" in line)
     for hint in (
         "using the bundled MNIST subset (10000 train / 2000 test images, dataset 'mnist-subset')",
-        "--data-dir DIR",
+        "pass data_dir=DIR",  # in a Python caller's words (the command line's: tests/test_cli_data.py)
         "DIR/MNIST/raw",
         ".gz or not",
         "JAXVAE_DATA_DIR=DIR",
         f"let it download into {cache};",
-        "--require-mnist",
+        "require=True makes this an error",
     ):
         assert hint in line
+    assert "--" not in line
 
 
-def test_fallback_line_names_where_a_download_would_go(tmp_path, monkeypatch):
+def test_a_named_data_dir_without_mnist_is_an_error_and_the_fallback_names_where_a_download_would_go(
+        tmp_path, monkeypatch):
     logs = []
-    data.load_dataset("mnist", data_dir=tmp_path, log=logs.append)  # exists, lacks the files
-    assert logs[0].startswith(f"MNIST not found in {tmp_path}, {tmp_path / 'MNIST' / 'raw'} ")
-    assert f"let it download into {tmp_path};" in logs[0]
+    with pytest.raises(MnistNotFoundError, match=str(tmp_path)):
+        data.load_dataset("mnist", data_dir=tmp_path, log=logs.append)  # exists, lacks the files: asked for there
+    assert logs == []
     monkeypatch.setenv("JAXVAE_DATA_DIR", str(tmp_path / "env"))
     data.load_dataset("mnist", log=logs.append)
-    assert f"let it download into {tmp_path / 'env'};" in logs[1]
+    assert f"let it download into {tmp_path / 'env'};" in logs[0]
 
 
 def test_load_dataset_require_raises(tmp_path):
@@ -785,13 +787,11 @@ def test_numpy_batches_label_mismatch():
 
 
 def test_import_is_light():
-    # Load data.py on its own (not through jaxvae/__init__, which pulls in jax by design).
-    code = f"""
-import importlib.util, sys
-spec = importlib.util.spec_from_file_location("jaxvae_data_alone", {str(Path(data.__file__).resolve())!r})
-module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-bad = {{"torch", "sklearn", "jax"}} & set(sys.modules)
+    # jaxvae's names load on first use: the data module alone loads neither jax nor torch nor sklearn
+    code = """
+import sys
+import jaxvae.data
+bad = {"torch", "sklearn", "jax"} & set(sys.modules)
 assert not bad, bad
 """
     subprocess.run([sys.executable, "-c", code], check=True)

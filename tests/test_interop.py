@@ -3,7 +3,13 @@ import numpy as np
 import pytest
 
 from jaxvae import VAEConfig, init_params
-from jaxvae.interop import check_params_shapes, from_torch, layer_table, to_torch
+from jaxvae.interop import (
+    check_params_shapes,
+    from_torch,
+    infer_config,
+    layer_table,
+    to_torch,
+)
 
 torch = pytest.importorskip("torch")
 import torchref  # noqa: E402
@@ -12,21 +18,23 @@ import torchref  # noqa: E402
 def test_layer_table_maps_the_blog_model():
     encoder, _, decoder = torchref.build_blog_model()
     assert layer_table(encoder, decoder) == [
-        ("encoder", "prev_network.network.0", "trunk_0"),
+        ("encoder", "prev_network.network.0", "trunk/0"),
         ("encoder", "gauss_mu_network.network.0", "mu"),
         ("encoder", "gauss_logsigma_network.network.0", "log_sigma"),
-        ("decoder", "network.network.0", "hidden_0"),
+        ("decoder", "network.network.0", "hidden/0"),
         ("decoder", "network.network.2", "output"),
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hidden", [(400,), (64, 32)])
 def test_round_trips_are_exact(hidden):
     torch.manual_seed(0)
     encoder, _, decoder = torchref.build_blog_model(784, 3, hidden=hidden)
     before = {k: v.clone() for k, v in {**encoder.state_dict(), **{"d." + k: v for k, v in decoder.state_dict().items()}}.items()}
     params = from_torch(encoder, decoder, VAEConfig(hidden=hidden, latent_dim=3))
-    assert np.array_equal(params["encoder"]["trunk_0"]["kernel"], encoder.prev_network.network[0].weight.detach().numpy().T)
+    assert infer_config(from_torch(encoder, decoder)) == VAEConfig(hidden=hidden, latent_dim=3)
+    assert np.array_equal(params["encoder"]["trunk"][0]["kernel"], encoder.prev_network.network[0].weight.detach().numpy().T)
     fresh_enc, _, fresh_dec = torchref.build_blog_model(784, 3, hidden=hidden)
     to_torch(params, fresh_enc, fresh_dec)
     after = {**fresh_enc.state_dict(), **{"d." + k: v for k, v in fresh_dec.state_dict().items()}}

@@ -37,20 +37,20 @@ def test_kl_is_zero_at_the_prior_and_finite_where_the_blog_form_is_not():
 
 
 def test_vae_loss_is_recon_plus_weighted_kl_with_given_noise():
-    cfg = VAEConfig(input_dim=12, hidden=(8,), latent_dim=2, recon_sigma=0.7, kl_weight=0.3)
+    cfg = VAEConfig(input_dim=12, hidden=(8,), latent_dim=2)
     params = init_params(jax.random.PRNGKey(0), cfg)
     x = jax.random.uniform(jax.random.PRNGKey(1), (6, 12))
     eps = jax.random.normal(jax.random.PRNGKey(2), (6, 2))
-    loss, aux = vae_loss(params, x, eps, cfg)
+    loss, aux = vae_loss(params, x, eps, cfg, kl_weight=0.3, recon_sigma=0.7)
     mu, log_sigma = encode(params, x, cfg)
     x_hat = decode(params, mu + jnp.exp(log_sigma) * eps, cfg)
     recon = np.mean(np.sum((np.asarray(x) - np.asarray(x_hat)) ** 2, 1) / (2 * 0.7**2))
     kl = np.mean(unit_gauss_kl(mu, log_sigma))
     np.testing.assert_allclose([aux["recon"], aux["kl"], loss], [recon, kl, recon + 0.3 * kl], rtol=1e-5)
-    # the noise matters; a schedule's KL weight replaces the config's
-    other, _ = vae_loss(params, x, -eps, cfg)
+    # the noise matters; the KL weight scales the KL term only
+    other, _ = vae_loss(params, x, -eps, cfg, kl_weight=0.3, recon_sigma=0.7)
     assert float(other) != float(loss)
-    warm, warm_aux = vae_loss(params, x, eps, cfg, kl_weight=0.0)
+    warm, warm_aux = vae_loss(params, x, eps, cfg, kl_weight=0.0, recon_sigma=0.7)
     assert float(warm) == float(warm_aux["recon"]) == float(aux["recon"])
 
 

@@ -10,10 +10,13 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 from jaxvae import TrainConfig, VAEConfig, fit
 from jaxvae.runs import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, read_metrics
 from tolerances import rel_err
+
+pytestmark = pytest.mark.slow  # trains or starts processes: the full suite only (make test)
 
 ROOT = Path(__file__).resolve().parents[1]
 VC = VAEConfig(input_dim=20, hidden=(16,), latent_dim=2)

@@ -6,15 +6,18 @@ import textwrap
 from pathlib import Path
 
 import jax
+import pytest
 
 from jaxvae.parallel import make_data_parallel
+
+pytestmark = pytest.mark.slow  # trains or starts processes: the full suite only (make test)
 
 SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
     from jaxvae.config import TrainConfig, VAEConfig
     from jaxvae.parallel import make_data_parallel
     from jaxvae.batching import steps_per_epoch
-    from jaxvae.training import TrainStep, fit, init_fit_state, train_epoch
+    from jaxvae.training import ModelsState, TrainStep, fit, fit_models, init_fit_state, models_epoch
 
     assert len(jax.devices()) == 4, jax.devices()
     assert make_data_parallel(32).num_devices == 4 and make_data_parallel(6).num_devices == 3
@@ -30,12 +33,20 @@ SCRIPT = textwrap.dedent("""
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
     for a, b in zip(multi.history, single.history):
         np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-5)
+    # Several models at once (vmapped), each model's batches split over the devices, equal one device too.
+    configs = [tc, tc.replace(seed=1, lr=2e-3)]
+    many = fit_models(x, vae_config=vc, train_configs=configs)
+    many_single = fit_models(x, vae_config=vc, train_configs=configs, data_parallel=None)
+    for a, b in zip(jax.tree.leaves(many.params), jax.tree.leaves(many_single.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
     # The batch really is split: the compiled epoch all-reduces the gradient across devices.
     dp = make_data_parallel(32)
     step = TrainStep.from_configs(vc, tc, steps_per_epoch(198, 32))
-    state = init_fit_state(step, 0).train_state
-    hlo = train_epoch.lower(step, dp.replicate(state), dp.replicate(jnp.asarray(x)), jax.random.PRNGKey(0),
-                            step.init_schedules(), batch_size=32, batch_sharding=dp.batch_sharding).compile().as_text()
+    states = ModelsState.stack([init_fit_state(step, c) for c in configs])
+    data = dp.replicate(jnp.asarray(x))
+    hlo = models_epoch.lower(step, *dp.replicate((states.train_state, states.keys, jnp.asarray([True, True]))),
+                             states.schedule_arrays(), data, data, batch_size=32,
+                             batch_sharding=dp.batch_sharding).compile().as_text()
     assert "all-reduce" in hlo
     print("OK", multi.history[-1]["train_loss"], single.history[-1]["train_loss"])
 """)

@@ -2,8 +2,11 @@
 
 Weights start from torchref's own initialisation and are copied into jaxvae with ``from_torch``;
 the reparameterisation noise is drawn once and fed to both. Tolerances live in tolerances.py.
+The torch side runs on ``JAXVAE_TEST_DEVICE`` (default "cpu"; benchmarks/gpu_check.py sets "cuda"),
+jaxvae on JAX's default device.
 """
 import contextlib
+import os
 
 import jax
 import jax.numpy as jnp
@@ -15,23 +18,29 @@ import torchref  # noqa: E402
 from tolerances import PARITY_RTOL, assert_close  # noqa: E402
 
 from jaxvae import TrainConfig, TrainStep, VAEConfig, eval_epoch, sample_eps, train_epoch, vae_loss  # noqa: E402
-from jaxvae.interop import from_torch, layer_table  # noqa: E402
+from jaxvae.interop import from_torch  # noqa: E402
 from jaxvae.losses import unit_gauss_kl  # noqa: E402
 from jaxvae.schedules import LinearWarmup  # noqa: E402
 from jaxvae.training import epoch_plan  # noqa: E402
 
 DTYPES = ("float32", "float64")
 VC, TC = VAEConfig(), TrainConfig()
+DEVICE = os.environ.get("JAXVAE_TEST_DEVICE", "cpu")
+
+
+def on_device(array, dtype=None):
+    """``array`` as a torch tensor on the torch side's device."""
+    return torch.tensor(array, dtype=dtype, device=DEVICE)
 
 
 @pytest.fixture(autouse=True, scope="module")
 def full_precision_matmuls():
     # On GPUs both frameworks default to reduced-precision float32 matmuls (TF32); parity needs full.
-    allow_tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
+    allow_tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     with jax.default_matmul_precision("highest"):
         yield
-    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = allow_tf32
 
 
 @contextlib.contextmanager
@@ -44,16 +53,16 @@ def precision(dtype: str):
 def blog_model(seed: int, tdtype):
     torch.manual_seed(seed)
     encoder, sampler, decoder = torchref.build_blog_model(VC.input_dim, VC.latent_dim)
-    return encoder.to(tdtype), sampler, decoder.to(tdtype)
+    return encoder.to(DEVICE, tdtype), sampler, decoder.to(DEVICE, tdtype)
 
 
 def torch_loss(encoder, sampler, decoder, x, eps):
     """The blog's forward pass and loss, as train_one_epoch computes them."""
     gauss_params = encoder(x)
     preds = decoder(sampler(gauss_params, eps))
-    recon = torchref.GaussSimilarityLoss(VC.recon_sigma)(preds, x)
+    recon = torchref.GaussSimilarityLoss(TC.recon_sigma)(preds, x)
     kl = torchref.UnitGaussKullbackLeiblerDivergenceLoss()(gauss_params)
-    return recon + VC.kl_weight * kl, recon, kl
+    return recon + TC.kl_weight * kl, recon, kl
 
 
 def batches(digit_like, n=64):
@@ -62,13 +71,9 @@ def batches(digit_like, n=64):
 
 
 def torch_grads(encoder, decoder) -> dict:
-    """Gradients in jaxvae's layout (kernels transposed), through the interop layer table."""
-    modules = {"encoder": dict(encoder.named_parameters()), "decoder": dict(decoder.named_parameters())}
-    grads: dict = {"encoder": {}, "decoder": {}}
-    for part, torch_name, name in layer_table(encoder, decoder):
-        grads[part][name] = {"kernel": modules[part][f"{torch_name}.weight"].grad.numpy().T,
-                             "bias": modules[part][f"{torch_name}.bias"].grad.numpy()}
-    return grads
+    """Gradients in jaxvae's layout (kernels transposed): the gradients as state dicts, through from_torch."""
+    grads = [{name: p.grad for name, p in module.named_parameters()} for module in (encoder, decoder)]
+    return jax.tree.map(np.asarray, from_torch(*grads))
 
 
 def torch_params(encoder, decoder) -> dict:
@@ -91,8 +96,8 @@ def test_loss_recon_kl_and_gradients_match(dtype, data, digit_like):
         x = batches(digit_like)[data]
         eps = np.random.default_rng(1).standard_normal((x.shape[0], VC.latent_dim))
 
-        t_loss, t_recon, t_kl = torch_loss(encoder, sampler, decoder, torch.tensor(x, dtype=tdtype),
-                                           torch.tensor(eps, dtype=tdtype))
+        t_loss, t_recon, t_kl = torch_loss(encoder, sampler, decoder, on_device(x, tdtype),
+                                           on_device(eps, tdtype))
         t_loss.backward()
         (j_loss, aux), j_grads = jax.value_and_grad(vae_loss, has_aux=True)(
             params, jnp.asarray(x, jdtype), jnp.asarray(eps, jdtype), VC)
@@ -120,9 +125,9 @@ def adam_steps_against_torch(dtype, digit_like, step: TrainStep, seed: int, n_st
             x = pool[rng.choice(len(pool), 32, replace=False)]
             eps = rng.standard_normal((32, VC.latent_dim))
             optimizer.zero_grad()
-            gauss_params = encoder(torch.tensor(x, dtype=tdtype))
-            preds = decoder(sampler(gauss_params, torch.tensor(eps, dtype=tdtype)))
-            loss = (torchref.GaussSimilarityLoss(VC.recon_sigma)(preds, torch.tensor(x, dtype=tdtype))
+            gauss_params = encoder(on_device(x, tdtype))
+            preds = decoder(sampler(gauss_params, on_device(eps, tdtype)))
+            loss = (torchref.GaussSimilarityLoss(TC.recon_sigma)(preds, on_device(x, tdtype))
                     + torch_kl_rate(i) * torchref.UnitGaussKullbackLeiblerDivergenceLoss()(gauss_params))
             loss.backward()
             optimizer.step()
@@ -136,14 +141,16 @@ def test_fifty_adam_steps_give_the_same_parameters(dtype, digit_like):
     assert_trees_close("param", ours, theirs, PARITY_RTOL["adam_50"][dtype])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_a_kl_warmup_trains_as_torch_does_with_the_blogs_distrib_loss_rate_per_step(dtype, digit_like):
     """jaxvae's LinearWarmup schedule is the blog's distrib_loss_rate set to i / 40 at step i."""
-    step = TrainStep(VC, lr=TC.lr, kl_weight=LinearWarmup(1.0, epochs=4), steps_per_epoch=10)
+    step = TrainStep(VC, lr=1.0, kl_weight=LinearWarmup(epochs=4), steps_per_epoch=10)  # factors of TC.lr and 1
     ours, theirs = adam_steps_against_torch(dtype, digit_like, step, 3, 50, lambda i: min(1.0, i / 40))
     assert_trees_close("param (KL warm-up)", ours, theirs, PARITY_RTOL["adam_50"][dtype])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_blog_epoch_loops_match_the_compiled_epochs(dtype, digit_like):
     """train_one_epoch / validate_one_epoch on jaxvae's own batches and noise (replayed from the
@@ -157,11 +164,11 @@ def test_blog_epoch_loops_match_the_compiled_epochs(dtype, digit_like):
         def replay(key):
             plan, step_keys = epoch_plan(key, data.shape[0], TC.batch_size, TC.drop_last)
             rows = [*plan.full, plan.tail]
-            loader = [(torch.tensor(np.asarray(data[r])),) * 2 for r in rows]
-            noise = [torch.tensor(np.asarray(sample_eps(k, len(r), VC, jdtype))) for k, r in zip(step_keys, rows)]
+            loader = [(on_device(np.asarray(data[r])),) * 2 for r in rows]
+            noise = [on_device(np.asarray(sample_eps(k, len(r), VC, jdtype))) for k, r in zip(step_keys, rows)]
             return loader, noise
 
-        losses = dict(data_loss_func=torchref.GaussSimilarityLoss(VC.recon_sigma), distrib_loss_rate=VC.kl_weight,
+        losses = dict(data_loss_func=torchref.GaussSimilarityLoss(TC.recon_sigma), distrib_loss_rate=TC.kl_weight,
                       distrib_loss_func=torchref.UnitGaussKullbackLeiblerDivergenceLoss())
         optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=TC.lr)
         train_key, val_key = jax.random.split(jax.random.PRNGKey(4))
@@ -185,12 +192,12 @@ def test_stable_kl_agrees_with_the_blogs_in_range_and_stays_finite_outside():
     # Where sigma = exp(log_sigma) is a normal float32, the blog's log(sigma) is exact: both agree.
     for log_sigma in np.linspace(-87, 44, 263, dtype=np.float32):
         ls = np.full((7, 1), log_sigma, np.float32)
-        blog = torchref.unitgauss_kullback_leibler_divergence((torch.tensor(mu[:, None]), torch.exp(torch.tensor(ls))))
+        blog = torchref.unitgauss_kullback_leibler_divergence((on_device(mu[:, None]), torch.exp(on_device(ls))))
         ours = unit_gauss_kl(jnp.asarray(mu[:, None]), jnp.asarray(ls))
-        assert_close(f"KL at log_sigma={log_sigma}", ours, blog.numpy(), PARITY_RTOL["loss"]["float32"])
+        assert_close(f"KL at log_sigma={log_sigma}", ours, blog.cpu().numpy(), PARITY_RTOL["loss"]["float32"])
     # Below it exp underflows: the blog's KL is inf (log 0); ours is finite, and so is its gradient.
     ls = np.array([[-104.0], [-500.0], [-1e4]], np.float32)
-    blog = torchref.unitgauss_kullback_leibler_divergence((torch.zeros(3, 1), torch.exp(torch.tensor(ls))))
+    blog = torchref.unitgauss_kullback_leibler_divergence((torch.zeros(3, 1, device=DEVICE), torch.exp(on_device(ls))))
     assert not torch.isfinite(blog).any()
     ours = unit_gauss_kl(jnp.zeros((3, 1)), jnp.asarray(ls))
     np.testing.assert_allclose(ours, 0.5 * (-1 - 2 * ls[:, 0]), rtol=1e-6)
@@ -198,6 +205,6 @@ def test_stable_kl_agrees_with_the_blogs_in_range_and_stays_finite_outside():
     assert bool(jnp.all(jnp.isfinite(grad)))
     # Above it the blog's inf - inf is NaN; ours is +inf, the correctly rounded value of a KL > 3e38.
     ls = np.array([[90.0]], np.float32)
-    blog = torchref.unitgauss_kullback_leibler_divergence((torch.zeros(1, 1), torch.exp(torch.tensor(ls))))
+    blog = torchref.unitgauss_kullback_leibler_divergence((torch.zeros(1, 1, device=DEVICE), torch.exp(on_device(ls))))
     assert torch.isnan(blog).all()
     assert float(unit_gauss_kl(jnp.zeros((1, 1)), jnp.asarray(ls))[0]) == np.inf

@@ -3,9 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxvae import NonFiniteError, TrainConfig, TrainStep, VAEConfig, fit, init_params, train_epoch
+from jaxvae import Hyper, NonFiniteError, TrainConfig, TrainStep, VAEConfig, fit, init_params, train_epoch
 from jaxvae.batching import epoch_indices, steps_per_epoch
-from jaxvae.training import adam, epoch_plan, eval_epoch
+from jaxvae.training import epoch_plan, eval_epoch, fit_models, per_image_mean
 
 SMALL = VAEConfig(input_dim=64, hidden=(32,), latent_dim=2)
 
@@ -27,6 +27,7 @@ def test_epoch_indices_keep_the_partial_batch_and_cover_every_row_once():
     assert np.array_equal(np.asarray(epoch_indices(None, 10, 4).full).ravel(), np.arange(8))
 
 
+@pytest.mark.slow
 def test_compiled_epoch_equals_a_python_loop_of_train_steps():
     vc, tc = SMALL, TrainConfig(batch_size=64)
     data = jnp.asarray(small_data(200))
@@ -48,6 +49,7 @@ def test_compiled_epoch_equals_a_python_loop_of_train_steps():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("binarize", [False, True])
 def test_an_epoch_run_in_progress_chunks_gives_every_step_its_own_noise(binarize):
     """With a progress hook the epoch runs as a scan over chunks of progress_every steps (here 3: 10
@@ -75,35 +77,73 @@ def test_an_epoch_run_in_progress_chunks_gives_every_step_its_own_noise(binarize
     np.testing.assert_allclose([mean for _, mean in reports], [np.mean(want[:n]) for n in (3, 6, 9, 10)], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_step_is_params_minus_lr_times_adams_direction():
-    """One step by hand: the gradient of the loss at the schedule's KL weight, Adam's direction
-    (optax.adam at lr 1), scaled by the schedule's lr. (optax.adam rounds 1 - b1 in float64, jaxvae
-    in float32 as 0.1.0 did: directions agree to ~1e-5, far closer than a wrong lr or weight.)"""
+    """One step by hand: the gradient of the loss at the KL weight (the state's value times the
+    schedule's factor), Adam's direction (optax.adam at lr 1), scaled by the lr (likewise)."""
     import optax
 
     from jaxvae.losses import vae_loss
 
-    vc = SMALL.replace(kl_weight=0.7)
-    step = TrainStep(vc, lr=0.05, kl_weight=0.25)
+    vc = SMALL
+    step = TrainStep(vc, lr=0.5, kl_weight=0.25)  # factors of the state's lr 0.1 and KL weight 1
     params = init_params(jax.random.PRNGKey(0), vc)
     x = jnp.asarray(small_data(16))
     eps = jax.random.normal(jax.random.PRNGKey(1), (16, 2))
-    new, metrics = step.with_noise(step.init(params), x, eps)
-    grads = jax.grad(lambda p: vae_loss(p, x, eps, vc, kl_weight=0.25)[0])(params)
+    new, metrics = step.with_noise(step.init(params, Hyper(lr=0.1, kl_weight=1.0, recon_sigma=0.8)), x, eps)
+    grads = jax.grad(lambda p: vae_loss(p, x, eps, vc, kl_weight=0.25, recon_sigma=0.8)[0])(params)
     reference = optax.adam(1.0)
     direction, _ = reference.update(grads, reference.init(params), params)
     for p, d, got in zip(jax.tree.leaves(params), jax.tree.leaves(direction), jax.tree.leaves(new.params)):
-        np.testing.assert_allclose(got, p + 0.05 * d, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(got, p + 0.05 * d, rtol=1e-4, atol=1e-6)  # |g| ~ eps: direction rounding
     assert float(metrics["loss"]) == pytest.approx(float(metrics["recon"] + 0.25 * metrics["kl"]), rel=1e-6)
     assert int(new.step) == 1
 
 
-def test_equal_train_steps_share_compiled_code_and_the_optimizer_is_cached():
+def test_steps_are_equal_when_they_compute_the_same_whatever_the_hyperparameters():
+    import optax
+
     a = TrainStep.from_configs(SMALL, TrainConfig(lr=1e-3), 10)
-    b = TrainStep.from_configs(SMALL, TrainConfig(lr=1e-3, seed=5, max_epochs=3), 10)
-    assert a == b and hash(a) == hash(b) and a.optimizer is adam()
+    b = TrainStep.from_configs(SMALL, TrainConfig(lr=2e-3, kl_weight=0.5, recon_sigma=0.3, seed=5, max_epochs=3), 10)
+    assert a == b and hash(a) == hash(b) and a.optimizer is not b.optimizer  # the values are data of the step
     assert a != TrainStep.from_configs(SMALL, TrainConfig(lr=1e-3, b1=0.8), 10)
-    assert a != TrainStep.from_configs(SMALL, TrainConfig(lr=2e-3), 10)  # the plateau's start lr is static
+    assert a != TrainStep.from_configs(SMALL, TrainConfig(lr_schedule="constant"), 10)
+    # a user's own optax transformation: fresh but identical ones are equal, other settings are not
+    own = TrainStep(SMALL, optax.chain(optax.clip_by_global_norm(1.0), optax.scale_by_adam()), steps_per_epoch=10)
+    same = TrainStep(SMALL, optax.chain(optax.clip_by_global_norm(1.0), optax.scale_by_adam()), steps_per_epoch=10)
+    other = TrainStep(SMALL, optax.chain(optax.clip_by_global_norm(2.0), optax.scale_by_adam()), steps_per_epoch=10)
+    assert own == same and hash(own) == hash(same) and own != other
+
+
+def _compiles(caplog, name: str) -> int:
+    """How many XLA compilations of ``jit(name)`` JAX logged (``jax.log_compiles``)."""
+    return sum(f"Finished XLA compilation of jit({name})" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.slow
+def test_fresh_optimizers_hyperparameters_and_progress_hooks_reuse_the_compiled_epoch(caplog):
+    """The epoch compiles once per program: another lr, KL weight, sigma or seed, a fresh but equal
+    optax transformation, or a new progress callable run the same program."""
+    import logging
+
+    import optax
+
+    from jaxvae.training import adam
+
+    x = small_data(128)
+    tc = TrainConfig(batch_size=64, max_epochs=1, lr_schedule="constant")
+    runs = [dict(train_config=tc),
+            dict(train_config=tc.replace(lr=3e-3, kl_weight=0.5, recon_sigma=0.7, seed=4)),
+            dict(train_config=tc, optimizer=adam()),  # a fresh object equal to the default: no compile
+            dict(train_config=tc, optimizer=optax.scale_by_adam()),  # another optimizer: its own program
+            dict(train_config=tc, optimizer=optax.scale_by_adam()),  # made again: no compile
+            dict(train_config=tc, progress=lambda step, loss: None),  # a host callback: its own program
+            dict(train_config=tc, progress=lambda step, loss: None)]  # another callable: no compile
+    caplog.set_level(logging.WARNING)
+    with jax.log_compiles(True):
+        losses = [fit(x, vae_config=SMALL, data_parallel=None, **run).history[0]["train_loss"] for run in runs]
+    assert _compiles(caplog, "models_epoch") == 3
+    assert losses[0] != losses[1] and losses[0] == losses[2] == losses[5]  # the values took effect; equal is equal
 
 
 def test_a_step_built_for_other_data_is_refused():
@@ -130,6 +170,7 @@ def test_fit_learns_reproducibly_and_records_history():
     assert not np.array_equal(first.params["decoder"]["output"]["bias"], other.params["decoder"]["output"]["bias"])
 
 
+@pytest.mark.slow
 def test_fit_resumes_exactly_from_its_state():
     x = small_data(200)
     tc = TrainConfig(batch_size=50, max_epochs=4)
@@ -141,6 +182,7 @@ def test_fit_resumes_exactly_from_its_state():
         assert np.array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_fit_stops_below_stop_lr_and_lowers_lr_on_plateau():
     x = small_data(128)
     tc = TrainConfig(batch_size=64, max_epochs=50, plateau_patience=0, plateau_threshold=0.5, stop_lr=1e-5)
@@ -151,6 +193,7 @@ def test_fit_stops_below_stop_lr_and_lowers_lr_on_plateau():
     assert result.stop_reason == "schedule"
 
 
+@pytest.mark.slow
 def test_non_finite_training_stops_with_the_epoch_and_step_and_keeps_the_last_good_state():
     x = small_data(256)
     calls = []
@@ -194,6 +237,48 @@ def test_eval_epoch_is_deterministic_for_a_key_and_covers_the_tail():
     assert a["loss"].shape == (3,) and np.array_equal(a["loss"], b["loss"])
 
 
+@pytest.mark.slow
+def test_validation_scores_every_image_and_weighs_each_alike():
+    """drop_last drops training batches only: the record's validation loss is the mean over every
+    validation image (150 here, in batches of 64, 64 and 22), each image's loss computed alone."""
+    from jaxvae.losses import objective_loss, sample_eps
+
+    x, val = small_data(256), jnp.asarray(small_data(150, seed=1))
+    tc = TrainConfig(batch_size=64, max_epochs=1, drop_last=True, seed=2)
+    result = fit(x, val, vae_config=SMALL, train_config=tc)
+    _, loop_key = jax.random.split(jax.random.PRNGKey(tc.seed))
+    val_key = jax.random.split(loop_key, 3)[2]  # the epoch's validation key (models_epoch's split)
+    plan, keys = epoch_plan(val_key, 150, 64)
+    per_image = []
+    for rows, key in zip([*plan.full, plan.tail], keys):
+        eps = sample_eps(key, len(rows), SMALL)
+        per_image += [float(objective_loss(result.params, val[rows][i:i + 1], eps[i:i + 1], SMALL)[0])
+                      for i in range(len(rows))]
+    assert len(per_image) == 150
+    assert result.history[0]["val_loss"] == pytest.approx(np.mean(per_image), rel=1e-5)
+    got = eval_epoch(result.params, val, val_key, SMALL, 64)
+    assert per_image_mean(got["loss"], 150, 64) == pytest.approx(np.mean(per_image), rel=1e-5)
+    assert abs(float(np.mean(got["loss"])) - np.mean(per_image)) > 1e-6  # the unweighted mean of batches differs
+
+
+def test_one_model_of_many_is_the_lone_fit():
+    """fit_models trains N models in one vmapped program; fit is the case N = 1 (a plain program).
+    Model i of a stack equals its lone fit to float rounding."""
+    x = small_data(200)
+    configs = [TrainConfig(batch_size=50, max_epochs=2, seed=s, lr=lr) for s, lr in ((0, 1e-3), (1, 3e-3))]
+    many = fit_models(x, vae_config=SMALL, train_configs=configs)
+    for i, tc in enumerate(configs):
+        lone = fit(x, vae_config=SMALL, train_config=tc)
+        assert [h["epoch"] for h in many.histories[i]] == [1, 2]
+        np.testing.assert_allclose([h["val_loss"] for h in many.histories[i]], [h["val_loss"] for h in lone.history],
+                                   rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(many.fit_result(i).params), jax.tree.leaves(lone.params)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="must share batch_size"):
+        fit_models(x, vae_config=SMALL, train_configs=[configs[0], configs[1].replace(batch_size=40)])
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("group_rows", [64, 1024])
 def test_eval_epoch_scores_each_batch_with_its_own_rows_and_noise(monkeypatch, group_rows):
     """Validation runs several batches through each matmul (EVAL_GROUP_ROWS); every batch's metrics

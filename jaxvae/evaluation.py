@@ -26,6 +26,8 @@ from jaxvae.binarize import prepare_eval_data
 from jaxvae.checks import check_data
 from jaxvae.config import TrainConfig, VAEConfig, check_seed
 from jaxvae.losses import log_importance_weights
+from jaxvae.runs import load_run, run_dataset
+from jaxvae.training import eval_epoch, per_image_mean
 
 #: Floats held by one chunk of decoder outputs when ``chunk`` is not given (64 MB in float32).
 CHUNK_BUDGET = 2**24
@@ -34,7 +36,7 @@ BLOCK_ROWS = 2048
 
 
 @partial(jax.jit, static_argnames=("config", "k", "chunk", "batch_size"))
-def importance_sampled(params, x, key, config: VAEConfig, k: int, chunk: int, batch_size: int):
+def importance_sampled(params, x, key, config: VAEConfig, k: int, chunk: int, batch_size: int, recon_sigma=1.0):
     """Per-image ``(log_likelihood, elbo)`` estimates with ``k`` importance samples, as arrays [n]."""
     n, dim = x.shape
     n_batches = -(-n // batch_size)
@@ -54,7 +56,7 @@ def importance_sampled(params, x, key, config: VAEConfig, k: int, chunk: int, ba
             # Decoded a block of samples at a time, so the decoder's outputs stay in the CPU's cache.
             blocks = -(-chunk // block)
             eps = jnp.concatenate([eps, jnp.zeros((blocks * block - chunk, *eps.shape[1:]), eps.dtype)])
-            log_w = jax.lax.map(lambda e: log_importance_weights(params, xb, e, config)[0],
+            log_w = jax.lax.map(lambda e: log_importance_weights(params, xb, e, config, recon_sigma)[0],
                                 eps.reshape(blocks, block, *eps.shape[1:])).reshape(blocks * block, batch_size)[:chunk]
             # The last chunk may run past k: its surplus samples count for nothing.
             valid = (index * chunk + jnp.arange(chunk) < k)[:, None]
@@ -84,8 +86,9 @@ def evaluate(params, x, config: VAEConfig, *, k: int = 5000, key: jax.Array | No
              batch_size: int = 100, chunk: int | None = None, train_config: TrainConfig | None = None) -> dict:
     """The negative ELBO and the k-sample log-likelihood estimate of ``x`` ([n, input_dim]) under ``params``.
 
-    With ``train_config``, ``x`` is first binarised as that run saw its validation data (once, from
-    ``binarize_seed + 1``; see ``jaxvae.binarize``); otherwise it is used as given.
+    ``train_config`` is the model's training config: ``x`` is binarised as that run saw its
+    validation data (once, from ``binarize_seed + 1``; see ``jaxvae.binarize``) and its
+    ``recon_sigma`` is the Gaussian likelihood's sigma. Without it ``x`` is used as given, sigma 1.
     Returns a dict: ``log_likelihood`` and ``log_likelihood_stderr`` (mean over images, in nats),
     ``neg_elbo`` and ``neg_elbo_stderr``, ``n``, ``k``, and the per-image arrays
     ``log_likelihood_per_image`` and ``elbo_per_image``. ``key`` (or ``seed``) fixes the samples;
@@ -103,7 +106,8 @@ def evaluate(params, x, config: VAEConfig, *, k: int = 5000, key: jax.Array | No
     _positive_int("chunk", chunk)
     chunk = min(chunk, k)
     key = jax.random.PRNGKey(seed) if key is None else key
-    log_px, elbo = importance_sampled(params, x, key, config, k, chunk, batch_size)
+    sigma = train_config.recon_sigma if train_config is not None else 1.0
+    log_px, elbo = importance_sampled(params, x, key, config, k, chunk, batch_size, sigma)
     log_px, elbo = np.asarray(log_px, np.float64), np.asarray(elbo, np.float64)
     if not (np.all(np.isfinite(log_px)) and np.all(np.isfinite(elbo))):
         raise FloatingPointError(f"non-finite log-likelihood for {int(np.sum(~np.isfinite(log_px)))} of {log_px.size} images")
@@ -122,9 +126,6 @@ def evaluate_run(run_dir, *, split: str = "test", seed: int = 0, k: int = 0, lim
     """A run's model on its dataset's ``split``, as the run saw it (binarised likewise): the loss,
     reconstruction and KL with noise and batch order fixed by ``seed`` and, with ``k`` > 0, the
     k-sample log-likelihood (``evaluate``). ``limit`` takes the first images only."""
-    from jaxvae.runs import load_run, run_dataset
-    from jaxvae.training import eval_epoch
-
     if split not in ("test", "train"):
         raise ValueError(f"split must be 'test' or 'train', got {split!r}")
     check_seed("seed", seed)
@@ -135,14 +136,18 @@ def evaluate_run(run_dir, *, split: str = "test", seed: int = 0, k: int = 0, lim
             _positive_int(name, value)
     info, state = load_run(run_dir)
     dataset = run_dataset(info, data_dir, download, log, run_dir=run_dir)
-    x = prepare_eval_data(jnp.asarray((dataset.test_x if split == "test" else dataset.train_x)[:limit]), info.train_config)
-    batch_size = min(info.train_config.batch_size, len(x))
-    metrics = eval_epoch(state.params, x, jax.random.PRNGKey(seed), info.vae_config, batch_size)
+    tc = info.train_config
+    x = prepare_eval_data(jnp.asarray((dataset.test_x if split == "test" else dataset.train_x)[:limit]), tc)
+    batch_size = min(tc.batch_size, len(x))
+    metrics = eval_epoch(state.params, x, jax.random.PRNGKey(seed), info.vae_config, batch_size,
+                         kl_weight=tc.kl_weight, recon_sigma=tc.recon_sigma)
     result = {"run_dir": str(run_dir), "dataset": dataset.name, "split": split, "samples": int(len(x)),
               "epoch": state.epoch, "seed": seed, "batch_size": batch_size,
-              **{name: float(np.mean(np.asarray(v))) for name, v in metrics.items()}}
+              **{name: per_image_mean(v, len(x), batch_size) for name, v in metrics.items()}}
     if k:
-        estimate = evaluate(state.params, x, info.vae_config, k=k, seed=seed, chunk=chunk)
+        # x is binarised already; the train config still gives the likelihood's sigma
+        estimate = evaluate(state.params, x, info.vae_config, k=k, seed=seed, chunk=chunk,
+                            train_config=tc.replace(binarize="none"))
         result.update({name: estimate[name] for name in ("k", "log_likelihood", "log_likelihood_stderr",
                                                          "neg_elbo", "neg_elbo_stderr")})
     return result

@@ -7,14 +7,14 @@ from scipy import stats
 
 from jaxvae.binarize import fixed_binarization
 from jaxvae.config import TrainConfig, VAEConfig
-from jaxvae.evaluate import evaluate
+from jaxvae.evaluation import evaluate
 from jaxvae.models import init_params
 
 D, L, SIGMA = 6, 2, 0.5
 # A linear-Gaussian VAE: x = W z + b + SIGMA * noise, z ~ N(0, I); W has orthogonal columns, so the
 # exact posterior has a diagonal covariance and a linear encoder represents it exactly.
-LINEAR = VAEConfig(input_dim=D, hidden=(), decoder_hidden=(), latent_dim=L, output_activation="identity",
-                   recon_sigma=SIGMA)
+LINEAR = VAEConfig(input_dim=D, hidden=(), decoder_hidden=(), latent_dim=L, output_activation="identity")
+SIGMA_CONFIG = TrainConfig(recon_sigma=SIGMA)  # the likelihood's sigma comes with the training config
 
 
 def linear_gaussian(seed=0):
@@ -48,7 +48,7 @@ def test_exact_posterior_gives_the_closed_form_for_any_k_and_chunking():
     params, x, log_px = linear_gaussian()
     # 13 images in batches of 5 (padded) and k = 10 in chunks of 3 (the last chunk masked).
     for k, chunk, batch in ((1, 1, 40), (10, 3, 5)):
-        result = evaluate(params, x[:13], LINEAR, k=k, chunk=chunk, batch_size=batch, seed=1)
+        result = evaluate(params, x[:13], LINEAR, k=k, chunk=chunk, batch_size=batch, seed=1, train_config=SIGMA_CONFIG)
         np.testing.assert_allclose(result["log_likelihood_per_image"], log_px[:13], atol=2e-4)
         # With the exact posterior log w is constant: the ELBO is tight.
         np.testing.assert_allclose(-result["neg_elbo"], log_px[:13].mean(), atol=2e-4)
@@ -60,7 +60,7 @@ def test_imperfect_encoder_estimate_rises_with_k_to_the_truth():
     # Shift the posterior mean and widen it: a poor proposal, so small k is far below the truth.
     params["encoder"]["mu"]["bias"] = params["encoder"]["mu"]["bias"] + 0.4
     params["encoder"]["log_sigma"]["bias"] = params["encoder"]["log_sigma"]["bias"] + 0.5
-    results = [evaluate(params, x, LINEAR, k=k, seed=2) for k in (1, 10, 1000)]
+    results = [evaluate(params, x, LINEAR, k=k, seed=2, train_config=SIGMA_CONFIG) for k in (1, 10, 1000)]
     means = [r["log_likelihood"] for r in results]
     assert means[0] < means[1] < means[2]
     assert -results[0]["neg_elbo"] < means[0] + 0.5  # k = 1 is the ELBO (one sample: noisy)
@@ -72,6 +72,7 @@ def test_imperfect_encoder_estimate_rises_with_k_to_the_truth():
                                results[2]["log_likelihood_per_image"].std(ddof=1) / np.sqrt(40), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_evaluate_binarises_the_test_split_as_the_run_did():
     vc = VAEConfig(input_dim=10, hidden=(8,), latent_dim=2, likelihood="bernoulli")
     params = init_params(jax.random.PRNGKey(0), vc)
@@ -97,6 +98,7 @@ def test_bad_arguments_are_named(kwargs, match):
         evaluate(params, args.pop("x"), LINEAR, **args)
 
 
+@pytest.mark.slow
 def test_decoding_in_blocks_gives_the_estimate_of_one_pass_over_the_chunk(monkeypatch):
     """Each chunk of samples is decoded a block at a time (BLOCK_ROWS); the estimate must be the
     one computed from the whole chunk's log weights at once (blocks of 2 samples: one padded)."""
@@ -105,17 +107,17 @@ def test_decoding_in_blocks_gives_the_estimate_of_one_pass_over_the_chunk(monkey
 
     from jaxvae.losses import log_importance_weights
 
-    evaluate_module = importlib.import_module("jaxvae.evaluate")  # jaxvae.evaluate is also the function
+    evaluate_module = importlib.import_module("jaxvae.evaluation")
 
     params, x, _ = linear_gaussian()
     params["encoder"]["mu"]["bias"] = params["encoder"]["mu"]["bias"] + 0.4  # not the exact posterior
     monkeypatch.setattr(evaluate_module, "BLOCK_ROWS", 2 * 8)
     key = jax.random.PRNGKey(4)
-    got = evaluate(params, x[:8], LINEAR, k=5, chunk=5, batch_size=8, key=key)
+    got = evaluate(params, x[:8], LINEAR, k=5, chunk=5, batch_size=8, key=key, train_config=SIGMA_CONFIG)
     batch_key = jax.random.split(key, 1)[0]
     chunk_key = jax.random.split(batch_key, 1)[0]
     eps = jax.random.normal(chunk_key, (5, 8, LINEAR.latent_dim))
-    log_w, _ = log_importance_weights(params, jnp.asarray(x[:8]), eps, LINEAR)
+    log_w, _ = log_importance_weights(params, jnp.asarray(x[:8]), eps, LINEAR, SIGMA)
     want = jax.scipy.special.logsumexp(log_w, axis=0) - math.log(5)
     np.testing.assert_allclose(got["log_likelihood_per_image"], want, rtol=1e-6)
     np.testing.assert_allclose(got["elbo_per_image"], np.mean(log_w, axis=0), rtol=1e-6)
