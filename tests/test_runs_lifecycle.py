@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from cli_helpers import TINY, assert_one_line_error, run_cli, suggested_command
 
-from jaxvae import training
+from jaxvae.cli import train as train_flow
 from jaxvae.checkpoint import load_checkpoint, save_checkpoint
 from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.data import MNIST_FILES
@@ -105,11 +105,11 @@ def test_stale_temporary_files_and_a_dead_writers_lock_file_are_harmless(trained
 def test_a_checkpoint_of_epoch_0_is_restarted_in_place_or_resumed(tmp_path, capsys, monkeypatch):
     for how in ("out", "resume"):
         run = config_only_run(tmp_path / how)
-        state = init_fit_state(TrainStep.from_configs(TINY_VAE, TrainConfig()), 0)
+        state = init_fit_state(TrainStep.from_configs(TINY_VAE, TrainConfig()), TrainConfig())
         save_checkpoint(run / CHECKPOINT_FILE, state, TINY_VAE, TrainConfig(max_epochs=2))
         if how == "out":  # a new run of another shape replaces it, even when interrupted before its first epoch
             with monkeypatch.context() as m:
-                m.setattr(training, "fit", interrupted)
+                m.setattr(train_flow, "fit_models", interrupted)
                 code, _, err = run_cli(capsys, "train", *TINY, "--hidden", "16", "--epochs", "1", "--out", run)
             assert code == 130, err
             assert not (run / CHECKPOINT_FILE).exists() and read_run_config(run).vae_config.hidden == (16,)
@@ -119,7 +119,7 @@ def test_a_checkpoint_of_epoch_0_is_restarted_in_place_or_resumed(tmp_path, caps
 
 
 def interrupted(*args, **kwargs):
-    """fit, as Ctrl-C before the first epoch ends leaves it."""
+    """The training loop, as Ctrl-C before the first epoch ends leaves it."""
     raise KeyboardInterrupt
 
 
@@ -137,7 +137,7 @@ def test_a_trained_run_is_not_overwritten_and_the_message_names_resume(trained, 
 
 
 def test_interrupted_before_the_first_epoch_names_a_command_that_works(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(training, "fit", interrupted)
+    monkeypatch.setattr(train_flow, "fit_models", interrupted)
     run = tmp_path / "run"
     code, _, err = run_cli(capsys, "train", *TINY, "--epochs", "2", "--out", run)
     assert code == 130
@@ -178,7 +178,7 @@ def test_a_damaged_checkpoint_names_the_command_that_restarts_the_run(trained, t
 
 
 # --------------------------------------------------------------------------- values that used to escape as tracebacks
-# (the train flags' cases are in test_reliability.py's test_bad_flags_give_one_line_and_write_nothing)
+# (the train flags' cases are in test_cli_errors.py's test_bad_flags_give_one_line_and_write_nothing)
 
 
 def test_evaluate_seed_out_of_range(trained, capsys):
@@ -243,6 +243,7 @@ MNIST_TINY = ["--dataset", "mnist", "--require-mnist", "--no-download", "--hidde
               "--quiet", "--no-plots"]
 
 
+@pytest.mark.slow
 def test_other_data_are_refused_naming_both_fingerprints_and_moved_data_accepted(tmp_path, capsys):
     data_a, data_b = write_mnist_dir(tmp_path / "a", 0), write_mnist_dir(tmp_path / "b", 1)
     run = tmp_path / "run"
@@ -286,6 +287,7 @@ def test_a_missing_data_dir_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_decompression_bomb_through_the_command_line(tmp_path, capsys):
     data = write_mnist_dir(tmp_path / "mnist", 0)
     images = MNIST_FILES["train"][0]
@@ -363,7 +365,7 @@ def test_a_garbled_config_json_without_a_checkpoint_restarts(tmp_path, capsys):
     (run / CONFIG_FILE).write_text("{")
     code, _, err = run_cli(capsys, "train", "--resume", run, "--quiet")
     assert code == 2
-    assert_one_line_error(err, str(run / CONFIG_FILE), f"start it again with: jaxvae train --out {run}")
+    assert_one_line_error(err, str(run / CONFIG_FILE), f"start a run there with: jaxvae train --out {run}")
     code, _, err = run_cli(capsys, *suggested_command(err), *TINY, "--epochs", "1")
     assert code == 0, err
     assert checkpoint_epoch(run) == 1

@@ -28,6 +28,32 @@ def test_a_second_lock_is_refused_naming_the_holder(tmp_path):
         assert again.locked
 
 
+def test_deleting_or_replacing_the_lock_file_lets_no_second_writer_in(tmp_path):
+    """The lock is on the directory itself: the .lock file only says who holds it."""
+    with RunLock(tmp_path, "jaxvae train --out here"):
+        (tmp_path / LOCK_FILE).unlink()
+        with pytest.raises(RunBusyError):
+            RunLock(tmp_path, "jaxvae train --resume here").acquire()
+        (tmp_path / LOCK_FILE).write_text("{}")  # a file of someone else's in its place
+        with pytest.raises(RunBusyError):
+            RunLock(tmp_path, "jaxvae train --resume here").acquire()
+
+
+def test_a_symlink_in_place_of_the_lock_file_is_not_followed(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not jaxvae's")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK_FILE).symlink_to(victim)
+    with pytest.raises(OSError):
+        RunLock(run, "jaxvae train --out run").acquire()
+    assert victim.read_text() == "not jaxvae's"
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with RunLock(plain) as lock:  # a directory without the link locks as usual
+        assert lock.locked
+
+
 def test_the_lock_file_of_a_dead_process_blocks_nobody(tmp_path):
     child = subprocess.run([PYTHON, "-c", "import sys; from jaxvae.runs import RunLock; "
                             "RunLock(sys.argv[1], 'jaxvae train --out x').acquire(); import os; os._exit(9)",
@@ -39,12 +65,13 @@ def test_the_lock_file_of_a_dead_process_blocks_nobody(tmp_path):
 
 
 def test_without_fcntl_the_run_trains_and_says_it_is_unlocked(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(runs, "fcntl", None)
+    monkeypatch.setattr(runs.lock, "fcntl", None)
     code, _, err = run_cli(capsys, "train", *TINY, "--epochs", "1", "--out", tmp_path / "run")
     assert code == 0
     assert "no advisory file locks" in err and str(tmp_path / "run") in err
 
 
+@pytest.mark.slow
 def test_two_processes_training_one_run_directory(tmp_path, capsys):
     """The issue's case: `--resume RUN --epochs 3` while another process trains RUN; and a new run
     into RUN while the first holds only config.json (which a new run may replace in place, unless

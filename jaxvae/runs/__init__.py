@@ -1,0 +1,61 @@
+"""The run directory: where one model's training run keeps its config, metrics, checkpoint and figures.
+
+Layout (names are the constants of ``jaxvae.runs.format``)::
+
+    RUN_DIR/
+      config.json         both configs, the dataset actually used, its image shape, where it came from
+                          and its fingerprints, jaxvae's version
+      metrics.jsonl       one JSON record per finished epoch (fit's history records)
+      checkpoint.msgpack  the last finished epoch's FitState (see jaxvae.checkpoint)
+      evaluate.json       written by ``jaxvae evaluate``
+      figures/*.png       written by ``jaxvae train`` and ``jaxvae plot``
+      .lock               who holds the writer's lock (see RunLock)
+
+One module per job: ``format`` (the files and ``RunInfo``), ``data`` (finding a run's data again and
+checking its fingerprints), ``lock`` (one writer per directory), ``lifecycle`` (new run, resume or
+nothing to do) and ``saver`` (``RunSaver``: the checkpoints and metrics of N models as they train).
+Errors are ``RunError``s that say what is wrong; their ``remedy`` lets the command line name the
+command that fixes it.
+"""
+from jaxvae.runs.data import check_run_data, data_fingerprints, run_dataset
+from jaxvae.runs.format import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    EVALUATE_FILE,
+    FIGURES_DIR,
+    LOCK_FILE,
+    METRICS_FILE,
+    SPLITS,
+    SWEEP_FILE,
+    RunError,
+    RunInfo,
+    default_image_shape,
+    evaluation_key,
+    fingerprints_from_dict,
+    read_metrics,
+    read_run_config,
+    require_run_dir,
+    write_evaluation,
+    write_metrics,
+    write_run_config,
+)
+from jaxvae.runs.lifecycle import (
+    check_new_run_dir,
+    load_run,
+    nothing_to_do,
+    read_checkpoint,
+    resume_point,
+    resumed_info,
+    start_new_run,
+)
+from jaxvae.runs.lock import RunBusyError, RunLock
+from jaxvae.runs.saver import RunSaver
+
+__all__ = [
+    "CHECKPOINT_FILE", "CONFIG_FILE", "EVALUATE_FILE", "FIGURES_DIR", "LOCK_FILE", "METRICS_FILE", "SPLITS",
+    "SWEEP_FILE", "evaluation_key", "write_evaluation",
+    "RunError", "RunBusyError", "RunInfo", "RunLock", "RunSaver",
+    "check_new_run_dir", "check_run_data", "data_fingerprints", "default_image_shape", "fingerprints_from_dict",
+    "load_run", "nothing_to_do", "read_checkpoint", "read_metrics", "read_run_config", "require_run_dir",
+    "resume_point", "resumed_info", "run_dataset", "start_new_run", "write_metrics", "write_run_config",
+]

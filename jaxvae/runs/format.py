@@ -1,0 +1,168 @@
+"""The run directory's files: their names, ``config.json`` (``RunInfo``) and ``metrics.jsonl``.
+
+Every file here is written atomically (``jaxvae.fileio``): readers see the old file or the new
+one, never a mix, even if the writer is killed. In a multi-process run only process 0 writes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from jaxvae import __version__
+from jaxvae.config import TrainConfig, VAEConfig, config_to_dict, configs_from_dicts
+from jaxvae.data import Fingerprint
+from jaxvae.fileio import atomic_write_text, json_safe, write_json
+from jaxvae.parallel import is_writer
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_FILE = "checkpoint.msgpack"
+EVALUATE_FILE = "evaluate.json"
+FIGURES_DIR = "figures"
+LOCK_FILE = ".lock"
+SWEEP_FILE = "sweep.json"  # a sweep directory's: its models' run directories sit beside it
+SPLITS = ("train", "test")
+
+
+class RunError(ValueError):
+    """A run directory or one of its files is missing, unreadable or not what was asked for; the
+    message names the path. ``remedy`` names what would fix it, for a front end that can spell it
+    as a command (the command line does): "resume" (continue the run in ``run_dir``), "start" (start
+    a run there), "rebuild_config" (rebuild config.json from the checkpoint, naming the dataset),
+    "set_aside_checkpoint" (move the unreadable checkpoint away and start again), "data_dir" (name
+    where the run's data are)."""
+
+    def __init__(self, message: str, *, run_dir: str | os.PathLike | None = None, remedy: str | None = None):
+        super().__init__(message)
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.remedy = remedy
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What ``config.json`` holds: enough to rebuild the model and find its data again."""
+
+    vae_config: VAEConfig
+    train_config: TrainConfig
+    dataset: str
+    image_shape: tuple[int, int]
+    data_dir: str | None = None
+    version: str = ""
+    # {"train": Fingerprint, "test": Fingerprint} of the arrays trained on; None for runs of jaxvae 0.1.0
+    fingerprints: dict | None = None
+    # for ``jaxvae import``: {"file": the torch file, "epoch": the epoch it was exported after, or None}
+    imported_from: dict | None = None
+
+
+def write_run_config(run_dir: str | os.PathLike, info: RunInfo) -> None:
+    if not is_writer():  # multi-process run: process 0 writes
+        return
+    record = {
+        "jaxvae_version": __version__,
+        "dataset": info.dataset,
+        "data_dir": info.data_dir,
+        "image_shape": list(info.image_shape),
+        "model": config_to_dict(info.vae_config),
+        "training": config_to_dict(info.train_config),
+    }
+    if info.fingerprints is not None:
+        record["data_fingerprints"] = {split: fp.to_dict() for split, fp in info.fingerprints.items()}
+    if info.imported_from is not None:
+        record["imported_from"] = info.imported_from
+    write_json(Path(run_dir) / CONFIG_FILE, record)
+
+
+def require_run_dir(run_dir: str | os.PathLike) -> Path:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run directory {run_dir} does not exist (or is not a directory)", run_dir=run_dir)
+    return run_dir
+
+
+def read_run_config(run_dir: str | os.PathLike) -> RunInfo:
+    """``config.json`` of a run, validated; RunError naming the file for anything wrong with it."""
+    path = require_run_dir(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        models = sorted(p for p in Path(run_dir).iterdir() if (p / CONFIG_FILE).is_file())
+        if (Path(run_dir) / SWEEP_FILE).is_file() and models:
+            shown = ", ".join(str(p) for p in models[:3]) + (", ..." if len(models) > 3 else "")
+            raise RunError(f"{run_dir} is a sweep directory ({SWEEP_FILE}); each of its {len(models)} models is a run "
+                           f"directory: {shown}", run_dir=run_dir)
+        raise RunError(f"{path}: missing; is {run_dir} a jaxvae run directory?", run_dir=run_dir)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        vae, train = configs_from_dicts(raw["model"], raw["training"])
+        shape = tuple(int(s) for s in raw["image_shape"])
+        if len(shape) != 2 or shape[0] * shape[1] != vae.input_dim:
+            raise ValueError(f"image_shape {shape} does not hold input_dim={vae.input_dim} pixels")
+        return RunInfo(vae, train, str(raw["dataset"]), shape, raw.get("data_dir"), str(raw.get("jaxvae_version", "")),
+                       fingerprints_from_dict(raw.get("data_fingerprints")), _read_imported_from(raw.get("imported_from")))
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as e:
+        detail = f"missing key {e}" if isinstance(e, KeyError) else str(e)
+        raise RunError(f"{path}: not a valid jaxvae run config ({detail})", run_dir=run_dir) from None
+
+
+def fingerprints_from_dict(raw) -> dict | None:
+    """``{"train": Fingerprint, "test": Fingerprint}`` from their JSON form (None stays None); ValueError."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not set(raw) <= set(SPLITS):
+        raise ValueError(f"data_fingerprints must map {' and '.join(SPLITS)} to fingerprints, got {raw!r}")
+    return {split: Fingerprint.from_dict(raw[split]) for split in SPLITS if split in raw}
+
+
+def _read_imported_from(raw) -> dict | None:
+    if raw is None:
+        return None
+    epoch = raw.get("epoch") if isinstance(raw, dict) else None
+    if not isinstance(raw, dict) or not isinstance(raw.get("file"), str) or not (
+            epoch is None or (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0)):
+        raise ValueError(f"imported_from must be {{'file': path, 'epoch': integer >= 0 or null}}, got {raw!r}")
+    return {"file": raw["file"], "epoch": epoch}
+
+
+def write_metrics(run_dir: str | os.PathLike, history: list[dict]) -> None:
+    """Rewrite ``metrics.jsonl`` with the whole history (small: one line per epoch), atomically."""
+    if not is_writer():  # multi-process run: process 0 writes
+        return
+    lines = "".join(json.dumps(json_safe(record)) + "\n" for record in history)
+    atomic_write_text(Path(run_dir) / METRICS_FILE, lines)
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    try:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise RunError(f"{path}: not valid JSON lines ({e})", run_dir=run_dir) from None
+
+
+def evaluation_key(result: dict) -> tuple:
+    """What an evaluation scored: the split, how many of its images, k and the noise seed."""
+    return (result.get("split"), result.get("samples"), result.get("k", 0), result.get("seed"))
+
+
+def write_evaluation(run_dir: str | os.PathLike, result: dict) -> Path:
+    """Add ``result`` to ``evaluate.json``, which keeps one result per ``evaluation_key``: another
+    split, a --limit or another k is kept beside the others, the same one is replaced. A file of
+    jaxvae 0.2 (a single result) is read as a list of one; an unreadable one is started afresh."""
+    path = Path(run_dir) / EVALUATE_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        kept = raw["evaluations"] if isinstance(raw, dict) and "evaluations" in raw else [raw]
+        kept = [r for r in kept if isinstance(r, dict) and evaluation_key(r) != evaluation_key(result)]
+    except (OSError, ValueError, TypeError, RecursionError):
+        kept = []
+    write_json(path, {"evaluations": [*kept, result]})
+    return path
+
+
+def default_image_shape(input_dim: int) -> tuple[int, int]:
+    """A square image when ``input_dim`` is a square number (784 -> 28x28), else one row of pixels."""
+    side = math.isqrt(input_dim)
+    return (side, side) if side * side == input_dim else (1, input_dim)

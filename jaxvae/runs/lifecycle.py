@@ -1,0 +1,151 @@
+"""What a command may do with a run directory: start a new run there, continue the one it holds, or
+nothing, and the state to continue from.
+
+A run directory is never a dead end: ``check_new_run_dir`` lets a new run replace one that never
+saved a trained epoch, ``resume_point`` continues any run that has a config (from its checkpoint, or
+from scratch when it has none), and every refusal is a ``RunError`` whose ``remedy`` names the way on.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from jaxvae.checkpoint import CheckpointError, load_checkpoint
+from jaxvae.config import TrainConfig, VAEConfig
+from jaxvae.runs.data import data_fingerprints
+from jaxvae.runs.format import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    RunError,
+    RunInfo,
+    default_image_shape,
+    read_run_config,
+    write_metrics,
+    write_run_config,
+)
+from jaxvae.training import FitState, Hyper, TrainStep
+
+
+def read_checkpoint(path: Path, info: RunInfo | None = None):
+    """``(FitState, VAEConfig, TrainConfig)`` from ``path`` (checked against ``info``'s configs, else its
+    own); a RunError whose remedy is to set the file aside and start again when it cannot be read."""
+    try:
+        return load_checkpoint(path, *((info.vae_config, info.train_config) if info else ()))
+    except CheckpointError as e:
+        raise RunError(str(e), run_dir=path.parent, remedy="set_aside_checkpoint") from None
+
+
+def _config_or_none(run_dir: Path) -> RunInfo | None:
+    try:
+        return read_run_config(run_dir)
+    except RunError:
+        return None
+
+
+def load_run(run_dir: str | os.PathLike) -> tuple[RunInfo, FitState]:
+    """``(RunInfo, FitState)`` of a run directory, for commands that read it; RunError naming the file."""
+    checkpoint = Path(run_dir) / CHECKPOINT_FILE
+    try:
+        info = read_run_config(run_dir)
+    except RunError as e:
+        if not checkpoint.exists():
+            raise
+        raise RunError(f"{e}; {checkpoint} still holds the run, and config.json can be rebuilt from it given the "
+                       "name of its dataset", run_dir=run_dir, remedy="rebuild_config") from None
+    return info, read_checkpoint(checkpoint, info)[0]
+
+
+def check_new_run_dir(run_dir: str | os.PathLike) -> bool:
+    """Whether a new run may start in ``run_dir``, and how.
+
+    False: it does not exist or holds no run. True: it holds a start that never saved a trained epoch
+    (config.json without a checkpoint, or a checkpoint of epoch 0 that was not imported); the new run
+    replaces it in place, losing nothing. RunError (remedy "resume") when it holds a trained or
+    imported model, or when it is not a directory.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"{run_dir}: exists and is not a directory", run_dir=run_dir)
+    if not (run_dir / CHECKPOINT_FILE).exists():
+        return (run_dir / CONFIG_FILE).exists()
+    epoch = read_checkpoint(run_dir / CHECKPOINT_FILE)[0].epoch
+    info = _config_or_none(run_dir)
+    imported = info is not None and info.imported_from is not None
+    if epoch == 0 and not imported:
+        return True
+    what = (f"a model imported from {info.imported_from['file']}" if imported else f"a run trained for {epoch} epochs")
+    raise RunError(f"{run_dir} already holds {what} ({run_dir / CHECKPOINT_FILE})", run_dir=run_dir, remedy="resume")
+
+
+def start_new_run(run_dir: str | os.PathLike, info: RunInfo) -> None:
+    """Write a new run's config.json into ``run_dir`` (made and locked, and passed by
+    ``check_new_run_dir``), clearing what an earlier start that never trained left: its epoch-0
+    checkpoint and its metrics."""
+    run_dir = Path(run_dir)
+    write_run_config(run_dir, info)
+    (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+    write_metrics(run_dir, [])
+
+
+def resume_point(run_dir: str | os.PathLike, dataset: str | None = None, log=None) -> tuple[RunInfo, FitState | None]:
+    """``(RunInfo, FitState or None)``: the run to continue and its checkpoint; None when no epoch was
+    saved yet (the run then starts from scratch with its recorded config). RunError naming the file.
+
+    A checkpoint whose config.json is missing or unreadable still holds the whole run but the name of
+    its data: given ``dataset``, config.json is rebuilt from the checkpoint (an unreadable one is kept
+    as config.json.bad, and ``log`` is told); without it, the RunError's remedy is "rebuild_config".
+    """
+    run_dir = Path(run_dir)
+    checkpoint, config = run_dir / CHECKPOINT_FILE, run_dir / CONFIG_FILE
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"{run_dir} is a file, not a run directory", run_dir=run_dir)
+    if not run_dir.exists():
+        raise RunError(f"run directory {run_dir} does not exist", run_dir=run_dir, remedy="start")
+    if not config.exists() and not checkpoint.exists():
+        raise RunError(f"{run_dir} holds no jaxvae run (no {CONFIG_FILE})", run_dir=run_dir, remedy="start")
+    try:
+        info = read_run_config(run_dir)
+    except RunError as e:
+        if not checkpoint.exists():
+            raise RunError(f"{e}; no epoch was saved", run_dir=run_dir, remedy="start") from None
+        state, vae_config, train_config = read_checkpoint(checkpoint)
+        if dataset is None:
+            raise RunError(f"{e}; {checkpoint} still holds the run (epoch {state.epoch}), and config.json can be "
+                           "rebuilt from it given the name of its dataset", run_dir=run_dir,
+                           remedy="rebuild_config") from None
+        info = RunInfo(vae_config, train_config, dataset, default_image_shape(vae_config.input_dim))
+        if config.exists():
+            os.replace(config, config.with_name(CONFIG_FILE + ".bad"))
+        write_run_config(run_dir, info)
+        if log:
+            log(f"{e}; rebuilt {config} from {checkpoint} and the dataset name {dataset}")
+        return info, state
+    if not checkpoint.exists():
+        return info, None
+    return info, read_checkpoint(checkpoint, info)[0]
+
+
+def nothing_to_do(vae_config: VAEConfig, train_config: TrainConfig, state: FitState | None) -> str | None:
+    """Why continuing ``state`` (None: a fresh start) would train no epoch, or None: the host loop's
+    own test (``TrainStep.finished`` and the epoch limit)."""
+    epoch = state.epoch if state is not None else 0
+    if epoch >= train_config.max_epochs:
+        return f"the checkpoint is after epoch {epoch} and the epoch limit is {train_config.max_epochs}"
+    if state is not None:
+        step = TrainStep.from_configs(vae_config, train_config)
+        if step.finished(state.schedules, epoch, Hyper.from_config(train_config)):
+            return f"its {train_config.lr_schedule} lr schedule ended after epoch {epoch}"
+    return None
+
+
+def resumed_info(info: RunInfo, train_config: TrainConfig, dataset, data_dir: str | None) -> RunInfo:
+    """``info`` as a resumed run records it: its (possibly longer) train config, the data location
+    used now (``data_dir``, resolved, when given: ``run_dataset`` has checked it holds the same data)
+    and, for runs that recorded none (jaxvae 0.1.0), the fingerprints of the data used from now on."""
+    changes = {"train_config": train_config}
+    if data_dir is not None:
+        changes["data_dir"] = str(Path(data_dir).resolve())
+    if info.fingerprints is None:
+        changes["fingerprints"] = data_fingerprints(dataset)
+    return replace(info, **changes)

@@ -1,0 +1,100 @@
+"""One writer per run directory: ``RunLock``."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shlex
+import socket
+import sys
+import time
+from pathlib import Path
+
+from jaxvae.runs.format import LOCK_FILE, RunError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks (see RunLock)
+    fcntl = None
+
+
+class RunBusyError(RunError):
+    """Another process holds the run directory's lock; the message names it."""
+
+
+def _holder_text(path: Path) -> str:
+    """Who holds the lock, from what it wrote to ``path`` (it may be writing it this instant)."""
+    for _ in range(20):
+        try:
+            holder = json.loads(path.read_text(encoding="utf-8"))
+            return (f"pid {holder['pid']} on {holder['host']}, since {holder['started']}: "
+                    f"{holder['command']}")
+        except (OSError, ValueError, KeyError, TypeError):
+            time.sleep(0.05)
+    return "a process that has not said who it is"
+
+
+class RunLock:
+    """One writer per run directory: an exclusive advisory lock (``fcntl.flock``) on the directory
+    itself, held from ``acquire`` to ``release``. The OS drops it when the process ends in any way
+    (SIGKILL too), so nothing is left to clean up. Locking the directory rather than a file in it
+    means that deleting or replacing a file cannot let a second writer in. ``RUN_DIR/.lock`` records
+    the holder (pid, host, start time, command) for the refusal, ``RunBusyError``; it is written
+    without following a symlink.
+
+    Where ``fcntl`` does not exist (Windows) nothing is locked: ``locked`` stays False, and callers
+    should say so. Readers (evaluate, plot, export) take no lock; atomic writes keep their view whole.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, command: str | None = None):
+        self.run_dir = Path(run_dir)
+        self.command = command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+        self.locked = False
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        if fcntl is None or self._fd is not None:
+            return self
+        fd = os.open(self.run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunBusyError(f"{self.run_dir} is being written by another jaxvae "
+                                   f"({_holder_text(self.run_dir / LOCK_FILE)}); wait for it to finish or stop it "
+                                   "(Ctrl-C saves its checkpoint), then try again", run_dir=self.run_dir) from None
+            raise
+        try:
+            holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
+                      "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+            self._write_holder(json.dumps(holder) + "\n")
+        except BaseException:
+            os.close(fd)  # closing releases the lock
+            raise
+        self._fd, self.locked = fd, True
+        return self
+
+    def _write_holder(self, text: str) -> None:
+        path = self.run_dir / LOCK_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        try:
+            os.write(fd, text.encode("utf-8"))
+        finally:
+            os.close(fd)
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            self._write_holder("")  # nobody holds it now
+        except OSError:
+            pass
+        os.close(self._fd)  # closing releases the lock
+        self._fd, self.locked = None, False
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

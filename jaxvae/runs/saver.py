@@ -1,0 +1,55 @@
+"""Saving as training goes: ``RunSaver``, the per-epoch callback of ``training.fit_models`` that
+writes each model's checkpoint and metrics into its own run directory."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from jaxvae.checkpoint import save_checkpoint
+from jaxvae.config import TrainConfig, VAEConfig
+from jaxvae.fileio import BackgroundWriter
+from jaxvae.runs.format import CHECKPOINT_FILE, write_metrics
+from jaxvae.training import FitState, ModelsState
+
+
+class RunSaver:
+    """Checkpoint, then metrics.jsonl, of every model that finished the epoch, each in its run
+    directory (``run_dirs[i]`` for model i; one directory for a lone run).
+
+    ``saved_epochs[i]`` is the epoch model i's checkpoint on disk holds (updated once the atomic
+    write is done). A failed write (a full disk, say) raises OSError naming the file and leaves the
+    previous checkpoint as it was. With a ``writer`` (``fileio.BackgroundWriter``) the writes run on
+    its thread while the next epoch trains; a failure surfaces from the next epoch's call (which
+    first waits for the previous save), or from the writer's ``wait()``/``close()`` after the last.
+    Each run directory therefore always holds its model's last good epoch.
+    """
+
+    def __init__(self, run_dirs: Sequence[str | os.PathLike], vae_config: VAEConfig,
+                 train_configs: Sequence[TrainConfig], saved_epochs: Sequence[int] | None = None,
+                 writer: BackgroundWriter | None = None):
+        self.run_dirs = [Path(d) for d in run_dirs]
+        self.vae_config = vae_config
+        self.train_configs = list(train_configs)
+        self.saved_epochs = list(saved_epochs) if saved_epochs is not None else [0] * len(self.run_dirs)
+        self.writer = writer
+
+    def checkpoint_path(self, i: int = 0) -> Path:
+        return self.run_dirs[i] / CHECKPOINT_FILE
+
+    def __call__(self, state: ModelsState, records: Sequence[dict | None]) -> None:
+        # Copies of the models that trained: the next epoch donates the live state's arrays.
+        done = [(i, state.fit_state(i)) for i, record in enumerate(records) if record is not None]
+        if self.writer is None:
+            self._save(done)
+        else:
+            # The previous epoch's save had a whole epoch to finish: waiting for it costs nothing, and
+            # makes its failure (if any) stop the run here, at the end of the next epoch.
+            self.writer.wait()
+            self.writer.submit(self._save, done)
+
+    def _save(self, done: list[tuple[int, FitState]]) -> None:
+        for i, fit_state in done:
+            save_checkpoint(self.checkpoint_path(i), fit_state, self.vae_config, self.train_configs[i])
+            self.saved_epochs[i] = fit_state.epoch
+            write_metrics(self.run_dirs[i], fit_state.history)
