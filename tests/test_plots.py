@@ -44,6 +44,7 @@ def test_scatter_has_a_legend_per_digit(params, data):
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [str(d) for d in range(10)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("latent_dim", [1, 3])
 def test_every_figure_for_other_latent_sizes(tmp_path, data, latent_dim):
     config = CONFIG.replace(latent_dim=latent_dim)

@@ -10,6 +10,8 @@ import threading
 from pathlib import Path
 
 from jaxvae.cli.flags import EXIT_INTERRUPTED, TENSORBOARD_DIR
+from jaxvae.config import VAEConfig
+from jaxvae.tensorboard import TensorBoardLogger
 
 
 def _write(stream, message: str) -> None:
@@ -21,6 +23,13 @@ def _write(stream, message: str) -> None:
     else:
         bars.tqdm.write(message, file=stream)
         stream.flush()
+
+
+def os_error_text(e: OSError) -> str:
+    """``FILE: reason`` for an OSError (a full disk, a read-only or missing directory, no permission)."""
+    if e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
 
 
 def say(message: str = "") -> None:
@@ -46,12 +55,13 @@ class EpochProgress:
     each epoch; nothing runs inside the compiled epoch. "steps": a bar within each epoch as well, fed by
     fit's ``progress(step, running_loss)`` host callback (``step_hook``); JAX keeps programs with host
     callbacks out of its persistent compilation cache, so with it the epoch compiles on every start.
-    "none", or stderr not a terminal: nothing. One instance per run: fit passes ``step_hook`` to a
-    jitted function as a static argument, so a new object would mean a recompilation.
+    "none", or stderr not a terminal: nothing.
     """
 
-    def __init__(self, kind: str, steps_per_epoch: int, first_epoch: int, max_epochs: int, stream=None):
+    def __init__(self, kind: str, steps_per_epoch: int, first_epoch: int, max_epochs: int, stream=None,
+                 models: int = 1):
         self.stream = sys.stderr if stream is None else stream
+        self.models = models  # several: every model reports each step; the bar counts steps, not losses
         self.kind = kind if _is_terminal(self.stream) else "none"
         self.steps = steps_per_epoch
         self.epoch = first_epoch
@@ -75,7 +85,10 @@ class EpochProgress:
         if self.bar is None:
             self.bar = self._new_bar(f"epoch {self.epoch}/{self.max_epochs}", self.steps, "batch")
         self.bar.update(max(0, int(step) - self.bar.n))
-        self.bar.set_postfix(loss=f"{float(running_loss):.4f}", refresh=False)
+        if self.models > 1:
+            self.bar.set_postfix(models=self.models, refresh=False)
+        else:
+            self.bar.set_postfix(loss=f"{float(running_loss):.4f}", refresh=False)
 
     def end_epoch(self) -> None:
         if self.kind == "epochs" and self.bar is not None:
@@ -92,19 +105,18 @@ class EpochProgress:
             self.bar = None
 
 
-def make_progress(args, steps_per_epoch: int, first_epoch: int, max_epochs: int) -> EpochProgress:
-    """The train command's progress display, from ``--progress`` and ``--quiet``."""
-    kind = "none" if args.quiet else args.progress
-    return EpochProgress(kind, steps_per_epoch, first_epoch, max_epochs)
-
-
 def epoch_loggers(args, run_dir: Path) -> list:
     """fit callbacks that record each epoch beyond the run directory: TensorBoard with ``--tensorboard``."""
     if not args.tensorboard:
         return []
-    from jaxvae.tensorboard import TensorBoardLogger
-
     return [TensorBoardLogger(run_dir / TENSORBOARD_DIR)]
+
+
+def model_shape(vc: VAEConfig) -> str:
+    """784-400-2 for an MLP; conv 32-64, latent 2 for the conv architecture (whose ``hidden`` is unused)."""
+    if vc.architecture == "conv":
+        return f"conv {'-'.join(map(str, vc.conv_channels))}, latent {vc.latent_dim}"
+    return f"{vc.input_dim}-{'-'.join(map(str, vc.hidden))}-{vc.latent_dim}"
 
 
 class StopAfterEpoch(Exception):

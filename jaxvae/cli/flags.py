@@ -12,6 +12,7 @@ from jaxvae.config import (
     ARCHITECTURES,
     BINARIZATIONS,
     COMPUTE_DTYPES,
+    INITS,
     LIKELIHOODS,
     LR_SCHEDULES,
     OBJECTIVES,
@@ -19,6 +20,7 @@ from jaxvae.config import (
     TrainConfig,
     VAEConfig,
 )
+from jaxvae.tensorboard import missing
 
 PROG = "jaxvae"
 EXIT_NONFINITE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -42,6 +44,8 @@ FIELD_HELP = {
     "architecture": "encoder and decoder: MLPs, or VGG-style 3x3 conv stacks (square images)",
     "conv_channels": "channels of each conv block (each block halves the image side)",
     "compute_dtype": "dtype of matmuls and convolutions; parameters and loss stay float32",
+    "init": "initialisation of every layer: PyTorch's default (uniform in +-1/sqrt(fan_in), the blog's) "
+            "or Flax's (lecun-normal kernels, zero biases)",
     "batch_size": "minibatch size",
     "lr": "Adam learning rate (the start value of every --lr-schedule)",
     "max_epochs": "maximum number of epochs",
@@ -67,6 +71,7 @@ FIELD_CHOICES = {
     "objective": OBJECTIVES,
     "architecture": ARCHITECTURES,
     "compute_dtype": COMPUTE_DTYPES,
+    "init": INITS,
     "binarize": BINARIZATIONS,
     "lr_schedule": LR_SCHEDULES,
 }
@@ -77,8 +82,13 @@ DEFAULT_TEXT = {
 }
 # A resumed run keeps its config; only these may change (to train for longer, say).
 RESUME_OVERRIDABLE = {"max_epochs"}
+# The values `jaxvae sweep` takes several of, and their flags.
+SWEEP_VALUE_FLAGS = {"recon_sigma": "--recon-sigma", "kl_weight": "--kl-weight", "lr": "--lr"}
+# The TrainConfig fields `jaxvae import` may set: what evaluating the imported model depends on.
+IMPORT_FIELDS = ("recon_sigma", "kl_weight", "batch_size", "seed")
 PROGRESS_KINDS = ("epochs", "steps", "none")  # --progress; see EpochProgress
 SPLITS = ("test", "train")  # evaluate --split
+EXPORT_FILE = "model.pt"  # export writes RUN_DIR/model.pt unless --torch names another file
 TENSORBOARD_DIR = "tensorboard"  # train --tensorboard writes RUN_DIR/tensorboard
 RUN_DIR_HELP = "a run directory written by 'jaxvae train' or 'jaxvae import'"
 
@@ -236,8 +246,6 @@ class TensorBoardFlag(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from jaxvae.tensorboard import missing
-
         problem = missing()
         if problem:
             parser.error(f"{option_string}: {problem}")
@@ -256,4 +264,7 @@ def add_run_flags(parser, metavar: str, out_help: str, resume_what: str, plots_w
                           "within each epoch as well (its host callback keeps the epoch out of the "
                           "compilation cache), or none (default: epochs)")
     run.add_argument("--quiet", action="store_true", help="no progress bar (the same as --progress none)")
+    run.add_argument("--tensorboard", action=TensorBoardFlag,
+                     help=f"also write the per-epoch metrics as TensorBoard event files to RUN_DIR/{TENSORBOARD_DIR} "
+                          "(each model's own; needs tensorboardX: pip install 'jaxvae[tensorboard]')")
     return run

@@ -3,36 +3,69 @@ one line and an exit code."""
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import shlex
 import sys
 
+from jaxvae import __version__
 from jaxvae.cli.cache import enable_compile_cache
-from jaxvae.cli.console import warn
+from jaxvae.cli.console import os_error_text, warn
 from jaxvae.cli.flags import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
+    EXPORT_FILE,
+    FIELD_HELP,
+    IMPORT_FIELDS,
     PROG,
     RUN_DIR_HELP,
     SPLITS,
+    SWEEP_VALUE_FLAGS,
     Parser,
-    TensorBoardFlag,
     add_config_flags,
     add_field_flag,
     add_run_flags,
     choice_type,
     config_fields,
 )
-from jaxvae.cli.inputs import os_error_text
-from jaxvae.cli.run_tools import cmd_evaluate, cmd_export, cmd_import, cmd_plot
-from jaxvae.cli.sweep import add_sweep_parser
-from jaxvae.cli.train import cmd_train
+from jaxvae.data import DATASETS
 from jaxvae.fileio import user_cache_dir
-from jaxvae.runs import FIGURES_DIR
+
+# Each command's function, imported when the command runs: building the parser loads no JAX.
+COMMANDS = {
+    "train": "jaxvae.cli.train:cmd_train",
+    "sweep": "jaxvae.cli.train:cmd_sweep",
+    "evaluate": "jaxvae.cli.run_tools:cmd_evaluate",
+    "plot": "jaxvae.cli.run_tools:cmd_plot",
+    "export": "jaxvae.cli.run_tools:cmd_export",
+    "import": "jaxvae.cli.run_tools:cmd_import",
+}
+
+
+def _command(name: str):
+    module, function = COMMANDS[name].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def add_sweep_parser(sub, data_flags) -> None:
+    """``jaxvae sweep``: train's flags, except that --recon-sigma, --kl-weight and --lr take several values."""
+    sweep = sub.add_parser("sweep", help="train many models at once: --seeds N and several values of --recon-sigma, "
+                           "--kl-weight or --lr (one compiled program)", conflict_handler="resolve")
+    data_flags(sweep, True)
+    add_run_flags(sweep, "SWEEP_DIR", "sweep directory (default: runs/sweep-<dataset>-<YYYYmmdd-HHMMSS>)",
+                  "the sweep in SWEEP_DIR from its models' checkpoints", "every figure (the models' and the summary's)")
+    add_config_flags(sweep)
+    # Declared again after the config flags: conflict_handler="resolve" replaces the single-value flags.
+    group = sweep.add_argument_group("sweep (one model per combination of the values, times each seed)")
+    group.add_argument("--seeds", type=int, default=argparse.SUPPRESS, metavar="N",
+                       help="seeds per setting: --seed, --seed + 1, ..., --seed + N - 1 (default: 1)")
+    fields = {f.name: f for _, f in config_fields()}
+    for name, flag in SWEEP_VALUE_FLAGS.items():
+        group.add_argument(flag, dest=f"sweep_{name}", type=float, nargs="+", default=argparse.SUPPRESS, metavar="V",
+                           help=f"{FIELD_HELP[name]}: one value, or several to sweep (default: {fields[name].default})")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jaxvae import __version__
-    from jaxvae.data import DATASETS
 
     parser = Parser(prog=PROG, description="Train, evaluate, plot and export the VAE of 'A Gentle "
                      "Introduction to Variational Autoencoders' (JAX/Flax).")
@@ -63,13 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "figures). Every field of VAEConfig and TrainConfig is a flag below.",
                            usage="%(prog)s [--dataset NAME] [--epochs N] [--out RUN_DIR] [options]")
     data_flags(train, True)
-    run = add_run_flags(train, "RUN_DIR", "run directory (default: runs/<dataset>-<YYYYmmdd-HHMMSS>, named after "
-                         "the data used)", "the run in RUN_DIR from its checkpoint", "the figures at the end")
-    run.add_argument("--tensorboard", action=TensorBoardFlag,
-                     help="also write the per-epoch metrics as TensorBoard event files to RUN_DIR/tensorboard "
-                          "(needs tensorboardX: pip install 'jaxvae[tensorboard]')")
+    add_run_flags(train, "RUN_DIR", "run directory (default: runs/<dataset>-<YYYYmmdd-HHMMSS>, named after "
+                  "the data used)", "the run in RUN_DIR from its checkpoint", "the figures at the end")
     add_config_flags(train)
-    train.set_defaults(func=cmd_train)
     add_sweep_parser(sub, data_flags)
 
     evaluate = sub.add_parser("evaluate", help="loss, reconstruction and KL of a run on its test split")
@@ -87,18 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, default=None, metavar="N",
                           help="only the first N images of the split (default: all)")
     data_flags(evaluate, False)
-    evaluate.set_defaults(func=cmd_evaluate)
 
     plot = sub.add_parser("plot", help="redraw a run's figures from its checkpoint")
     plot.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
-    plot.add_argument("--figures", metavar="DIR", help=f"where to write the PNGs (default: RUN_DIR/{FIGURES_DIR})")
+    plot.add_argument("--figures", metavar="DIR", help="where to write the PNGs (default: RUN_DIR/figures)")
     data_flags(plot, False)
-    plot.set_defaults(func=cmd_plot)
 
     export = sub.add_parser("export", help="write PyTorch state dicts for torchref's blog modules")
     export.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
-    export.add_argument("--torch", required=True, metavar="FILE", help="output file (torch.save format; required)")
-    export.set_defaults(func=cmd_export)
+    export.add_argument("--torch", metavar="FILE", help=f"output file (torch.save format; default: RUN_DIR/{EXPORT_FILE})")
 
     imp = sub.add_parser("import", help="make a run directory from torchref state dicts")
     imp.add_argument("torch_file", metavar="FILE", help="a file written by 'jaxvae export' (or torch.save of "
@@ -109,9 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--data-dir", metavar="DIR", help="where that dataset's MNIST files are (default: searched "
                      "as for train)")
     for _, f in config_fields():
-        if f.name in ("recon_sigma", "kl_weight", "batch_size", "seed"):
+        if f.name in IMPORT_FIELDS:
             add_field_flag(imp, f)
-    imp.set_defaults(func=cmd_import)
     return parser
 
 
@@ -137,8 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     args.command_line = shlex.join([PROG, *argv])  # who holds a run's lock, for a second writer's message
     enable_compile_cache()  # before the command compiles anything
     try:
-        return args.func(args)
+        return _command(args.command)(args)
+    except BrokenPipeError:  # the reader went away (jaxvae evaluate RUN | head -1): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit would fail on the closed pipe again
+        return 0
     except (ValueError, OverflowError) as e:  # configs, data, checkpoints, runs: all name the field / file at fault
+        if getattr(e, "remedy", None):  # a runs.RunError: the command line names the command that fixes it
+            from jaxvae.cli.rundir import remedy_text  # JAX is loaded by now
+
+            return _error(args.command, f"{e}{remedy_text(e)}")
         return _error(args.command, str(e))
     except OSError as e:  # a read-only or full disk, a missing directory, no permission: named by file
         return _error(args.command, os_error_text(e))

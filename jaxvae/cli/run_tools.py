@@ -1,30 +1,34 @@
 """``jaxvae evaluate``, ``plot``, ``export`` and ``import``: commands on an existing run directory."""
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
 import shlex
 from pathlib import Path
 
-from jaxvae.cli.console import say, warn
-from jaxvae.cli.flags import PROG, UsageError, given_fields
-from jaxvae.cli.inputs import os_error_text, run_data
-from jaxvae.cli.train import check_out_dir, lock_run, model_shape, new_run_dir
+from jaxvae.cli.console import os_error_text, say, warn
+from jaxvae.cli.flags import EXPORT_FILE, IMPORT_FIELDS, PROG, UsageError, given_fields
+from jaxvae.cli.inputs import run_data
+from jaxvae.cli.console import model_shape
+from jaxvae.cli.rundir import check_out_dir, lock_run, new_run_dir
+from jaxvae.checkpoint import save_checkpoint
 from jaxvae.config import TrainConfig
-from jaxvae.fileio import write_json
+from jaxvae.evaluation import evaluate_run
+from jaxvae.interop import load_torch, save_torch
+from jaxvae.plots import save_figures
 from jaxvae.runs import (
     CHECKPOINT_FILE,
-    EVALUATE_FILE,
     FIGURES_DIR,
     RunInfo,
     default_image_shape,
     fingerprints_from_dict,
     load_run,
     read_run_config,
+    write_evaluation,
     write_run_config,
 )
+from jaxvae.training import TrainStep, init_fit_state
 
 
 def _model_line(info: RunInfo, epoch: int) -> str:
@@ -35,31 +39,31 @@ def _model_line(info: RunInfo, epoch: int) -> str:
 
 
 def cmd_evaluate(args) -> int:
-    from jaxvae.evaluate import evaluate_run
-
+    info = read_run_config(args.run_dir)
     result = evaluate_run(args.run_dir, split=args.split, seed=args.seed, k=args.k, limit=args.limit, chunk=args.chunk,
                           data_dir=args.data_dir, download=not args.no_download, log=warn)
     if args.json:
         say(json.dumps(result, indent=2))
     else:
-        info = read_run_config(args.run_dir)
         say(f"{result['dataset']} {result['split']} split, {result['samples']} samples, "
              f"{_model_line(info, result['epoch'])}, noise seed {result['seed']}")
         say(f"{'metric':<8}{'value':>12}")
         for name in ("loss", "recon", "kl"):
             say(f"{name:<8}{result[name]:>12.4f}")
         if "log_likelihood" in result:
-            say(f"log p(x) ~ {result['log_likelihood']:.3f} +- {result['log_likelihood_stderr']:.3f} nats "
-                 f"(k={result['k']} importance samples); -ELBO {result['neg_elbo']:.3f} +- {result['neg_elbo_stderr']:.3f}")
-    write_json(Path(args.run_dir) / EVALUATE_FILE, result)  # after the output: a read-only run still shows it
+            say(f"log p(x) ~ {result['log_likelihood']:.3f} +- {result['log_likelihood_stderr']:.3f} nats per image "
+                f"(importance-sampled, k={result['k']}); -ELBO {result['neg_elbo']:.3f} +- "
+                f"{result['neg_elbo_stderr']:.3f} from the same samples")
+            if info.vae_config.likelihood == "gaussian":
+                say("  (these include the Gaussian's normalising constant, D/2 log(2 pi sigma^2) per image; the loss "
+                    "above leaves it out, as the blog's loss does, so the two are on different scales)")
+    path = write_evaluation(args.run_dir, result)  # after the output: a read-only run still shows it
     if not args.json:
-        say(f"written: {Path(args.run_dir) / EVALUATE_FILE}")
+        say(f"written: {path} (one entry per split, number of images, k and seed)")
     return 0
 
 
 def cmd_plot(args) -> int:
-    from jaxvae.plots import save_figures
-
     info, state = load_run(args.run_dir)
     dataset = run_data(info, args, args.run_dir)
     out = Path(args.figures or Path(args.run_dir) / FIGURES_DIR)
@@ -73,13 +77,11 @@ def cmd_plot(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from jaxvae.interop import save_torch
-
     info, state = load_run(args.run_dir)
     # what an import needs to report the model truthfully and to find and check its data again
     fingerprints = {split: fp.to_dict() for split, fp in info.fingerprints.items()} if info.fingerprints else None
-    target = save_torch(args.torch, state.params, info.vae_config, image_shape=list(info.image_shape),
-                        dataset=info.dataset, epoch=state.epoch, data_dir=info.data_dir,
+    target = save_torch(args.torch or Path(args.run_dir) / EXPORT_FILE, state.params, info.vae_config,
+                        image_shape=list(info.image_shape), dataset=info.dataset, epoch=state.epoch, data_dir=info.data_dir,
                         data_fingerprints=fingerprints)
     vc = info.vae_config
     say(f"wrote {target}: torchref blog encoder + decoder state dicts (epoch {state.epoch}); load with\n"
@@ -95,14 +97,8 @@ def _imported_epoch(blob: dict) -> int | None:
 
 
 def cmd_import(args) -> int:
-    from jaxvae.checkpoint import save_checkpoint
-    from jaxvae.interop import load_torch
-    from jaxvae.training import TrainStep, init_fit_state
-
     params, config, blob = load_torch(args.torch_file)
-    overrides = given_fields(args)
-    config = config.replace(**{k: v for k, v in overrides.items() if k in ("recon_sigma", "kl_weight")})
-    train_config = TrainConfig(**{k: v for k, v in overrides.items() if k in ("batch_size", "seed")})
+    train_config = TrainConfig(**{k: v for k, v in given_fields(args).items() if k in IMPORT_FIELDS})
     dataset = args.dataset or blob.get("dataset") or {784: "mnist", 64: "digits"}.get(config.input_dim, "mnist")
     shape = tuple(blob.get("image_shape") or default_image_shape(config.input_dim))
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
@@ -117,13 +113,13 @@ def cmd_import(args) -> int:
     source = {"file": str(Path(args.torch_file).resolve()), "epoch": epoch}
     info = RunInfo(config, train_config, dataset, shape, data_dir if isinstance(data_dir, str) else None,
                    fingerprints=fingerprints, imported_from=source)
-    state = init_fit_state(TrainStep.from_configs(config, train_config), train_config.seed, params=params)
+    state = init_fit_state(TrainStep.from_configs(config, train_config), train_config, params=params)
     state = dataclasses.replace(state, epoch=epoch or 0)
-    out = new_run_dir(argparse.Namespace(out=args.out), dataset)
+    out = new_run_dir(args.out, dataset)
     with contextlib.ExitStack() as stack:
         try:
             out.mkdir(parents=True, exist_ok=True)
-            lock_run(out, args, stack)
+            lock_run(out, getattr(args, "command_line", None), stack)
             check_out_dir(out)
             write_run_config(out, info)  # config first: a directory with a config alone can be redone in place
             save_checkpoint(out / CHECKPOINT_FILE, state, config, train_config)

@@ -1,13 +1,31 @@
-"""``jaxvae train``: a fresh run or a resumed one, composed from jaxvae.runs and jaxvae.training."""
+"""``jaxvae train`` and ``jaxvae sweep``: one command flow. A train is a sweep of one model whose run
+directory is ``--out`` itself; a sweep's models each get ``SWEEP_DIR/<name>``, beside ``sweep.json``.
+
+    plan (fresh or resumed; every directory locked)  ->  training.fit_models + runs.RunSaver
+    ->  figures  ->  the closing lines (and a sweep's summary)
+"""
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import shlex
-import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from jaxvae.cli.console import SigintFlag, StopAfterEpoch, epoch_loggers, make_progress, say, warn
+import jax
+
+from jaxvae import sweep as sw
+from jaxvae.batching import steps_per_epoch
+from jaxvae.cli.console import (
+    EpochProgress,
+    SigintFlag,
+    StopAfterEpoch,
+    epoch_loggers,
+    model_shape,
+    os_error_text,
+    say,
+    warn,
+)
 from jaxvae.cli.flags import (
     EXIT_INTERRUPTED,
     EXIT_NONFINITE,
@@ -15,247 +33,430 @@ from jaxvae.cli.flags import (
     FLAG_NAMES,
     PROG,
     RESUME_OVERRIDABLE,
+    SWEEP_VALUE_FLAGS,
     UsageError,
     configs_from_args,
     given_fields,
 )
-from jaxvae.cli.inputs import check_arrays, load_data, os_error_text
+from jaxvae.cli.inputs import check_arrays, load_data
+from jaxvae.cli.rundir import check_out_dir, default_run_dir, lock_run, remedy_text
+from jaxvae.cli.sweep import epoch_line, settings_table
 from jaxvae.config import TrainConfig, VAEConfig
+from jaxvae.data import Dataset
 from jaxvae.fileio import BackgroundWriter
+from jaxvae.parallel import is_writer
+from jaxvae.plots import save_figures, save_sweep_figures
 from jaxvae.runs import (
+    CHECKPOINT_FILE,
     CONFIG_FILE,
     FIGURES_DIR,
-    EpochSaver,
     RunError,
     RunInfo,
-    RunLock,
-    check_new_run_dir,
+    RunSaver,
+    check_run_data,
     data_fingerprints,
     nothing_to_do,
+    require_run_dir,
     resume_point,
     resumed_info,
     run_dataset,
     start_new_run,
-    write_metrics,
     write_run_config,
+)
+from jaxvae.training import (
+    COLLAPSE_KL,
+    FitState,
+    ModelsState,
+    TrainStep,
+    fit_models,
+    init_fit_state,
+    posterior_collapsed,
 )
 
 
-def _resume_configs(args, info: RunInfo, run_dir: Path) -> tuple[VAEConfig, TrainConfig]:
-    given = given_fields(args)
-    current = {**dataclasses.asdict(info.vae_config), **dataclasses.asdict(info.train_config)}
-    for name, value in given.items():
-        value = tuple(value) if isinstance(value, list) else value
-        if name not in RESUME_OVERRIDABLE and value != current[name]:
-            flag = "--" + FLAG_NAMES.get(name, name).replace("_", "-")
-            raise UsageError(f"{flag}: a resumed run keeps its config ({name}={current[name]!r} in "
-                             f"{run_dir / CONFIG_FILE}); only --epochs may change")
-    return configs_from_args(args, info.vae_config, info.train_config)
+@dataclass
+class Plan:
+    """What a train or sweep command trains: where (``root``: the run or sweep directory; one run
+    directory per model), which models, on what data, and from which states (None: fresh)."""
+
+    command: str  # "train" or "sweep"
+    root: Path
+    run_dirs: list[Path]
+    vae_config: VAEConfig
+    train_configs: list[TrainConfig]
+    dataset: Dataset
+    image_shape: tuple[int, int]
+    states: list[FitState | None] | None = None
+    models: list[sw.SweepModel] = field(default_factory=list)  # a sweep's
+    grid: dict | None = None  # a sweep's (sweep.json)
+    errors: list[str | None] = field(default_factory=list)
+
+    @property
+    def is_sweep(self) -> bool:
+        return self.command == "sweep"
+
+    @property
+    def resume_command(self) -> str:
+        return f"{PROG} {self.command} --resume {shlex.quote(str(self.root))}"
 
 
-def _check_resume_data_flags(args, info: RunInfo, run_dir: Path) -> None:
-    """A resumed run keeps its data: --dataset must name it; --data-dir may only move it (run_dataset
-    compares the fingerprints)."""
-    dataset = getattr(args, "dataset", None)
-    if dataset is not None and dataset != info.dataset:
-        raise UsageError(f"--dataset {dataset}: the run in {run_dir} was trained on {info.dataset} "
-                         f"({run_dir / CONFIG_FILE}); a resumed run keeps its data")
-    if args.require_mnist and info.dataset != "mnist":
-        raise UsageError(f"--require-mnist: the run in {run_dir} was trained on {info.dataset}, not MNIST "
-                         f"({run_dir / CONFIG_FILE}); a resumed run keeps its data")
+# --------------------------------------------------------------------------- a fresh start
 
 
-def default_run_dir(dataset_name: str) -> Path:
-    """``runs/<dataset>-<YYYYmmdd-HHMMSS>`` named after the data actually used (the fallback's too), with
-    ``-2``, ``-3``, ... when that directory exists (two runs started within one second)."""
-    stem = Path("runs") / f"{dataset_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out, n = stem, 1
-    while out.exists():
-        n += 1
-        out = stem.with_name(f"{stem.name}-{n}")
-    return out
+def _sweep_grid(args) -> dict:
+    # Sweep flags default to SUPPRESS (help shows the dataclass default): absent means not given.
+    return {"seeds": getattr(args, "seeds", None),
+            **{name: getattr(args, f"sweep_{name}", None) for name in SWEEP_VALUE_FLAGS}}
 
 
-def new_run_dir(args, dataset_name: str) -> Path:
-    out = Path(args.out) if args.out else default_run_dir(dataset_name)
-    check_out_dir(out)
-    return out
+def _check_new_sweep_dir(out: Path, names) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    for path in (out / sw.SWEEP_FILE, out / CONFIG_FILE, *(out / name / CHECKPOINT_FILE for name in names)):
+        if path.exists():
+            raise UsageError(f"--out {out}: already holds a run or a sweep ({path}); continue a sweep with "
+                             f"'{PROG} sweep --resume {shlex.quote(str(out))}' or choose another --out")
 
 
-def check_out_dir(out: Path) -> bool:
-    """``runs.check_new_run_dir`` for ``--out``: whether a run that never trained is there to restart."""
-    try:
-        return check_new_run_dir(out)
-    except RunError as e:
-        raise UsageError(f"--out {e}") from None
-
-
-def lock_run(run_dir: Path, args, stack: contextlib.ExitStack) -> None:
-    """Hold the run directory's lock until ``stack`` closes (the end of the command)."""
-    lock = stack.enter_context(RunLock(run_dir, getattr(args, "command_line", None)))
-    if not lock.locked:
-        warn(f"{PROG}: note: this platform has no advisory file locks; make sure no other jaxvae writes {run_dir}")
-
-
-def _prepare_resume(args, stack):
-    """``(run_dir, info, state, vae_config, train_config, dataset)`` of the run to continue, locked;
-    None when there is nothing to do (config.json is then left as it is)."""
-    run_dir = Path(args.resume)
-    if args.out and Path(args.out).resolve() != run_dir.resolve():
-        raise UsageError(f"--out {args.out} differs from --resume {run_dir}; a resumed run stays in its directory")
-    if run_dir.is_dir():
-        lock_run(run_dir, args, stack)  # before reading anything: a second writer is refused at once
-    info, state = resume_point(run_dir, getattr(args, "dataset", None), warn)
-    _check_resume_data_flags(args, info, run_dir)
-    vae_config, train_config = _resume_configs(args, info, run_dir)
-    idle = nothing_to_do(vae_config, train_config, state)
-    if idle:
-        hint = (f"; to train longer, pass --epochs above {state.epoch if state else 0}"
-                if train_config.max_epochs <= (state.epoch if state else 0) else "")
-        say(f"{run_dir}: nothing to do: {idle}{hint} (the run is left as it is; "
-             f"see it with: {PROG} evaluate {shlex.quote(str(run_dir))})")
-        return None
-    dataset = run_dataset(info, args.data_dir, not args.no_download, warn, run_dir=run_dir)
-    check_arrays(dataset, vae_config, train_config.batch_size)
-    updated = resumed_info(info, train_config, dataset, args.data_dir)
-    if updated != info:
-        if info.fingerprints is None:
-            warn(f"{run_dir / CONFIG_FILE} records no data fingerprint (written by jaxvae {info.version or '0.1.0'}): "
-                  "recording those of the data used from now on")
-        write_run_config(run_dir, updated)
-    return run_dir, updated, state, vae_config, train_config, dataset
-
-
-def _prepare_fresh(args, stack):
-    """``(run_dir, info, None, vae_config, train_config, dataset)`` of a new run, its directory made and
-    locked only once configs and data are valid; None for --epochs 0 (a check that writes nothing)."""
+def _fresh(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
+    """A new run or sweep: configs and data checked first, then the directories made, locked and started.
+    None for --epochs 0 (a check that writes nothing)."""
     vae_config, train_config = configs_from_args(args)  # bad flags fail here, before any data
-    if args.out:
+    grid = None
+    if command == "sweep":
+        grid = _sweep_grid(args)
+        grid["seeds"] = 1 if grid["seeds"] is None else grid["seeds"]
+        sw.sweep_models(vae_config, train_config, **grid)  # bad values fail here too
+    elif args.out:
         check_out_dir(Path(args.out))  # a run that would be refused is refused before loading data
     dataset = load_data(getattr(args, "dataset", "mnist"), args.data_dir, not args.no_download, args.require_mnist)
     if not hasattr(args, "input_dim"):  # the 784 default is MNIST's: follow the data
         vae_config = vae_config.replace(input_dim=int(dataset.train_x.shape[1]))
     check_arrays(dataset, vae_config, train_config.batch_size)
+    if command == "sweep":
+        models = sw.sweep_models(vae_config, train_config, **grid)
+        grid["seeds"] = list(dict.fromkeys(m.seed for m in models))
+        root = Path(args.out) if args.out else default_run_dir(dataset.name, "sweep-")
+        _check_new_sweep_dir(root, [m.name for m in models])
+        run_dirs, configs = [root / m.name for m in models], [m.train_config for m in models]
+    else:
+        models = []
+        root = Path(args.out) if args.out else default_run_dir(dataset.name)
+        run_dirs, configs = [root], [train_config]
     if train_config.max_epochs == 0:
         say("--epochs 0: the configs and the data are valid; nothing to train, nothing written")
         return None
-    run_dir = new_run_dir(args, dataset.name)
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     info = RunInfo(vae_config, train_config, dataset.name, tuple(dataset.image_shape), data_dir,
                    fingerprints=data_fingerprints(dataset))
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock_run(run_dir, args, stack)
-        if check_out_dir(run_dir):  # again, under the lock: nobody trained here meanwhile
-            warn(f"{run_dir} holds a run that never saved a trained epoch: starting afresh in its place")
-        start_new_run(run_dir, info)
+        for directory in dict.fromkeys([root, *run_dirs]):
+            if is_writer():
+                directory.mkdir(parents=True, exist_ok=True)
+            lock_run(directory, getattr(args, "command_line", None), stack)
+        for run_dir, tc in zip(run_dirs, configs):
+            if check_out_dir(run_dir):  # again, under the lock: nobody trained here meanwhile
+                warn(f"{run_dir} holds a run that never saved a trained epoch: starting afresh in its place")
+            start_new_run(run_dir, replace(info, train_config=tc))
     except OSError as e:
-        raise UsageError(f"--out {run_dir}: cannot write the run directory ({os_error_text(e)})") from None
-    return run_dir, info, None, vae_config, train_config, dataset
+        raise UsageError(f"--out {root}: cannot write the run directory ({os_error_text(e)})") from None
+    plan = Plan(command, root, run_dirs, vae_config, configs, dataset, tuple(dataset.image_shape), None, models, grid)
+    if plan.is_sweep:
+        _write_sweep_file(plan)
+    return plan
 
 
-def model_shape(vc: VAEConfig) -> str:
-    """784-400-2 for an MLP; conv 32-64, latent 2 for the conv architecture (whose ``hidden`` is unused)."""
-    if vc.architecture == "conv":
-        return f"conv {'-'.join(map(str, vc.conv_channels))}, latent {vc.latent_dim}"
-    return f"{vc.input_dim}-{'-'.join(map(str, vc.hidden))}-{vc.latent_dim}"
+# --------------------------------------------------------------------------- a resumed run or sweep
 
 
-def _epoch_line(record: dict, max_epochs: int) -> str:
-    return (f"epoch {record['epoch']:>3}/{max_epochs}  train loss {record['train_loss']:.4f}  "
-            f"val loss {record['val_loss']:.4f}  lr {record['lr']:.1e}  {record['seconds']:.1f}s")
+def _check_resume_flags(args, command: str, info: RunInfo, root: Path) -> None:
+    """A resumed run keeps its config and data: only --epochs may change; --dataset must name its
+    data; --data-dir may only move it (run_dataset compares the fingerprints)."""
+    config_file = root / (sw.SWEEP_FILE if command == "sweep" else CONFIG_FILE)
+    current = {**dataclasses.asdict(info.vae_config), **dataclasses.asdict(info.train_config)}
+    for name, value in given_fields(args).items():
+        value = tuple(value) if isinstance(value, list) else value
+        if name not in RESUME_OVERRIDABLE and value != current[name]:
+            flag = "--" + FLAG_NAMES.get(name, name).replace("_", "-")
+            raise UsageError(f"{flag}: a resumed {'sweep' if command == 'sweep' else 'run'} keeps its config "
+                             f"({name}={current[name]!r} in {config_file}); only --epochs may change")
+    if command == "sweep":
+        grid = _sweep_grid(args)
+        changed = [SWEEP_VALUE_FLAGS[n] for n in SWEEP_VALUE_FLAGS if grid[n] is not None]
+        changed += ["--seeds"] if grid["seeds"] is not None else []
+        if changed:
+            raise UsageError(f"{changed[0]}: a resumed sweep keeps its configs and values ({config_file}); "
+                             "only --epochs may change")
+    dataset = getattr(args, "dataset", None)
+    if dataset is not None and dataset != info.dataset:
+        raise UsageError(f"--dataset {dataset}: the run in {root} was trained on {info.dataset} "
+                         f"({config_file}); a resumed run keeps its data")
+    if args.require_mnist and info.dataset != "mnist":
+        raise UsageError(f"--require-mnist: the run in {root} was trained on {info.dataset}, not MNIST "
+                         f"({config_file}); a resumed run keeps its data")
 
 
-def cmd_train(args) -> int:
-    with contextlib.ExitStack() as stack:  # holds the run's lock to the end, figures included
-        prepared = _prepare_resume(args, stack) if args.resume else _prepare_fresh(args, stack)
-        if prepared is None:
-            return 0
-        return _train(args, *prepared)
+def _resume(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
+    """The run or sweep in --resume, every directory locked before anything is read; None when
+    there is nothing to do."""
+    root = Path(args.resume)
+    if args.out and Path(args.out).resolve() != root.resolve():
+        raise UsageError(f"--out {args.out} differs from --resume {root}; a resumed "
+                         f"{'sweep' if command == 'sweep' else 'run'} stays in its directory")
+    command_line = getattr(args, "command_line", None)
+    grid, saved_errors = None, None
+    if command == "sweep":
+        require_run_dir(root)
+        lock_run(root, command_line, stack)
+        saved, _ = sw.read_sweep_info(root)
+        grid, saved_errors = saved.grid, list(saved.errors)
+        run_dirs = [root / name for name in saved.names]
+    else:
+        run_dirs = [root]
+    for run_dir in run_dirs:
+        if run_dir.is_dir():
+            lock_run(run_dir, command_line, stack)  # before reading anything: a second writer is refused at once
+    points = [resume_point(d, getattr(args, "dataset", None) if command == "train" else None, warn) for d in run_dirs]
+    infos = [info for info, _ in points]
+    states = [state for _, state in points]
+    _check_resume_flags(args, command, infos[0], root)
+    vae_config = infos[0].vae_config
+    for run_dir, info in zip(run_dirs, infos):
+        if info.vae_config != vae_config:
+            raise RunError(f"{run_dir / CONFIG_FILE}: its model differs from {run_dirs[0] / CONFIG_FILE}'s; the models "
+                           "of a sweep share one architecture", run_dir=run_dir)
+    configs = [configs_from_args(args, info.vae_config, info.train_config)[1] for info in infos]
+    errors = saved_errors or [None] * len(run_dirs)
+    idle = [nothing_to_do(vae_config, tc, state) if error is None else "stopped on a non-finite loss"
+            for tc, state, error in zip(configs, states, errors)]
+    if all(idle):
+        epoch = max(state.epoch if state else 0 for state in states)
+        hint = f"; to train longer, pass --epochs above {epoch}" if configs[0].max_epochs <= epoch else ""
+        what = idle[0] if len(idle) == 1 else f"every model is done ({idle[0]})"
+        say(f"{root}: nothing to do: {what}{hint} (the {'sweep' if command == 'sweep' else 'run'} is left as it is; "
+            f"see it with: {PROG} evaluate {shlex.quote(str(run_dirs[0]))})")
+        return None
+    dataset = run_dataset(infos[0], args.data_dir, not args.no_download, warn, run_dir=run_dirs[0])
+    for run_dir, info in zip(run_dirs[1:], infos[1:]):
+        check_run_data(info, dataset, args.data_dir or info.data_dir, run_dir)
+    check_arrays(dataset, vae_config, configs[0].batch_size)
+    for run_dir, info, tc in zip(run_dirs, infos, configs):
+        updated = resumed_info(info, tc, dataset, args.data_dir)
+        if updated != info:
+            if info.fingerprints is None:
+                warn(f"{run_dir / CONFIG_FILE} records no data fingerprint (written by jaxvae "
+                     f"{info.version or '0.1.0'}): recording those of the data used from now on")
+            write_run_config(run_dir, updated)
+    models = ([sw.SweepModel(d.name, vae_config, tc) for d, tc in zip(run_dirs, configs)] if command == "sweep" else [])
+    return Plan(command, root, run_dirs, vae_config, configs, dataset, infos[0].image_shape, states, models, grid, errors)
 
 
-def _train(args, run_dir: Path, info: RunInfo, state, vae_config: VAEConfig, train_config: TrainConfig,
-           dataset) -> int:
-    from jaxvae.batching import steps_per_epoch
-    from jaxvae.training import NonFiniteError, fit
+# --------------------------------------------------------------------------- training
 
-    writer = BackgroundWriter()  # the checkpoint and metrics of an epoch land while the next one trains
-    saver = EpochSaver(run_dir, vae_config, train_config, state.epoch if state else 0, writer=writer)
-    resume_hint = f"{PROG} train --resume {shlex.quote(str(run_dir))}"
 
-    def second_ctrl_c() -> str:
-        if saver.saved_epoch:
-            return (f"second Ctrl-C: stopped at once; the checkpoint of epoch {saver.saved_epoch} is at "
-                    f"{saver.checkpoint_path}; resume with: {resume_hint}")
-        return f"second Ctrl-C: stopped at once; no epoch had finished; start it again with: {resume_hint}"
+def _write_sweep_file(plan: Plan, errors=None) -> None:
+    sw.write_sweep_info(plan.root, sw.SweepInfo(plan.grid, tuple(d.name for d in plan.run_dirs),
+                                                tuple(errors or plan.errors or [None] * len(plan.run_dirs))))
 
-    steps = steps_per_epoch(len(dataset.train_x), train_config.batch_size, train_config.drop_last)
-    progress = make_progress(args, steps, saver.saved_epoch + 1, train_config.max_epochs)
-    loggers = epoch_loggers(args, run_dir)
 
-    def close_bar():
-        for display in (progress, *loggers):
+def _start_state(plan: Plan) -> ModelsState | None:
+    """The models' state to resume from, or None for a fresh start. A model that has no checkpoint yet
+    starts from its seed (in a resumed sweep, one that stopped non-finite before saving stays stopped)."""
+    if plan.states is None:
+        return None
+    states = [state if state is not None else init_fit_state(TrainStep.from_configs(plan.vae_config, tc), tc)
+              for state, tc in zip(plan.states, plan.train_configs)]
+    return ModelsState.stack(states, plan.errors or None)
+
+
+def _header(plan: Plan) -> None:
+    n = len(plan.run_dirs)
+    say(f"{'sweep' if plan.is_sweep else 'run'} directory: {plan.root}")
+    started = [s.epoch for s in plan.states if s is not None] if plan.states else []
+    if started:
+        resuming = f"; resuming after epoch {max(started)}"
+    else:
+        resuming = "; no checkpoint yet: starting at epoch 1" if plan.states is not None else ""
+    models = ""
+    if plan.is_sweep:
+        varying = sw.varying_values(plan.models)
+        seeds = len({m.seed for m in plan.models})
+        models = (f"; {n} models ({', '.join(SWEEP_VALUE_FLAGS[q] for q in varying) or 'seeds only'}; "
+                  f"{seeds} seed{'s' * (seeds > 1)} each) in one compiled program")
+    say(f"data: {plan.dataset.name}, {len(plan.dataset.train_x)} train / {len(plan.dataset.test_x)} test samples, "
+        f"{plan.vae_config.input_dim} features; model {model_shape(plan.vae_config)}{models}{resuming}")
+    device = jax.devices()[0]
+    say(f"device: {device.platform} ({device.device_kind}, {jax.device_count()} device"
+        f"{'s' * (jax.device_count() > 1)}); compiling the first epoch")
+
+
+def _non_finite_lines(plan: Plan, errors, saver: RunSaver) -> list[str]:
+    lines = []
+    for i, error in enumerate(errors):
+        if error is None:
+            continue
+        run_dir, saved = plan.run_dirs[i], saver.saved_epochs[i]
+        quoted = shlex.quote(str(run_dir))
+        if saved:
+            kept = (f"the last good checkpoint (epoch {saved}) is unchanged at {saver.checkpoint_path(i)} and usable "
+                    f"({PROG} evaluate {quoted}); resuming would repeat the same steps, so to train on, start a new run "
+                    f"with a smaller --lr: {PROG} {plan.command} --out NEW_DIR --lr ...")
+        else:
+            kept = (f"no epoch finished, so no checkpoint was written; start it again with a smaller --lr: "
+                    f"{PROG} {plan.command} --out {shlex.quote(str(plan.root))} --lr ... (and your other flags)")
+        who = f"model {run_dir.name}: " if plan.is_sweep else ""
+        lines.append(f"{PROG} {plan.command}: error: {who}{error}; {kept}")
+    return lines
+
+
+def _train(args, plan: Plan) -> int:
+    vc, configs = plan.vae_config, plan.train_configs
+    state = _start_state(plan)
+    writer = BackgroundWriter()  # the checkpoints and metrics of an epoch land while the next one trains
+    saved = [s.epoch if s is not None else 0 for s in plan.states] if plan.states else None
+    saver = RunSaver(plan.run_dirs, vc, configs, saved, writer=writer)
+    tc = configs[0]
+    steps = steps_per_epoch(len(plan.dataset.train_x), tc.batch_size, tc.drop_last)
+    first_epoch = min(state.epochs) + 1 if state is not None else 1
+    progress = EpochProgress("none" if args.quiet else args.progress, steps, first_epoch, tc.max_epochs,
+                             models=len(plan.run_dirs))
+    loggers = [epoch_loggers(args, run_dir) for run_dir in plan.run_dirs]
+    reported = list(plan.errors) if plan.errors else [None] * len(plan.run_dirs)
+    collapse_warned = [False] * len(plan.run_dirs)
+
+    def close_displays():
+        progress.close()
+        for display in (d for per_model in loggers for d in per_model):
             display.close()
 
-    with SigintFlag(second_ctrl_c) as stop:  # installed before the first line: a Ctrl-C from now on is ours
-        say(f"run directory: {run_dir}")
-        if state is not None:
-            resuming = f"; resuming after epoch {state.epoch}"
-        else:
-            resuming = "; no checkpoint yet: starting at epoch 1" if args.resume else ""
-        say(f"data: {dataset.name}, {len(dataset.train_x)} train / {len(dataset.test_x)} test samples, "
-             f"{vae_config.input_dim} features; model {model_shape(vae_config)}" + resuming)
+    def second_ctrl_c() -> str:
+        if any(saver.saved_epochs):
+            where = (f"the checkpoint of epoch {saver.saved_epochs[0]} is at {saver.checkpoint_path(0)}"
+                     if len(plan.run_dirs) == 1 else "every model's last finished epoch is saved in its run directory")
+            return f"second Ctrl-C: stopped at once; {where}; resume with: {plan.resume_command}"
+        return f"second Ctrl-C: stopped at once; no epoch had finished; start it again with: {plan.resume_command}"
 
-        def on_epoch(fit_state, record):
-            saver(fit_state, record)
+    with SigintFlag(second_ctrl_c) as stop:  # installed before the first line: a Ctrl-C from now on is ours
+        _header(plan)
+
+        def on_epoch(models_state: ModelsState, records) -> None:
+            saver(models_state, records)
             progress.end_epoch()
-            say(_epoch_line(record, train_config.max_epochs))
+            for i, record in enumerate(records):
+                for logger in loggers[i] if record is not None else ():
+                    logger(None, record)
+            newly = [i for i, e in enumerate(models_state.errors) if e is not None and reported[i] is None]
+            if newly:
+                reported[:] = models_state.errors
+                if plan.is_sweep:
+                    _write_sweep_file(plan, models_state.errors)
+                    for i in newly:
+                        warn(f"{PROG} sweep: model {plan.run_dirs[i].name}: {models_state.errors[i]}; its run directory "
+                             f"keeps its last good epoch ({models_state.epochs[i]}); the other models go on")
+            line = epoch_line(records, plan.models, tc.max_epochs)
+            if line:
+                say(line)
+            for i, record in enumerate(records):
+                # after the first epoch: a model may start near the prior and leave it
+                if record is not None and record["epoch"] >= 2 and not collapse_warned[i] and posterior_collapsed(record):
+                    collapse_warned[i] = True
+                    who = f"model {plan.run_dirs[i].name}: " if plan.is_sweep else ""
+                    warn(f"{PROG} {plan.command}: warning: {who}posterior collapse: the KL term is "
+                         f"{record['val_kl']:.4f} nats per image after epoch {record['epoch']} (below {COLLAPSE_KL}), "
+                         "so z carries almost no information about x; try a smaller --kl-weight, "
+                         "--kl-warmup-epochs N, or a larger --latent-dim")
             if stop.requested:
                 raise StopAfterEpoch
 
         try:
             with writer:  # leaving waits until every queued write is on disk (or raises its OSError)
-                result = fit(dataset.train_x, dataset.test_x, vae_config=vae_config, train_config=train_config,
-                             state=state, callbacks=[on_epoch, *loggers], progress=progress.step_hook,
-                             progress_every=max(1, steps // 20))
+                result = fit_models(plan.dataset.train_x, plan.dataset.test_x, vae_config=vc, train_configs=configs,
+                                    state=state, callbacks=[on_epoch], progress=progress.step_hook,
+                                    progress_every=max(1, steps // 20))
         except (StopAfterEpoch, KeyboardInterrupt):
-            close_bar()
-            if saver.saved_epoch:
-                warn(f"interrupted after epoch {saver.saved_epoch}; checkpoint saved to {saver.checkpoint_path}; "
-                      f"resume with: {resume_hint}")
+            close_displays()
+            if len(plan.run_dirs) > 1:
+                warn(f"interrupted; every model's last finished epoch is saved in its run directory; resume with: "
+                     f"{plan.resume_command}")
+            elif saver.saved_epochs[0]:
+                warn(f"interrupted after epoch {saver.saved_epochs[0]}; checkpoint saved to {saver.checkpoint_path(0)}; "
+                     f"resume with: {plan.resume_command}")
             else:
-                warn(f"interrupted before the first epoch finished; nothing saved; start it again with: {resume_hint}")
+                warn(f"interrupted before the first epoch finished; nothing saved; start it again with: "
+                     f"{plan.resume_command}")
             return EXIT_INTERRUPTED
-        except NonFiniteError as e:
-            close_bar()
-            write_metrics(run_dir, e.state.history)  # the history so far (the callback already wrote it)
-            if e.state.epoch:
-                kept = (f"the last good checkpoint (epoch {e.state.epoch}) is unchanged at {saver.checkpoint_path} "
-                        f"and usable ({PROG} evaluate {shlex.quote(str(run_dir))}); resuming would repeat the same "
-                        f"steps, so to train on, start a new run with a smaller --lr: {PROG} train --out NEW_DIR --lr ...")
-            else:
-                kept = (f"no epoch finished, so no checkpoint was written; start it again with a smaller --lr: "
-                        f"{PROG} train --out {shlex.quote(str(run_dir))} --lr ... (and your other flags)")
-            warn(f"{PROG} train: error: {e}; {kept}")
-            return EXIT_NONFINITE
         except OSError as e:  # a full disk or a vanished directory while saving an epoch
-            close_bar()
-            kept = (f"the last good checkpoint (epoch {saver.saved_epoch}) is unchanged at {saver.checkpoint_path}"
-                    if saver.saved_epoch else "no epoch was saved")
-            warn(f"{PROG} train: error: {os_error_text(e)}; {kept}; fix that, then continue with: {resume_hint}")
+            close_displays()
+            if len(plan.run_dirs) == 1:
+                kept = (f"the last good checkpoint (epoch {saver.saved_epochs[0]}) is unchanged at "
+                        f"{saver.checkpoint_path(0)}" if saver.saved_epochs[0] else "no epoch was saved")
+            else:
+                kept = "every model's run directory keeps its last saved epoch"
+            warn(f"{PROG} {plan.command}: error: {os_error_text(e)}; {kept}; fix that, then continue with: "
+                 f"{plan.resume_command}")
             return EXIT_USAGE
+        close_displays()
+        failed = _non_finite_lines(plan, result.errors, saver)
+        if failed and not plan.is_sweep:
+            for line in failed:
+                warn(line)
+            return EXIT_NONFINITE
+        _finish(args, plan, result)
+    if failed:
+        names = [d.name for d, e in zip(plan.run_dirs, result.errors) if e is not None]
+        warn(f"{PROG} sweep: {len(names)} of {len(plan.run_dirs)} models stopped on a non-finite loss "
+             f"({', '.join(names)}); the summary leaves them out")
+        return EXIT_NONFINITE
+    return 0
 
-        close_bar()
-        history = result.history
+
+def _finish(args, plan: Plan, result) -> None:
+    """Figures of every model that trained, then the closing lines (a sweep's summary table)."""
+    params = [jax.tree.map(lambda leaf, i=i: leaf[i], result.params) for i in range(len(plan.run_dirs))]
+    test_x, test_y = plan.dataset.test_x, plan.dataset.test_y
+    if not args.no_plots:
+        for i, run_dir in enumerate(plan.run_dirs):
+            if result.histories[i] and result.errors[i] is None:
+                paths = save_figures(run_dir / FIGURES_DIR, params[i], plan.vae_config, test_x, test_y,
+                                     plan.image_shape, result.histories[i], seed=plan.train_configs[i].seed)
+                if not plan.is_sweep:
+                    say(f"figures: {', '.join(str(p) for p in paths)}")
+    if plan.is_sweep:
+        summary = sw.summarize(plan.models, result.histories, result.errors, result.stop_reasons)
+        summary_path = sw.write_summary(plan.root, summary)
+        for line in settings_table(summary):
+            say(line)
+        say(f"summary: {summary_path}")
         if not args.no_plots:
-            from jaxvae.plots import save_figures
-
-            paths = save_figures(run_dir / FIGURES_DIR, result.params, vae_config, dataset.test_x, dataset.test_y,
-                                 info.image_shape, history, seed=train_config.seed)
+            paths = save_sweep_figures(summary_path.parent, summary, result.histories, params, plan.vae_config,
+                                       test_x, test_y)
             say(f"figures: {', '.join(str(p) for p in paths)}")
+        return
+    history = result.histories[0]
     if history:
         last = history[-1]
-        why = {"schedule": f"the {train_config.lr_schedule} schedule ended", "max_epochs": "max epochs"}[result.stop_reason]
+        tc = plan.train_configs[0]
+        why = {"schedule": f"the {tc.lr_schedule} schedule ended", "max_epochs": "max epochs"}[result.stop_reasons[0]]
         say(f"done after epoch {last['epoch']} ({why}): train loss {last['train_loss']:.4f}, "
-             f"val loss {last['val_loss']:.4f} (recon {last['val_recon']:.4f}, KL {last['val_kl']:.4f})")
-    return 0
+            f"val loss {last['val_loss']:.4f} (recon {last['val_recon']:.4f}, KL {last['val_kl']:.4f})")
+
+
+def run_command(args, command: str) -> int:
+    """``jaxvae train`` (command "train") or ``jaxvae sweep`` ("sweep")."""
+    with contextlib.ExitStack() as stack:  # holds the directories' locks to the end, figures included
+        try:
+            plan = _resume(args, command, stack) if args.resume else _fresh(args, command, stack)
+        except RunError as e:
+            resume = f"{PROG} {command} --resume {shlex.quote(str(args.resume))}" if args.resume else None
+            raise UsageError(f"{e}{remedy_text(e, resume)}") from None
+        if plan is None:
+            return 0
+        return _train(args, plan)
+
+
+def cmd_train(args) -> int:
+    return run_command(args, "train")
+
+
+def cmd_sweep(args) -> int:
+    return run_command(args, "sweep")

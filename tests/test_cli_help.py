@@ -11,6 +11,7 @@ from jaxvae.config import (
     ARCHITECTURES,
     BINARIZATIONS,
     COMPUTE_DTYPES,
+    INITS,
     LIKELIHOODS,
     LR_SCHEDULES,
     OBJECTIVES,
@@ -24,7 +25,7 @@ from jaxvae.data import DATASETS
 ENUMERATED = {
     "activation": ACTIVATIONS, "output_activation": OUTPUT_ACTIVATIONS, "likelihood": LIKELIHOODS,
     "objective": OBJECTIVES, "architecture": ARCHITECTURES, "compute_dtype": COMPUTE_DTYPES,
-    "binarize": BINARIZATIONS, "lr_schedule": LR_SCHEDULES,
+    "init": INITS, "binarize": BINARIZATIONS, "lr_schedule": LR_SCHEDULES,
 }
 FIELDS = [f for cls in (VAEConfig, TrainConfig) for f in dataclasses.fields(cls)]
 
@@ -128,3 +129,17 @@ def test_no_suggestion_when_nothing_is_close(capsys):
 def test_did_you_mean():
     assert cli.did_you_mean("--epcohs", ["--epochs", "--seed"]) == "; did you mean --epochs?"
     assert cli.did_you_mean("xyz", ["--epochs", "--seed"]) == ""
+
+
+def test_help_loads_no_jax():
+    """``--help`` of every command answers without importing JAX (the commands load it when they run)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, contextlib, io\nfrom jaxvae.cli import main\n"
+             "for argv in (['--help'], *([c, '--help'] for c in ('train', 'sweep', 'evaluate', 'plot', 'export', "
+             "'import'))):\n    with contextlib.redirect_stdout(io.StringIO()):\n        assert main(argv) == 0\n"
+             "print(sorted(m for m in sys.modules if m == 'jax' or m.startswith(('jax.', 'flax', 'optax'))))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

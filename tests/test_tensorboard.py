@@ -73,6 +73,7 @@ def test_without_tensorboardx_the_flag_is_one_line_and_nothing_is_written(tmp_pa
     assert not (tmp_path / "never").exists()
 
 
+@pytest.mark.slow
 def test_the_logger_is_a_fit_callback(tmp_path, digit_like):
     pytest.importorskip("tensorboardX")
     import jaxvae

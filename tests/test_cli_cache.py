@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from jaxvae import cli
+
+pytestmark = pytest.mark.slow  # trains or starts processes: the full suite only (make test)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["train", "--dataset", "digits", "--hidden", "16", "--no-download", "--no-plots", "--epochs", "1"]
@@ -39,7 +43,7 @@ def test_a_second_start_loads_every_program_from_the_cache(tmp_path):
     cache = tmp_path / "cache" / "jaxvae" / "jax-cache"
     first = start(tmp_path, *TINY, "--out", "first")
     assert first.get("cache_hits", 0) == 0 and first["cache_misses"] > 0  # compiled and written
-    assert any(p.name.startswith("jit_train_epoch") for p in cache.iterdir())
+    assert any(p.name.startswith("jit_models_epoch") for p in cache.iterdir())
     second = start(tmp_path, *TINY, "--out", "second", "--epochs", "2")  # the epoch limit is no part of the programs
     assert second["cache_hits"] == second["compile_requests_use_cache"] > 0
     assert second.get("cache_misses", 0) == 0  # nothing compiled afresh
@@ -48,7 +52,7 @@ def test_a_second_start_loads_every_program_from_the_cache(tmp_path):
 def test_a_cache_directory_given_to_jax_is_kept(tmp_path):
     own = tmp_path / "own"
     start(tmp_path, *TINY, "--out", "own", JAX_COMPILATION_CACHE_DIR=str(own))
-    assert any(own.iterdir()) and not (tmp_path / "cache").exists()
+    assert any(own.iterdir()) and not (tmp_path / "cache" / "jaxvae").exists()
 
 
 def test_where_the_cache_lives(tmp_path, monkeypatch):
@@ -60,5 +64,12 @@ def test_where_the_cache_lives(tmp_path, monkeypatch):
     assert cli.compile_cache_dir() == Path.home() / ".cache" / "jaxvae" / "jax-cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("JAXVAE_NO_COMPILE_CACHE", "1")  # the opt-out: nothing set up, nothing created
-    assert cli.compile_cache_dir() is None and cli.enable_compile_cache() is None
+    import jax
+
+    given = jax.config.jax_compilation_cache_dir  # the test session's own cache: set JAX's aside meanwhile
+    jax.config.update("jax_compilation_cache_dir", None)
+    try:
+        assert cli.compile_cache_dir() is None and cli.enable_compile_cache() is None
+    finally:
+        jax.config.update("jax_compilation_cache_dir", given)
     assert not (tmp_path / "jaxvae").exists()

@@ -10,8 +10,10 @@ import pytest
 from jaxvae import cli
 from jaxvae.checkpoint import load_checkpoint
 from jaxvae.config import TrainConfig, VAEConfig
-from jaxvae.runs import CHECKPOINT_FILE, read_metrics, read_run_config
+from jaxvae.runs import CHECKPOINT_FILE, RunLock, read_metrics, read_run_config
 from test_cli import run_cli
+
+pytestmark = pytest.mark.slow  # trains or starts processes: the full suite only (make test)
 
 TINY = ["--dataset", "digits", "--hidden", "16", "--no-download", "--quiet"]
 GRID = ["--seeds", "2", "--recon-sigma", "0.5", "1"]
@@ -36,8 +38,8 @@ def test_sweep_writes_one_ordinary_run_per_model_and_a_summary(swept):
     for name in MODELS:
         info = read_run_config(swept / name)
         sigma, seed = float(name[5:8]), int(name[-1])
-        assert info.vae_config == VAEConfig(input_dim=64, hidden=(16,), recon_sigma=sigma)
-        assert info.train_config == TrainConfig(max_epochs=2, seed=seed)
+        assert info.vae_config == VAEConfig(input_dim=64, hidden=(16,))
+        assert info.train_config == TrainConfig(max_epochs=2, seed=seed, recon_sigma=sigma)
         history = read_metrics(swept / name)
         state, _, _ = load_checkpoint(swept / name / CHECKPOINT_FILE)
         assert [r["epoch"] for r in history] == [1, 2] and state.epoch == 2 and state.history == history
@@ -61,6 +63,17 @@ def test_a_models_directory_is_an_ordinary_run(swept, tmp_path, capsys):
     code, out, err = run_cli(capsys, "train", "--resume", alone, "--epochs", "3", "--no-plots", "--quiet")
     assert code == 0, err
     assert [r["epoch"] for r in read_metrics(alone)] == [1, 2, 3]
+
+
+def test_a_sweep_locks_every_models_directory(swept, tmp_path, capsys):
+    """While anything writes one model's run directory, resuming the sweep is refused, and the other
+    way round (the sweep holds its models' locks as train holds its run's)."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(swept, sweep)
+    with RunLock(sweep / MODELS[2], "jaxvae train --resume MODEL"):
+        code, _, err = run_cli(capsys, "sweep", "--resume", sweep, "--epochs", "3", "--no-plots", "--quiet")
+    assert code == 2 and "being written by another jaxvae" in err and "jaxvae train --resume MODEL" in err
+    assert [r["epoch"] for r in read_metrics(sweep / MODELS[0])] == [1, 2]  # nothing trained meanwhile
 
 
 def test_resume_continues_every_model_exactly(swept, tmp_path, capsys):

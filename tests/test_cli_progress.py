@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from jaxvae import cli
+from jaxvae.cli import console
 
 TINY = ["--dataset", "digits", "--hidden", "16", "--no-download", "--no-plots", "--epochs", "2"]
 
@@ -28,6 +29,7 @@ def epoch_lines(out: str) -> list[str]:
     return [line for line in out.splitlines() if line.startswith("epoch")]
 
 
+@pytest.mark.slow
 def test_a_log_file_gets_no_bar_frames(tmp_path, capsys, monkeypatch):
     with open(tmp_path / "stderr.log", "w+") as log:  # a real file: isatty() is False
         out = train(tmp_path, capsys, monkeypatch, log, "--progress", "steps")
@@ -36,6 +38,7 @@ def test_a_log_file_gets_no_bar_frames(tmp_path, capsys, monkeypatch):
     assert len(epoch_lines(out)) == 2  # the one line per epoch, on stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, bar_text", [("epochs", "training"), ("steps", "epoch 1/2")])
 def test_a_terminal_gets_a_bar_and_the_epoch_lines(tmp_path, capsys, monkeypatch, kind, bar_text):
     terminal = Terminal()
@@ -56,15 +59,15 @@ def test_only_the_steps_bar_runs_inside_the_compiled_epoch():
     # fit adds a host callback to the compiled epoch only for a step hook; JAX's persistent
     # compilation cache skips programs with host callbacks
     terminal = Terminal()
-    assert cli.EpochProgress("epochs", 10, 1, 3, stream=terminal).step_hook is None
-    steps = cli.EpochProgress("steps", 10, 1, 3, stream=terminal)
+    assert console.EpochProgress("epochs", 10, 1, 3, stream=terminal).step_hook is None
+    steps = console.EpochProgress("steps", 10, 1, 3, stream=terminal)
     assert steps.step_hook is steps
-    assert cli.EpochProgress("steps", 10, 1, 3, stream=io.StringIO()).step_hook is None  # not a terminal
+    assert console.EpochProgress("steps", 10, 1, 3, stream=io.StringIO()).step_hook is None  # not a terminal
 
 
 def test_the_run_bar_counts_epochs_from_a_resumed_start():
     terminal = Terminal()
-    progress = cli.EpochProgress("epochs", 10, 4, 6, stream=terminal)  # resuming after epoch 3 of 6
+    progress = console.EpochProgress("epochs", 10, 4, 6, stream=terminal)  # resuming after epoch 3 of 6
     progress.end_epoch()
     assert progress.bar.n == 4 and progress.bar.total == 6
     progress.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from jaxvae import cli
+from jaxvae.cli import rundir
 from jaxvae.runs import read_run_config
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -35,6 +36,7 @@ def one_epoch(argv: list[str]) -> list[str]:
     return [("1" if previous == "--epochs" else arg) for previous, arg in zip(["", *argv], argv)]
 
 
+@pytest.mark.slow
 def test_the_quick_start_works_in_order_offline(offline, capsys):
     commands = quick_start_commands()
     assert [c[0] for c in commands][:4] == ["train", "evaluate", "plot", "export"]
@@ -55,14 +57,25 @@ def test_the_quick_start_works_in_order_offline(offline, capsys):
             assert read_run_config(run_dir).dataset == "mnist-subset"
     assert (offline / "runs" / "subset" / "evaluate.json").is_file()
     assert len(list((offline / "runs" / "subset" / "figures").glob("*.png"))) == 5
+    assert (offline / "runs" / "subset" / "model.pt").is_file()  # export writes into the run by default
+    assert not list(offline.glob("*.pt"))
 
 
 def test_runs_without_out_never_share_a_directory(offline, monkeypatch):
     monkeypatch.setattr(time, "strftime", lambda fmt: "20260101-120000")  # two starts within one second
-    first = cli.default_run_dir("digits")
+    first = rundir.default_run_dir("digits")
     assert first == Path("runs/digits-20260101-120000")
     first.mkdir(parents=True)
-    assert cli.default_run_dir("digits") == Path("runs/digits-20260101-120000-2")
+    assert rundir.default_run_dir("digits") == Path("runs/digits-20260101-120000-2")
     Path("runs/digits-20260101-120000-2").mkdir()
-    assert cli.default_run_dir("digits") == Path("runs/digits-20260101-120000-3")
-    assert cli.default_run_dir("mnist-subset") == Path("runs/mnist-subset-20260101-120000")
+    assert rundir.default_run_dir("digits") == Path("runs/digits-20260101-120000-3")
+    assert rundir.default_run_dir("mnist-subset") == Path("runs/mnist-subset-20260101-120000")
+
+
+def test_a_named_data_dir_without_mnist_is_an_error_not_the_subset(offline, capsys):
+    (offline / "empty").mkdir()
+    code = cli.main(["train", "--data-dir", str(offline / "empty"), "--epochs", "1", "--out", "r"])
+    err = capsys.readouterr().err
+    assert code == 2 and "MNIST not found" in err and str(offline / "empty") in err and not (offline / "r").exists()
+    code = cli.main(["train", "--dataset", "digits", "--data-dir", str(offline / "empty"), "--epochs", "1"])
+    assert code == 2 and "--data-dir" in capsys.readouterr().err

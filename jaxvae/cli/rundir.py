@@ -1,0 +1,62 @@
+"""Where a command writes: the default run directory, the --out checks, the locks, and the command
+that a library ``RunError``'s remedy stands for."""
+from __future__ import annotations
+
+import contextlib
+import shlex
+import time
+from pathlib import Path
+
+from jaxvae.cli.console import warn
+from jaxvae.cli.flags import PROG, UsageError
+from jaxvae.runs import CHECKPOINT_FILE, CONFIG_FILE, RunError, RunLock, check_new_run_dir
+
+
+def default_run_dir(dataset_name: str, prefix: str = "") -> Path:
+    """``runs/<prefix><dataset>-<YYYYmmdd-HHMMSS>`` named after the data actually used (the fallback's
+    too), with ``-2``, ``-3``, ... when that directory exists (two runs started within one second)."""
+    stem = Path("runs") / f"{prefix}{dataset_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, n = stem, 1
+    while out.exists():
+        n += 1
+        out = stem.with_name(f"{stem.name}-{n}")
+    return out
+
+
+def check_out_dir(out: Path) -> bool:
+    """``runs.check_new_run_dir`` for ``--out``: whether a run that never trained is there to restart."""
+    try:
+        return check_new_run_dir(out)
+    except RunError as e:
+        raise UsageError(f"--out {e}{remedy_text(e)}") from None
+
+
+def new_run_dir(out: str | None, dataset_name: str) -> Path:
+    out = Path(out) if out else default_run_dir(dataset_name)
+    check_out_dir(out)
+    return out
+
+
+def lock_run(run_dir: Path, command_line: str | None, stack: contextlib.ExitStack) -> None:
+    """Hold the run directory's lock until ``stack`` closes (the end of the command)."""
+    lock = stack.enter_context(RunLock(run_dir, command_line))
+    if not lock.locked:
+        warn(f"{PROG}: note: this platform has no advisory file locks; make sure no other jaxvae writes {run_dir}")
+
+
+def remedy_text(error: RunError, resume: str | None = None) -> str:
+    """The command that fixes ``error``, as ``; <what to do>: <command>``, or "" when none applies.
+    ``resume`` is the command that continues the run (default: ``jaxvae train --resume RUN_DIR``)."""
+    if error.remedy is None or error.run_dir is None:
+        return ""
+    where = shlex.quote(str(error.run_dir))
+    resume = resume or f"{PROG} train --resume {where}"
+    checkpoint = error.run_dir / CHECKPOINT_FILE
+    return {
+        "resume": f"; continue it with '{resume}' or choose another directory",
+        "start": f"; start a run there with: {PROG} train --out {where}",
+        "rebuild_config": f"; rebuild {CONFIG_FILE} from it with: {resume} --dataset NAME (the data it was trained on)",
+        "set_aside_checkpoint": (f"; to start this run again from scratch (keeping that file): mv "
+                                 f"{shlex.quote(str(checkpoint))} {shlex.quote(str(checkpoint) + '.bad')} && {resume}"),
+        "data_dir": "; pass --data-dir with the run's data",
+    }.get(error.remedy, "")
