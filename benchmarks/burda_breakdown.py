@@ -57,12 +57,12 @@ def variants(tc: TrainConfig, n: int):
     return {
         "jaxvae (shipped)": (shipped, contextlib.nullcontext),
         "jax.nn.softplus": (shipped, old_softplus),
-        "SGD direction (no Adam)": (TrainStep(BURDA, optax.identity(), shipped.lr, None, shipped.steps_per_epoch,
-                                              True), contextlib.nullcontext),
-        "flat Adam (optax.flatten)": (TrainStep(BURDA, optax.flatten(shipped.optimizer), shipped.lr, None,
+        "SGD direction (no Adam)": (TrainStep(BURDA, optax.identity(), shipped.lr, shipped.kl_weight,
+                                              shipped.steps_per_epoch, True), contextlib.nullcontext),
+        "flat Adam (optax.flatten)": (TrainStep(BURDA, optax.flatten(shipped.optimizer), shipped.lr, shipped.kl_weight,
                                                 shipped.steps_per_epoch, True), contextlib.nullcontext),
-        "no binarisation": (TrainStep(BURDA, shipped.optimizer, shipped.lr, None, shipped.steps_per_epoch, False),
-                            contextlib.nullcontext),
+        "no binarisation": (TrainStep(BURDA, shipped.optimizer, shipped.lr, shipped.kl_weight,
+                                      shipped.steps_per_epoch, False), contextlib.nullcontext),
     }
 
 
@@ -71,7 +71,7 @@ def compile_epoch(step: TrainStep, context, state, data, key, schedules):
     def fresh(train_step, state, data, key, schedules, *, batch_size):
         # a new function object per variant: JAX caches traces per function, so reusing train_epoch's
         # would hand every variant the first one's program, patched or not
-        return training.train_epoch.__wrapped__(train_step, state, data, key, schedules, batch_size=batch_size)
+        return training._train_epoch(train_step, state, data, key, schedules, batch_size, False, None, None)
 
     epoch = jax.jit(fresh, static_argnames=("train_step", "batch_size"), donate_argnames="state")
     with context():
@@ -107,7 +107,7 @@ def main(argv=None) -> dict:
     if args.variants:
         chosen = {name: chosen[name] for name in ["jaxvae (shipped)", *args.variants.split(",")] if name in chosen}
     for name, (step, context) in chosen.items():
-        fit_state = init_fit_state(step, 0)
+        fit_state = init_fit_state(step, tc)
         compiled = compile_epoch(step, context, fit_state.train_state, data, fit_state.key, fit_state.schedules)
         runs[name] = {"compiled": compiled, "state": fit_state.train_state, "schedules": fit_state.schedules,
                       "key": fit_state.key, "seconds": []}

@@ -94,7 +94,7 @@ def make_training(job: dict, data: dict) -> Job:
     train_x = jax.device_put(jnp.asarray(data["train"]))
     n = train_x.shape[0]
     step = TrainStep.from_configs(vc, tc, steps_per_epoch(n, bs))
-    fit_state = init_fit_state(step, tc.seed)
+    fit_state = init_fit_state(step, tc)
     schedules = fit_state.schedules
     state = {"train": fit_state.train_state, "key": fit_state.key}
 
@@ -139,7 +139,7 @@ def make_importance_sampled(job: dict, data: dict) -> Job:
     import jax.numpy as jnp
 
     from jaxvae.config import VAEConfig
-    from jaxvae.evaluate import CHUNK_BUDGET, importance_sampled
+    from jaxvae.evaluation import CHUNK_BUDGET, importance_sampled
     from jaxvae.models import init_params
 
     vc = VAEConfig(**BURDA)

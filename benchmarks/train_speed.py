@@ -50,8 +50,6 @@ for _path in (str(REPO_ROOT), str(BENCH_DIR)):
 
 import numpy as np  # noqa: E402
 
-from jaxvae.data import to_unit_float  # noqa: E402  (torchvision's scaling; no device work in the parent)
-
 INPUT_DIM = 784
 LATENT_DIM = 2
 
@@ -63,12 +61,14 @@ VARIANTS = {
     "torch_cudagraphs": ("torch", "(2c) (2b) with mode='reduce-overhead' (CUDA graphs; GPU only)"),
     "torch_heroic": ("torch", "(2d) torch.func grad + Adam in one torch.compile(fullgraph) call of K steps, "
                               "malloc thresholds raised"),
+    "torch_graphed": ("torch", "(2e) a whole step (forward, backward, fused Adam) captured in a CUDA graph on static "
+                               "tensors, replayed per batch (GPU only)"),
     "jax_loop": ("jax", "(3) jaxvae: Python loop over the jitted, donated train_step"),
     "jax_epoch": ("jax", "(4) jaxvae: the whole epoch as one compiled call (train_epoch)"),
 }
 SUBJECT = "jax_epoch"  # the variant every other is compared with, round by round
 COMPILE_VARIANTS = {"torch_compile", "torch_cudagraphs", "torch_heroic"}
-GPU_ONLY = {"torch_cudagraphs"}
+GPU_ONLY = {"torch_cudagraphs", "torch_graphed"}
 # glibc keeps freed gradient-sized blocks instead of returning (and page-faulting) them every step.
 HEROIC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 31)}
 SECTIONS = ("main", "batch1024", "sweep", "burda", "eval", "cli")
@@ -115,6 +115,14 @@ def epoch_flops(n: int, batch: int, layers) -> int:
 
 
 # ----------------------------------------------------------------------------------------- data
+def to_unit_float(images: np.ndarray) -> np.ndarray:
+    """``jaxvae.data.to_unit_float`` (torchvision's scaling), imported on first use: importing jaxvae
+    imports JAX, which a process that only starts and drives workers does not need."""
+    from jaxvae.data import to_unit_float as scale
+
+    return scale(images)
+
+
 def synthetic_mnist(n: int, seed: int) -> np.ndarray:
     """MNIST-shaped uint8 images [n, 784]: about 80% black pixels, the rest uniform in 1..255,
     roughly MNIST's sparsity, so that no kernel sees unrealistically dense or constant data."""
@@ -201,6 +209,8 @@ def _timed(fn) -> dict:
 def _env(extra: dict | None) -> dict:
     env = {**os.environ, **(extra or {})}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    # Several worker processes share one GPU: none may take JAX's default 75% of its memory up front.
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     return env
 
 
@@ -213,17 +223,20 @@ class Worker:
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker"], env=_env(env_extra),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log.open("w"), text=True)
 
-    def call(self, **cmd) -> dict:
+    def call(self, timeout: float | None = None, **cmd) -> dict:
+        """Send ``cmd``; its answer, or an error once ``timeout`` (default: the worker's) has passed."""
         if self.proc.poll() is not None:
             return {"error": f"worker exited {self.proc.returncode}: {self._log_tail()}"}
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
-        deadline = time.monotonic() + self.timeout
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         while True:
             ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                self.close()
-                return {"error": f"worker timed out after {self.timeout} s"}
+            if not ready:  # it is stuck in the command: asking it to quit would wait for nothing
+                self.proc.kill()
+                self.proc.wait()
+                return {"error": f"worker timed out after {timeout:.0f} s"}
             line = self.proc.stdout.readline()
             if not line:
                 self.proc.wait()
@@ -267,11 +280,15 @@ class Unit:
         return None
 
 
-def interleave(units: list[Unit], rounds: int, op: str = "run", pause: float = 0.05) -> None:
+def interleave(units: list[Unit], rounds: int, op: str = "run", pause: float = 0.05,
+               deadline: float | None = None) -> None:
     """``rounds`` rounds; in each, every unit runs once, the order rotated by one each round. The
-    pause lets spinning thread pools (OpenMP) go idle before the next unit starts."""
+    pause lets spinning thread pools (OpenMP) go idle before the next unit starts. No round starts
+    after ``deadline`` (``time.monotonic()``), so a time-boxed run keeps the rounds it finished."""
     live = [u for u in units if "error" not in u.setup]
     for r in range(rounds):
+        if deadline is not None and time.monotonic() > deadline:
+            break
         for u in live[r % len(live):] + live[: r % len(live)] if live else []:
             time.sleep(pause)
             result = u.worker.call(op=op, id=u.name)
@@ -325,6 +342,8 @@ def summarise(unit: Unit, subject: Unit | None, reference: Unit | None, floors: 
     s = {"variant": unit.name, **{k: v for k, v in unit.job.items() if k in ("section", "hidden", "batch", "model")}}
     if unit.error():
         return {**s, "error": unit.error()}
+    if not w:
+        return {**s, "error": "no timed round: the time ran out"}
     steps = unit.setup.get("steps")
     s.update(times=w, cpu_times=cpu, median_s=_median(w), min_s=min(w), max_s=max(w), cpu_median_s=_median(cpu),
              load_average=_median(r.get("load") for r in unit.rounds), steps=steps,
@@ -478,13 +497,18 @@ def markdown_report(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, so that no reader sees half a file."""
+    partial = path.with_suffix(path.suffix + ".tmp")
+    partial.write_text(text)
+    partial.replace(path)
+
+
 def write_report(report: dict, out: Path) -> str:
     out.parent.mkdir(parents=True, exist_ok=True)
     markdown = markdown_report(report)
-    for path, text in ((out.with_suffix(".json"), json.dumps(report, indent=1)), (out.with_suffix(".md"), markdown)):
-        partial = path.with_suffix(path.suffix + ".tmp")
-        partial.write_text(text)
-        partial.replace(path)  # no half-written result files
+    write_atomically(out.with_suffix(".json"), json.dumps(report, indent=1))
+    write_atomically(out.with_suffix(".md"), markdown)
     return markdown
 
 
@@ -515,11 +539,18 @@ class Bench:
         job = {**self.base, **job}
         return Unit(name, job, self.worker_for(job))
 
-    def setup(self, units: list[Unit], warmup: int) -> None:
-        """Set up (and compile) each unit, one after another, so compilations do not compete."""
+    def setup(self, units: list[Unit], warmup: int, deadline: float | None = None) -> None:
+        """Set up (and compile) each unit, one after another, so compilations do not compete. With a
+        ``deadline`` (``time.monotonic()``) a set-up still running then is stopped (its worker ends)
+        and none starts after it."""
         for u in units:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                u.setup = {"error": "not set up: the section's time ran out"}
+                continue
             print(f"  setting up {u.name}", flush=True)
-            u.setup = u.worker.call(op="setup", id=u.name, job=u.job, warmup=0 if u.job["variant"] == "matmul" else warmup)
+            u.setup = u.worker.call(op="setup", id=u.name, job=u.job, warmup=0 if u.job["variant"] == "matmul" else warmup,
+                                    timeout=None if left is None else min(left, u.worker.timeout))
             if (u.setup.get("info") or {}).get("version"):
                 self.versions[u.job["framework"]] = u.setup["info"]["version"]
 
@@ -529,7 +560,10 @@ class Bench:
                 for fw in ("torch", "jax")]
 
     def framework_section(self, section: str, hidden: int, batch: int, variants: list[str], rounds: int,
-                          with_eval: bool) -> dict:
+                          with_eval: bool, deadline: float | None = None, setup_deadline: float | None = None) -> dict:
+        """The variants (and the matmul floor) interleaved for ``rounds`` rounds. Deadlines
+        (``time.monotonic()``): set-ups end by ``setup_deadline`` (default ``deadline``), and no round
+        starts after ``deadline``; the rows hold the rounds done."""
         layers = dense_layers(hidden)
         units, skipped = [], []
         for v in variants:
@@ -542,10 +576,10 @@ class Bench:
                 units.append(self.unit(f"{section}/{v}/{hidden}", framework=framework, section=section, variant=v,
                                        hidden=hidden, batch=batch, eval=with_eval and v in ("torch_blog", SUBJECT)))
         mm = self.matmul_units(section, layers, batch)
-        self.setup(units + mm, self.warmup)
-        interleave(units + mm, rounds)
+        self.setup(units + mm, self.warmup, setup_deadline or deadline)
+        interleave(units + mm, rounds, deadline=deadline)
         if with_eval:
-            interleave([u for u in units if u.job.get("eval")], max(1, min(rounds, 5)), op="eval")
+            interleave([u for u in units if u.job.get("eval")], max(1, min(rounds, 5)), op="eval", deadline=deadline)
         rates = rates_per_round(mm, rounds)
         gflop = epoch_flops(self.n, batch, layers) / 1e9
         floors = [gflop / r["best"] if r["best"] else None for r in rates]

@@ -26,7 +26,7 @@ from pathlib import Path
 import jax
 
 from jaxvae.config import TrainConfig, VAEConfig
-from jaxvae.evaluate import evaluate
+from jaxvae.evaluation import evaluate
 from jaxvae.schedules import Stages
 from jaxvae.training import fit
 

@@ -16,6 +16,8 @@ pytest.importorskip("torch")
 sys.path.insert(0, str(REPO / "benchmarks"))
 import train_speed  # noqa: E402
 
+pytestmark = pytest.mark.slow  # trains or starts processes: the full suite only (make test)
+
 
 def test_matmul_flops_count_every_matmul_of_a_step():
     layers = train_speed.dense_layers(400)
@@ -112,7 +114,7 @@ def test_burda_breakdown_compiles_each_variant_as_its_own_program_and_reports_th
     data = jnp.asarray(bb.load_data(None, 100)[0])
     programs = {}
     for name, (step, context) in bb.variants(tc, 100).items():
-        state = init_fit_state(step, 0)
+        state = init_fit_state(step, tc)
         programs[name] = bb.compile_epoch(step, context, state.train_state, data, state.key, state.schedules).as_text()
     # every variant changes what is compiled (a patch that did not reach the trace would not)
     assert len(set(programs.values())) == len(programs)
@@ -123,3 +125,21 @@ def test_burda_breakdown_compiles_each_variant_as_its_own_program_and_reports_th
     assert report["rows"][0]["ratio_median"] == 1.0
     assert json.loads((tmp_path / "bb.json").read_text())["steps_per_epoch"] == 5
     assert "| SGD direction (no Adam) |" in (tmp_path / "bb.md").read_text()
+
+
+def test_the_graphed_step_trains_as_the_eager_one_where_it_cannot_capture():
+    """torch_graphed's static-tensor step, run eagerly (no CUDA here), follows torch_fast exactly: the
+    same seed, batches, noise draws and fused Adam, the last partial batch included (300 = 2 x 128 + 44)."""
+    import torch_variants
+
+    x = train_speed.to_unit_float(train_speed.synthetic_mnist(300, 0))
+    data = {"train": x, "val": x[:50]}
+    job = {"device": "cpu", "precision": "highest", "seed": 0, "batch": 128, "hidden": 64, "heroic_steps": 12}
+    losses = {}
+    for variant in ("torch_fast", "torch_graphed"):  # one after the other: they draw from torch's global RNG
+        made = torch_variants.make_job({**job, "variant": variant}, data)
+        assert made.steps == 3
+        losses[variant] = [made.run() for _ in range(3)]
+    fast_losses, graphed_losses = losses["torch_fast"], losses["torch_graphed"]
+    assert fast_losses[2] < fast_losses[0]  # it trains
+    assert graphed_losses == pytest.approx(fast_losses, rel=1e-5)

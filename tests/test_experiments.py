@@ -4,6 +4,10 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # trains or starts processes: the full suite only (make test)
+
 
 ROOT = Path(__file__).resolve().parents[1]
 
