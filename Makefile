@@ -1,4 +1,4 @@
-# The three commands a user needs: `make install`, `make train`, `make test`.
+# The three commands a user needs: `make install`, `make train`, `make test`; `make docs` builds the site.
 # Everything goes into a virtual environment in $(VENV); nothing touches the system Python.
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 # CPU build; elsewhere pass e.g. TORCH_INSTALL="torch --index-url <your CPU or CUDA wheel index>".
 TORCH_INSTALL ?= torch==2.13.0
 TRAIN_ARGS ?=
+GPU_ARGS ?=
 
-.PHONY: install train test bench clean
+.PHONY: install train test test-fast docs bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -17,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# keep a torch that is already there (a CUDA build, say); otherwise install $(TORCH_INSTALL)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_INSTALL)
-	$(PY) -m pip install -q -e ".[torch,test,tensorboard]"
+	$(PY) -m pip install -q -e ".[torch,test,tensorboard,docs]"
 	touch $@
 
 train: install
@@ -26,8 +27,21 @@ train: install
 test: install
 	$(PY) -m pytest -q
 
+# the fast tier: every test not marked slow (about a minute and a half on two cores)
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+# the documentation site (mkdocs.yml) into site/; --strict: a broken link or reference fails the build
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 bench: install
 	$(PY) benchmarks/train_speed.py
 
+# The accelerator check (benchmarks/gpu_check.py), under eight minutes. No `install` first: it runs with
+# the venv's Python when there is one, else with a python3 that already has jax, torch, flax and optax.
+gpu-check:
+	PYTHONPATH=".:$$PYTHONPATH" $(if $(wildcard $(PY)),$(PY),python3) benchmarks/gpu_check.py $(GPU_ARGS)
+
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache site
