@@ -10,8 +10,11 @@ their path in the params tree: ``trunk/0``, ``trunk/1``, ..., ``mu``, ``log_sigm
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -20,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae.config import VAEConfig, config_to_dict
+from jaxvae.data import DATASETS
 from jaxvae.fileio import atomic_write_bytes
 from jaxvae.models import init_params
 
@@ -67,10 +71,29 @@ def _state_dict(module_or_state) -> Mapping[str, Any]:
     raise TypeError(f"expected a torch module or a state dict, got {type(module_or_state).__name__}")
 
 
-def _to_numpy(tensor) -> np.ndarray:
+# Floating dtypes narrower than float32 are widened on the way in (jaxvae computes in float32 or wider).
+HALF_DTYPES = ("float16", "bfloat16")
+
+
+def _to_numpy(tensor, name: str) -> np.ndarray:
+    """A tensor (torch or array-like) as a finite floating NumPy array; ValueError naming ``name`` otherwise.
+
+    float16 and bfloat16 become float32, with a warning that says so (NumPy has no bfloat16 of its own)."""
+    dtype = str(getattr(tensor, "dtype", "")).removeprefix("torch.")
     if hasattr(tensor, "detach"):
-        return tensor.detach().cpu().numpy()
-    return np.asarray(tensor)
+        tensor = tensor.detach().cpu()
+        if dtype in HALF_DTYPES:
+            tensor = tensor.float()
+        tensor = tensor.numpy()
+    array = np.asarray(tensor)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"tensor '{name}' has dtype {dtype or array.dtype}; jaxvae takes floating-point weights only")
+    if dtype in HALF_DTYPES or array.dtype == np.float16:
+        warnings.warn(f"tensor '{name}' is {dtype or array.dtype}; cast to float32", stacklevel=3)
+        array = array.astype(np.float32)
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"tensor '{name}' holds {np.size(array) - np.isfinite(array).sum()} non-finite values (nan or inf)")
+    return array
 
 
 def _linear_layers(state: Mapping[str, Any], prefix: str, what: str) -> list[tuple[str, Any, Any]]:
@@ -126,8 +149,8 @@ def from_torch(encoder, decoder, config=None) -> dict:
     expected = {part: layers_of(tree) for part, tree in _expected_shapes(config).items()} if config is not None else None
     params: dict = {"encoder": {}, "decoder": {}}
     for part, torch_name, name in layer_table(states["encoder"], states["decoder"]):
-        weight = _to_numpy(states[part][f"{torch_name}.weight"])
-        bias = _to_numpy(states[part][f"{torch_name}.bias"])
+        weight = _to_numpy(states[part][f"{torch_name}.weight"], f"{part}.{torch_name}.weight")
+        bias = _to_numpy(states[part][f"{torch_name}.bias"], f"{part}.{torch_name}.bias")
         if weight.ndim != 2 or bias.shape != (weight.shape[0],):
             raise ValueError(f"{part} layer '{torch_name}': weight {weight.shape} and bias {bias.shape} do not form a Linear layer")
         want = expected[part].get(name) if expected is not None else None
@@ -264,6 +287,10 @@ def load_torch(path: str | os.PathLike) -> tuple[dict, VAEConfig, dict]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a torch file (torch.save writes a zip archive; this is not one)")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad file; all mean "not a state-dict file"
@@ -276,6 +303,27 @@ def load_torch(path: str | os.PathLike) -> tuple[dict, VAEConfig, dict]:
         params = from_torch(blob["encoder"], blob["decoder"], config)
         config = config or infer_config(params)
         check_torch_compatible(config)
+        check_metadata(blob, config)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{path}: {e}") from None
     return params, config, blob
+
+
+def check_metadata(blob: Mapping, config: VAEConfig) -> None:
+    """ValueError naming the first metadata field of a torch file (``save_torch``'s ``extra``) that is
+    malformed: a run directory made from it would be refused later by the commands that read it."""
+    def natural(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    if "dataset" in blob and blob["dataset"] not in DATASETS:
+        raise ValueError(f"field 'dataset' is {blob['dataset']!r}; expected one of {', '.join(DATASETS)}")
+    if "image_shape" in blob:
+        shape = blob["image_shape"]
+        if (not isinstance(shape, (list, tuple)) or not shape or not all(natural(n) and n > 0 for n in shape)
+                or math.prod(shape) != config.input_dim):
+            raise ValueError(f"field 'image_shape' is {shape!r}; expected positive sizes whose product is the "
+                             f"model's input size {config.input_dim}")
+    if "epoch" in blob and not natural(blob["epoch"]):
+        raise ValueError(f"field 'epoch' is {blob['epoch']!r}; expected a whole number >= 0")
+    if blob.get("data_dir") is not None and not isinstance(blob["data_dir"], str):
+        raise ValueError(f"field 'data_dir' is {blob['data_dir']!r}; expected a path or None")

@@ -8,6 +8,7 @@ from jaxvae.interop import (
     from_torch,
     infer_config,
     layer_table,
+    load_torch,
     to_torch,
 )
 
@@ -71,3 +72,71 @@ def test_missing_extra_and_misshaped_tensors_are_named():
     bad["network.network.2.bias"] = torch.zeros(5)
     with pytest.raises(ValueError, match="network.network.2"):
         from_torch(encoder, bad)
+
+
+# --------------------------------------------------------------------------- load_torch: checks at the door
+
+SMALL = VAEConfig(input_dim=64, hidden=(8,), latent_dim=2)
+
+
+def _blog_file(tmp_path, name="model.pt", cast=None, poison=None, **extra):
+    """A torch file of the small blog model; ``cast`` converts the encoder's first weight to a dtype,
+    ``poison`` writes that value into it; ``extra`` are metadata fields."""
+    torch.manual_seed(0)
+    encoder, _, decoder = torchref.build_blog_model(64, 2, hidden=(8,))
+    enc = encoder.state_dict()
+    key = "prev_network.network.0.weight"
+    if cast is not None:
+        enc[key] = enc[key].to(cast)
+    if poison is not None:
+        enc[key][0, 0] = poison
+    path = tmp_path / name
+    torch.save({"encoder": enc, "decoder": decoder.state_dict(), **extra}, path)
+    return path
+
+
+def test_a_valid_file_loads_and_keeps_its_metadata(tmp_path):
+    path = _blog_file(tmp_path, dataset="digits", image_shape=[8, 8], epoch=3, data_dir="/data")
+    params, config, blob = load_torch(path)
+    assert config == SMALL and blob["epoch"] == 3
+    assert params["encoder"]["trunk"][0]["kernel"].dtype == np.float32
+
+
+@pytest.mark.parametrize("content, fragment", [(b"", "empty file"), (b"not a zip at all", "not a torch file")])
+def test_a_file_that_is_not_a_torch_file_is_named(tmp_path, content, fragment):
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=f"^{path}: {fragment}"):
+        load_torch(path)
+
+
+@pytest.mark.parametrize("dtype", ["int64", "bool"])
+def test_non_floating_tensors_are_refused(tmp_path, dtype):
+    path = _blog_file(tmp_path, cast=getattr(torch, dtype))
+    with pytest.raises(ValueError, match=f"encoder.prev_network.network.0.weight' has dtype {dtype}; .*floating"):
+        load_torch(path)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_is_cast_to_float32_with_a_warning(tmp_path, dtype):
+    path = _blog_file(tmp_path, cast=getattr(torch, dtype))
+    with pytest.warns(UserWarning, match=f"prev_network.network.0.weight' is {dtype}; cast to float32"):
+        params, _, _ = load_torch(path)
+    kernel = params["encoder"]["trunk"][0]["kernel"]
+    expected = torch.load(path, weights_only=True)["encoder"]["prev_network.network.0.weight"].float().numpy().T
+    assert kernel.dtype == np.float32 and np.array_equal(kernel, expected)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused(tmp_path, value):
+    with pytest.raises(ValueError, match="prev_network.network.0.weight' holds 1 non-finite values"):
+        load_torch(_blog_file(tmp_path, poison=value))
+
+
+@pytest.mark.parametrize("field, value", [("dataset", "cifar"), ("dataset", 3), ("image_shape", [28, 28]),
+                                          ("image_shape", [8, -8]), ("image_shape", "8x8"), ("epoch", -1),
+                                          ("epoch", 2.5), ("epoch", True), ("data_dir", 7)])
+def test_malformed_metadata_is_refused_naming_the_field(tmp_path, field, value):
+    path = _blog_file(tmp_path, **{field: value})
+    with pytest.raises(ValueError, match=f"^{path}: field '{field}' is "):
+        load_torch(path)

@@ -384,3 +384,22 @@ def test_an_import_without_a_recorded_epoch_says_so(trained, tmp_path, capsys):
     code, out, err = run_cli(capsys, "evaluate", tmp_path / "imported", "--no-download")
     assert code == 0, err
     assert f"model imported from {(tmp_path / 'bare.pt').resolve()} (its epoch is not recorded)" in out
+
+
+def test_import_checks_the_file_at_the_door_and_writes_nothing_on_refusal(trained, tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    assert run_cli(capsys, "export", trained, "--torch", tmp_path / "model.pt")[0] == 0
+    blob = torch.load(tmp_path / "model.pt", weights_only=True)
+    torch.save({**blob, "epoch": "three"}, tmp_path / "bad.pt")
+    code, _, err = run_cli(capsys, "import", tmp_path / "bad.pt", "--out", tmp_path / "refused")
+    assert code == 2
+    assert_one_line_error(err, str(tmp_path / "bad.pt"), "field 'epoch' is 'three'")
+    assert not (tmp_path / "refused").exists()
+    half = {part: {k: v.half() for k, v in blob[part].items()} for part in ("encoder", "decoder")}
+    torch.save({**blob, **half}, tmp_path / "half.pt")
+    code, out, err = run_cli(capsys, "import", tmp_path / "half.pt", "--out", tmp_path / "imported")
+    assert code == 0, err
+    warnings = err.strip().splitlines()
+    assert len(warnings) == len(blob["encoder"]) + len(blob["decoder"])
+    assert all(line.startswith("jaxvae import: warning: ") and "is float16; cast to float32" in line for line in warnings)
+    assert run_cli(capsys, "evaluate", tmp_path / "imported", "--no-download")[0] == 0

@@ -5,6 +5,7 @@ import contextlib
 import dataclasses
 import json
 import shlex
+import warnings
 from pathlib import Path
 
 from jaxvae.cli.console import os_error_text, say, warn
@@ -91,13 +92,12 @@ def cmd_export(args) -> int:
     return 0
 
 
-def _imported_epoch(blob: dict) -> int | None:
-    epoch = blob.get("epoch")
-    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0 else None
-
-
 def cmd_import(args) -> int:
-    params, config, blob = load_torch(args.torch_file)
+    with warnings.catch_warnings(record=True) as casts:
+        warnings.simplefilter("always")
+        params, config, blob = load_torch(args.torch_file)
+    for cast in casts:
+        warn(f"{PROG} import: warning: {args.torch_file}: {cast.message}")
     train_config = TrainConfig(**{k: v for k, v in given_fields(args).items() if k in IMPORT_FIELDS})
     dataset = args.dataset or blob.get("dataset") or {784: "mnist", 64: "digits"}.get(config.input_dim, "mnist")
     shape = tuple(blob.get("image_shape") or default_image_shape(config.input_dim))
@@ -109,7 +109,7 @@ def cmd_import(args) -> int:
         fingerprints = fingerprints_from_dict(blob.get("data_fingerprints")) if same_data else None
     except ValueError as e:
         raise UsageError(f"{args.torch_file}: {e}") from None
-    epoch = _imported_epoch(blob)
+    epoch = blob.get("epoch")  # checked by load_torch: a whole number or absent
     source = {"file": str(Path(args.torch_file).resolve()), "epoch": epoch}
     info = RunInfo(config, train_config, dataset, shape, data_dir if isinstance(data_dir, str) else None,
                    fingerprints=fingerprints, imported_from=source)
