@@ -1,6 +1,4 @@
 """``python -m jaxvae``: the same as the ``jaxvae`` command."""
-import sys
+from jaxvae.entry import run
 
-from jaxvae.cli import main
-
-sys.exit(main())
+run()

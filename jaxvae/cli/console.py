@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from jaxvae.cli.flags import EXIT_INTERRUPTED, TENSORBOARD_DIR
+from jaxvae.entry import raise_if_interrupted
 from jaxvae.config import VAEConfig
 from jaxvae.tensorboard import TensorBoardLogger
 
@@ -141,6 +142,7 @@ class SigintFlag:
     def __enter__(self):
         if threading.current_thread() is not threading.main_thread():
             return self  # signals reach the main thread only; nothing to install
+        raise_if_interrupted()  # a Ctrl-C swallowed while the run was being prepared: do not start
         self._reader, self._writer = socket.socketpair()
         self._writer.setblocking(False)  # set_wakeup_fd's requirement
         self._previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: None)

@@ -20,10 +20,11 @@ from jaxvae.config import (
     TrainConfig,
     VAEConfig,
 )
+from jaxvae.entry import EXIT_INTERRUPTED  # noqa: F401 (one place; the CLI's modules import it from here)
 from jaxvae.tensorboard import missing
 
 PROG = "jaxvae"
-EXIT_NONFINITE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_NONFINITE, EXIT_USAGE = 1, 2
 
 # Flag names that differ from the field name with "_" -> "-".
 FLAG_NAMES = {"max_epochs": "epochs"}

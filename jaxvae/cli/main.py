@@ -29,6 +29,7 @@ from jaxvae.cli.flags import (
     config_fields,
 )
 from jaxvae.data import DATASETS
+from jaxvae.entry import raise_if_interrupted
 from jaxvae.fileio import user_cache_dir
 
 # Each command's function, imported when the command runs: building the parser loads no JAX.
@@ -162,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     args.command_line = shlex.join([PROG, *argv])  # who holds a run's lock, for a second writer's message
     enable_compile_cache()  # before the command compiles anything
     try:
-        return _command(args.command)(args)
+        command = _command(args.command)  # imports the command's modules, JAX among them
+        raise_if_interrupted()  # a Ctrl-C those imports swallowed
+        return command(args)
     except BrokenPipeError:  # the reader went away (jaxvae evaluate RUN | head -1): stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit would fail on the closed pipe again
