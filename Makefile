@@ -7,6 +7,10 @@ PY := $(VENV)/bin/python
 # CPU build; elsewhere pass e.g. TORCH_INSTALL="torch --index-url <your CPU or CUDA wheel index>".
 TORCH_INSTALL ?= torch==2.13.0
 TRAIN_ARGS ?=
+# pytest-xdist workers: one per core, at most 4 (each worker compiles its own programs); a test file
+# stays on one worker so that its module fixtures are built once
+TEST_WORKERS ?= auto --maxprocesses=4
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 GPU_ARGS ?=
 
 .PHONY: install train test test-fast docs bench gpu-check clean
@@ -25,11 +29,11 @@ train: install
 	$(VENV)/bin/jaxvae train $(TRAIN_ARGS)
 
 test: install
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 # the fast tier: every test not marked slow (about a minute and a half on two cores)
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # the documentation site (mkdocs.yml) into site/; --strict: a broken link or reference fails the build
 docs: install

@@ -17,6 +17,7 @@ recon_sigma in the model's config) and 1 (jaxvae 0.1.0).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -204,13 +205,30 @@ def _check_tree(template, restored, where: str, path: Path) -> None:
                               f"the config expects {shape}")
 
 
+# What may differ between a checkpoint and the configs it is loaded with: a resumed run may train longer.
+_MAY_DIFFER = {"max_epochs"}
+
+
+def _check_same_run(path: Path, stored: tuple, given: tuple) -> None:
+    """A checkpoint trained another model (or with other settings) than the configs it is loaded with
+    when a field other than the epoch limit differs; CheckpointError naming each such field."""
+    differing = [f"{field.name}: {a!r} in the checkpoint, {b!r} given"
+                 for s_config, g_config in zip(stored, given) for field in dataclasses.fields(s_config)
+                 if field.name not in _MAY_DIFFER
+                 and (a := getattr(s_config, field.name)) != (b := getattr(g_config, field.name))]
+    if differing:
+        raise CheckpointError(f"{path}: was trained with other settings than the config it is loaded with ("
+                              + "; ".join(differing) + ")")
+
+
 def load_checkpoint(path: str | os.PathLike, vae_config: VAEConfig | None = None,
                     train_config: TrainConfig | None = None, *,
                     train_step: TrainStep | None = None) -> tuple[FitState, VAEConfig, TrainConfig]:
     """``(state, vae_config, train_config)`` from a checkpoint file.
 
-    With ``vae_config`` (e.g. from the run's config.json) the weights must fit that architecture;
-    otherwise the checkpoint's own configs are used. ``train_step`` gives the optimizer and
+    With ``vae_config`` and ``train_config`` (e.g. from the run's config.json) the checkpoint must have
+    been trained with them (only ``max_epochs`` may differ) and its weights must fit; otherwise the
+    checkpoint's own configs are used. ``train_step`` gives the optimizer and
     schedules whose state structure to expect (default: what the configs name). Every problem
     raises ``CheckpointError`` naming the file (and the entry, for a shape mismatch).
     """
@@ -219,6 +237,7 @@ def load_checkpoint(path: str | os.PathLike, vae_config: VAEConfig | None = None
     stored_vae, stored_train = _configs(raw, path)
     vae_config = vae_config or stored_vae
     train_config = train_config or stored_train
+    _check_same_run(path, (stored_vae, stored_train), (vae_config, train_config))
     try:
         train_step = train_step or TrainStep.from_configs(vae_config, train_config)
     except ValueError as e:

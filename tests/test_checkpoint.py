@@ -56,14 +56,27 @@ def test_missing_file_and_directory_are_named(tmp_path):
         load_checkpoint(tmp_path / "nowhere" / "checkpoint.msgpack")
 
 
-def test_other_architecture_names_the_layer(fitted, tmp_path):
+def test_weights_that_do_not_fit_their_stored_config_name_the_layer(fitted, tmp_path):
+    """A file whose configs claim another architecture than its weights hold (crafted, or a writer bug)."""
+    for hidden, named in (((12,), r"params/decoder/hidden/0/bias has shape \(32,\), the config expects \(12,\)"),
+                          ((8, 8), r"params/decoder/hidden has entries \['0'\], expected \['0', '1'\]")):
+        path = tmp_path / "c.msgpack"
+        path.write_bytes(checkpoint_bytes(fitted, VAE.replace(hidden=hidden), TRAIN))
+        with pytest.raises(CheckpointError, match=r"c\.msgpack: (does not fit the model: )?" + named):
+            load_checkpoint(path)
+
+
+def test_a_checkpoint_of_other_settings_is_refused_naming_each_field(fitted, tmp_path):
+    """Same shapes are not the same model: another activation, likelihood or seed is named, not trusted."""
     path = save_checkpoint(tmp_path / "c.msgpack", fitted, VAE, TRAIN)
-    named = (r"c\.msgpack: does not fit the model: params/decoder/hidden/0/bias has shape \(32,\), "
-             r"the config expects \(12,\)")
-    with pytest.raises(CheckpointError, match=named):
-        load_checkpoint(path, VAE.replace(hidden=(12,)))
-    with pytest.raises(CheckpointError, match=r"params/decoder/hidden has entries \['0'\], expected \['0', '1'\]"):
-        load_checkpoint(path, VAE.replace(hidden=(8, 8)))
+    other = VAE.replace(activation="tanh", likelihood="bernoulli")
+    with pytest.raises(CheckpointError, match=r"c\.msgpack: was trained with other settings .*activation: 'leaky_relu' "
+                                              r"in the checkpoint, 'tanh' given; likelihood: "):
+        load_checkpoint(path, other)
+    with pytest.raises(CheckpointError, match=r"seed: 0 in the checkpoint, 1 given\)"):
+        load_checkpoint(path, VAE, TRAIN.replace(seed=1))
+    longer = TRAIN.replace(max_epochs=TRAIN.max_epochs + 5)  # a resumed run may train longer
+    assert load_checkpoint(path, VAE, longer)[2] == longer
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "foreign"])

@@ -403,3 +403,19 @@ def test_import_checks_the_file_at_the_door_and_writes_nothing_on_refusal(traine
     assert len(warnings) == len(blob["encoder"]) + len(blob["decoder"])
     assert all(line.startswith("jaxvae import: warning: ") and "is float16; cast to float32" in line for line in warnings)
     assert run_cli(capsys, "evaluate", tmp_path / "imported", "--no-download")[0] == 0
+
+
+def test_a_hand_edited_config_json_is_refused_by_every_command_naming_the_field(trained, tmp_path, capsys):
+    """Same shapes, another model: config.json says tanh, the checkpoint was trained with leaky ReLU."""
+    run = copy_run(trained, tmp_path / "run")
+    raw = json.loads((run / CONFIG_FILE).read_text())
+    assert raw["model"]["activation"] == "leaky_relu"
+    raw["model"]["activation"] = "tanh"
+    (run / CONFIG_FILE).write_text(json.dumps(raw))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    for argv in (["evaluate", run, "--no-download"], ["plot", run, "--no-download"],
+                 ["export", run], ["train", "--resume", run, "--epochs", "3", "--quiet"]):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2, (argv, err)
+        assert_one_line_error(err, str(run / CHECKPOINT_FILE), "activation: 'leaky_relu' in the checkpoint, 'tanh' given")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before

@@ -8,12 +8,11 @@ import shlex
 import warnings
 from pathlib import Path
 
-from jaxvae.cli.console import os_error_text, say, warn
+from jaxvae.checkpoint import save_checkpoint
+from jaxvae.cli.console import model_shape, os_error_text, say, warn
 from jaxvae.cli.flags import EXPORT_FILE, IMPORT_FIELDS, PROG, UsageError, given_fields
 from jaxvae.cli.inputs import run_data
-from jaxvae.cli.console import model_shape
 from jaxvae.cli.rundir import check_out_dir, lock_run, new_run_dir
-from jaxvae.checkpoint import save_checkpoint
 from jaxvae.config import TrainConfig
 from jaxvae.evaluation import evaluate_run
 from jaxvae.interop import load_torch, save_torch
@@ -25,7 +24,7 @@ from jaxvae.runs import (
     default_image_shape,
     fingerprints_from_dict,
     load_run,
-    read_run_config,
+    read_run_info,
     write_evaluation,
     write_run_config,
 )
@@ -40,7 +39,7 @@ def _model_line(info: RunInfo, epoch: int) -> str:
 
 
 def cmd_evaluate(args) -> int:
-    info = read_run_config(args.run_dir)
+    info = read_run_info(args.run_dir)
     result = evaluate_run(args.run_dir, split=args.split, seed=args.seed, k=args.k, limit=args.limit, chunk=args.chunk,
                           data_dir=args.data_dir, download=not args.no_download, log=warn)
     if args.json:

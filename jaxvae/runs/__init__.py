@@ -44,6 +44,7 @@ from jaxvae.runs.lifecycle import (
     load_run,
     nothing_to_do,
     read_checkpoint,
+    read_run_info,
     resume_point,
     resumed_info,
     start_new_run,
@@ -56,6 +57,6 @@ __all__ = [
     "SWEEP_FILE", "evaluation_key", "write_evaluation",
     "RunError", "RunBusyError", "RunInfo", "RunLock", "RunSaver",
     "check_new_run_dir", "check_run_data", "data_fingerprints", "default_image_shape", "fingerprints_from_dict",
-    "load_run", "nothing_to_do", "read_checkpoint", "read_metrics", "read_run_config", "require_run_dir",
+    "load_run", "nothing_to_do", "read_checkpoint", "read_metrics", "read_run_config", "read_run_info", "require_run_dir",
     "resume_point", "resumed_info", "run_dataset", "start_new_run", "write_metrics", "write_run_config",
 ]

@@ -43,17 +43,23 @@ def _config_or_none(run_dir: Path) -> RunInfo | None:
         return None
 
 
-def load_run(run_dir: str | os.PathLike) -> tuple[RunInfo, FitState]:
-    """``(RunInfo, FitState)`` of a run directory, for commands that read it; RunError naming the file."""
+def read_run_info(run_dir: str | os.PathLike) -> RunInfo:
+    """``config.json`` of a run that commands read; when it is lost but the checkpoint is there, the
+    RunError's remedy is "rebuild_config" (the checkpoint still holds the run)."""
     checkpoint = Path(run_dir) / CHECKPOINT_FILE
     try:
-        info = read_run_config(run_dir)
+        return read_run_config(run_dir)
     except RunError as e:
         if not checkpoint.exists():
             raise
         raise RunError(f"{e}; {checkpoint} still holds the run, and config.json can be rebuilt from it given the "
                        "name of its dataset", run_dir=run_dir, remedy="rebuild_config") from None
-    return info, read_checkpoint(checkpoint, info)[0]
+
+
+def load_run(run_dir: str | os.PathLike) -> tuple[RunInfo, FitState]:
+    """``(RunInfo, FitState)`` of a run directory, for commands that read it; RunError naming the file."""
+    info = read_run_info(run_dir)
+    return info, read_checkpoint(Path(run_dir) / CHECKPOINT_FILE, info)[0]
 
 
 def check_new_run_dir(run_dir: str | os.PathLike) -> bool:
