@@ -5,7 +5,7 @@ magic, a SHA-256 of the payload, the payload), the payload being Flax's msgpack 
 
     {"format_version": 4, "model": json, "training": json, "params": ..., "opt_state": ...,
      "step": int, "schedules": {"lr": ..., "kl_weight": ...}, "key": uint32 key data, "epoch": int,
-     "history": json}
+     "history": json, "run": json (optional: the run's data and fingerprints, as in config.json)}
 
 The checksum makes a truncated or corrupted file an error instead of silently wrong weights.
 Loading rebuilds the structure from the train step (a template) and checks every array's shape
@@ -50,9 +50,12 @@ def _key_data(key) -> np.ndarray:
     return np.asarray(key, dtype=np.uint32)
 
 
-def checkpoint_bytes(state: FitState, vae_config: VAEConfig, train_config: TrainConfig) -> bytes:
-    """The file's bytes for ``state`` (header + checksummed msgpack payload)."""
+def checkpoint_bytes(state: FitState, vae_config: VAEConfig, train_config: TrainConfig, run: dict | None = None) -> bytes:
+    """The file's bytes for ``state`` (header + checksummed msgpack payload). ``run``: what else the
+    run directory records about the model (a JSON-ready dict: its data and their fingerprints), kept
+    so that the run can be rebuilt from the checkpoint alone (``checkpoint_run_record``)."""
     host = jax.device_get(state.train_state)
+    extra = {} if run is None else {"run": json.dumps(run)}
     payload = serialization.msgpack_serialize({
         "format_version": FORMAT_VERSION,
         "model": json.dumps(config_to_dict(vae_config)),
@@ -64,19 +67,36 @@ def checkpoint_bytes(state: FitState, vae_config: VAEConfig, train_config: Train
         "key": _key_data(state.key),
         "epoch": int(state.epoch),
         "history": json.dumps(state.history),  # JSON keeps inf/nan and record order as they are
+        **extra,
     })
     return frame(MAGIC, payload)
 
 
 def save_checkpoint(path: str | os.PathLike, state: FitState, vae_config: VAEConfig,
-                    train_config: TrainConfig) -> Path:
+                    train_config: TrainConfig, run: dict | None = None) -> Path:
     """Write ``state`` to ``path`` atomically: a killed save leaves the previous checkpoint intact.
     In a multi-process run only process 0 writes (every process holds the same replicated state)."""
     path = Path(path)
     if not is_writer():
         return path
-    atomic_write_bytes(path, checkpoint_bytes(state, vae_config, train_config))
+    atomic_write_bytes(path, checkpoint_bytes(state, vae_config, train_config, run))
     return path
+
+
+def checkpoint_run_record(path: str | os.PathLike) -> dict | None:
+    """The ``run`` record a checkpoint was saved with, its configs added as "model" and "training"
+    (config.json's layout); None for a checkpoint saved without one. CheckpointError naming the file."""
+    path = Path(path)
+    raw = _read_payload(path)
+    if "run" not in raw:
+        return None
+    try:
+        run = json.loads(raw["run"])
+        if not isinstance(run, dict):
+            raise ValueError(f"a JSON object expected, got {type(run).__name__}")
+        return {**run, "model": json.loads(raw["model"]), "training": json.loads(raw["training"])}
+    except (TypeError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{path}: invalid stored run record ({e})") from None
 
 
 def _upgrade_format_1(raw: dict) -> dict:

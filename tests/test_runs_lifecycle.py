@@ -336,13 +336,44 @@ def test_import_records_the_source_epoch_and_data(tmp_path, capsys):
     assert_one_line_error(err, "--out", "imported from")
 
 
-@pytest.mark.parametrize("damage", ["deleted", "garbled"])
-def test_a_lost_config_json_is_rebuilt_from_the_checkpoint(trained, tmp_path, capsys, damage):
-    run = copy_run(trained, tmp_path / "run")
+def _damage_config(run, damage):
     if damage == "deleted":
         (run / CONFIG_FILE).unlink()
     else:
         (run / CONFIG_FILE).write_text('{"model": ')
+
+
+@pytest.mark.parametrize("damage", ["deleted", "garbled"])
+def test_a_lost_config_json_is_rebuilt_from_the_checkpoint_alone(trained, tmp_path, capsys, damage):
+    """The checkpoint carries config.json's record (data, fingerprints, image shape): nothing to name."""
+    run = copy_run(trained, tmp_path / "run")
+    original = read_run_config(run)
+    _damage_config(run, damage)
+    code, _, err = run_cli(capsys, "evaluate", run, "--no-download")  # a reader writes nothing: it names the way
+    assert code == 2
+    assert_one_line_error(err, str(run / CONFIG_FILE), f"rebuild config.json from it (and train on, if the run has "
+                          f"epochs left) with: jaxvae train --resume {run}")
+    command = suggested_command(err)
+    assert command == ["train", "--resume", str(run)]
+    code, _, err = run_cli(capsys, *command, "--quiet", "--no-plots", "--no-download")
+    assert code == 0, err
+    assert f"rebuilt {run / CONFIG_FILE} from {run / CHECKPOINT_FILE}" in err
+    assert read_run_config(run) == original  # every field, the data's fingerprints and the image shape included
+    assert (run / (CONFIG_FILE + ".bad")).exists() == (damage == "garbled")
+    assert run_cli(capsys, "evaluate", run, "--no-download")[0] == 0
+    _damage_config(run, damage)  # the record is there: another dataset named is refused, not taken
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--dataset", "mnist-subset", "--quiet")
+    assert code == 2
+    assert_one_line_error(err, str(run / CHECKPOINT_FILE), "was trained on digits, not on --dataset mnist-subset")
+
+
+@pytest.mark.parametrize("damage", ["deleted", "garbled"])
+def test_a_checkpoint_without_a_record_rebuilds_config_json_given_the_dataset(trained, tmp_path, capsys, damage):
+    """Checkpoints of jaxvae 0.2 and earlier hold the configs but not the name of the data."""
+    run = copy_run(trained, tmp_path / "run")
+    state, vae, train = load_checkpoint(run / CHECKPOINT_FILE)
+    save_checkpoint(run / CHECKPOINT_FILE, state, vae, train)  # no run record
+    _damage_config(run, damage)
     for argv in (["evaluate", run, "--no-download"], ["train", "--resume", run, "--quiet"]):
         code, _, err = run_cli(capsys, *argv)
         assert code == 2

@@ -21,6 +21,7 @@ from jaxvae.runs import (
     CHECKPOINT_FILE,
     FIGURES_DIR,
     RunInfo,
+    checkpoint_record,
     default_image_shape,
     fingerprints_from_dict,
     load_run,
@@ -121,7 +122,7 @@ def cmd_import(args) -> int:
             lock_run(out, getattr(args, "command_line", None), stack)
             check_out_dir(out)
             write_run_config(out, info)  # config first: a directory with a config alone can be redone in place
-            save_checkpoint(out / CHECKPOINT_FILE, state, config, train_config)
+            save_checkpoint(out / CHECKPOINT_FILE, state, config, train_config, run=checkpoint_record(info))
         except OSError as e:
             raise UsageError(f"--out {out}: cannot write the run directory ({os_error_text(e)})") from None
     after = f"after epoch {epoch}" if epoch is not None else "epoch not recorded in the file"

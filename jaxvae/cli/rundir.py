@@ -56,6 +56,8 @@ def remedy_text(error: RunError, resume: str | None = None) -> str:
         "resume": f"; continue it with '{resume}' or choose another directory",
         "start": f"; start a run there with: {PROG} train --out {where}",
         "rebuild_config": f"; rebuild {CONFIG_FILE} from it with: {resume} --dataset NAME (the data it was trained on)",
+        "rebuild_config_from_checkpoint": (f"; rebuild {CONFIG_FILE} from it (and train on, if the run has "
+                                           f"epochs left) with: {resume}"),
         "set_aside_checkpoint": (f"; to start this run again from scratch (keeping that file): mv "
                                  f"{shlex.quote(str(checkpoint))} {shlex.quote(str(checkpoint) + '.bad')} && {resume}"),
         "data_dir": "; pass --data-dir with the run's data",

@@ -82,14 +82,24 @@ class Plan:
     command: str  # "train" or "sweep"
     root: Path
     run_dirs: list[Path]
-    vae_config: VAEConfig
-    train_configs: list[TrainConfig]
+    infos: list[RunInfo]  # each run directory's config.json, as written before training
     dataset: Dataset
-    image_shape: tuple[int, int]
     states: list[FitState | None] | None = None
     models: list[sw.SweepModel] = field(default_factory=list)  # a sweep's
     grid: dict | None = None  # a sweep's (sweep.json)
     errors: list[str | None] = field(default_factory=list)
+
+    @property
+    def vae_config(self) -> VAEConfig:  # one architecture for all (checked when the plan is made)
+        return self.infos[0].vae_config
+
+    @property
+    def train_configs(self) -> list[TrainConfig]:
+        return [info.train_config for info in self.infos]
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return self.infos[0].image_shape
 
     @property
     def is_sweep(self) -> bool:
@@ -149,18 +159,19 @@ def _fresh(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     info = RunInfo(vae_config, train_config, dataset.name, tuple(dataset.image_shape), data_dir,
                    fingerprints=data_fingerprints(dataset))
+    infos = [replace(info, train_config=tc) for tc in configs]
     try:
         for directory in dict.fromkeys([root, *run_dirs]):
             if is_writer():
                 directory.mkdir(parents=True, exist_ok=True)
             lock_run(directory, getattr(args, "command_line", None), stack)
-        for run_dir, tc in zip(run_dirs, configs):
+        for run_dir, run_info in zip(run_dirs, infos):
             if check_out_dir(run_dir):  # again, under the lock: nobody trained here meanwhile
                 warn(f"{run_dir} holds a run that never saved a trained epoch: starting afresh in its place")
-            start_new_run(run_dir, replace(info, train_config=tc))
+            start_new_run(run_dir, run_info)
     except OSError as e:
         raise UsageError(f"--out {root}: cannot write the run directory ({os_error_text(e)})") from None
-    plan = Plan(command, root, run_dirs, vae_config, configs, dataset, tuple(dataset.image_shape), None, models, grid)
+    plan = Plan(command, root, run_dirs, infos, dataset, None, models, grid)
     if plan.is_sweep:
         _write_sweep_file(plan)
     return plan
@@ -240,6 +251,7 @@ def _resume(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
     for run_dir, info in zip(run_dirs[1:], infos[1:]):
         check_run_data(info, dataset, args.data_dir or info.data_dir, run_dir)
     check_arrays(dataset, vae_config, configs[0].batch_size)
+    updated_infos = []
     for run_dir, info, tc in zip(run_dirs, infos, configs):
         updated = resumed_info(info, tc, dataset, args.data_dir)
         if updated != info:
@@ -247,8 +259,9 @@ def _resume(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
                 warn(f"{run_dir / CONFIG_FILE} records no data fingerprint (written by jaxvae "
                      f"{info.version or '0.1.0'}): recording those of the data used from now on")
             write_run_config(run_dir, updated)
+        updated_infos.append(updated)
     models = ([sw.SweepModel(d.name, vae_config, tc) for d, tc in zip(run_dirs, configs)] if command == "sweep" else [])
-    return Plan(command, root, run_dirs, vae_config, configs, dataset, infos[0].image_shape, states, models, grid, errors)
+    return Plan(command, root, run_dirs, updated_infos, dataset, states, models, grid, errors)
 
 
 # --------------------------------------------------------------------------- training
@@ -314,7 +327,7 @@ def _train(args, plan: Plan) -> int:
     state = _start_state(plan)
     writer = BackgroundWriter()  # the checkpoints and metrics of an epoch land while the next one trains
     saved = [s.epoch if s is not None else 0 for s in plan.states] if plan.states else None
-    saver = RunSaver(plan.run_dirs, vc, configs, saved, writer=writer)
+    saver = RunSaver(plan.run_dirs, plan.infos, saved, writer=writer)
     tc = configs[0]
     steps = steps_per_epoch(len(plan.dataset.train_x), tc.batch_size, tc.drop_last)
     first_epoch = min(state.epochs) + 1 if state is not None else 1

@@ -6,7 +6,8 @@ Layout (names are the constants of ``jaxvae.runs.format``)::
       config.json         both configs, the dataset actually used, its image shape, where it came from
                           and its fingerprints, jaxvae's version
       metrics.jsonl       one JSON record per finished epoch (fit's history records)
-      checkpoint.msgpack  the last finished epoch's FitState (see jaxvae.checkpoint)
+      checkpoint.msgpack  the last finished epoch's FitState (see jaxvae.checkpoint), its configs and the
+                          rest of config.json's record: config.json can be rebuilt from it alone
       evaluate.json       written by ``jaxvae evaluate``
       figures/*.png       written by ``jaxvae train`` and ``jaxvae plot``
       .lock               who holds the writer's lock (see RunLock)
@@ -29,6 +30,7 @@ from jaxvae.runs.format import (
     SWEEP_FILE,
     RunError,
     RunInfo,
+    checkpoint_record,
     default_image_shape,
     evaluation_key,
     fingerprints_from_dict,
@@ -56,7 +58,7 @@ __all__ = [
     "CHECKPOINT_FILE", "CONFIG_FILE", "EVALUATE_FILE", "FIGURES_DIR", "LOCK_FILE", "METRICS_FILE", "SPLITS",
     "SWEEP_FILE", "evaluation_key", "write_evaluation",
     "RunError", "RunBusyError", "RunInfo", "RunLock", "RunSaver",
-    "check_new_run_dir", "check_run_data", "data_fingerprints", "default_image_shape", "fingerprints_from_dict",
+    "check_new_run_dir", "check_run_data", "checkpoint_record", "data_fingerprints", "default_image_shape", "fingerprints_from_dict",
     "load_run", "nothing_to_do", "read_checkpoint", "read_metrics", "read_run_config", "read_run_info", "require_run_dir",
     "resume_point", "resumed_info", "run_dataset", "start_new_run", "write_metrics", "write_run_config",
 ]

@@ -32,6 +32,7 @@ class RunError(ValueError):
     message names the path. ``remedy`` names what would fix it, for a front end that can spell it
     as a command (the command line does): "resume" (continue the run in ``run_dir``), "start" (start
     a run there), "rebuild_config" (rebuild config.json from the checkpoint, naming the dataset),
+    "rebuild_config_from_checkpoint" (rebuild config.json from the checkpoint's own record),
     "set_aside_checkpoint" (move the unreadable checkpoint away and start again), "data_dir" (name
     where the run's data are)."""
 
@@ -57,9 +58,8 @@ class RunInfo:
     imported_from: dict | None = None
 
 
-def write_run_config(run_dir: str | os.PathLike, info: RunInfo) -> None:
-    if not is_writer():  # multi-process run: process 0 writes
-        return
+def run_record(info: RunInfo) -> dict:
+    """``info`` as config.json holds it (JSON-ready)."""
     record = {
         "jaxvae_version": __version__,
         "dataset": info.dataset,
@@ -72,7 +72,30 @@ def write_run_config(run_dir: str | os.PathLike, info: RunInfo) -> None:
         record["data_fingerprints"] = {split: fp.to_dict() for split, fp in info.fingerprints.items()}
     if info.imported_from is not None:
         record["imported_from"] = info.imported_from
-    write_json(Path(run_dir) / CONFIG_FILE, record)
+    return record
+
+
+def checkpoint_record(info: RunInfo) -> dict:
+    """What a checkpoint keeps of its run's config.json: all but the configs, which it holds itself."""
+    return {k: v for k, v in run_record(info).items() if k not in ("model", "training")}
+
+
+def info_from_record(raw: dict) -> RunInfo:
+    """The RunInfo of a ``run_record`` dict, validated; ValueError, KeyError or TypeError naming the problem."""
+    vae, train = configs_from_dicts(raw["model"], raw["training"])
+    shape = tuple(int(s) for s in raw["image_shape"])
+    if len(shape) != 2 or shape[0] * shape[1] != vae.input_dim:
+        raise ValueError(f"image_shape {shape} does not hold input_dim={vae.input_dim} pixels")
+    data_dir = raw.get("data_dir")
+    if data_dir is not None and not isinstance(data_dir, str):
+        raise ValueError(f"data_dir must be a path or null, got {data_dir!r}")
+    return RunInfo(vae, train, str(raw["dataset"]), shape, data_dir, str(raw.get("jaxvae_version", "")),
+                   fingerprints_from_dict(raw.get("data_fingerprints")), _read_imported_from(raw.get("imported_from")))
+
+
+def write_run_config(run_dir: str | os.PathLike, info: RunInfo) -> None:
+    if is_writer():  # multi-process run: process 0 writes
+        write_json(Path(run_dir) / CONFIG_FILE, run_record(info))
 
 
 def require_run_dir(run_dir: str | os.PathLike) -> Path:
@@ -93,13 +116,7 @@ def read_run_config(run_dir: str | os.PathLike) -> RunInfo:
                            f"directory: {shown}", run_dir=run_dir)
         raise RunError(f"{path}: missing; is {run_dir} a jaxvae run directory?", run_dir=run_dir)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        vae, train = configs_from_dicts(raw["model"], raw["training"])
-        shape = tuple(int(s) for s in raw["image_shape"])
-        if len(shape) != 2 or shape[0] * shape[1] != vae.input_dim:
-            raise ValueError(f"image_shape {shape} does not hold input_dim={vae.input_dim} pixels")
-        return RunInfo(vae, train, str(raw["dataset"]), shape, raw.get("data_dir"), str(raw.get("jaxvae_version", "")),
-                       fingerprints_from_dict(raw.get("data_fingerprints")), _read_imported_from(raw.get("imported_from")))
+        return info_from_record(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as e:
         detail = f"missing key {e}" if isinstance(e, KeyError) else str(e)
         raise RunError(f"{path}: not a valid jaxvae run config ({detail})", run_dir=run_dir) from None

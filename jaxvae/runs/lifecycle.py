@@ -11,7 +11,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from jaxvae.checkpoint import CheckpointError, load_checkpoint
+from jaxvae.checkpoint import CheckpointError, checkpoint_run_record, load_checkpoint
 from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.runs.data import data_fingerprints
 from jaxvae.runs.format import (
@@ -20,6 +20,7 @@ from jaxvae.runs.format import (
     RunError,
     RunInfo,
     default_image_shape,
+    info_from_record,
     read_run_config,
     write_metrics,
     write_run_config,
@@ -52,8 +53,39 @@ def read_run_info(run_dir: str | os.PathLike) -> RunInfo:
     except RunError as e:
         if not checkpoint.exists():
             raise
+        if _checkpoint_record(checkpoint) is not None:
+            raise RunError(f"{e}; {checkpoint} still holds the run and its record, and config.json can be rebuilt "
+                           "from it", run_dir=run_dir, remedy="rebuild_config_from_checkpoint") from None
         raise RunError(f"{e}; {checkpoint} still holds the run, and config.json can be rebuilt from it given the "
                        "name of its dataset", run_dir=run_dir, remedy="rebuild_config") from None
+
+
+def _checkpoint_record(checkpoint: Path) -> dict | None:
+    """The config.json record a checkpoint carries (None: saved without one); RunError naming the file."""
+    try:
+        return checkpoint_run_record(checkpoint)
+    except CheckpointError as e:
+        raise RunError(str(e), run_dir=checkpoint.parent, remedy="set_aside_checkpoint") from None
+
+
+def _rebuilt_info(checkpoint: Path, dataset: str | None) -> RunInfo | None:
+    """config.json's RunInfo from the checkpoint: its own record when it has one (``dataset``, if
+    given, must agree), else its configs and ``dataset``; None when neither is there."""
+    record = _checkpoint_record(checkpoint)
+    if record is None:
+        if dataset is None:
+            return None
+        _, vae_config, train_config = read_checkpoint(checkpoint)
+        return RunInfo(vae_config, train_config, dataset, default_image_shape(vae_config.input_dim))
+    try:
+        info = info_from_record(record)
+    except (ValueError, KeyError, TypeError) as e:
+        raise RunError(f"{checkpoint}: invalid stored run record ({e})", run_dir=checkpoint.parent,
+                       remedy="set_aside_checkpoint") from None
+    if dataset is not None and dataset != info.dataset:
+        raise RunError(f"{checkpoint}: was trained on {info.dataset}, not on --dataset {dataset}",
+                       run_dir=checkpoint.parent, remedy="rebuild_config_from_checkpoint")
+    return info
 
 
 def load_run(run_dir: str | os.PathLike) -> tuple[RunInfo, FitState]:
@@ -98,9 +130,11 @@ def resume_point(run_dir: str | os.PathLike, dataset: str | None = None, log=Non
     """``(RunInfo, FitState or None)``: the run to continue and its checkpoint; None when no epoch was
     saved yet (the run then starts from scratch with its recorded config). RunError naming the file.
 
-    A checkpoint whose config.json is missing or unreadable still holds the whole run but the name of
-    its data: given ``dataset``, config.json is rebuilt from the checkpoint (an unreadable one is kept
-    as config.json.bad, and ``log`` is told); without it, the RunError's remedy is "rebuild_config".
+    A checkpoint whose config.json is missing or unreadable still holds the whole run: config.json is
+    rebuilt from the checkpoint's own record (an unreadable one is kept as config.json.bad, and
+    ``log`` is told). A checkpoint saved without a record (jaxvae 0.2 and earlier) lacks the name of
+    its data: given ``dataset``, config.json is rebuilt from its configs and that name; without it,
+    the RunError's remedy is "rebuild_config".
     """
     run_dir = Path(run_dir)
     checkpoint, config = run_dir / CHECKPOINT_FILE, run_dir / CONFIG_FILE
@@ -115,17 +149,17 @@ def resume_point(run_dir: str | os.PathLike, dataset: str | None = None, log=Non
     except RunError as e:
         if not checkpoint.exists():
             raise RunError(f"{e}; no epoch was saved", run_dir=run_dir, remedy="start") from None
-        state, vae_config, train_config = read_checkpoint(checkpoint)
-        if dataset is None:
-            raise RunError(f"{e}; {checkpoint} still holds the run (epoch {state.epoch}), and config.json can be "
-                           "rebuilt from it given the name of its dataset", run_dir=run_dir,
-                           remedy="rebuild_config") from None
-        info = RunInfo(vae_config, train_config, dataset, default_image_shape(vae_config.input_dim))
+        info = _rebuilt_info(checkpoint, dataset)
+        if info is None:
+            raise RunError(f"{e}; {checkpoint} still holds the run, and config.json can be rebuilt from it given "
+                           "the name of its dataset", run_dir=run_dir, remedy="rebuild_config") from None
+        state = read_checkpoint(checkpoint, info)[0]
         if config.exists():
             os.replace(config, config.with_name(CONFIG_FILE + ".bad"))
         write_run_config(run_dir, info)
         if log:
-            log(f"{e}; rebuilt {config} from {checkpoint} and the dataset name {dataset}")
+            log(f"{e}; rebuilt {config} from {checkpoint}" + (" and the dataset name " + dataset
+                                                                if dataset and info.fingerprints is None else ""))
         return info, state
     if not checkpoint.exists():
         return info, None

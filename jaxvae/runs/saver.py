@@ -7,15 +7,21 @@ from pathlib import Path
 from typing import Sequence
 
 from jaxvae.checkpoint import save_checkpoint
-from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.fileio import BackgroundWriter
-from jaxvae.runs.format import CHECKPOINT_FILE, write_metrics
+from jaxvae.runs.format import (
+    CHECKPOINT_FILE,
+    RunInfo,
+    checkpoint_record,
+    write_metrics,
+)
 from jaxvae.training import FitState, ModelsState
 
 
 class RunSaver:
     """Checkpoint, then metrics.jsonl, of every model that finished the epoch, each in its run
-    directory (``run_dirs[i]`` for model i; one directory for a lone run).
+    directory (``run_dirs[i]`` for model i, ``infos[i]`` its config.json; one directory for a lone
+    run). Each checkpoint carries its run's record (``checkpoint_record``): config.json can be
+    rebuilt from it alone.
 
     ``saved_epochs[i]`` is the epoch model i's checkpoint on disk holds (updated once the atomic
     write is done). A failed write (a full disk, say) raises OSError naming the file and leaves the
@@ -25,12 +31,10 @@ class RunSaver:
     Each run directory therefore always holds its model's last good epoch.
     """
 
-    def __init__(self, run_dirs: Sequence[str | os.PathLike], vae_config: VAEConfig,
-                 train_configs: Sequence[TrainConfig], saved_epochs: Sequence[int] | None = None,
-                 writer: BackgroundWriter | None = None):
+    def __init__(self, run_dirs: Sequence[str | os.PathLike], infos: Sequence[RunInfo],
+                 saved_epochs: Sequence[int] | None = None, writer: BackgroundWriter | None = None):
         self.run_dirs = [Path(d) for d in run_dirs]
-        self.vae_config = vae_config
-        self.train_configs = list(train_configs)
+        self.infos = list(infos)
         self.saved_epochs = list(saved_epochs) if saved_epochs is not None else [0] * len(self.run_dirs)
         self.writer = writer
 
@@ -50,6 +54,8 @@ class RunSaver:
 
     def _save(self, done: list[tuple[int, FitState]]) -> None:
         for i, fit_state in done:
-            save_checkpoint(self.checkpoint_path(i), fit_state, self.vae_config, self.train_configs[i])
+            info = self.infos[i]
+            save_checkpoint(self.checkpoint_path(i), fit_state, info.vae_config, info.train_config,
+                            run=checkpoint_record(info))
             self.saved_epochs[i] = fit_state.epoch
             write_metrics(self.run_dirs[i], fit_state.history)
