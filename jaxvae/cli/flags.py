@@ -24,7 +24,7 @@ from jaxvae.entry import EXIT_INTERRUPTED  # noqa: F401 (one place; the CLI's mo
 from jaxvae.tensorboard import missing
 
 PROG = "jaxvae"
-EXIT_NONFINITE, EXIT_USAGE = 1, 2
+EXIT_NONFINITE, EXIT_USAGE, EXIT_RESOURCES = 1, 2, 3
 
 # Flag names that differ from the field name with "_" -> "-".
 FLAG_NAMES = {"max_epochs": "epochs"}

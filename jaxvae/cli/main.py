@@ -13,6 +13,7 @@ from jaxvae.cli.cache import enable_compile_cache
 from jaxvae.cli.console import os_error_text, warn
 from jaxvae.cli.flags import (
     EXIT_INTERRUPTED,
+    EXIT_RESOURCES,
     EXIT_USAGE,
     EXPORT_FILE,
     FIELD_HELP,
@@ -141,18 +142,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _error(command: str | None, message: str) -> int:
-    """The one line of a failed command on stderr; exit code 2."""
+def _error(command: str | None, message: str, code: int = EXIT_USAGE) -> int:
+    """The one line of a failed command on stderr; its exit code (default 2)."""
     message = " ".join(str(message).split())
     print(f"{PROG}{' ' + command if command else ''}: error: {message}", file=sys.stderr, flush=True)
-    return EXIT_USAGE
+    return code
+
+
+def _resource_error(error: BaseException) -> str | None:
+    """The one-line message of a memory error (refused before allocating, or an allocation that
+    failed), else None. Such errors exist only once the command has loaded JAX and jaxvae.checks."""
+    checks = sys.modules.get("jaxvae.checks")
+    if checks is None:
+        return None
+    if isinstance(error, checks.ResourceError):
+        return str(error)
+    if (what := checks.out_of_memory(error)) is not None:
+        return (f"out of memory ({what}); use a smaller --hidden, --latent-dim or --batch-size (or fewer "
+                "models); a run's last saved epoch is kept")
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``jaxvae`` console script and ``python -m jaxvae``; returns the exit code.
 
     0 success, 1 training stopped on a non-finite loss, 2 bad input or environment (one line on
-    stderr naming the flag or file, no traceback), 130 interrupted.
+    stderr naming the flag or file, no traceback), 3 not enough memory (refused before allocating,
+    or an allocation failed), 130 interrupted.
     """
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     parser = build_parser()
@@ -171,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit would fail on the closed pipe again
         return 0
     except (ValueError, OverflowError) as e:  # configs, data, checkpoints, runs: all name the field / file at fault
+        if (message := _resource_error(e)) is not None:
+            return _error(args.command, message, EXIT_RESOURCES)
         if getattr(e, "remedy", None):  # a runs.RunError: the command line names the command that fixes it
             from jaxvae.cli.rundir import remedy_text  # JAX is loaded by now
 
@@ -181,3 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         warn(f"{PROG}: interrupted")
         return EXIT_INTERRUPTED
+    except Exception as e:  # an allocation that failed is one line; anything else is a bug: its traceback
+        if (message := _resource_error(e)) is not None:
+            return _error(args.command, message, EXIT_RESOURCES)
+        raise

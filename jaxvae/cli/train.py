@@ -29,6 +29,7 @@ from jaxvae.cli.console import (
 from jaxvae.cli.flags import (
     EXIT_INTERRUPTED,
     EXIT_NONFINITE,
+    EXIT_RESOURCES,
     EXIT_USAGE,
     FLAG_NAMES,
     PROG,
@@ -38,6 +39,7 @@ from jaxvae.cli.flags import (
     configs_from_args,
     given_fields,
 )
+from jaxvae.checks import check_memory, out_of_memory
 from jaxvae.cli.inputs import check_arrays, load_data
 from jaxvae.cli.rundir import check_out_dir, default_run_dir, lock_run, remedy_text
 from jaxvae.cli.sweep import epoch_line, settings_table
@@ -119,6 +121,11 @@ def _sweep_grid(args) -> dict:
             **{name: getattr(args, f"sweep_{name}", None) for name in SWEEP_VALUE_FLAGS}}
 
 
+def _data_values(dataset) -> int:
+    """How many values of the dataset training keeps on the device (both splits)."""
+    return int(dataset.train_x.size + dataset.test_x.size)
+
+
 def _check_new_sweep_dir(out: Path, names) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
@@ -153,6 +160,7 @@ def _fresh(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
         models = []
         root = Path(args.out) if args.out else default_run_dir(dataset.name)
         run_dirs, configs = [root], [train_config]
+    check_memory(vae_config, train_config.batch_size, _data_values(dataset), len(configs))
     if train_config.max_epochs == 0:
         say("--epochs 0: the configs and the data are valid; nothing to train, nothing written")
         return None
@@ -251,6 +259,7 @@ def _resume(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
     for run_dir, info in zip(run_dirs[1:], infos[1:]):
         check_run_data(info, dataset, args.data_dir or info.data_dir, run_dir)
     check_arrays(dataset, vae_config, configs[0].batch_size)
+    check_memory(vae_config, configs[0].batch_size, _data_values(dataset), len(configs))
     updated_infos = []
     for run_dir, info, tc in zip(run_dirs, infos, configs):
         updated = resumed_info(info, tc, dataset, args.data_dir)
@@ -408,6 +417,14 @@ def _train(args, plan: Plan) -> int:
             warn(f"{PROG} {plan.command}: error: {os_error_text(e)}; {kept}; fix that, then continue with: "
                  f"{plan.resume_command}")
             return EXIT_USAGE
+        except Exception as e:  # an allocation that failed mid-run: one line, what is kept, and the way on
+            if (what := out_of_memory(e)) is None:
+                raise
+            close_displays()
+            warn(f"{PROG} {plan.command}: error: out of memory after epoch {min(saver.saved_epochs)} "
+                 f"({what}); every run directory keeps its last saved epoch; "
+                 f"free memory, then continue with: {plan.resume_command}")
+            return EXIT_RESOURCES
         close_displays()
         failed = _non_finite_lines(plan, result.errors, saver)
         if failed and not plan.is_sweep:
