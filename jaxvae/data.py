@@ -223,6 +223,8 @@ def _read_idx_stream(stream: BinaryIO, name: str, kind: str | None) -> tuple[byt
     if len(dims) < 4 * ndim:
         raise DataError(f"{name}: truncated IDX header ({4 + len(dims)} bytes, {ndim} dimensions need {header})")
     shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
+    if kind is not None and 0 in shape:
+        raise DataError(f"{name}: holds no {kind} (its IDX header declares shape {shape})")
     expected = math.prod(shape)
     if expected > MAX_IDX_BYTES:
         raise DataError(

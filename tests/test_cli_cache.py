@@ -36,7 +36,7 @@ def start(tmp_path, *argv, **env_changes) -> dict:
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["code"] == 0, done.stderr
-    return result
+    return {**result, "stderr": done.stderr}
 
 
 def test_a_second_start_loads_every_program_from_the_cache(tmp_path):
@@ -47,6 +47,15 @@ def test_a_second_start_loads_every_program_from_the_cache(tmp_path):
     second = start(tmp_path, *TINY, "--out", "second", "--epochs", "2")  # the epoch limit is no part of the programs
     assert second["cache_hits"] == second["compile_requests_use_cache"] > 0
     assert second.get("cache_misses", 0) == 0  # nothing compiled afresh
+    assert "cache" not in second["stderr"]
+    for entry in cache.iterdir():  # damaged entries: one note for the command, the programs compiled again
+        if entry.is_file():
+            entry.write_bytes(b"not a compiled program")
+    third = start(tmp_path, *TINY, "--out", "third")
+    assert third["code"] == 0 and third.get("cache_hits", 0) == 0
+    notes = [line for line in third["stderr"].splitlines() if "cache" in line]
+    assert notes == [f"jaxvae: note: the compilation cache {cache} has entries that cannot be read or written; "
+                     "their programs are compiled again (delete the directory to clear it)"], third["stderr"]
 
 
 def test_a_cache_directory_given_to_jax_is_kept(tmp_path):

@@ -138,6 +138,17 @@ def test_read_idx_broken_files(tmp_path, case):
     assert str(path) in str(info.value) and message in str(info.value)
 
 
+@pytest.mark.parametrize("kind, head", [("images", struct.pack(">IIII", 0x803, 0, 28, 28)),
+                                        ("labels", struct.pack(">II", 0x801, 0))])
+def test_an_idx_file_of_zero_items_is_named(tmp_path, kind, head):
+    """Valid IDX, but no MNIST split: the error names the file, not a shape deep in training."""
+    path = tmp_path / f"train-{kind}.gz"
+    path.write_bytes(gzip.compress(head))
+    with pytest.raises(DataError, match=rf"{path}: holds no {kind} \(its IDX header declares shape \(0"):
+        data.read_idx(path, kind)
+    assert data.read_idx(path).shape[0] == 0  # without a kind, an empty array is what the file holds
+
+
 def test_labels_where_images_expected(tmp_path):
     path = tmp_path / "train-images-idx3-ubyte.gz"
     path.write_bytes(gzip.compress(idx_bytes(SPLITS["train"][1])))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 
 from jaxvae.fileio import user_cache_dir
@@ -27,7 +28,7 @@ def enable_compile_cache() -> Path | None:
     import jax
 
     if jax.config.jax_compilation_cache_dir:
-        return Path(jax.config.jax_compilation_cache_dir)
+        return _report_bad_entries_once(Path(jax.config.jax_compilation_cache_dir))
     directory = compile_cache_dir()
     if directory is None:
         return None
@@ -42,4 +43,32 @@ def enable_compile_cache() -> Path | None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     if importlib.util.find_spec("filelock") is not None:  # a dependency; JAX refuses a size limit without it
         jax.config.update("jax_compilation_cache_max_size", COMPILE_CACHE_MAX_BYTES)
+    return _report_bad_entries_once(directory)
+
+
+# JAX warns once per unreadable cache entry (a damaged or foreign file) and compiles the program again.
+_BAD_ENTRY = "persistent compilation cache entry"
+_noted: set[Path] = set()  # cache directories whose bad entries this process has reported
+
+
+def _report_bad_entries_once(directory: Path) -> Path:
+    """Turn JAX's warning per unreadable cache entry (two lines each, dozens for a damaged cache) into
+    one note per directory and process; every other warning is shown as before."""
+    show = warnings.showwarning
+    if getattr(show, "jaxvae_cache_notes", False):  # installed by an earlier command of this process
+        show.directory = directory
+        return directory
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if _BAD_ENTRY not in str(message):
+            return show(message, category, filename, lineno, file, line)
+        if showwarning.directory not in _noted:
+            _noted.add(showwarning.directory)
+            from jaxvae.cli.console import warn  # loaded by now: these warnings come from compiling
+
+            warn(f"jaxvae: note: the compilation cache {showwarning.directory} has entries that cannot be read or "
+                 "written; their programs are compiled again (delete the directory to clear it)")
+
+    showwarning.jaxvae_cache_notes, showwarning.directory = True, directory
+    warnings.showwarning = showwarning
     return directory
