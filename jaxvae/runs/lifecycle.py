@@ -45,8 +45,9 @@ def _config_or_none(run_dir: Path) -> RunInfo | None:
 
 
 def read_run_info(run_dir: str | os.PathLike) -> RunInfo:
-    """``config.json`` of a run that commands read; when it is lost but the checkpoint is there, the
-    RunError's remedy is "rebuild_config" (the checkpoint still holds the run)."""
+    """``config.json`` of a run that commands read. When it is lost but the checkpoint is there, the
+    RunError's remedy is "rebuild_config_from_checkpoint" (the checkpoint carries config.json's
+    record), or "rebuild_config" for a checkpoint saved without one (the dataset must be named)."""
     checkpoint = Path(run_dir) / CHECKPOINT_FILE
     try:
         return read_run_config(run_dir)
