@@ -1,26 +1,13 @@
-"""Where jaxvae's data comes from: MNIST IDX files (local, torchvision's layout, or downloaded), the
-MNIST subset bundled with the package (the offline fallback) and scikit-learn's embedded 8x8
-digits, returned as plain NumPy arrays.
+"""Where jaxvae's data comes from, as plain NumPy arrays: MNIST IDX files (local, in torchvision's
+layout, or downloaded), the MNIST subset bundled with the package (the offline fallback) and
+scikit-learn's embedded 8x8 digits. The search order, downloads and the fallback are described in
+docs/guide/data.md and in ``load_mnist`` and ``load_dataset``.
 
-Search order for MNIST (``load_mnist``):
-
-1. ``root`` if given (it must be an existing directory): ``root/`` itself, then ``root/MNIST/raw/``
-   (torchvision's layout);
-2. otherwise ``$JAXVAE_DATA_DIR`` (same two layouts), then the cache directory
-   ``$XDG_CACHE_HOME/jaxvae/mnist`` (``~/.cache/jaxvae/mnist`` when XDG_CACHE_HOME is unset);
-3. if still missing and ``download=True``: the mirrors (``JAXVAE_MNIST_MIRRORS``, comma-separated,
-   or ``MNIST_MIRRORS``), each archive checked by MD5 and parsed before it is atomically renamed
-   into ``root``, ``$JAXVAE_DATA_DIR`` or the cache directory (the first of those that is set).
-
-Each file may be stored as ``name`` or ``name.gz``; gzip is detected by its magic bytes. Reading
-stops at the size an IDX header declares (plus 1 KiB), so a decompression bomb costs no memory.
-Every bad file or source raises ``DataError`` naming the file and what is wrong.
-
-``load_dataset("mnist")`` falls back to the bundled subset (``load_mnist_subset``, 10000 train and
-2000 test images, checked by SHA-256) when MNIST can be neither found nor downloaded.
-``fingerprint(x)`` identifies an array's content (shape, dtype, SHA-256) so a run can refuse other data.
-The on-device epoch pipeline is in ``jaxvae.batching``; this module does no device work,
-no I/O at import time, and never imports torch.
+Reading an IDX file (raw or gzip, told apart by its magic bytes) stops at the size its header
+declares plus 1 KiB, so a decompression bomb costs no memory. Every bad file or source raises
+``DataError`` naming the file and what is wrong. ``fingerprint(x)`` identifies an array's content.
+The on-device epoch pipeline is in ``jaxvae.batching``; this module does no device work, no I/O at
+import time, and never imports torch.
 """
 
 from __future__ import annotations
@@ -42,35 +29,13 @@ import numpy as np
 from jaxvae.fileio import atomic_write_bytes, user_cache_dir
 
 __all__ = [
-    "DataError",
-    "DownloadError",
-    "MnistNotFoundError",
-    "MNIST_FILES",
-    "MNIST_MIRRORS",
-    "MNIST_ARCHIVE_MD5",
-    "MNIST_CONTENT_MD5",
-    "MNIST_SUBSET_DIR",
-    "MNIST_SUBSET_SHA256",
-    "DATASETS",
-    "DIGITS_NUM_TEST",
-    "Dataset",
-    "MAX_IDX_BYTES",
-    "read_idx",
-    "mnist_search_dirs",
-    "find_mnist_dir",
-    "mnist_mirrors",
-    "download_mnist",
-    "load_mnist",
-    "load_mnist_subset",
-    "load_digits",
-    "verify_mnist_dir",
-    "to_unit_float",
-    "load_dataset",
-    "numpy_batches",
-    "Fingerprint",
-    "fingerprint",
+    "DataError", "DownloadError", "MnistNotFoundError",
+    "MNIST_FILES", "MNIST_MIRRORS", "MNIST_ARCHIVE_MD5", "MNIST_CONTENT_MD5", "MNIST_SUBSET_DIR",
+    "MNIST_SUBSET_SHA256", "DATASETS", "DIGITS_NUM_TEST", "MAX_IDX_BYTES",
+    "Dataset", "read_idx", "mnist_search_dirs", "find_mnist_dir", "mnist_mirrors", "download_mnist",
+    "load_mnist", "load_mnist_subset", "load_digits", "verify_mnist_dir", "to_unit_float",
+    "load_dataset", "numpy_batches", "Fingerprint", "fingerprint",
 ]
-
 # --------------------------------------------------------------------------- constants
 
 # (images, labels) base names per split; on disk each may also carry a ".gz" suffix.
@@ -100,9 +65,8 @@ MNIST_CONTENT_MD5 = {
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 
-# The MNIST subset shipped inside the package (see its README.md): the first 1000 images of each
-# digit of MNIST's training split and the first 200 of each digit of its test split, in MNIST's
-# order, as gzip IDX files; rebuilt from full MNIST by jaxvae/datasets/make_mnist_subset.py.
+# The MNIST subset shipped inside the package as gzip IDX files (see its README.md and
+# load_mnist_subset); rebuilt from full MNIST by jaxvae/datasets/make_mnist_subset.py.
 MNIST_SUBSET_DIR = Path(__file__).resolve().parent / "datasets" / "mnist_subset"
 # SHA-256 of the uncompressed IDX bytes of each bundled file: a damaged copy is caught on loading.
 MNIST_SUBSET_SHA256 = {
@@ -122,7 +86,6 @@ DEFAULT_TIMEOUT = 20.0  # seconds per socket operation, per mirror
 _GZIP_MAGIC = b"\x1f\x8b"
 _IDX_UBYTE = 0x08
 _MAGIC = {"images": 0x0803, "labels": 0x0801}  # 2051 and 2049
-_NDIM = {"images": 3, "labels": 1}
 _MNIST_IMAGE_SHAPE = (28, 28)
 _MAX_DOWNLOAD_BYTES = 64 << 20  # the largest archive is ~9.5 MiB; stop a runaway server early
 MAX_IDX_BYTES = 1 << 30  # the most data an IDX header may declare (MNIST's largest file: 47 MB)
@@ -146,11 +109,8 @@ class DownloadError(DataError):
 
 
 class MnistNotFoundError(DataError):
-    """MNIST is neither on disk nor downloadable.
-
-    ``places`` lists the directories searched; ``download_error`` is the ``DownloadError`` (or None
-    when downloading was disabled).
-    """
+    """MNIST is neither on disk nor downloadable: ``places`` lists the directories searched,
+    ``download_error`` is the ``DownloadError`` (None when downloading was disabled)."""
 
     def __init__(self, places: Sequence[str], download_error: DownloadError | None = None):
         self.places = list(places)
@@ -197,10 +157,7 @@ def _check_header(head: bytes, name: str, kind: str | None) -> int:
         raise DataError(f"{name}: not an IDX file (first bytes {head[:4].hex()}, expected 0000 08 <ndim>)")
     magic = int.from_bytes(head[:4], "big")
     if kind is not None and magic != _MAGIC[kind]:
-        other = "labels" if kind == "images" else "images"
-        hint = ""
-        if magic == _MAGIC[other]:
-            hint = " (a labels file?)" if other == "labels" else " (an images file?)"
+        hint = {_MAGIC["labels"]: " (a labels file?)", _MAGIC["images"]: " (an images file?)"}.get(magic, "")
         raise DataError(f"{name}: wrong magic number {magic}{hint}, expected {_MAGIC[kind]} for {kind}")
     if head[2] != _IDX_UBYTE:
         raise DataError(f"{name}: unsupported IDX element type 0x{head[2]:02x} (only unsigned byte 0x08)")
@@ -209,13 +166,11 @@ def _check_header(head: bytes, name: str, kind: str | None) -> int:
     return head[3]
 
 
-def _read_idx_stream(stream: BinaryIO, name: str, kind: str | None) -> tuple[bytearray, int, tuple[int, ...]]:
-    """Read one uncompressed IDX stream as ``(content, header_size, shape)``, content = header + data.
-
-    The header declares the size, so reading stops at that size plus ``_TRAILING_MARGIN`` + 1 bytes
-    whatever follows: a decompression bomb or an endless stream costs no more memory than the data
-    it claims to hold, and the claim itself is capped at ``MAX_IDX_BYTES``.
-    """
+def _read_idx_stream(stream: BinaryIO, name: str, kind: str | None) -> tuple[bytearray, np.ndarray]:
+    """Read one uncompressed IDX stream as ``(content, array)``: header + data bytes, and a uint8 view
+    of the data. Reading stops at the declared size plus ``_TRAILING_MARGIN`` + 1 bytes, so a
+    decompression bomb or an endless stream costs no more memory than the data it claims to hold
+    (a claim capped at ``MAX_IDX_BYTES``)."""
     head = _read_upto(stream, 4)
     ndim = _check_header(head, name, kind)
     dims = _read_upto(stream, 4 * ndim)
@@ -246,12 +201,12 @@ def _read_idx_stream(stream: BinaryIO, name: str, kind: str | None) -> tuple[byt
         )
     if tail:
         raise DataError(f"{name}: {tail} trailing bytes after the {expected} bytes of shape {shape}")
-    return content, header, shape
+    # a view of the bytearray: writable, and no second copy of the data
+    return content, np.frombuffer(content, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def _read_idx_file(f: BinaryIO, name: str, kind: str | None) -> tuple[bytearray, int, tuple[int, ...]]:
-    """``_read_idx_stream`` on ``f`` (seekable), gunzipped on the fly when it starts with the gzip magic
-    (whatever the file is called)."""
+def _read_idx_file(f: BinaryIO, name: str, kind: str | None) -> tuple[bytearray, np.ndarray]:
+    """``_read_idx_stream`` on seekable ``f``, gunzipped on the fly if it starts with the gzip magic."""
     start = f.read(2)
     if not start:
         raise DataError(f"{name}: empty file")
@@ -267,12 +222,7 @@ def _read_idx_file(f: BinaryIO, name: str, kind: str | None) -> tuple[bytearray,
         raise DataError(f"{name}: corrupt gzip archive ({type(e).__name__}: {e})") from None
 
 
-def _idx_array(content: bytearray, header: int, shape: tuple[int, ...]) -> np.ndarray:
-    # a view of the bytearray: writable, and no second copy of the data
-    return np.frombuffer(content, dtype=np.uint8, offset=header).reshape(shape)
-
-
-def _read_idx_path(path: Path, kind: str | None) -> tuple[bytearray, int, tuple[int, ...]]:
+def _read_idx_path(path: Path, kind: str | None) -> tuple[bytearray, np.ndarray]:
     try:
         with open(path, "rb") as f:
             return _read_idx_file(f, str(path), kind)
@@ -284,21 +234,15 @@ def read_idx(path: str | os.PathLike, kind: str | None = None) -> np.ndarray:
     """Read one IDX file of unsigned bytes (gzip-compressed or not) into a uint8 array.
 
     Validates the header, element type and exact byte count (truncated data or trailing bytes are
-    errors). ``kind="images"`` or ``"labels"`` also checks the MNIST magic number (2051 / 2049).
-    Reads (and inflates) at most the size the header declares plus 1 KiB, and refuses a header that
-    declares more than ``MAX_IDX_BYTES``. Raises ``DataError`` naming the file.
+    errors); ``kind="images"`` or ``"labels"`` also checks the MNIST magic number (2051 / 2049).
+    A header declaring more than ``MAX_IDX_BYTES`` is refused. Raises ``DataError`` naming the file.
     """
     if kind is not None and kind not in _MAGIC:
         raise ValueError(f"kind must be 'images', 'labels' or None, got {kind!r}")
-    path = Path(path)
-    return _idx_array(*_read_idx_path(path, kind))
+    return _read_idx_path(Path(path), kind)[1]
 
 
 # --------------------------------------------------------------------------- locating files
-
-
-def _cache_dir() -> Path:
-    return user_cache_dir() / "mnist"
 
 
 def _check_root(root) -> None:
@@ -313,12 +257,8 @@ def _base_dirs(root) -> list[Path]:
     """The directories the user pointed at, in order (each checked in both layouts)."""
     if root is not None:
         return [Path(root).expanduser()]
-    dirs = []
-    env = os.environ.get(ENV_DATA_DIR, "")
-    if env:
-        dirs.append(Path(env).expanduser())
-    dirs.append(_cache_dir())
-    return dirs
+    env = os.environ.get(ENV_DATA_DIR)
+    return ([Path(env).expanduser()] if env else []) + [user_cache_dir() / "mnist"]
 
 
 def mnist_search_dirs(root: str | os.PathLike | None = None) -> list[Path]:
@@ -328,10 +268,7 @@ def mnist_search_dirs(root: str | os.PathLike | None = None) -> list[Path]:
 
 def _locate(directory: Path, base: str) -> Path | None:
     # Prefer the uncompressed file: torchvision keeps both, and raw bytes parse faster.
-    for candidate in (directory / base, directory / (base + ".gz")):
-        if candidate.is_file():
-            return candidate
-    return None
+    return next((c for c in (directory / base, directory / (base + ".gz")) if c.is_file()), None)
 
 
 def _names(splits: Sequence[str]) -> list[str]:
@@ -341,10 +278,7 @@ def _names(splits: Sequence[str]) -> list[str]:
 def find_mnist_dir(root: str | os.PathLike | None = None, splits: Sequence[str] = ("train", "test")) -> Path | None:
     """The first search directory holding the IDX files of ``splits`` (each as name or name.gz), or None."""
     names = _names(splits)
-    for d in mnist_search_dirs(root):
-        if all(_locate(d, n) for n in names):
-            return d
-    return None
+    return next((d for d in mnist_search_dirs(root) if all(_locate(d, n) for n in names)), None)
 
 
 def _check_split(split: str) -> str:
@@ -367,7 +301,7 @@ def _fetch(url: str, timeout: float) -> bytes:
     chunks, total = [], 0
     request = urllib.request.Request(url, headers={"User-Agent": "jaxvae"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
-        while chunk := response.read(1 << 20):
+        while chunk := response.read(_CHUNK):
             total += len(chunk)
             if total > _MAX_DOWNLOAD_BYTES:
                 raise DataError(f"more than {_MAX_DOWNLOAD_BYTES} bytes, not an MNIST archive")
@@ -388,12 +322,8 @@ def _download_one(url: str, target: Path, base: str, expected_md5: str | None, t
 
 
 def download_mnist(
-    dest: str | os.PathLike,
-    mirrors: Sequence[str] | None = None,
-    *,
-    splits: Sequence[str] = ("train", "test"),
-    checksums: dict[str, str | None] | None = MNIST_ARCHIVE_MD5,
-    timeout: float = DEFAULT_TIMEOUT,
+    dest: str | os.PathLike, mirrors: Sequence[str] | None = None, *, splits: Sequence[str] = ("train", "test"),
+    checksums: dict[str, str | None] | None = MNIST_ARCHIVE_MD5, timeout: float = DEFAULT_TIMEOUT,
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """Download the MNIST archives of ``splits`` that ``dest`` lacks, as ``dest/<name>.gz``.
@@ -458,14 +388,9 @@ def _download_dest(root) -> Path:
 
 
 def load_mnist(
-    root: str | os.PathLike | None = None,
-    split: str = "train",
-    download: bool = True,
-    *,
-    mirrors: Sequence[str] | None = None,
-    checksums: dict[str, str | None] | None = MNIST_ARCHIVE_MD5,
-    timeout: float = DEFAULT_TIMEOUT,
-    log: Callable[[str], None] | None = None,
+    root: str | os.PathLike | None = None, split: str = "train", download: bool = True, *,
+    mirrors: Sequence[str] | None = None, checksums: dict[str, str | None] | None = MNIST_ARCHIVE_MD5,
+    timeout: float = DEFAULT_TIMEOUT, log: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """MNIST ``split`` ("train" or "test") as ``(images, labels)``: uint8 (N, 28, 28) and uint8 (N,).
 
@@ -484,9 +409,8 @@ def load_mnist(
         if not download:
             raise MnistNotFoundError(places)
         try:
-            directory = download_mnist(
-                _download_dest(root), mirrors, splits=(split,), checksums=checksums, timeout=timeout, log=log
-            )
+            dest = _download_dest(root)
+            directory = download_mnist(dest, mirrors, splits=(split,), checksums=checksums, timeout=timeout, log=log)
         except DownloadError as e:
             raise MnistNotFoundError(places, e) from None
     return _read_split(directory, split)
@@ -495,20 +419,17 @@ def load_mnist(
 def _read_split(directory: Path, split: str, sha256: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The validated (images, labels) of ``split`` in ``directory``. ``sha256`` (content digests by
     base name, given for the bundled subset only) also checks each file's uncompressed bytes."""
-    paths, arrays = [], []
+    found = []
     restore = " (reinstall jaxvae to restore it)" if sha256 is not None else ""
     for base, kind in zip(MNIST_FILES[split], ("images", "labels")):
         path = _locate(directory, base)
         if path is None:
             raise DataError(f"{directory / base}[.gz]: missing{restore}")
-        content, header, shape = _read_idx_path(path, kind)
+        content, array = _read_idx_path(path, kind)
         if sha256 is not None and (digest := hashlib.sha256(content).hexdigest()) != sha256[base]:
-            raise DataError(
-                f"{path}: content SHA-256 {digest}, expected {sha256[base]}: a damaged copy{restore}"
-            )
-        paths.append(path)
-        arrays.append(_idx_array(content, header, shape))
-    (image_path, label_path), (images, labels) = paths, arrays
+            raise DataError(f"{path}: content SHA-256 {digest}, expected {sha256[base]}: a damaged copy{restore}")
+        found.append((path, array))
+    (image_path, images), (label_path, labels) = found
     if images.shape[1:] != _MNIST_IMAGE_SHAPE:
         raise DataError(f"{image_path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28")
     if len(images) != len(labels):
@@ -542,10 +463,8 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def verify_mnist_dir(path: str | os.PathLike, splits: Sequence[str] = ("train", "test")) -> None:
-    """Check the uncompressed MNIST files in ``path`` against the canonical content MD5s.
-
-    Works for any compression of the files. Raises ``DataError`` listing missing or differing files.
-    """
+    """Check the uncompressed MNIST files in ``path`` (any compression) against the canonical content
+    MD5s; raises ``DataError`` listing missing or differing files."""
     path = Path(path)
     problems = []
     for base in _names(splits):
@@ -554,11 +473,10 @@ def verify_mnist_dir(path: str | os.PathLike, splits: Sequence[str] = ("train", 
             problems.append(f"{path / base}[.gz]: missing")
             continue
         try:  # bounded by the header like any read: a bomb named like MNIST is a problem, not an OOM
-            content = _read_idx_path(found, None)[0]
+            digest = hashlib.md5(_read_idx_path(found, None)[0]).hexdigest()
         except DataError as e:
             problems.append(str(e))
             continue
-        digest = hashlib.md5(content).hexdigest()
         if digest != MNIST_CONTENT_MD5[base]:
             problems.append(f"{found}: content MD5 {digest}, expected {MNIST_CONTENT_MD5[base]}")
     if problems:
@@ -599,30 +517,17 @@ class Dataset:
     image_shape: tuple[int, int]
 
 
-def _digits_dataset() -> Dataset:
-    images, labels = load_digits()
-    k = len(images) - DIGITS_NUM_TEST  # a fixed split keeps runs comparable without any RNG
-    x = to_unit_float(images, 16)
-    return Dataset("digits", x[:k], labels[:k], x[k:], labels[k:], (8, 8))
-
-
-def _mnist_dataset(name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> Dataset:
-    (train_images, train_y), (test_images, test_y) = train, test
+def _mnist_dataset(name: str, load: Callable[[str], tuple[np.ndarray, np.ndarray]]) -> Dataset:
+    """``load(split)``'s train and test splits (read in that order) as a 28x28 ``Dataset``."""
+    (train_images, train_y), (test_images, test_y) = load("train"), load("test")
     return Dataset(name, to_unit_float(train_images), train_y, to_unit_float(test_images), test_y, _MNIST_IMAGE_SHAPE)
 
 
-def _subset_dataset() -> Dataset:
-    return _mnist_dataset("mnist-subset", load_mnist_subset("train"), load_mnist_subset("test"))
-
-
 # How to get full MNIST, in the caller's words: "python" (load_dataset's arguments) or "cli" (the flags).
-_MNIST_HOW = {
-    "python": ("pass data_dir=DIR", "require=True"),
-    "cli": ("pass --data-dir DIR", "--require-mnist"),
-}
+_MNIST_HOW = {"python": ("pass data_dir=DIR", "require=True"), "cli": ("pass --data-dir DIR", "--require-mnist")}
 
 
-def _fallback_line(error: MnistNotFoundError, data_dir, subset: Dataset, words: str = "python") -> str:
+def _fallback_line(error: MnistNotFoundError, data_dir, subset: Dataset, words: str) -> str:
     """The one line logged when load_dataset("mnist") falls back: why, what it uses, how to get MNIST."""
     give_dir, require = _MNIST_HOW[words]
     return (
@@ -635,13 +540,8 @@ def _fallback_line(error: MnistNotFoundError, data_dir, subset: Dataset, words: 
 
 
 def load_dataset(
-    name: str = "mnist",
-    data_dir: str | os.PathLike | None = None,
-    download: bool = True,
-    require: bool = False,
-    log: Callable[[str], None] | None = print,
-    words: str = "python",
-    **mnist_kwargs,
+    name: str = "mnist", data_dir: str | os.PathLike | None = None, download: bool = True, require: bool = False,
+    log: Callable[[str], None] | None = print, words: str = "python", **mnist_kwargs,
 ) -> Dataset:
     """Load ``name`` ("mnist", "mnist-subset" or "digits") as a ``Dataset``.
 
@@ -656,20 +556,21 @@ def load_dataset(
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
     if name == "digits":
-        return _digits_dataset()
+        images, labels = load_digits()
+        k = len(images) - DIGITS_NUM_TEST  # a fixed split keeps runs comparable without any RNG
+        x = to_unit_float(images, 16)
+        return Dataset("digits", x[:k], labels[:k], x[k:], labels[k:], (8, 8))
     if name == "mnist-subset":
-        return _subset_dataset()
+        return _mnist_dataset(name, load_mnist_subset)
     try:
-        train = load_mnist(data_dir, "train", download, log=log, **mnist_kwargs)
-        test = load_mnist(data_dir, "test", download, log=log, **mnist_kwargs)
+        return _mnist_dataset(name, lambda split: load_mnist(data_dir, split, download, log=log, **mnist_kwargs))
     except MnistNotFoundError as e:
         if require or data_dir is not None:
             raise
-        subset = _subset_dataset()
+        subset = _mnist_dataset("mnist-subset", load_mnist_subset)
         if log:
             log(_fallback_line(e, data_dir, subset, words))
         return subset
-    return _mnist_dataset("mnist", train, test)
 
 
 # --------------------------------------------------------------------------- fingerprints
@@ -753,13 +654,7 @@ def fingerprint(x) -> Fingerprint:
 
 
 def numpy_batches(
-    x,
-    batch_size: int,
-    *,
-    seed: int | None = None,
-    shuffle: bool = True,
-    drop_last: bool = False,
-    y=None,
+    x, batch_size: int, *, seed: int | None = None, shuffle: bool = True, drop_last: bool = False, y=None
 ) -> Iterator:
     """One epoch of batches of ``x`` (or ``(x, y)`` pairs when ``y`` is given) as NumPy arrays.
 
@@ -779,10 +674,5 @@ def numpy_batches(
     n = len(x)
     order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
     stop = n - n % batch_size if drop_last else n
-
-    def batches():
-        for start in range(0, stop, batch_size):
-            idx = order[start : start + batch_size]
-            yield (x[idx], y[idx]) if y is not None else x[idx]
-
-    return batches()
+    batches = (order[start : start + batch_size] for start in range(0, stop, batch_size))
+    return ((x[idx], y[idx]) if y is not None else x[idx] for idx in batches)

@@ -86,18 +86,17 @@ def evaluate(params, x, config: VAEConfig, *, k: int = 5000, key: jax.Array | No
              batch_size: int = 100, chunk: int | None = None, train_config: TrainConfig | None = None) -> dict:
     """The negative ELBO and the k-sample log-likelihood estimate of ``x`` ([n, input_dim]) under ``params``.
 
-    ``train_config`` is the model's training config: ``x`` is binarised as that run saw its
-    validation data (once, from ``binarize_seed + 1``; see ``jaxvae.binarize``) and its
-    ``recon_sigma`` is the Gaussian likelihood's sigma. Without it ``x`` is used as given, sigma 1.
-    Returns a dict: ``log_likelihood`` and ``log_likelihood_stderr`` (mean over images, in nats),
-    ``neg_elbo`` and ``neg_elbo_stderr``, ``n``, ``k``, and the per-image arrays
-    ``log_likelihood_per_image`` and ``elbo_per_image``. ``key`` (or ``seed``) fixes the samples;
-    ``chunk`` samples per image are in memory at once (default: a 64 MB budget).
+    With ``train_config`` (the model's) ``x`` is binarised as that run saw its validation data (once,
+    from ``binarize_seed + 1``; see ``jaxvae.binarize``) and its ``recon_sigma`` is the Gaussian's
+    sigma; without, ``x`` is used as given, sigma 1. ``key`` (or ``seed``) fixes the samples; ``chunk``
+    samples per image are in memory at once (default: a 64 MB budget). Returns a dict:
+    ``log_likelihood``, ``neg_elbo`` (means over images, nats), their ``*_stderr``, ``n``, ``k`` and
+    the per-image arrays ``log_likelihood_per_image`` and ``elbo_per_image``.
     """
     check_data("x", x, config)
-    x = jnp.asarray(x)
+    x, sigma = jnp.asarray(x), 1.0
     if train_config is not None:
-        x = prepare_eval_data(x, train_config)
+        x, sigma = prepare_eval_data(x, train_config), train_config.recon_sigma
     _positive_int("k", k)
     _positive_int("batch_size", batch_size)
     batch_size = min(batch_size, x.shape[0])
@@ -106,7 +105,6 @@ def evaluate(params, x, config: VAEConfig, *, k: int = 5000, key: jax.Array | No
     _positive_int("chunk", chunk)
     chunk = min(chunk, k)
     key = jax.random.PRNGKey(seed) if key is None else key
-    sigma = train_config.recon_sigma if train_config is not None else 1.0
     log_px, elbo = importance_sampled(params, x, key, config, k, chunk, batch_size, sigma)
     log_px, elbo = np.asarray(log_px, np.float64), np.asarray(elbo, np.float64)
     if not (np.all(np.isfinite(log_px)) and np.all(np.isfinite(elbo))):
