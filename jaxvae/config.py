@@ -3,7 +3,8 @@
 The defaults are the blog's: a 784-400-2 Gaussian VAE with LeakyReLU(0.01), a sigmoid output,
 reconstruction sigma 1, KL weight 1, trained with Adam 1e-3 at batch 128 under ReduceLROnPlateau.
 VAEConfig is hashable: it is the static description of the model inside compiled code. TrainConfig
-never enters compiled code; ``jaxvae.schedules.from_config`` turns its schedule fields into values.
+never enters compiled code; ``jaxvae.schedules.lr_from_config`` and ``kl_from_config`` turn its schedule
+fields into values.
 """
 from __future__ import annotations
 
@@ -25,6 +26,19 @@ LR_SCHEDULES = ("plateau", "constant", "burda", "cosine")
 def _positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _non_negative_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+
+
+def _positive_ints(name: str, value, non_empty: bool = False) -> None:
+    if not isinstance(value, tuple) or (non_empty and not value):
+        kind = "a non-empty tuple" if non_empty else "a tuple"
+        raise ValueError(f"{name} must be {kind} of positive integers, got {value!r}")
+    for width in value:
+        _positive_int(f"{name} entries", width)
 
 
 def _positive_float(name: str, value) -> None:
@@ -75,25 +89,22 @@ class VAEConfig:
     """Architecture and loss of the VAE.
 
     ``hidden`` are the encoder trunk's widths; the decoder mirrors them (reversed) unless
-    ``decoder_hidden`` is given. The values a sweep varies (the KL weight, the Gaussian's sigma, the
-    learning rate) are not here but in ``TrainConfig``: they are data of the compiled step, so
-    every model of one architecture shares its compiled code.
+    ``decoder_hidden`` is given. What a sweep varies (KL weight, sigma, lr) is in ``TrainConfig``:
+    data of the compiled step, so every model of one architecture shares its compiled code.
 
-    Beyond the blog (the defaults keep it): ``likelihood`` is the observation model p(x|z), the
-    blog's Gaussian with fixed sigma (``TrainConfig.recon_sigma``) or a Bernoulli whose decoder outputs logits (then
-    ``output_activation`` is ignored: ``decode`` returns sigmoid(logits), the pixel probabilities).
-    ``objective`` "iwae" trains the importance-weighted bound with ``iwae_k`` samples (Burda et al.
-    2015). ``architecture`` "conv" swaps the MLPs for VGG-style 3x3 conv stacks with
-    ``conv_channels`` per block (each block halves the image side; ``hidden`` is then unused).
-    ``compute_dtype`` "bfloat16" runs the matmuls/convs in bfloat16; parameters and loss stay float32.
+    Beyond the blog (the defaults keep it): ``likelihood`` is the blog's Gaussian with fixed sigma
+    (``TrainConfig.recon_sigma``) or a Bernoulli whose decoder outputs logits (``output_activation``
+    ignored; ``decode`` returns the pixel probabilities). ``objective`` "iwae" trains the
+    importance-weighted bound with ``iwae_k`` samples (Burda et al. 2015). ``architecture`` "conv"
+    swaps the MLPs for VGG-style 3x3 conv stacks, ``conv_channels`` per block (each halves the image
+    side; ``hidden`` unused). ``compute_dtype`` "bfloat16" runs the matmuls/convs in bfloat16;
+    parameters and loss stay float32.
 
-    ``init`` is how every layer starts: "torch" (PyTorch's default for the layer's kind, weight and
-    bias uniform in +-1/sqrt(fan_in): the blog's, and what the parity suite compares), "flax" (Flax's
-    defaults: lecun-normal kernels, zero biases), or, from Python, a pair ``(kernel_init,
-    bias_init)`` of ``jax.nn.initializers`` used for every layer. A pair is hashed and compared by
-    identity, as functions are: build it once and reuse it, so that equal configs share compiled
-    code. It cannot be written to a file (``config_to_dict`` refuses it), so a run directory or
-    checkpoint of such a model cannot be saved; ``fit`` from Python trains it.
+    ``init``: "torch" (PyTorch's default per layer kind, uniform in +-1/sqrt(fan_in): the blog's, and
+    what the parity suite compares), "flax" (lecun-normal kernels, zero biases), or, from Python, a
+    ``(kernel_init, bias_init)`` pair for every layer. A pair compares by identity, as functions do
+    (reuse it so equal configs share compiled code), and cannot be saved to a file (``config_to_dict``
+    refuses it): ``fit`` from Python trains such a model.
     """
 
     input_dim: int = 784
@@ -119,14 +130,9 @@ class VAEConfig:
                 object.__setattr__(self, name, tuple(value))
         _positive_int("input_dim", self.input_dim)
         _positive_int("latent_dim", self.latent_dim)
-        for name in ("hidden", "decoder_hidden"):
-            value = getattr(self, name)
-            if value is None and name == "decoder_hidden":
-                continue
-            if not isinstance(value, tuple):
-                raise ValueError(f"{name} must be a tuple of positive integers, got {value!r}")
-            for width in value:
-                _positive_int(f"{name} entries", width)
+        _positive_ints("hidden", self.hidden)
+        if self.decoder_hidden is not None:
+            _positive_ints("decoder_hidden", self.decoder_hidden)
         _one_of("activation", self.activation, ACTIVATIONS)
         _one_of("output_activation", self.output_activation, OUTPUT_ACTIVATIONS)
         _non_negative_float("negative_slope", self.negative_slope)
@@ -136,10 +142,7 @@ class VAEConfig:
         if self.objective == "elbo" and self.iwae_k != 1:
             raise ValueError(f"iwae_k={self.iwae_k} needs objective='iwae' (the ELBO uses one sample)")
         _one_of("architecture", self.architecture, ARCHITECTURES)
-        if not isinstance(self.conv_channels, tuple) or not self.conv_channels:
-            raise ValueError(f"conv_channels must be a non-empty tuple of positive integers, got {self.conv_channels!r}")
-        for width in self.conv_channels:
-            _positive_int("conv_channels entries", width)
+        _positive_ints("conv_channels", self.conv_channels, non_empty=True)
         if self.architecture == "conv":
             self.image_side  # validates that input_dim is a square image the conv blocks can halve
         _one_of("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
@@ -173,24 +176,19 @@ class TrainConfig:
     plateau schedule, KL weight 1 and reconstruction sigma 1.
 
     ``lr``, ``kl_weight`` (the blog's ``distrib_loss_rate``; a beta-VAE's beta) and ``recon_sigma``
-    (the blog's ``gauss_sigma``, used by the Gaussian likelihood) are the hyperparameters
-    (``HYPERPARAMETERS``): the train state carries them as data (``training.Hyper``), so models that
-    differ only in them share one compiled program, and a sweep varies them.
+    (the blog's ``gauss_sigma``) are the ``HYPERPARAMETERS``: data in the train state, so models that
+    differ only in them share one compiled program, and a sweep varies them. ``drop_last=False`` keeps
+    the last partial batch, and an epoch's loss is the unweighted mean of its batches', as the blog's.
 
-    ``drop_last=False`` keeps the last partial batch, as the blog's DataLoader does; an epoch's
-    loss is then the unweighted mean of its per-batch losses, again as the blog reports it.
+    ``lr_schedule`` (``jaxvae.schedules``): "plateau" is PyTorch's ReduceLROnPlateau on the validation
+    loss (``plateau_*``, ``min_lr``; training stops before an epoch whose lr is below ``stop_lr``), the
+    blog's; "constant" keeps ``lr``; "burda" is Burda et al.'s 3**i-epoch stages at ``lr *
+    10**(-i/7)``; "cosine" decays ``lr`` to 0 over ``max_epochs``. ``kl_warmup_epochs`` > 0 raises the
+    KL weight linearly (step by step) from 0 to ``kl_weight`` over that many epochs.
 
-    Schedules (see ``jaxvae.schedules``): ``lr_schedule`` "plateau" is PyTorch's ReduceLROnPlateau
-    on the validation loss (``plateau_*``, ``min_lr``; training stops before an epoch whose lr is
-    below ``stop_lr``), the blog's; "constant" keeps ``lr``; "burda" is Burda et al.'s 3**i-epoch
-    stages at ``lr * 10**(-i/7)``; "cosine" decays ``lr`` to 0 over ``max_epochs``.
-    ``kl_warmup_epochs`` > 0 raises the KL weight linearly from 0 to ``kl_weight`` over
-    that many epochs (step by step); 0 keeps it constant, as the blog does.
-
-    ``binarize`` (for Bernoulli models): "dynamic" draws x ~ Bernoulli(pixel) afresh on the device
-    each time a training batch is drawn; "fixed" binarises the training data once from
-    ``binarize_seed``. In both cases validation (and evaluation) data are binarised once from
-    ``binarize_seed + 1``, so the numbers are comparable between epochs and runs.
+    ``binarize`` (Bernoulli models): "dynamic" draws x ~ Bernoulli(pixel) afresh for each training
+    batch; "fixed" binarises the training data once from ``binarize_seed``. Validation and evaluation
+    data are binarised once from ``binarize_seed + 1``, comparable between epochs and runs.
     """
 
     batch_size: int = 128
@@ -218,8 +216,7 @@ class TrainConfig:
         _positive_float("lr", self.lr)
         _non_negative_float("kl_weight", self.kl_weight)
         _positive_float("recon_sigma", self.recon_sigma)
-        if isinstance(self.max_epochs, bool) or not isinstance(self.max_epochs, int) or self.max_epochs < 0:
-            raise ValueError(f"max_epochs must be an integer >= 0, got {self.max_epochs!r}")
+        _non_negative_int("max_epochs", self.max_epochs)
         for name in ("b1", "b2"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value < 1:
@@ -227,8 +224,7 @@ class TrainConfig:
         _positive_float("adam_eps", self.adam_eps)
         if not isinstance(self.plateau_factor, (int, float)) or not 0 < self.plateau_factor < 1:
             raise ValueError(f"plateau_factor must be in (0, 1), got {self.plateau_factor!r}")
-        if isinstance(self.plateau_patience, bool) or not isinstance(self.plateau_patience, int) or self.plateau_patience < 0:
-            raise ValueError(f"plateau_patience must be an integer >= 0, got {self.plateau_patience!r}")
+        _non_negative_int("plateau_patience", self.plateau_patience)
         _non_negative_float("plateau_threshold", self.plateau_threshold)
         _non_negative_float("min_lr", self.min_lr)
         _non_negative_float("stop_lr", self.stop_lr)
@@ -268,8 +264,7 @@ def configs_from_dicts(model: dict, training: dict) -> tuple[VAEConfig, TrainCon
     model, training = dict(model), dict(training)
     for name in ("kl_weight", "recon_sigma"):
         if name in model:
-            value = model.pop(name)
-            training.setdefault(name, value)
+            training.setdefault(name, model.pop(name))
     vae_config, train_config = VAEConfig(**model), TrainConfig(**training)
     check_configs(vae_config, train_config)
     return vae_config, train_config

@@ -1,17 +1,10 @@
-"""The VAE's loss as pure functions of arrays: written once, used by training, evaluation,
-benchmarks and the parity tests alike.
+"""The VAE's loss as pure functions of arrays, shared by training, evaluation, benchmarks and the parity tests.
 
-Per-sample building blocks return one value per row; ``vae_loss`` averages them over the batch,
-as the blog's ``GaussSimilarityLoss`` and ``UnitGaussKullbackLeiblerDivergenceLoss`` do.
-
-Beyond the blog: full log-densities (``gaussian_log_likelihood`` with its normalising constant,
-``bernoulli_log_likelihood`` from logits, ``log_normal_diag``, ``log_standard_normal``), the
-importance weights ``log_importance_weights`` and the IWAE bound (Burda, Grosse, Salakhutdinov
-2015). ``objective_loss`` picks the training loss of a config; for the default config it is
-``vae_loss`` itself.
-
-The KL weight and the Gaussian's sigma are arguments (the blog's 1 by default), never config
-fields: training passes each model's values as arrays (``training.Hyper``).
+Per-sample building blocks return one value per row; ``vae_loss`` averages them over the batch, as the
+blog's ``GaussSimilarityLoss`` and ``UnitGaussKullbackLeiblerDivergenceLoss`` do. Beyond the blog:
+full log-densities, the importance weights and the IWAE bound (Burda, Grosse, Salakhutdinov 2015);
+``objective_loss`` picks a config's training loss. The KL weight and the Gaussian's sigma are
+arguments (1 by default), not config fields: training passes each model's values as arrays.
 """
 from __future__ import annotations
 
@@ -27,10 +20,8 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 def gauss_similarity_loss(x: jax.Array, x_hat: jax.Array, sigma: float = 1.0) -> jax.Array:
-    """Per-sample -log N(x | x_hat, sigma^2 I) without its constant: sum (x - x_hat)^2 / (2 sigma^2).
-
-    Inputs are flattened from axis 1, as the blog's loss does.
-    """
+    """Per-sample -log N(x | x_hat, sigma^2 I) without its constant: sum (x - x_hat)^2 / (2 sigma^2),
+    inputs flattened from axis 1 as the blog's loss does."""
     x = x.reshape(x.shape[0], -1)
     x_hat = x_hat.reshape(x_hat.shape[0], -1)
     return jnp.sum((x - x_hat) ** 2, axis=-1) / (2.0 * sigma**2)
@@ -39,9 +30,8 @@ def gauss_similarity_loss(x: jax.Array, x_hat: jax.Array, sigma: float = 1.0) ->
 def unit_gauss_kl(mu: jax.Array, log_sigma: jax.Array) -> jax.Array:
     """Per-sample KL(N(mu, sigma^2) || N(0, I)) = 0.5 sum(sigma^2 + mu^2 - 1 - 2 log sigma).
 
-    Written in log-sigma: the blog computes log(exp(log_sigma)), which is -inf once exp underflows
-    (log_sigma < ~-103 in float32) and NaN once it overflows; this form is finite wherever the KL is
-    representable and equal to the blog's wherever that one is finite.
+    In log-sigma: the blog's log(exp(log_sigma)) is -inf once exp underflows (log_sigma < ~-103 in
+    float32); this form is finite wherever the KL is, and equal to the blog's wherever that is finite.
     """
     return 0.5 * jnp.sum(jnp.exp(2.0 * log_sigma) + mu**2 - 1.0 - 2.0 * log_sigma, axis=-1)
 
@@ -96,9 +86,7 @@ def sample_eps(key: jax.Array, batch: int, config: VAEConfig, dtype=jnp.float32)
 
 def vae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, *, kl_weight=1.0, recon_sigma=1.0):
     """The blog's loss: mean reconstruction term + kl_weight * mean KL, with the noise ``eps`` given.
-
-    Returns ``(loss, aux)`` with ``aux["recon"]`` and ``aux["kl"]`` the batch means.
-    """
+    Returns ``(loss, aux)``, ``aux["recon"]`` and ``aux["kl"]`` the batch means."""
     model = bind(params, config)
     mu, log_sigma = model.encode(x)
     z = mu + jnp.exp(log_sigma) * eps
@@ -130,10 +118,8 @@ def iwae_bound(log_w: jax.Array) -> jax.Array:
 
 def iwae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, *, recon_sigma=1.0):
     """The negative IWAE bound, averaged over the batch, with ``eps [k, B, latent]`` given.
-
-    ``aux["recon"]`` is the mean -log p(x | z) and ``aux["kl"]`` the mean log q(z|x) - log p(z)
-    over the k samples (a Monte-Carlo KL), so the metrics read as those of ``vae_loss``.
-    """
+    ``aux["recon"]`` (mean -log p(x | z)) and ``aux["kl"]`` (mean log q(z|x) - log p(z), Monte-Carlo)
+    read as those of ``vae_loss``."""
     log_w, log_px_z = log_importance_weights(params, x, eps, config, recon_sigma)
     recon = -jnp.mean(log_px_z)
     return -jnp.mean(iwae_bound(log_w)), {"recon": recon, "kl": -jnp.mean(log_w) - recon}

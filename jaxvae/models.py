@@ -16,15 +16,10 @@ state is that plain nested dict, each layer ``{"kernel", "bias"}``::
 transposed) and ``[kh, kw, in, out]`` for convolutions; ``jaxvae.interop`` maps torchref's layers
 onto this layout, ``jaxvae.checkpoint`` renames older files' flat names (``trunk_0``, ``block0_conv0``).
 
-Every layer starts from ``VAEConfig.init``: by default PyTorch's initialisation for its kind, weight
-and bias uniform in ``[-1/sqrt(fan_in), 1/sqrt(fan_in)]`` with torch's fan_in; "flax" leaves the
-layers their Flax defaults (lecun-normal kernels, zero biases); a (kernel_init, bias_init) pair is
-given to every layer. The keys come from ``rngs``' ``params`` stream, layer by layer in
-declaration order (encoder, then decoder; kernel, then bias).
-
-Training never holds a module: the hot loop is a pure function of that dict, and ``bind`` merges it
-into a module while jit traces (Flax's advice for small models; ``nnx.jit`` would add Python work
-to every call). ``encode``, ``decode`` and ``decoder_output`` are that pure form.
+Every layer starts from ``VAEConfig.init``, its keys drawn from ``rngs``' ``params`` stream in
+declaration order (encoder, then decoder; kernel, then bias). Training never holds a module: the hot
+loop is a pure function of that dict, which ``bind`` merges into a module while jit traces (Flax's
+advice for small models; ``nnx.jit`` would add Python work to every call).
 """
 from __future__ import annotations
 
@@ -39,14 +34,9 @@ from jaxvae.config import VAEConfig
 
 @jax.custom_jvp
 def softplus(x: jax.Array) -> jax.Array:
-    """log(1 + e^x): ``jax.nn.softplus``'s value and gradient bit for bit, computed as
-    max(x, 0) + log1p(exp(-|x|)) without ``logaddexp``'s NaN select.
-
-    A measured performance rewrite: ~3x faster than ``jax.nn.softplus`` on XLA's CPU backend, which
-    vectorises it better. It counts where a softplus runs on every pixel of every sample (the
-    importance-sampled evaluation); in a training step it made no measurable difference
-    (benchmarks/README.md).
-    """
+    """log(1 + e^x): ``jax.nn.softplus``'s value and gradient bit for bit, as max(x, 0) + log1p(exp(-|x|))
+    without ``logaddexp``'s NaN select: ~3x faster on XLA's CPU backend, which counts in the
+    importance-sampled evaluation (benchmarks/README.md)."""
     return jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
 
 
@@ -137,7 +127,8 @@ def _conv_up(in_channels: int, features: int, config: VAEConfig, rngs: nnx.Rngs)
                              param_dtype=jnp.float32, rngs=rngs, **_layer_init(config, features * 4))
 
 
-def _run_stack(layers: nnx.List, act, h: jax.Array) -> jax.Array:
+def _run_stack(layers: nnx.List, config: VAEConfig, h: jax.Array) -> jax.Array:
+    act = activation_fn(config.activation, config.negative_slope)
     for layer in layers:
         h = act(layer(h))
     return h
@@ -145,12 +136,8 @@ def _run_stack(layers: nnx.List, act, h: jax.Array) -> jax.Array:
 
 def _fused_heads(mu: nnx.Linear, log_sigma: nnx.Linear, h: jax.Array):
     """``(mu(h), log_sigma(h))`` as one [width, 2 * latent] matmul, computed as the layers compute
-    (their promote_dtype and preferred_element_type).
-
-    A performance rewrite: one GEMM instead of two in the forward and in the backward pass; the
-    parameters stay the blog's two separate layers. Its gain is not shown on CPU: interleaved on a
-    shared 2-core host, the blog model's gradient step at batch 128 ran as fast with two separate
-    head matmuls (separate over fused per round: median 0.96, range 0.69-1.59).
+    (their promote_dtype and preferred_element_type): one GEMM instead of two each way, the parameters
+    still the blog's two layers. No gain shown on CPU (2 shared cores: separate/fused median 0.96).
     """
     kernel = jnp.concatenate([mu.kernel[...], log_sigma.kernel[...]], axis=1)
     bias = jnp.concatenate([mu.bias[...], log_sigma.bias[...]])
@@ -179,9 +166,7 @@ class Encoder(nnx.Module):
         self.log_sigma = _dense(widths[-1], config.latent_dim, config, rngs, dtype)
 
     def __call__(self, x: jax.Array):
-        cfg = self.config
-        h = _run_stack(self.trunk, activation_fn(cfg.activation, cfg.negative_slope), x)
-        return _fused_heads(self.mu, self.log_sigma, h)
+        return _fused_heads(self.mu, self.log_sigma, _run_stack(self.trunk, self.config, x))
 
 
 class Decoder(nnx.Module):
@@ -195,8 +180,7 @@ class Decoder(nnx.Module):
         self.output = _dense(widths[-1], config.input_dim, config, rngs, dtype)
 
     def __call__(self, z: jax.Array) -> jax.Array:
-        cfg = self.config
-        return self.output(_run_stack(self.hidden, activation_fn(cfg.activation, cfg.negative_slope), z))
+        return self.output(_run_stack(self.hidden, self.config, z))
 
 
 class ConvBlock(nnx.Module):
@@ -264,9 +248,8 @@ class ConvDecoder(nnx.Module):
     def __call__(self, z: jax.Array) -> jax.Array:
         cfg = self.config
         act = activation_fn(cfg.activation, cfg.negative_slope)
-        channels = tuple(reversed(cfg.conv_channels))
-        small = cfg.image_side // 2 ** len(channels)
-        h = act(self.input(z)).reshape(z.shape[0], small, small, channels[0])
+        small = cfg.image_side // 2 ** len(cfg.conv_channels)
+        h = act(self.input(z)).reshape(z.shape[0], small, small, -1)
         for block in self.blocks:
             h = block(h, act, z.dtype)
         return self.output(h).astype(z.dtype).reshape(z.shape[0], -1)
@@ -325,10 +308,9 @@ def bind(params: dict, config: VAEConfig) -> VAE:
 def init_params(key: jax.Array, config: VAEConfig, dtype=jnp.float32) -> dict:
     """Fresh parameters with the config's initialisation (``VAEConfig.init``), from ``key``.
 
-    Built eagerly, not under one jit: XLA compiles each layer's random draw per shape either way,
-    and the eager draws reuse those programs across configs of the same layer shapes, where a jitted
-    init would compile again for every config (measured: equal cold starts, 3x slower for four
-    configs that differ only in the activation).
+    Built eagerly, not under one jit: the eager per-layer draws reuse their compiled programs across
+    configs of the same layer shapes, where a jitted init compiles again for each (measured: 3x slower
+    for four configs that differ only in the activation).
     """
     return params_of(VAE(config, rngs=key, dtype=dtype))
 

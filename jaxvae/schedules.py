@@ -1,18 +1,14 @@
 """Schedules: how the learning rate and the KL weight change during training, as values.
 
-A schedule is a small frozen dataclass giving a *factor* at each step; the value used is that factor
-times the model's hyperparameter (``TrainConfig.lr`` or ``kl_weight``, carried as data in the train
-state, see ``training.Hyper``): lr_t = lr * lr_schedule(t). So one schedule serves models with any lr
-or KL weight, and they share one compiled program.
+A schedule is a small frozen dataclass giving a *factor* at each step, times the model's
+hyperparameter (``TrainConfig.lr`` or ``kl_weight``, data in the train state): lr_t = lr *
+lr_schedule(t), so models with any lr or KL weight share one compiled program.
 
-``value(state, step, steps_per_epoch)`` is the factor at the global optimisation step ``step``
-(counted from 0 over the whole run), evaluated inside the compiled step. A schedule that reacts to
-the validation loss (``Plateau``) also keeps a small state between epochs: ``init()`` makes it,
-``update(state, val_loss, base)`` advances it after each epoch on the host (``base``: the
-hyperparameter it multiplies, for rules stated in absolute terms such as ``min_lr``), the checkpoint
-saves it, and it reaches compiled code as an array. ``finished(state, epochs_done, base)`` says when
-the schedule ends the run (the plateau when the lr falls below ``stop_lr``, the stages after the
-last one).
+``value(state, step, steps_per_epoch)`` is the factor at the global step ``step`` (from 0), inside the
+compiled step. A schedule that reacts to the validation loss (``Plateau``) keeps a state between
+epochs: ``init()`` makes it, ``update(state, val_loss, base)`` advances it on the host after each
+epoch (``base``: the hyperparameter it multiplies, for absolute rules such as ``min_lr``), checkpoints
+save it. ``finished(state, epochs_done, base)`` says when the schedule ends the run.
 
     Constant()                           the hyperparameter itself (the blog's constant KL weight)
     Plateau()                            PyTorch's ReduceLROnPlateau on the validation loss (the blog)
@@ -80,12 +76,11 @@ class PlateauState(NamedTuple):
 
 @dataclass(frozen=True)
 class Plateau(Schedule):
-    """PyTorch's ``ReduceLROnPlateau``, exactly: after each epoch the validation loss improves when
-    it is below ``best * (1 - threshold)``; after more than ``patience`` epochs without improvement
-    the lr is multiplied by ``factor`` (floored at ``min_lr``; changes smaller than 1e-8 are
-    skipped). The run ends before an epoch whose lr is below ``stop_lr`` (the blog's rule).
-    ``min_lr`` and ``stop_lr`` are learning rates, compared with ``base`` (the model's lr) times the
-    state's scale."""
+    """PyTorch's ``ReduceLROnPlateau``, exactly: the validation loss improves when below ``best * (1 -
+    threshold)``; after more than ``patience`` epochs without improvement the lr is multiplied by
+    ``factor`` (floored at ``min_lr``; changes under 1e-8 skipped). The run ends before an epoch whose
+    lr is below ``stop_lr`` (the blog's rule). ``min_lr`` and ``stop_lr`` are learning rates, compared
+    with ``base`` (the model's lr) times the state's scale."""
 
     # The blog's settings, kept in one place: TrainConfig's defaults.
     factor: float = TrainConfig.plateau_factor
@@ -101,12 +96,9 @@ class Plateau(Schedule):
         return state.scale
 
     def update(self, state: PlateauState, val_loss: float, base: float) -> PlateauState:
-        best, bad = state.best, state.num_bad_epochs
+        best, bad, scale = state.best, state.num_bad_epochs + 1, state.scale
         if val_loss < best * (1.0 - self.threshold):
             best, bad = val_loss, 0
-        else:
-            bad += 1
-        scale = state.scale
         if bad > self.patience:
             lr = base * scale
             new_lr = max(lr * self.factor, self.min_lr)
@@ -171,9 +163,8 @@ class LinearWarmup(Schedule):
 
 @dataclass(frozen=True, eq=False)
 class FromOptax(Schedule):
-    """Any optax schedule (a function of the step count) as factors: ``optax.exponential_decay(1.0, ...)``.
-    Two are equal when they compute the same function (``structure_key``): a fresh but identical
-    schedule reuses the compiled epoch."""
+    """Any optax schedule of the step count as factors: ``optax.exponential_decay(1.0, ...)``. Two are
+    equal when they compute the same function (``structure_key``), so a fresh one reuses the compiled epoch."""
 
     fn: Callable
 

@@ -5,19 +5,14 @@ kl_weight, lr).
                                    seeds=3, recon_sigma=[0.3, 0.5, 1.0, 2.0])
     result.models[i].train_config, result.histories[i], result.fit_result(i).params
 
-The models are every combination of the values given (a *setting*) times every seed. Model i is
-the run that ``fit(train_x, val_x, vae_config=vc, train_config=models[i].train_config)`` makes, to
-float rounding (the batched matmuls of the vmapped program may sum in another order than the single
-model's): the sweep is ``training.fit_models`` over the models' configs. What differs between the
-models (the seed, the hyperparameters) is data of that program, never a constant of it, so one
-compile serves the whole sweep.
+The models are every combination of the values given (a *setting*) times every seed. Model i is the
+run ``fit(train_x, val_x, vae_config=vc, train_config=models[i].train_config)`` makes, to float
+rounding (vmapped matmuls may sum in another order): the sweep is ``training.fit_models`` over the
+models' configs, one compile for all. A model whose epoch goes non-finite stops at its last good state
+with fit's message in ``errors``; ``summarize`` names it and leaves it out of every statistic.
 
-A model whose epoch goes non-finite stops at its last good state with fit's message in ``errors``;
-the others are untouched, and ``summarize`` leaves it out of every mean and spread and names it.
-
-A sweep directory (``jaxvae sweep``) holds one ordinary run directory per model (``jaxvae evaluate``,
-``plot`` and ``train --resume`` take it as it is), ``sweep.json`` (what the sweep is, to resume it)
-and ``summary/`` (``summary.json`` and the figures).
+A sweep directory (``jaxvae sweep``) holds one ordinary run directory per model, ``sweep.json`` (what
+the sweep is, to resume it) and ``summary/`` (``summary.json`` and the figures).
 """
 from __future__ import annotations
 
@@ -57,21 +52,11 @@ class SweepModel:
     vae_config: VAEConfig
     train_config: TrainConfig
 
-    @property
-    def seed(self) -> int:
-        return self.train_config.seed
-
-    @property
-    def recon_sigma(self) -> float:
-        return self.train_config.recon_sigma
-
-    @property
-    def kl_weight(self) -> float:
-        return self.train_config.kl_weight
-
-    @property
-    def lr(self) -> float:
-        return self.train_config.lr
+    # The seed and the swept values, read from the train config.
+    seed = property(lambda self: self.train_config.seed)
+    recon_sigma = property(lambda self: self.train_config.recon_sigma)
+    kl_weight = property(lambda self: self.train_config.kl_weight)
+    lr = property(lambda self: self.train_config.lr)
 
     @property
     def setting(self) -> tuple[float, ...]:
@@ -113,8 +98,8 @@ def sweep_models(vae_config: VAEConfig, train_config: TrainConfig, *, seeds=None
     """The models of a sweep, settings in product order (recon_sigma outermost), seeds innermost.
 
     ``seeds``: a count (``train_config.seed`` onwards) or a list; ``recon_sigma``, ``kl_weight``,
-    ``lr``: a value or a list of values (None: the config's). Every model's configs are validated
-    (a bad value raises ValueError naming its field), and so is what cannot be swept.
+    ``lr``: a value or a list (None: the config's). Every model's configs are validated (ValueError
+    naming the field).
     """
     given = {"recon_sigma": recon_sigma, "kl_weight": kl_weight, "lr": lr}
     values = {q: _values(q, given[q], getattr(train_config, q)) for q in SWEPT}
@@ -164,8 +149,8 @@ def fit_many(
     data_parallel: DataParallel | None | str = "auto",
 ) -> SweepResult:
     """Train every model of the sweep (``sweep_models``) at once, as ``fit`` would train each:
-    ``training.fit_models`` over the models' train configs (see it for ``state``, ``callbacks``
-    and the rest). Never raises ``NonFiniteError``: see ``SweepResult.stop_reasons``."""
+    ``training.fit_models`` over their train configs (see it for the other arguments). Never raises
+    ``NonFiniteError``: see ``SweepResult.stop_reasons``."""
     models = sweep_models(vae_config, train_config, seeds=seeds, recon_sigma=recon_sigma, kl_weight=kl_weight, lr=lr)
     result = fit_models(train_x, val_x, vae_config=vae_config, train_configs=[m.train_config for m in models],
                         state=state, callbacks=callbacks, progress=progress, progress_every=progress_every,

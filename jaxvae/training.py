@@ -1,17 +1,11 @@
 """Training: the one train step, the compiled epoch, and the one host loop that trains N models.
 
-The step is the maths of the paper and nothing else: draw eps, take the gradient of the loss at the
-KL weight of this step, move the parameters by the learning rate of this step along the
-optimizer's direction (Adam's by default). It is built once (``TrainStep``) from the model config,
-an optax transformation and two schedules; that is the static part of the compiled program. The
-hyperparameters (lr, KL weight, reconstruction sigma: ``Hyper``) are data in the train state, so
-models that differ only in them, or in their seed, share the compiled code.
-
-An epoch is one compiled call: a ``lax.scan`` of the step over batches gathered from a dataset that
-stays on the device, then the last partial batch (kept, as the blog does). ``models_epoch`` runs that
-epoch and the validation pass for a stack of models at once (the step vmapped over a leading model
-axis). ``fit_models`` is the host loop around it: records, schedules, non-finite checks, callbacks.
-``fit`` trains one model: it is ``fit_models`` with N = 1.
+``TrainStep`` (model config, optax direction, two schedules) is the static part of the compiled
+program; the hyperparameters (``Hyper``) are data in the train state, so models that differ only in
+them or their seed share the compiled code. An epoch is one compiled call: a ``lax.scan`` of the step
+over batches of data kept on the device, then the last partial batch (kept, as the blog does).
+``models_epoch`` runs it and the validation pass for a stack of models (vmapped); ``fit_models`` is
+the host loop around it, and ``fit`` is ``fit_models`` with one model.
 """
 from __future__ import annotations
 
@@ -43,9 +37,8 @@ EVAL_GROUP_ROWS = 1024
 
 
 class Hyper(NamedTuple):
-    """The hyperparameters as data of the compiled step: the learning rate and the KL weight (each
-    multiplies its schedule's factor) and the Gaussian likelihood's sigma. Arrays in the train state
-    (one entry per model when models are stacked); Python floats on the host."""
+    """The hyperparameters as data of the compiled step: lr and KL weight (each times its schedule's
+    factor) and the Gaussian's sigma. Arrays in the train state, Python floats on the host."""
 
     lr: Any = TrainConfig.lr
     kl_weight: Any = TrainConfig.kl_weight
@@ -61,8 +54,7 @@ class Hyper(NamedTuple):
 
 
 class TrainState(NamedTuple):
-    """What the train step updates and reads: the parameters, the optimizer's state, the step count
-    (the clock of the schedules) and the hyperparameters (``Hyper``, never changed by the step)."""
+    """Parameters, optimizer state, step count (the schedules' clock) and ``Hyper`` (never changed by the step)."""
 
     params: Any
     opt_state: Any
@@ -80,10 +72,9 @@ class ScheduleStates(NamedTuple):
 def adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
     """Adam's update direction, PyTorch's defaults; no learning rate: the step multiplies by the lr.
 
-    The coefficients live in the optimizer state as float32 (``inject_hyperparams``), so that the
-    moments' 1 - b2 and the bias correction 1 - b2**t round alike, as PyTorch's float64 arithmetic
-    keeps them consistent. Plain ``optax.scale_by_adam`` mixes the two roundings: after 50 float32
-    steps its parameters sit 6e-5 from PyTorch's (measured), this form's within the 1e-5 bound.
+    The coefficients live in the optimizer state as float32 (``inject_hyperparams``) so that 1 - b2
+    and the bias correction 1 - b2**t round alike, as in PyTorch: plain ``optax.scale_by_adam`` drifts
+    6e-5 from PyTorch in 50 float32 steps (measured), this form stays within the 1e-5 bound.
     """
     return optax.inject_hyperparams(optax.scale_by_adam)(b1=b1, b2=b2, eps=eps)
 
@@ -92,13 +83,11 @@ def adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.Gradien
 class TrainStep:
     """One optimisation step: params <- params - lr_t * optimizer(grad loss(params; kl_weight_t)).
 
-    ``optimizer`` is an optax transformation without a learning rate (default: ``adam()``);
-    ``lr`` and ``kl_weight`` are schedules of factors (``jaxvae.schedules``; numbers and optax
-    schedules are accepted too) that multiply the state's ``Hyper`` values. ``steps_per_epoch`` lets
-    schedules count in epochs; ``binarize`` draws a fresh binary image of each batch (dynamic
-    binarisation). The static argument of the compiled epoch: steps compare equal when they compute
-    the same thing (the optimizer by ``structure_key``, so a fresh ``optax.adam(...)`` or a fresh
-    but equal step does not compile the epoch again).
+    ``optimizer``: an optax transformation without a learning rate (default ``adam()``); ``lr`` and
+    ``kl_weight``: schedules of factors of the state's ``Hyper`` values (``jaxvae.schedules``; numbers
+    and optax schedules too). ``steps_per_epoch`` lets schedules count in epochs; ``binarize`` draws a
+    fresh binary image of each batch. Steps that compute the same thing compare equal (the optimizer
+    by ``structure_key``), so a fresh but equal step does not compile the epoch again.
     """
 
     config: VAEConfig
@@ -150,8 +139,7 @@ class TrainStep:
         return hash((self._static(), self._optimizer_key()))
 
     def init(self, params, hyper: Hyper = Hyper()) -> TrainState:
-        """The state of a fresh run from ``params`` with the hyperparameters ``hyper`` (default: the
-        blog's; made arrays of the parameters' float type)."""
+        """A fresh run's state from ``params`` and ``hyper`` (default: the blog's), in the parameters' float type."""
         dtype = jax.tree.leaves(params)[0].dtype
         return TrainState(params, self.optimizer.init(params), jnp.zeros((), jnp.int32), Hyper(*hyper).as_arrays(dtype))
 
@@ -200,12 +188,8 @@ class NonFiniteError(FloatingPointError):
 
 
 def epoch_plan(key, n: int, batch_size: int, drop_last: bool = False):
-    """The batches of one epoch and one noise key per step, both drawn from ``key``.
-
-    Returns ``(EpochIndices, step_keys)``; step ``i`` draws its eps from ``step_keys[i]`` (the
-    partial tail batch, when kept, is the last step). Training and evaluation share this plan, and
-    the parity tests use it to replay an epoch step by step.
-    """
+    """The batches of one epoch and one noise key per step, both drawn from ``key``: ``(EpochIndices,
+    step_keys)``, the partial tail batch (when kept) last. Training, evaluation and the parity tests share it."""
     perm_key, noise_key = jax.random.split(key)
     batches = epoch_indices(perm_key, n, batch_size, drop_last)
     n_steps = batches.full.shape[0] + (1 if batches.tail.shape[0] else 0)
@@ -213,8 +197,7 @@ def epoch_plan(key, n: int, batch_size: int, drop_last: bool = False):
 
 
 def _in_groups(xs, size: int):
-    """Split the leading axis of every leaf of ``xs`` into whole groups of ``size``: returns
-    ``(grouped, rest)``, grouped leaves ``[n // size, size, ...]``, rest the last ``n % size`` rows."""
+    """``(grouped, rest)``: every leaf's leading axis as ``[n // size, size, ...]``, and the last ``n % size`` rows."""
     n = jax.tree.leaves(xs)[0].shape[0]
     whole = n - n % size
     grouped = jax.tree.map(lambda a: a[:whole].reshape(whole // size, size, *a.shape[1:]), xs)
@@ -222,7 +205,7 @@ def _in_groups(xs, size: int):
 
 
 def _ungroup(grouped):
-    """Undo the grouping of ``_in_groups`` on outputs: ``[groups, size, ...]`` -> ``[groups * size, ...]``."""
+    """``[groups, size, ...]`` -> ``[groups * size, ...]``: undoes ``_in_groups``."""
     return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), grouped)
 
 
@@ -256,8 +239,8 @@ def _tree_all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
-# The progress hook that compiled epochs report to. The compiled code calls ``_report_progress``, one
-# function for every epoch, so a new hook never makes a new program (a static callable would).
+# Where compiled epochs report progress. They all call ``_report_progress``, so a new hook never makes a
+# new program (a static callable would).
 _progress_hook: list[Callable | None] = [None]
 
 
@@ -306,12 +289,6 @@ _train_epoch_jit = jax.jit(_train_epoch, static_argnames=("train_step", "batch_s
                                                           "batch_sharding"), donate_argnames="state")
 
 
-def _check_steps(train_step: TrainStep, n: int, batch_size: int, drop_last: bool) -> None:
-    expected = steps_per_epoch(n, batch_size, drop_last)
-    if train_step.steps_per_epoch not in (None, expected):
-        raise ValueError(f"the train step was built for {train_step.steps_per_epoch} steps per epoch; "
-                         f"{n} samples in batches of {batch_size} make {expected}")
-
 
 def train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules: ScheduleStates | None = None, *,
                 batch_size: int, drop_last: bool = False, progress: Callable | None = None,
@@ -320,12 +297,14 @@ def train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules: 
 
     Returns the new state, per-batch metrics (``loss``, ``recon``, ``kl``; the partial batch last)
     and whether every parameter is finite. ``progress(step, running_mean_loss)`` is called on the
-    host every ``progress_every`` steps (and after the last full batch) when given. The state is
-    donated (its buffers become the result's; measured 3-4% faster per epoch on CPU than without):
-    pass a copy to keep the old one. ``batch_sharding`` (see ``jaxvae.parallel``) splits each full
-    batch over devices.
+    host every ``progress_every`` steps (and after the last full batch). The state is donated (3-4%
+    faster per epoch on CPU): pass a copy to keep it. ``batch_sharding`` (``jaxvae.parallel``) splits
+    each full batch over devices.
     """
-    _check_steps(train_step, data.shape[0], batch_size, drop_last)
+    n, expected = data.shape[0], steps_per_epoch(data.shape[0], batch_size, drop_last)
+    if train_step.steps_per_epoch not in (None, expected):
+        raise ValueError(f"the train step was built for {train_step.steps_per_epoch} steps per epoch; "
+                         f"{n} samples in batches of {batch_size} make {expected}")
     if progress is not None:
         set_progress_hook(progress)
     schedules = train_step.init_schedules() if schedules is None else schedules
@@ -363,11 +342,9 @@ def _eval_epoch(params, data, key, vae_config: VAEConfig, batch_size: int, kl_we
 
 @partial(jax.jit, static_argnames=("vae_config", "batch_size"))
 def eval_epoch(params, data, key, vae_config: VAEConfig, batch_size: int = 128, *, kl_weight=1.0, recon_sigma=1.0):
-    """Per-batch loss, recon and KL over every row of ``data`` as one compiled call (the last batch
-    may be partial: ``per_image_mean`` weighs the batches by their rows).
-
-    Like the blog's validation loop it draws fresh noise and shuffles the batches (``key``);
-    pass ``key`` to fix both.
+    """Per-batch loss, recon and KL over every row of ``data`` as one compiled call (the last batch may
+    be partial: ``per_image_mean`` weighs batches by rows). As the blog's validation loop, the noise and
+    the batches' order are drawn from ``key``.
     """
     return _eval_epoch(params, data, key, vae_config, min(batch_size, data.shape[0]), kl_weight, recon_sigma)
 
@@ -380,8 +357,7 @@ def per_image_mean(per_batch, n: int, batch_size: int) -> float:
 
 
 def _over_models(fn, n_models: int):
-    """``jax.vmap(fn)`` over a leading model axis, or for one model ``fn`` on the squeezed arguments
-    (a plain program: no batched matmuls where there is nothing to batch)."""
+    """``jax.vmap(fn)`` over a leading model axis; for one model, ``fn`` on the squeezed arguments (a plain program)."""
     if n_models > 1:
         return jax.vmap(fn)
 
@@ -395,15 +371,13 @@ def _over_models(fn, n_models: int):
          donate_argnames=("states", "keys"))
 def models_epoch(train_step: TrainStep, states: TrainState, keys, active, schedules: ScheduleStates, data, val_data, *,
                  batch_size: int, drop_last: bool = False, report_every: int | None = None, batch_sharding=None):
-    """One epoch of every model as one compiled call: training then validation, each model as a lone
-    fit would run it.
+    """One epoch of every model as one compiled call: training then validation, each as a lone fit runs it.
 
-    ``states``, ``keys`` (each model's loop key), ``active`` and ``schedules`` have a leading model
-    axis. Model i splits ``keys[i]`` into its next loop key and the keys of its training and
-    validation passes. A model that is not ``active``, or whose epoch went non-finite, keeps its
-    state and key. Returns ``(states, keys, metrics, val_metrics, finite, values)``: per-batch
-    metrics ``[models, batches]``, whether each model's parameters are finite, and the (lr,
-    kl_weight) each model started the epoch with. ``states`` and ``keys`` are donated.
+    ``states``, ``keys`` (loop keys), ``active`` and ``schedules`` have a leading model axis. Model i
+    splits ``keys[i]`` into its next loop key and its training and validation keys; one not ``active``,
+    or whose epoch went non-finite, keeps its state and key. Returns ``(states, keys, metrics,
+    val_metrics, finite, values)``: per-batch metrics ``[models, batches]``, whether each model's
+    parameters are finite, and its starting (lr, kl_weight). ``states`` and ``keys`` are donated.
     """
     def one(state, key, active, schedules):
         next_key, train_key, val_key = jax.random.split(key, 3)
@@ -450,11 +424,6 @@ def _stack(trees):
     return jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(leaf) for leaf in leaves]), *trees)
 
 
-def _stack_host(trees):
-    """``_stack`` of host values (the schedules' states): one transfer per leaf."""
-    return jax.tree.map(lambda *leaves: jnp.asarray(np.stack([np.asarray(leaf) for leaf in leaves])), *trees)
-
-
 @dataclass
 class ModelsState:
     """The state of N models trained together: their train states stacked along a leading axis, and
@@ -476,8 +445,9 @@ class ModelsState:
         return len(self.epochs)
 
     def schedule_arrays(self) -> ScheduleStates:
-        """Every model's schedule states stacked along the model axis, as ``models_epoch`` takes them."""
-        return _stack_host(self.schedules)
+        """Every model's schedule states stacked along the model axis, as ``models_epoch`` takes them
+        (host values: one transfer per leaf)."""
+        return jax.tree.map(lambda *leaves: jnp.asarray(np.stack([np.asarray(v) for v in leaves])), *self.schedules)
 
     def fit_state(self, i: int) -> FitState:
         """Model ``i``'s ``FitState`` (new arrays: what ``fit(state=...)`` and checkpoints take)."""
@@ -547,13 +517,10 @@ def _epoch_record(epoch: int, metrics, val, n_val: int, batch_size: int, lr: flo
                   seconds: float) -> dict:
     """One line of the history: the training metrics as the blog reports them (the mean of the
     per-batch means) and the validation metrics as the mean over every validation image."""
-    record = {"epoch": epoch}
-    for name in ("loss", "recon", "kl"):
-        record[f"train_{name}"] = float(np.mean(np.asarray(metrics[name], np.float64)))
-    for name in ("loss", "recon", "kl"):
-        record[f"val_{name}"] = per_image_mean(val[name], n_val, batch_size)
-    record.update(lr=lr, kl_weight=kl_weight, seconds=seconds)
-    return record
+    names = ("loss", "recon", "kl")
+    return {"epoch": epoch, **{f"train_{k}": float(np.mean(np.asarray(metrics[k], np.float64))) for k in names},
+            **{f"val_{k}": per_image_mean(val[k], n_val, batch_size) for k in names},
+            "lr": lr, "kl_weight": kl_weight, "seconds": seconds}
 
 
 def check_batchable(train_configs: Sequence[TrainConfig]) -> None:
@@ -584,17 +551,16 @@ def fit_models(
     data_parallel: DataParallel | None | str = "auto",
 ) -> ModelsResult:
     """Train N models of one architecture together, model i as ``fit`` with ``train_configs[i]``
-    would train it: per epoch one compiled call for all of them, then each model's record and
-    schedules. The configs may differ in the hyperparameters and the seed only (``check_batchable``).
+    would: per epoch one compiled call for all, then each model's record and schedules. The configs
+    may differ in the hyperparameters and the seed only (``check_batchable``).
 
     Pass ``state`` (a ``ModelsResult.state``, or ``ModelsState.stack`` of checkpoints) to resume
     exactly; it is copied, never changed. Each of ``callbacks`` runs as ``callback(state, records)``
-    after every epoch, with ``records[i]`` model i's new history record, or None when it did not
-    train (stopped, or its epoch went non-finite: then ``state.errors[i]`` holds the message);
-    ``state`` is the live one, whose arrays the next epoch reuses: keep ``state.fit_state(i)``, a
-    copy. A model whose epoch goes non-finite stops at its last good state while the others go on
-    (vmapped models share no arithmetic); no exception is raised. ``progress``, ``progress_every``
-    and ``data_parallel`` as for ``fit``.
+    after every epoch, ``records[i]`` being model i's new record or None when it did not train;
+    ``state`` is the live one, whose arrays the next epoch reuses (keep ``state.fit_state(i)``, a copy).
+    A model whose epoch goes non-finite stops at its last good state (message in ``state.errors[i]``)
+    while the others go on; nothing is raised. ``progress``, ``progress_every`` and ``data_parallel``
+    as for ``fit``.
     """
     configs = list(train_configs)
     if not configs:
@@ -686,21 +652,17 @@ def fit(
 ) -> FitResult:
     """Train the VAE on ``train_x`` (float, [N, input_dim]); the blog's schedule by default.
 
-    Each epoch: one compiled training pass, one compiled validation pass on ``val_x`` (on the
-    training data when ``val_x`` is None), then the schedules see the validation loss (the mean over
-    every validation image). Training stops after ``max_epochs`` or when the lr schedule is finished
-    (the plateau: before an epoch whose lr is below ``stop_lr``). ``optimizer``, ``lr_schedule`` and
-    ``kl_schedule`` replace what ``train_config`` names (see ``TrainStep``; schedules give factors of
-    ``train_config.lr`` and ``kl_weight``). Pass ``state`` to resume; each of ``callbacks`` runs as
-    ``callback(state, record)`` after every epoch (checkpointing, logging: ``print_epoch`` prints
-    the record). Reproducible from ``train_config.seed``. Raises ``NonFiniteError`` (holding the
-    last good state) when a step makes the loss or a parameter non-finite.
+    Each epoch: one compiled training pass, one validation pass on ``val_x`` (the training data when
+    None), then the schedules see the validation loss (the mean over every image). Training stops
+    after ``max_epochs`` or when the lr schedule is finished (the plateau: before an epoch whose lr is
+    below ``stop_lr``). ``optimizer``, ``lr_schedule`` and ``kl_schedule`` replace what
+    ``train_config`` names (see ``TrainStep``). Pass ``state`` to resume; each of ``callbacks`` runs
+    as ``callback(state, record)`` after every epoch (``print_epoch`` prints the record). Raises
+    ``NonFiniteError`` (holding the last good state) when the loss or a parameter goes non-finite.
 
     ``progress(step, running_mean_loss)`` is called from inside the compiled epoch every
-    ``progress_every`` steps. ``data_parallel="auto"`` splits each batch over all devices when
-    there are several (``jaxvae.parallel``); pass None to stay on one device, or a ``DataParallel``.
-
-    This is ``fit_models`` with one model.
+    ``progress_every`` steps. ``data_parallel="auto"`` splits each batch over all devices when there
+    are several (``jaxvae.parallel``); None stays on one device. This is ``fit_models`` with one model.
     """
     def each_epoch(states: ModelsState, records: list) -> None:
         if records[0] is not None and callbacks:
