@@ -9,6 +9,7 @@ Standard library only, so that any module can use it.
 from __future__ import annotations
 
 import collections
+import errno
 import hashlib
 import json
 import math
@@ -32,6 +33,21 @@ def _file_mode() -> int:
 
 def _tmp_prefix(path: Path) -> str:
     return f".{path.name}{_TMP_MARK}"
+
+
+def temp_of(name: str) -> str | None:
+    """The final name whose temporary file ``name`` is, or None when it is not one."""
+    if name.startswith(".") and _TMP_MARK in name:
+        return name[1:name.index(_TMP_MARK)]
+    return None
+
+
+def refuse_symlink(path: Path) -> None:
+    """OSError naming ``path`` when it is a symbolic link: jaxvae writes only files it made itself, and
+    never through or over a link (its target may be anyone's file)."""
+    if path.is_symlink():
+        raise OSError(errno.ELOOP, "is a symbolic link, not a file jaxvae wrote; refusing to write through or "
+                      "over it (remove the link to let jaxvae write there)", str(path))
 
 
 def user_cache_dir() -> Path:
@@ -71,11 +87,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
     Writes a temporary file in the same directory, flushes and fsyncs it, renames it over ``path``
     (atomic on POSIX and Windows) and fsyncs the directory so the rename itself survives a crash.
-    An OSError (a full disk, a read-only or missing directory, no permission) leaves ``path`` as it
+    A symbolic link at ``path`` is refused (``refuse_symlink``). An OSError (a full disk, a read-only or missing directory, no permission) leaves ``path`` as it
     was, removes the temporary file and is raised with ``filename`` set to ``path`` itself (not the
     temporary name), so that the one-line error names the file the user knows.
     """
     path = Path(path)
+    refuse_symlink(path)
     remove_stale_temps(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), dir=path.parent)

@@ -270,6 +270,9 @@ def save_torch(path: str | os.PathLike, params: dict, config: VAEConfig, **extra
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"{path}: directory {path.parent} does not exist")
+    if path.is_symlink() or (path.exists() and not _is_export(path, torch)):
+        raise ValueError(f"{path}: exists and is not a file that jaxvae export wrote; it is left as it is: remove it "
+                         "or choose another file")
     encoder, _, decoder = torchref.build_blog_model(config.input_dim, config.latent_dim, config.hidden)
     # writable NumPy copies: torch warns about (and cannot own) read-only buffers from jax arrays
     enc_state, dec_state = to_torch(jax.tree.map(np.array, params), encoder, decoder)
@@ -277,6 +280,15 @@ def save_torch(path: str | os.PathLike, params: dict, config: VAEConfig, **extra
     torch.save({"encoder": enc_state, "decoder": dec_state, "config": config_to_dict(config), **extra}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
     return path
+
+
+def _is_export(path: Path, torch) -> bool:
+    """Whether ``path`` is a file ``save_torch`` wrote (so that exporting again may replace it)."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True) if zipfile.is_zipfile(path) else None
+    except Exception:  # torch raises many types for a file that is not its own
+        return False
+    return isinstance(blob, dict) and {"encoder", "decoder", "config"} <= set(blob)
 
 
 def load_torch(path: str | os.PathLike) -> tuple[dict, VAEConfig, dict]:

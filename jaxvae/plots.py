@@ -13,20 +13,20 @@ import io
 import os
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-matplotlib.use("Agg")  # no display needed, and no GUI toolkit import
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
+from jaxvae.config import VAEConfig
+from jaxvae.fileio import atomic_write_bytes, refuse_symlink
+from jaxvae.models import decode, encode
+from jaxvae.parallel import is_writer
+
+matplotlib.use("Agg")  # before pyplot: no display needed, and no GUI toolkit import
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
-
-from jaxvae.config import VAEConfig  # noqa: E402
-from jaxvae.models import decode, encode  # noqa: E402
-from jaxvae.fileio import atomic_write_bytes  # noqa: E402
-from jaxvae.parallel import is_writer  # noqa: E402
 
 DPI = 80  # small PNGs that are still readable at a glance
 
@@ -72,10 +72,8 @@ def latent_scatter(params, config: VAEConfig, x, labels) -> Figure:
     _scatter_latents(ax, params, config, x, labels)
     ax.set_xlabel("z[0] (mean of q(z|x))")
     ax.set_ylabel("z[1]" if config.latent_dim > 1 else "label (jittered)")
-    title = "Latent space of the test set"
-    if config.latent_dim > 2:
-        title += f" (first 2 of {config.latent_dim} dims)"
-    ax.set_title(title)
+    first_two = f" (first 2 of {config.latent_dim} dims)" if config.latent_dim > 2 else ""
+    ax.set_title("Latent space of the test set" + first_two)
     ax.legend(title="digit", markerscale=4, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
     return fig
@@ -99,7 +97,6 @@ def manifold(params, config: VAEConfig, image_shape, n: int = 11, span: float = 
     rows = 1 if config.latent_dim == 1 else n
     canvas = _tile(images, rows, n, image_shape, pad=0)
     fig, ax = plt.subplots(figsize=(6, 6 * rows / n + 0.6), dpi=DPI)
-    h, w = image_shape
     ax.imshow(canvas, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest",
               extent=(-span - span / (n - 1), span + span / (n - 1), -span - span / (n - 1), span + span / (n - 1))
               if rows > 1 else None)
@@ -109,7 +106,7 @@ def manifold(params, config: VAEConfig, image_shape, n: int = 11, span: float = 
     else:
         ax.set_yticks([])
     extra = f", other {config.latent_dim - 2} dims = 0" if config.latent_dim > 2 else ""
-    ax.set_title(f"Learned manifold: decoder on a {n}x{n if rows > 1 else 1} grid over [-{span:g}, {span:g}]"
+    ax.set_title(f"Learned manifold: decoder on a {n}x{rows} grid over [-{span:g}, {span:g}]"
                  + ("^2" if rows > 1 else "") + extra)
     fig.tight_layout()
     return fig
@@ -178,22 +175,27 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
 FIGURE_NAMES = ("latent_scatter.png", "manifold.png", "loss_curves.png", "reconstructions.png", "samples.png")
 
 
+def _save_all(directory: str | os.PathLike, names, make_figures) -> list[Path]:
+    """Save ``make_figures()`` (None: skipped) as ``names`` in ``directory``, on the writing process only."""
+    if not is_writer():
+        return []
+    directory = Path(directory)
+    refuse_symlink(directory)  # a linked figures folder would put them into someone else's
+    directory.mkdir(parents=True, exist_ok=True)
+    return [save_figure(fig, directory / name) for fig, name in zip(make_figures(), names) if fig is not None]
+
+
 def save_figures(directory: str | os.PathLike, params, config: VAEConfig, test_x, test_y, image_shape,
                  history: list[dict], seed: int = 0) -> list[Path]:
     """Every figure of a run into ``directory`` (created); returns the paths written (none on a
     process other than 0 of a multi-process run)."""
-    if not is_writer():
-        return []
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    figures = [
+    return _save_all(directory, FIGURE_NAMES, lambda: [
         latent_scatter(params, config, test_x, test_y),
         manifold(params, config, image_shape),
         loss_curves(history) if history else None,
         reconstructions(params, config, test_x, image_shape),
         prior_samples(params, config, image_shape, jax.random.PRNGKey(seed)),
-    ]
-    return [save_figure(fig, directory / name) for fig, name in zip(figures, FIGURE_NAMES) if fig is not None]
+    ])
 
 
 # --------------------------------------------------------------------------- sweeps (jaxvae.sweep)
@@ -301,8 +303,9 @@ def sweep_latent_scatters(summary: dict, params: list, config: VAEConfig, x, lab
             if r >= len(entry["models"]):
                 ax.set_axis_off()
                 continue
-            row = summary["models"][index[entry["models"][r]]]
-            _scatter_latents(ax, params[index[row["name"]]], config, x, labels, size=1)
+            i = index[entry["models"][r]]
+            row = summary["models"][i]
+            _scatter_latents(ax, params[i], config, x, labels, size=1)
             ax.set_title(f"{entry['label']}, seed {row['seed']}" + (" (failed)" if row["error"] else ""),
                          fontsize="small")
     handles, names = axes[0][0].get_legend_handles_labels()
@@ -320,11 +323,7 @@ def save_sweep_figures(directory: str | os.PathLike, summary: dict, histories: l
                        config: VAEConfig, test_x, test_y) -> list[Path]:
     """The sweep's figures into ``directory`` (created); returns the paths written (none on a
     process other than 0 of a multi-process run). ``config``: the architecture every model shares."""
-    if not is_writer():
-        return []
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    figures = (sweep_loss_curves(summary, histories), sweep_rate_distortion(summary),
-               sweep_latent_scatters(summary, params, config, test_x, test_y))
-    return [save_figure(fig, directory / name) for fig, name in zip(figures, SWEEP_FIGURE_NAMES)]
+    return _save_all(directory, SWEEP_FIGURE_NAMES, lambda: (
+        sweep_loss_curves(summary, histories), sweep_rate_distortion(summary),
+        sweep_latent_scatters(summary, params, config, test_x, test_y)))
 

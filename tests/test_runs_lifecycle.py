@@ -390,16 +390,20 @@ def test_a_checkpoint_without_a_record_rebuilds_config_json_given_the_dataset(tr
     assert run_cli(capsys, "evaluate", run, "--no-download")[0] == 0
 
 
-def test_a_garbled_config_json_without_a_checkpoint_restarts(tmp_path, capsys):
+def test_a_garbled_config_json_without_a_checkpoint_is_kept_and_set_aside_to_restart(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     (run / CONFIG_FILE).write_text("{")
-    code, _, err = run_cli(capsys, "train", "--resume", run, "--quiet")
-    assert code == 2
-    assert_one_line_error(err, str(run / CONFIG_FILE), f"start a run there with: jaxvae train --out {run}")
-    code, _, err = run_cli(capsys, *suggested_command(err), *TINY, "--epochs", "1")
+    for argv in (["train", "--resume", run, "--quiet"], ["train", *TINY, "--epochs", "1", "--out", run]):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2
+        assert_one_line_error(err, str(run / CONFIG_FILE), f"mv {run / CONFIG_FILE} {run / CONFIG_FILE}.bad && "
+                              f"jaxvae train --out {run}")
+        assert (run / CONFIG_FILE).read_text() == "{"
+    (run / CONFIG_FILE).rename(run / (CONFIG_FILE + ".bad"))
+    code, _, err = run_cli(capsys, *suggested_command(err, after="&& "), *TINY, "--epochs", "1")
     assert code == 0, err
-    assert checkpoint_epoch(run) == 1
+    assert checkpoint_epoch(run) == 1 and (run / (CONFIG_FILE + ".bad")).read_text() == "{"
 
 
 def test_an_import_without_a_recorded_epoch_says_so(trained, tmp_path, capsys):

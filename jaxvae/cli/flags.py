@@ -21,6 +21,7 @@ from jaxvae.config import (
     VAEConfig,
 )
 from jaxvae.entry import EXIT_INTERRUPTED  # noqa: F401 (one place; the CLI's modules import it from here)
+from jaxvae.layout import EXPORT_FILE, TENSORBOARD_DIR  # noqa: F401 (the CLI's modules import them from here)
 from jaxvae.tensorboard import missing
 
 PROG = "jaxvae"
@@ -89,8 +90,6 @@ SWEEP_VALUE_FLAGS = {"recon_sigma": "--recon-sigma", "kl_weight": "--kl-weight",
 IMPORT_FIELDS = ("recon_sigma", "kl_weight", "batch_size", "seed")
 PROGRESS_KINDS = ("epochs", "steps", "none")  # --progress; see EpochProgress
 SPLITS = ("test", "train")  # evaluate --split
-EXPORT_FILE = "model.pt"  # export writes RUN_DIR/model.pt unless --torch names another file
-TENSORBOARD_DIR = "tensorboard"  # train --tensorboard writes RUN_DIR/tensorboard
 RUN_DIR_HELP = "a run directory written by 'jaxvae train' or 'jaxvae import'"
 
 

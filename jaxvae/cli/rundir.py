@@ -51,7 +51,7 @@ def remedy_text(error: RunError, resume: str | None = None) -> str:
         return ""
     where = shlex.quote(str(error.run_dir))
     resume = resume or f"{PROG} train --resume {where}"
-    checkpoint = error.run_dir / CHECKPOINT_FILE
+    checkpoint, config = error.run_dir / CHECKPOINT_FILE, error.run_dir / CONFIG_FILE
     return {
         "resume": f"; continue it with '{resume}' or choose another directory",
         "start": f"; start a run there with: {PROG} train --out {where}",
@@ -60,5 +60,7 @@ def remedy_text(error: RunError, resume: str | None = None) -> str:
                                            f"epochs left) with: {resume}"),
         "set_aside_checkpoint": (f"; to start this run again from scratch (keeping that file): mv "
                                  f"{shlex.quote(str(checkpoint))} {shlex.quote(str(checkpoint) + '.bad')} && {resume}"),
+        "set_aside_config": (f"; to start a new run there (keeping that file): mv {shlex.quote(str(config))} "
+                             f"{shlex.quote(str(config) + '.bad')} && {PROG} train --out {where}"),
         "data_dir": "; pass --data-dir with the run's data",
     }.get(error.remedy, "")

@@ -16,6 +16,7 @@ import jax
 
 from jaxvae import sweep as sw
 from jaxvae.batching import steps_per_epoch
+from jaxvae.checks import check_memory, out_of_memory
 from jaxvae.cli.console import (
     EpochProgress,
     SigintFlag,
@@ -39,7 +40,6 @@ from jaxvae.cli.flags import (
     configs_from_args,
     given_fields,
 )
-from jaxvae.checks import check_memory, out_of_memory
 from jaxvae.cli.inputs import check_arrays, load_data
 from jaxvae.cli.rundir import check_out_dir, default_run_dir, lock_run, remedy_text
 from jaxvae.cli.sweep import epoch_line, settings_table
@@ -52,12 +52,14 @@ from jaxvae.runs import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     FIGURES_DIR,
+    LOCK_FILE,
     RunError,
     RunInfo,
     RunSaver,
     check_run_data,
     data_fingerprints,
     nothing_to_do,
+    refuse_foreign,
     require_run_dir,
     resume_point,
     resumed_info,
@@ -129,6 +131,10 @@ def _data_values(dataset) -> int:
 def _check_new_sweep_dir(out: Path, names) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
+    try:
+        refuse_foreign(out, {sw.SWEEP_FILE, sw.SUMMARY_DIR, LOCK_FILE, *names})
+    except RunError as e:
+        raise UsageError(f"--out {e}") from None
     for path in (out / sw.SWEEP_FILE, out / CONFIG_FILE, *(out / name / CHECKPOINT_FILE for name in names)):
         if path.exists():
             raise UsageError(f"--out {out}: already holds a run or a sweep ({path}); continue a sweep with "

@@ -23,11 +23,14 @@ from jaxvae.runs.format import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     EVALUATE_FILE,
+    EXPORT_FILE,
     FIGURES_DIR,
     LOCK_FILE,
     METRICS_FILE,
+    RUN_ENTRIES,
     SPLITS,
     SWEEP_FILE,
+    TENSORBOARD_DIR,
     RunError,
     RunInfo,
     checkpoint_record,
@@ -43,10 +46,12 @@ from jaxvae.runs.format import (
 )
 from jaxvae.runs.lifecycle import (
     check_new_run_dir,
+    foreign_entries,
     load_run,
     nothing_to_do,
     read_checkpoint,
     read_run_info,
+    refuse_foreign,
     resume_point,
     resumed_info,
     start_new_run,
@@ -55,10 +60,10 @@ from jaxvae.runs.lock import RunBusyError, RunLock
 from jaxvae.runs.saver import RunSaver
 
 __all__ = [
-    "CHECKPOINT_FILE", "CONFIG_FILE", "EVALUATE_FILE", "FIGURES_DIR", "LOCK_FILE", "METRICS_FILE", "SPLITS",
-    "SWEEP_FILE", "evaluation_key", "write_evaluation",
+    "CHECKPOINT_FILE", "CONFIG_FILE", "EVALUATE_FILE", "EXPORT_FILE", "FIGURES_DIR", "LOCK_FILE", "METRICS_FILE",
+    "RUN_ENTRIES", "SPLITS", "SWEEP_FILE", "TENSORBOARD_DIR", "evaluation_key", "write_evaluation",
     "RunError", "RunBusyError", "RunInfo", "RunLock", "RunSaver",
-    "check_new_run_dir", "check_run_data", "checkpoint_record", "data_fingerprints", "default_image_shape", "fingerprints_from_dict",
-    "load_run", "nothing_to_do", "read_checkpoint", "read_metrics", "read_run_config", "read_run_info", "require_run_dir",
+    "check_new_run_dir", "check_run_data", "checkpoint_record", "data_fingerprints", "default_image_shape", "fingerprints_from_dict", "foreign_entries",
+    "load_run", "nothing_to_do", "read_checkpoint", "read_metrics", "read_run_config", "read_run_info", "refuse_foreign", "require_run_dir",
     "resume_point", "resumed_info", "run_dataset", "start_new_run", "write_metrics", "write_run_config",
 ]

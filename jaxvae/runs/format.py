@@ -15,15 +15,20 @@ from jaxvae import __version__
 from jaxvae.config import TrainConfig, VAEConfig, config_to_dict, configs_from_dicts
 from jaxvae.data import Fingerprint
 from jaxvae.fileio import atomic_write_text, json_safe, write_json
+from jaxvae.layout import (  # noqa: F401 (the names of the run directory's files, re-exported here)
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    EVALUATE_FILE,
+    EXPORT_FILE,
+    FIGURES_DIR,
+    LOCK_FILE,
+    METRICS_FILE,
+    RUN_ENTRIES,
+    SWEEP_FILE,
+    TENSORBOARD_DIR,
+)
 from jaxvae.parallel import is_writer
 
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-CHECKPOINT_FILE = "checkpoint.msgpack"
-EVALUATE_FILE = "evaluate.json"
-FIGURES_DIR = "figures"
-LOCK_FILE = ".lock"
-SWEEP_FILE = "sweep.json"  # a sweep directory's: its models' run directories sit beside it
 SPLITS = ("train", "test")
 
 
@@ -33,7 +38,8 @@ class RunError(ValueError):
     as a command (the command line does): "resume" (continue the run in ``run_dir``), "start" (start
     a run there), "rebuild_config" (rebuild config.json from the checkpoint, naming the dataset),
     "rebuild_config_from_checkpoint" (rebuild config.json from the checkpoint's own record),
-    "set_aside_checkpoint" (move the unreadable checkpoint away and start again), "data_dir" (name
+    "set_aside_checkpoint" (move the unreadable checkpoint away and start again), "set_aside_config"
+    (move a config.json that is not a jaxvae run's away and start a run there), "data_dir" (name
     where the run's data are)."""
 
     def __init__(self, message: str, *, run_dir: str | os.PathLike | None = None, remedy: str | None = None):

@@ -13,10 +13,12 @@ from pathlib import Path
 
 from jaxvae.checkpoint import CheckpointError, checkpoint_run_record, load_checkpoint
 from jaxvae.config import TrainConfig, VAEConfig
+from jaxvae.fileio import temp_of
 from jaxvae.runs.data import data_fingerprints
 from jaxvae.runs.format import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
+    RUN_ENTRIES,
     RunError,
     RunInfo,
     default_image_shape,
@@ -95,19 +97,48 @@ def load_run(run_dir: str | os.PathLike) -> tuple[RunInfo, FitState]:
     return info, read_checkpoint(Path(run_dir) / CHECKPOINT_FILE, info)[0]
 
 
+def foreign_entries(directory: str | os.PathLike, own=RUN_ENTRIES) -> list[Path]:
+    """What in ``directory`` jaxvae did not write: entries whose names are not in ``own`` (temporary
+    files of those names aside) and symbolic links, whatever their names."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return [entry for entry in sorted(directory.iterdir())
+            if (temp_of(entry.name) or entry.name) not in own or entry.is_symlink()]
+
+
+def refuse_foreign(directory: str | os.PathLike, own=RUN_ENTRIES, links_only: bool = False) -> None:
+    """RunError naming what in ``directory`` jaxvae did not write (only its symbolic links, with
+    ``links_only``: a run being continued may hold the user's notes, never a link where its files go)."""
+    foreign = [entry for entry in foreign_entries(directory, own) if entry.is_symlink() or not links_only]
+    if foreign:
+        names = ", ".join(entry.name + (" (a symbolic link)" if entry.is_symlink() else "") for entry in foreign[:5])
+        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        raise RunError(f"{directory} holds files that jaxvae did not write ({names}{more}); jaxvae writes only where "
+                       "nothing else is, leaving them untouched: choose another directory", run_dir=directory)
+
+
 def check_new_run_dir(run_dir: str | os.PathLike) -> bool:
     """Whether a new run may start in ``run_dir``, and how.
 
     False: it does not exist or holds no run. True: it holds a start that never saved a trained epoch
     (config.json without a checkpoint, or a checkpoint of epoch 0 that was not imported); the new run
     replaces it in place, losing nothing. RunError (remedy "resume") when it holds a trained or
-    imported model, or when it is not a directory.
+    imported model, or when it is not a directory; RunError without remedy when it holds files jaxvae
+    did not write (``refuse_foreign``), a config.json that is not a jaxvae run's among them.
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"{run_dir}: exists and is not a directory", run_dir=run_dir)
+    refuse_foreign(run_dir)
     if not (run_dir / CHECKPOINT_FILE).exists():
-        return (run_dir / CONFIG_FILE).exists()
+        if not (run_dir / CONFIG_FILE).exists():
+            return False
+        try:
+            read_run_config(run_dir)
+        except RunError as e:
+            raise RunError(f"{e}; it is left as it is", run_dir=run_dir, remedy="set_aside_config") from None
+        return True
     epoch = read_checkpoint(run_dir / CHECKPOINT_FILE)[0].epoch
     info = _config_or_none(run_dir)
     imported = info is not None and info.imported_from is not None
@@ -145,11 +176,12 @@ def resume_point(run_dir: str | os.PathLike, dataset: str | None = None, log=Non
         raise RunError(f"run directory {run_dir} does not exist", run_dir=run_dir, remedy="start")
     if not config.exists() and not checkpoint.exists():
         raise RunError(f"{run_dir} holds no jaxvae run (no {CONFIG_FILE})", run_dir=run_dir, remedy="start")
+    refuse_foreign(run_dir, links_only=True)
     try:
         info = read_run_config(run_dir)
     except RunError as e:
         if not checkpoint.exists():
-            raise RunError(f"{e}; no epoch was saved", run_dir=run_dir, remedy="start") from None
+            raise RunError(f"{e}; no epoch was saved", run_dir=run_dir, remedy="set_aside_config") from None
         info = _rebuilt_info(checkpoint, dataset)
         if info is None:
             raise RunError(f"{e}; {checkpoint} still holds the run, and config.json can be rebuilt from it given "
