@@ -262,7 +262,7 @@ def read_sweep_info(sweep_dir: str | os.PathLike) -> tuple[SweepInfo, RunInfo]:
                          tuple(m["error"] for m in raw["models"]))
         if not info.names:
             raise ValueError("no models")
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as e:
         detail = f"missing key {e}" if isinstance(e, KeyError) else str(e)
         raise RunError(f"{path}: not a valid jaxvae sweep file ({detail})") from None
     base = read_run_config(Path(sweep_dir) / info.names[0])

@@ -76,6 +76,19 @@ def test_a_sweep_locks_every_models_directory(swept, tmp_path, capsys):
     assert [r["epoch"] for r in read_metrics(sweep / MODELS[0])] == [1, 2]  # nothing trained meanwhile
 
 
+@pytest.mark.parametrize("crafted", ["[" * 100_000 + "]" * 100_000, '{"grid": {}, "models": []}',
+                                     '{"grid": 1, "models": [{"name": "../../elsewhere", "error": null}]}'])
+def test_a_crafted_sweep_json_is_one_line_and_changes_nothing(swept, tmp_path, capsys, crafted):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(swept, sweep)
+    (sweep / "sweep.json").write_text(crafted)
+    before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    code, _, err = run_cli(capsys, "sweep", "--resume", sweep, "--epochs", "3", "--no-plots", "--quiet")
+    assert code == 2 and err.count("\n") == 1 and "not a valid jaxvae sweep file" in err, err
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file() and p.name != ".lock"} == {
+        p: b for p, b in before.items() if p.name != ".lock"}
+
+
 def test_resume_continues_every_model_exactly(swept, tmp_path, capsys):
     out = tmp_path / "sweep"
     code, _, err = run_cli(capsys, "sweep", *TINY, *GRID, "--epochs", "1", "--no-plots", "--out", out)
