@@ -6,6 +6,7 @@ import os
 import warnings
 from pathlib import Path
 
+from jaxvae.cli.console import warn
 from jaxvae.fileio import user_cache_dir
 
 NO_COMPILE_CACHE_ENV = "JAXVAE_NO_COMPILE_CACHE"
@@ -21,10 +22,9 @@ def compile_cache_dir() -> Path | None:
 
 
 def enable_compile_cache() -> Path | None:
-    """Turn on JAX's persistent compilation cache (before anything is compiled), so that a second start
-    of the same configuration loads its compiled epoch instead of compiling it again. A cache directory
-    the user gave JAX (``JAX_COMPILATION_CACHE_DIR``) is kept. Returns the directory in use, or None
-    when it is turned off or cannot be created (then everything compiles as without it)."""
+    """Turn on JAX's persistent compilation cache (before anything is compiled): a second start of the
+    same configuration loads its compiled epoch. A directory the user gave JAX
+    (``JAX_COMPILATION_CACHE_DIR``) is kept. Returns the directory in use, or None (off, or not creatable)."""
     import jax
 
     if jax.config.jax_compilation_cache_dir:
@@ -46,14 +46,13 @@ def enable_compile_cache() -> Path | None:
     return _report_bad_entries_once(directory)
 
 
-# JAX warns once per unreadable cache entry (a damaged or foreign file) and compiles the program again.
-_BAD_ENTRY = "persistent compilation cache entry"
+_BAD_ENTRY = "persistent compilation cache entry"  # in JAX's warning about an unreadable entry
 _noted: set[Path] = set()  # cache directories whose bad entries this process has reported
 
 
 def _report_bad_entries_once(directory: Path) -> Path:
-    """Turn JAX's warning per unreadable cache entry (two lines each, dozens for a damaged cache) into
-    one note per directory and process; every other warning is shown as before."""
+    """Turn JAX's warning per unreadable cache entry (a damaged or foreign file; dozens for a damaged
+    cache) into one note per directory and process; every other warning is shown as before."""
     show = warnings.showwarning
     if getattr(show, "jaxvae_cache_notes", False):  # installed by an earlier command of this process
         show.directory = directory
@@ -64,8 +63,6 @@ def _report_bad_entries_once(directory: Path) -> Path:
             return show(message, category, filename, lineno, file, line)
         if showwarning.directory not in _noted:
             _noted.add(showwarning.directory)
-            from jaxvae.cli.console import warn  # loaded by now: these warnings come from compiling
-
             warn(f"jaxvae: note: the compilation cache {showwarning.directory} has entries that cannot be read or "
                  "written; their programs are compiled again (delete the directory to clear it)")
 

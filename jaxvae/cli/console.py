@@ -2,6 +2,7 @@
 epoch loggers, and the Ctrl-C handling (first: stop after the epoch; second: at once)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -10,14 +11,13 @@ import threading
 from pathlib import Path
 
 from jaxvae.cli.flags import EXIT_INTERRUPTED, TENSORBOARD_DIR
-from jaxvae.entry import raise_if_interrupted
 from jaxvae.config import VAEConfig
+from jaxvae.entry import raise_if_interrupted
 from jaxvae.tensorboard import TensorBoardLogger
 
 
 def _write(stream, message: str) -> None:
-    # Once a bar may be on screen (tqdm loaded), lines go through tqdm.write: it clears the bar, prints
-    # the line and redraws the bar below it, so the two never tear each other. Otherwise a plain print.
+    # Once a bar may be on screen (tqdm loaded), tqdm.write clears it, prints the line and redraws it below.
     bars = sys.modules.get("tqdm")
     if bars is None:
         print(message, file=stream, flush=True)
@@ -49,14 +49,11 @@ def _is_terminal(stream) -> bool:
 
 
 class EpochProgress:
-    """Progress bars on stderr, drawn only when stderr is a terminal: in a log file the one line per
-    epoch on stdout says everything, and bar frames would only fill it.
+    """Progress bars on stderr, only when it is a terminal (a log file has the epoch lines on stdout).
 
-    ``kind`` "epochs": one bar over the run's epochs (count, elapsed time, time left), advanced after
-    each epoch; nothing runs inside the compiled epoch. "steps": a bar within each epoch as well, fed by
-    fit's ``progress(step, running_loss)`` host callback (``step_hook``); JAX keeps programs with host
-    callbacks out of its persistent compilation cache, so with it the epoch compiles on every start.
-    "none", or stderr not a terminal: nothing.
+    ``kind`` "epochs": one bar over the run's epochs, advanced after each. "steps": a bar within each
+    epoch, fed by fit's ``progress(step, running_loss)`` host callback (``step_hook``), which keeps the
+    epoch out of JAX's persistent compilation cache. "none": nothing.
     """
 
     def __init__(self, kind: str, steps_per_epoch: int, first_epoch: int, max_epochs: int, stream=None,
@@ -64,9 +61,7 @@ class EpochProgress:
         self.stream = sys.stderr if stream is None else stream
         self.models = models  # several: every model reports each step; the bar counts steps, not losses
         self.kind = kind if _is_terminal(self.stream) else "none"
-        self.steps = steps_per_epoch
-        self.epoch = first_epoch
-        self.max_epochs = max_epochs
+        self.steps, self.epoch, self.max_epochs = steps_per_epoch, first_epoch, max_epochs
         self.bar = None  # the bar on screen: the epoch's ("steps") or the run's ("epochs")
         if self.kind == "epochs" and first_epoch <= max_epochs:
             self.bar = self._new_bar("training", max_epochs, "epoch", initial=first_epoch - 1)
@@ -94,9 +89,8 @@ class EpochProgress:
     def end_epoch(self) -> None:
         if self.kind == "epochs" and self.bar is not None:
             self.bar.update(1)
-        elif self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        else:
+            self.close()
         self.epoch += 1
 
     def close(self) -> None:
@@ -108,9 +102,7 @@ class EpochProgress:
 
 def epoch_loggers(args, run_dir: Path) -> list:
     """fit callbacks that record each epoch beyond the run directory: TensorBoard with ``--tensorboard``."""
-    if not args.tensorboard:
-        return []
-    return [TensorBoardLogger(run_dir / TENSORBOARD_DIR)]
+    return [TensorBoardLogger(run_dir / TENSORBOARD_DIR)] if args.tensorboard else []
 
 
 def model_shape(vc: VAEConfig) -> str:
@@ -128,10 +120,9 @@ class SigintFlag:
     """First Ctrl-C: finish the current epoch, save its checkpoint, stop. Second Ctrl-C: print
     ``second_line()`` and exit with 130 at once (the previous epoch's checkpoint is already on disk).
 
-    Python runs signal handlers only between bytecodes of the main thread, which sits inside XLA
-    for a whole epoch. So the Python handler does nothing; instead the interpreter's C-level handler
-    writes each signal's number to a socket (``signal.set_wakeup_fd``) the moment it arrives, and a
-    watcher thread reading that socket acts on it, whatever the main thread is doing.
+    Python runs signal handlers only between bytecodes of the main thread, which sits inside XLA for a
+    whole epoch. So the Python handler does nothing: the C-level handler writes each signal's number to
+    a socket (``signal.set_wakeup_fd``) at once, and a watcher thread reading it acts on it.
     """
 
     def __init__(self, second_line=lambda: "second Ctrl-C: stopping now"):
@@ -163,16 +154,11 @@ class SigintFlag:
         self._active = False
 
     def _watch(self):
-        while True:
-            try:
-                received = self._reader.recv(64)
-            except OSError:
-                return
-            if not received:
-                return
-            for signum in received:
-                if signum == signal.SIGINT:
-                    self._sigint()
+        with contextlib.suppress(OSError):
+            while received := self._reader.recv(64):  # b"" once __exit__ closes the writer
+                for signum in received:
+                    if signum == signal.SIGINT:
+                        self._sigint()
 
     def _sigint(self):
         if not self.requested:

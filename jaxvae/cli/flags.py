@@ -116,8 +116,7 @@ def choice_type(choices):
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """argparse's layout with a wider flag column; every default is written into the help text
-    once, by whoever adds the flag (no ArgumentDefaultsHelpFormatter, which doubled them)."""
+    """A wider flag column. Each flag writes its default into its help (ArgumentDefaultsHelpFormatter doubled them)."""
 
     def __init__(self, prog):
         super().__init__(prog, max_help_position=34)
@@ -143,22 +142,18 @@ class Parser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):
         args = sys.argv[1:] if args is None else list(args)
-        self._check_command(args)
+        command = None
+        if self._commands is not None:  # argparse's message for a mistyped command suggests none
+            command = next((a for a in args if not a.startswith("-")), None)
+            names = list(self._commands.choices)
+            if command is not None and command not in names:
+                self.error(f"unknown command {command!r}{did_you_mean(command, names)} "
+                           f"(choose from {', '.join(names)})")
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:  # report them in the words of the subcommand they were given to
-            command = getattr(parsed, self._commands.dest, None) if self._commands else None
             parser = self._commands.choices[command] if command else self
             parser.error(parser.unrecognized(extras))
         return parsed
-
-    def _check_command(self, args) -> None:
-        # argparse's own message for a mistyped command lists the choices but suggests none
-        if self._commands is None:
-            return
-        command = next((a for a in args if not a.startswith("-")), None)
-        names = list(self._commands.choices)
-        if command is not None and command not in names:
-            self.error(f"unknown command {command!r}{did_you_mean(command, names)} (choose from {', '.join(names)})")
 
     def unrecognized(self, extras) -> str:
         """The error for arguments this parser does not know, naming the flag it was probably meant as."""
@@ -180,28 +175,21 @@ def flag_of(name: str) -> str:
     return "--" + FLAG_NAMES.get(name, name).replace("_", "-")
 
 
-def _default_text(field: dataclasses.Field) -> str:
-    if field.name in DEFAULT_TEXT:
-        return DEFAULT_TEXT[field.name]
-    default = field.default
-    if isinstance(default, bool):
-        return "on" if default else "off"
-    if isinstance(default, tuple):
-        return " ".join(map(str, default))
-    return str(default)
-
-
 def field_help(field: dataclasses.Field) -> str:
     """A config flag's help: what it does and its default (the dataclass's, so config.py stays the one place)."""
-    return f"{FIELD_HELP[field.name]} (default: {_default_text(field)})"
+    default = field.default
+    if field.name in DEFAULT_TEXT:
+        default = DEFAULT_TEXT[field.name]
+    elif isinstance(default, bool):
+        default = "on" if default else "off"
+    elif isinstance(default, tuple):
+        default = " ".join(map(str, default))
+    return f"{FIELD_HELP[field.name]} (default: {default})"
 
 
 def add_field_flag(container, field: dataclasses.Field) -> None:
-    """The flag of one config field on a parser or argument group: its help, choices and default text.
-
-    Its default is SUPPRESSed in the namespace so that we can tell which flags were given (needed
-    for input_dim, which otherwise follows the dataset, and for --resume).
-    """
+    """The flag of one config field on a parser or argument group. Its default is SUPPRESSed in the
+    namespace, which tells the flags given apart (input_dim otherwise follows the dataset; --resume)."""
     kwargs = {"dest": field.name, "default": argparse.SUPPRESS, "help": field_help(field)}
     default = field.default
     if field.name in FIELD_CHOICES:
@@ -235,8 +223,6 @@ def configs_from_args(args, base_vae: VAEConfig = VAEConfig(),
     vae = dataclasses.replace(base_vae, **{k: v for k, v in given.items() if k in vae_names})
     train = dataclasses.replace(base_train, **{k: v for k, v in given.items() if k not in vae_names})
     return vae, train
-
-
 
 
 class TensorBoardFlag(argparse.Action):

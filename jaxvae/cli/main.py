@@ -68,7 +68,6 @@ def add_sweep_parser(sub, data_flags) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-
     parser = Parser(prog=PROG, description="Train, evaluate, plot and export the VAE of 'A Gentle "
                      "Introduction to Variational Autoencoders' (JAX/Flax).")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -150,8 +149,8 @@ def _error(command: str | None, message: str, code: int = EXIT_USAGE) -> int:
 
 
 def _resource_error(error: BaseException) -> str | None:
-    """The one-line message of a memory error (refused before allocating, or an allocation that
-    failed), else None. Such errors exist only once the command has loaded JAX and jaxvae.checks."""
+    """The one line of a memory error (refused before allocating, or an allocation that failed), else
+    None. Only a command that has loaded JAX and jaxvae.checks meets one."""
     checks = sys.modules.get("jaxvae.checks")
     if checks is None:
         return None
@@ -186,20 +185,19 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit would fail on the closed pipe again
         return 0
-    except (ValueError, OverflowError) as e:  # configs, data, checkpoints, runs: all name the field / file at fault
-        if (message := _resource_error(e)) is not None:
-            return _error(args.command, message, EXIT_RESOURCES)
-        if getattr(e, "remedy", None):  # a runs.RunError: the command line names the command that fixes it
-            from jaxvae.cli.rundir import remedy_text  # JAX is loaded by now
-
-            return _error(args.command, f"{e}{remedy_text(e)}")
-        return _error(args.command, str(e))
-    except OSError as e:  # a read-only or full disk, a missing directory, no permission: named by file
-        return _error(args.command, os_error_text(e))
     except KeyboardInterrupt:
         warn(f"{PROG}: interrupted")
         return EXIT_INTERRUPTED
-    except Exception as e:  # an allocation that failed is one line; anything else is a bug: its traceback
+    except OSError as e:  # a read-only or full disk, a missing directory, no permission: named by file
+        return _error(args.command, os_error_text(e))
+    except Exception as e:  # not enough memory is one line, whatever raised it
         if (message := _resource_error(e)) is not None:
             return _error(args.command, message, EXIT_RESOURCES)
-        raise
+        if not isinstance(e, (ValueError, OverflowError)):  # a bug: its traceback
+            raise
+        message = str(e)  # configs, data, checkpoints, runs: each names the field or file at fault
+        if getattr(e, "remedy", None):  # a runs.RunError: add the command that fixes it
+            from jaxvae.cli.rundir import remedy_text  # JAX is loaded by now
+
+            message += remedy_text(e)
+        return _error(args.command, message)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from jaxvae.cli.console import warn
 from jaxvae.cli.flags import PROG, UsageError
-from jaxvae.runs import CHECKPOINT_FILE, CONFIG_FILE, RunError, RunLock, check_new_run_dir
+from jaxvae.layout import CHECKPOINT_FILE, CONFIG_FILE
+from jaxvae.runs import RunError, RunLock, check_new_run_dir
 
 
 def default_run_dir(dataset_name: str, prefix: str = "") -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shlex
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
@@ -32,12 +32,12 @@ from jaxvae.cli.flags import (
     EXIT_NONFINITE,
     EXIT_RESOURCES,
     EXIT_USAGE,
-    FLAG_NAMES,
     PROG,
     RESUME_OVERRIDABLE,
     SWEEP_VALUE_FLAGS,
     UsageError,
     configs_from_args,
+    flag_of,
     given_fields,
 )
 from jaxvae.cli.inputs import check_arrays, load_data
@@ -114,6 +114,9 @@ class Plan:
         return f"{PROG} {self.command} --resume {shlex.quote(str(self.root))}"
 
 
+NOUN = {"train": "run", "sweep": "sweep"}  # what each command trains
+
+
 # --------------------------------------------------------------------------- a fresh start
 
 
@@ -123,9 +126,9 @@ def _sweep_grid(args) -> dict:
             **{name: getattr(args, f"sweep_{name}", None) for name in SWEEP_VALUE_FLAGS}}
 
 
-def _data_values(dataset) -> int:
-    """How many values of the dataset training keeps on the device (both splits)."""
-    return int(dataset.train_x.size + dataset.test_x.size)
+def _check_memory(vae_config: VAEConfig, batch_size: int, dataset: Dataset, models: int) -> None:
+    # the models and both splits of the data, which training keeps on the device
+    check_memory(vae_config, batch_size, int(dataset.train_x.size + dataset.test_x.size), models)
 
 
 def _check_new_sweep_dir(out: Path, names) -> None:
@@ -144,9 +147,10 @@ def _check_new_sweep_dir(out: Path, names) -> None:
 def _fresh(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
     """A new run or sweep: configs and data checked first, then the directories made, locked and started.
     None for --epochs 0 (a check that writes nothing)."""
+    sweep = command == "sweep"
     vae_config, train_config = configs_from_args(args)  # bad flags fail here, before any data
     grid = None
-    if command == "sweep":
+    if sweep:
         grid = _sweep_grid(args)
         grid["seeds"] = 1 if grid["seeds"] is None else grid["seeds"]
         sw.sweep_models(vae_config, train_config, **grid)  # bad values fail here too
@@ -156,24 +160,21 @@ def _fresh(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
     if not hasattr(args, "input_dim"):  # the 784 default is MNIST's: follow the data
         vae_config = vae_config.replace(input_dim=int(dataset.train_x.shape[1]))
     check_arrays(dataset, vae_config, train_config.batch_size)
-    if command == "sweep":
+    root = Path(args.out) if args.out else default_run_dir(dataset.name, "sweep-" if sweep else "")
+    models, run_dirs, configs = [], [root], [train_config]
+    if sweep:
         models = sw.sweep_models(vae_config, train_config, **grid)
         grid["seeds"] = list(dict.fromkeys(m.seed for m in models))
-        root = Path(args.out) if args.out else default_run_dir(dataset.name, "sweep-")
         _check_new_sweep_dir(root, [m.name for m in models])
         run_dirs, configs = [root / m.name for m in models], [m.train_config for m in models]
-    else:
-        models = []
-        root = Path(args.out) if args.out else default_run_dir(dataset.name)
-        run_dirs, configs = [root], [train_config]
-    check_memory(vae_config, train_config.batch_size, _data_values(dataset), len(configs))
+    _check_memory(vae_config, train_config.batch_size, dataset, len(configs))
     if train_config.max_epochs == 0:
         say("--epochs 0: the configs and the data are valid; nothing to train, nothing written")
         return None
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     info = RunInfo(vae_config, train_config, dataset.name, tuple(dataset.image_shape), data_dir,
                    fingerprints=data_fingerprints(dataset))
-    infos = [replace(info, train_config=tc) for tc in configs]
+    infos = [dataclasses.replace(info, train_config=tc) for tc in configs]
     try:
         for directory in dict.fromkeys([root, *run_dirs]):
             if is_writer():
@@ -186,7 +187,7 @@ def _fresh(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
     except OSError as e:
         raise UsageError(f"--out {root}: cannot write the run directory ({os_error_text(e)})") from None
     plan = Plan(command, root, run_dirs, infos, dataset, None, models, grid)
-    if plan.is_sweep:
+    if sweep:
         _write_sweep_file(plan)
     return plan
 
@@ -202,13 +203,11 @@ def _check_resume_flags(args, command: str, info: RunInfo, root: Path) -> None:
     for name, value in given_fields(args).items():
         value = tuple(value) if isinstance(value, list) else value
         if name not in RESUME_OVERRIDABLE and value != current[name]:
-            flag = "--" + FLAG_NAMES.get(name, name).replace("_", "-")
-            raise UsageError(f"{flag}: a resumed {'sweep' if command == 'sweep' else 'run'} keeps its config "
+            raise UsageError(f"{flag_of(name)}: a resumed {NOUN[command]} keeps its config "
                              f"({name}={current[name]!r} in {config_file}); only --epochs may change")
     if command == "sweep":
         grid = _sweep_grid(args)
-        changed = [SWEEP_VALUE_FLAGS[n] for n in SWEEP_VALUE_FLAGS if grid[n] is not None]
-        changed += ["--seeds"] if grid["seeds"] is not None else []
+        changed = [flag for name, flag in {**SWEEP_VALUE_FLAGS, "seeds": "--seeds"}.items() if grid[name] is not None]
         if changed:
             raise UsageError(f"{changed[0]}: a resumed sweep keeps its configs and values ({config_file}); "
                              "only --epochs may change")
@@ -226,24 +225,22 @@ def _resume(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
     there is nothing to do."""
     root = Path(args.resume)
     if args.out and Path(args.out).resolve() != root.resolve():
-        raise UsageError(f"--out {args.out} differs from --resume {root}; a resumed "
-                         f"{'sweep' if command == 'sweep' else 'run'} stays in its directory")
+        raise UsageError(f"--out {args.out} differs from --resume {root}; a resumed {NOUN[command]} stays in its "
+                         "directory")
     command_line = getattr(args, "command_line", None)
-    grid, saved_errors = None, None
+    grid, errors, run_dirs = None, None, [root]
     if command == "sweep":
         require_run_dir(root)
         lock_run(root, command_line, stack)
         saved, _ = sw.read_sweep_info(root)
-        grid, saved_errors = saved.grid, list(saved.errors)
+        grid, errors = saved.grid, list(saved.errors)
         run_dirs = [root / name for name in saved.names]
-    else:
-        run_dirs = [root]
     for run_dir in run_dirs:
         if run_dir.is_dir():
             lock_run(run_dir, command_line, stack)  # before reading anything: a second writer is refused at once
-    points = [resume_point(d, getattr(args, "dataset", None) if command == "train" else None, warn) for d in run_dirs]
-    infos = [info for info, _ in points]
-    states = [state for _, state in points]
+    dataset_flag = getattr(args, "dataset", None) if command == "train" else None
+    points = [resume_point(d, dataset_flag, warn) for d in run_dirs]
+    infos, states = [info for info, _ in points], [state for _, state in points]
     _check_resume_flags(args, command, infos[0], root)
     vae_config = infos[0].vae_config
     for run_dir, info in zip(run_dirs, infos):
@@ -251,21 +248,21 @@ def _resume(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
             raise RunError(f"{run_dir / CONFIG_FILE}: its model differs from {run_dirs[0] / CONFIG_FILE}'s; the models "
                            "of a sweep share one architecture", run_dir=run_dir)
     configs = [configs_from_args(args, info.vae_config, info.train_config)[1] for info in infos]
-    errors = saved_errors or [None] * len(run_dirs)
+    errors = errors or [None] * len(run_dirs)
     idle = [nothing_to_do(vae_config, tc, state) if error is None else "stopped on a non-finite loss"
             for tc, state, error in zip(configs, states, errors)]
     if all(idle):
         epoch = max(state.epoch if state else 0 for state in states)
         hint = f"; to train longer, pass --epochs above {epoch}" if configs[0].max_epochs <= epoch else ""
         what = idle[0] if len(idle) == 1 else f"every model is done ({idle[0]})"
-        say(f"{root}: nothing to do: {what}{hint} (the {'sweep' if command == 'sweep' else 'run'} is left as it is; "
+        say(f"{root}: nothing to do: {what}{hint} (the {NOUN[command]} is left as it is; "
             f"see it with: {PROG} evaluate {shlex.quote(str(run_dirs[0]))})")
         return None
     dataset = run_dataset(infos[0], args.data_dir, not args.no_download, warn, run_dir=run_dirs[0])
     for run_dir, info in zip(run_dirs[1:], infos[1:]):
         check_run_data(info, dataset, args.data_dir or info.data_dir, run_dir)
     check_arrays(dataset, vae_config, configs[0].batch_size)
-    check_memory(vae_config, configs[0].batch_size, _data_values(dataset), len(configs))
+    _check_memory(vae_config, configs[0].batch_size, dataset, len(configs))
     updated_infos = []
     for run_dir, info, tc in zip(run_dirs, infos, configs):
         updated = resumed_info(info, tc, dataset, args.data_dir)
@@ -275,7 +272,7 @@ def _resume(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
                      f"{info.version or '0.1.0'}): recording those of the data used from now on")
             write_run_config(run_dir, updated)
         updated_infos.append(updated)
-    models = ([sw.SweepModel(d.name, vae_config, tc) for d, tc in zip(run_dirs, configs)] if command == "sweep" else [])
+    models = [sw.SweepModel(d.name, vae_config, tc) for d, tc in zip(run_dirs, configs)] if command == "sweep" else []
     return Plan(command, root, run_dirs, updated_infos, dataset, states, models, grid, errors)
 
 
@@ -299,7 +296,7 @@ def _start_state(plan: Plan) -> ModelsState | None:
 
 def _header(plan: Plan) -> None:
     n = len(plan.run_dirs)
-    say(f"{'sweep' if plan.is_sweep else 'run'} directory: {plan.root}")
+    say(f"{NOUN[plan.command]} directory: {plan.root}")
     started = [s.epoch for s in plan.states if s is not None] if plan.states else []
     if started:
         resuming = f"; resuming after epoch {max(started)}"
@@ -318,49 +315,40 @@ def _header(plan: Plan) -> None:
         f"{'s' * (jax.device_count() > 1)}); compiling the first epoch")
 
 
-def _non_finite_lines(plan: Plan, errors, saver: RunSaver) -> list[str]:
-    lines = []
-    for i, error in enumerate(errors):
-        if error is None:
-            continue
-        run_dir, saved = plan.run_dirs[i], saver.saved_epochs[i]
-        quoted = shlex.quote(str(run_dir))
-        if saved:
-            kept = (f"the last good checkpoint (epoch {saved}) is unchanged at {saver.checkpoint_path(i)} and usable "
-                    f"({PROG} evaluate {quoted}); resuming would repeat the same steps, so to train on, start a new run "
-                    f"with a smaller --lr: {PROG} {plan.command} --out NEW_DIR --lr ...")
-        else:
-            kept = (f"no epoch finished, so no checkpoint was written; start it again with a smaller --lr: "
-                    f"{PROG} {plan.command} --out {shlex.quote(str(plan.root))} --lr ... (and your other flags)")
-        who = f"model {run_dir.name}: " if plan.is_sweep else ""
-        lines.append(f"{PROG} {plan.command}: error: {who}{error}; {kept}")
-    return lines
+def _non_finite_line(plan: Plan, error: str, saver: RunSaver) -> str:
+    """A lone run that stopped on a non-finite loss: what is kept, and how to train on."""
+    quoted = shlex.quote(str(plan.root))
+    if saver.saved_epochs[0]:
+        kept = (f"the last good checkpoint (epoch {saver.saved_epochs[0]}) is unchanged at {saver.checkpoint_path(0)} "
+                f"and usable ({PROG} evaluate {quoted}); resuming would repeat the same steps, so to train on, start a "
+                f"new run with a smaller --lr: {PROG} {plan.command} --out NEW_DIR --lr ...")
+    else:
+        kept = (f"no epoch finished, so no checkpoint was written; start it again with a smaller --lr: "
+                f"{PROG} {plan.command} --out {quoted} --lr ... (and your other flags)")
+    return f"{PROG} {plan.command}: error: {error}; {kept}"
 
 
 def _train(args, plan: Plan) -> int:
-    vc, configs = plan.vae_config, plan.train_configs
+    configs, n = plan.train_configs, len(plan.run_dirs)
+    tc = configs[0]
     state = _start_state(plan)
     writer = BackgroundWriter()  # the checkpoints and metrics of an epoch land while the next one trains
     saved = [s.epoch if s is not None else 0 for s in plan.states] if plan.states else None
     saver = RunSaver(plan.run_dirs, plan.infos, saved, writer=writer)
-    tc = configs[0]
     steps = steps_per_epoch(len(plan.dataset.train_x), tc.batch_size, tc.drop_last)
     first_epoch = min(state.epochs) + 1 if state is not None else 1
-    progress = EpochProgress("none" if args.quiet else args.progress, steps, first_epoch, tc.max_epochs,
-                             models=len(plan.run_dirs))
+    progress = EpochProgress("none" if args.quiet else args.progress, steps, first_epoch, tc.max_epochs, models=n)
     loggers = [epoch_loggers(args, run_dir) for run_dir in plan.run_dirs]
-    reported = list(plan.errors) if plan.errors else [None] * len(plan.run_dirs)
-    collapse_warned = [False] * len(plan.run_dirs)
-
-    def close_displays():
-        progress.close()
-        for display in (d for per_model in loggers for d in per_model):
-            display.close()
+    displays = contextlib.ExitStack()  # closed as training ends, before any closing line
+    for display in [progress, *(logger for per_model in loggers for logger in per_model)]:
+        displays.callback(display.close)
+    reported = list(plan.errors) if plan.errors else [None] * n
+    collapse_warned = [False] * n
 
     def second_ctrl_c() -> str:
         if any(saver.saved_epochs):
             where = (f"the checkpoint of epoch {saver.saved_epochs[0]} is at {saver.checkpoint_path(0)}"
-                     if len(plan.run_dirs) == 1 else "every model's last finished epoch is saved in its run directory")
+                     if n == 1 else "every model's last finished epoch is saved in its run directory")
             return f"second Ctrl-C: stopped at once; {where}; resume with: {plan.resume_command}"
         return f"second Ctrl-C: stopped at once; no epoch had finished; start it again with: {plan.resume_command}"
 
@@ -374,13 +362,12 @@ def _train(args, plan: Plan) -> int:
                 for logger in loggers[i] if record is not None else ():
                     logger(None, record)
             newly = [i for i, e in enumerate(models_state.errors) if e is not None and reported[i] is None]
-            if newly:
+            if newly and plan.is_sweep:  # a lone run's error ends the run: its lines come at the end
                 reported[:] = models_state.errors
-                if plan.is_sweep:
-                    _write_sweep_file(plan, models_state.errors)
-                    for i in newly:
-                        warn(f"{PROG} sweep: model {plan.run_dirs[i].name}: {models_state.errors[i]}; its run directory "
-                             f"keeps its last good epoch ({models_state.epochs[i]}); the other models go on")
+                _write_sweep_file(plan, models_state.errors)
+                for i in newly:
+                    warn(f"{PROG} sweep: model {plan.run_dirs[i].name}: {models_state.errors[i]}; its run directory "
+                         f"keeps its last good epoch ({models_state.epochs[i]}); the other models go on")
             line = epoch_line(records, plan.models, tc.max_epochs)
             if line:
                 say(line)
@@ -397,13 +384,13 @@ def _train(args, plan: Plan) -> int:
                 raise StopAfterEpoch
 
         try:
-            with writer:  # leaving waits until every queued write is on disk (or raises its OSError)
-                result = fit_models(plan.dataset.train_x, plan.dataset.test_x, vae_config=vc, train_configs=configs,
-                                    state=state, callbacks=[on_epoch], progress=progress.step_hook,
-                                    progress_every=max(1, steps // 20))
+            # leaving waits until every queued write is on disk (or raises its OSError), then closes the displays
+            with displays, writer:
+                result = fit_models(plan.dataset.train_x, plan.dataset.test_x, vae_config=plan.vae_config,
+                                    train_configs=configs, state=state, callbacks=[on_epoch],
+                                    progress=progress.step_hook, progress_every=max(1, steps // 20))
         except (StopAfterEpoch, KeyboardInterrupt):
-            close_displays()
-            if len(plan.run_dirs) > 1:
+            if n > 1:
                 warn(f"interrupted; every model's last finished epoch is saved in its run directory; resume with: "
                      f"{plan.resume_command}")
             elif saver.saved_epochs[0]:
@@ -414,34 +401,31 @@ def _train(args, plan: Plan) -> int:
                      f"{plan.resume_command}")
             return EXIT_INTERRUPTED
         except OSError as e:  # a full disk or a vanished directory while saving an epoch
-            close_displays()
-            if len(plan.run_dirs) == 1:
-                kept = (f"the last good checkpoint (epoch {saver.saved_epochs[0]}) is unchanged at "
-                        f"{saver.checkpoint_path(0)}" if saver.saved_epochs[0] else "no epoch was saved")
-            else:
+            if n > 1:
                 kept = "every model's run directory keeps its last saved epoch"
+            elif saver.saved_epochs[0]:
+                kept = (f"the last good checkpoint (epoch {saver.saved_epochs[0]}) is unchanged at "
+                        f"{saver.checkpoint_path(0)}")
+            else:
+                kept = "no epoch was saved"
             warn(f"{PROG} {plan.command}: error: {os_error_text(e)}; {kept}; fix that, then continue with: "
                  f"{plan.resume_command}")
             return EXIT_USAGE
         except Exception as e:  # an allocation that failed mid-run: one line, what is kept, and the way on
             if (what := out_of_memory(e)) is None:
                 raise
-            close_displays()
             warn(f"{PROG} {plan.command}: error: out of memory after epoch {min(saver.saved_epochs)} "
                  f"({what}); every run directory keeps its last saved epoch; "
                  f"free memory, then continue with: {plan.resume_command}")
             return EXIT_RESOURCES
-        close_displays()
-        failed = _non_finite_lines(plan, result.errors, saver)
-        if failed and not plan.is_sweep:
-            for line in failed:
-                warn(line)
+        if not plan.is_sweep and result.errors[0] is not None:
+            warn(_non_finite_line(plan, result.errors[0], saver))
             return EXIT_NONFINITE
         _finish(args, plan, result)
+    failed = [d.name for d, e in zip(plan.run_dirs, result.errors) if e is not None]
     if failed:
-        names = [d.name for d, e in zip(plan.run_dirs, result.errors) if e is not None]
-        warn(f"{PROG} sweep: {len(names)} of {len(plan.run_dirs)} models stopped on a non-finite loss "
-             f"({', '.join(names)}); the summary leaves them out")
+        warn(f"{PROG} sweep: {len(failed)} of {n} models stopped on a non-finite loss "
+             f"({', '.join(failed)}); the summary leaves them out")
         return EXIT_NONFINITE
     return 0
 
