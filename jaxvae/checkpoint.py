@@ -12,8 +12,8 @@ Loading rebuilds the structure from the train step (a template) and checks every
 against it, so a checkpoint from another architecture is refused with the entry named. The
 hyperparameters of the train state (``training.Hyper``) are the training config's. Older formats
 are upgraded as they are read: 3 (flat layer names such as ``trunk_0``, ``block0_conv0``), 2
-(jaxvae 0.2: the plateau's absolute lr, kl_weight and
-recon_sigma in the model's config) and 1 (jaxvae 0.1.0).
+(jaxvae 0.2: the plateau's absolute lr, kl_weight and recon_sigma in the model's config) and 1
+(jaxvae 0.1.0).
 """
 from __future__ import annotations
 
@@ -55,7 +55,6 @@ def checkpoint_bytes(state: FitState, vae_config: VAEConfig, train_config: Train
     run directory records about the model (a JSON-ready dict: its data and their fingerprints), kept
     so that the run can be rebuilt from the checkpoint alone (``checkpoint_run_record``)."""
     host = jax.device_get(state.train_state)
-    extra = {} if run is None else {"run": json.dumps(run)}
     payload = serialization.msgpack_serialize({
         "format_version": FORMAT_VERSION,
         "model": json.dumps(config_to_dict(vae_config)),
@@ -67,7 +66,7 @@ def checkpoint_bytes(state: FitState, vae_config: VAEConfig, train_config: Train
         "key": _key_data(state.key),
         "epoch": int(state.epoch),
         "history": json.dumps(state.history),  # JSON keeps inf/nan and record order as they are
-        **extra,
+        **({} if run is None else {"run": json.dumps(run)}),
     })
     return frame(MAGIC, payload)
 
@@ -77,9 +76,8 @@ def save_checkpoint(path: str | os.PathLike, state: FitState, vae_config: VAECon
     """Write ``state`` to ``path`` atomically: a killed save leaves the previous checkpoint intact.
     In a multi-process run only process 0 writes (every process holds the same replicated state)."""
     path = Path(path)
-    if not is_writer():
-        return path
-    atomic_write_bytes(path, checkpoint_bytes(state, vae_config, train_config, run))
+    if is_writer():
+        atomic_write_bytes(path, checkpoint_bytes(state, vae_config, train_config, run))
     return path
 
 
@@ -189,12 +187,9 @@ def _read_payload(path: Path) -> dict:
         raise CheckpointError(f"{path}: cannot decode ({type(e).__name__}: {e})") from None
     version = raw.get("format_version") if isinstance(raw, dict) else None
     try:
-        if version == 1:
-            raw, version = _upgrade_format_1(raw), 2
-        if version == 2:
-            raw, version = _upgrade_format_2(raw), 3
-        if version == 3:
-            raw, version = _upgrade_format_3(raw), 4
+        for old, upgrade in enumerate((_upgrade_format_1, _upgrade_format_2, _upgrade_format_3), start=1):
+            if version == old:
+                raw, version = upgrade(raw), old + 1
     except ValueError as e:
         raise CheckpointError(f"{path}: incomplete checkpoint ({e})") from None
     if version != FORMAT_VERSION:
@@ -278,9 +273,8 @@ def load_checkpoint(path: str | os.PathLike, vae_config: VAEConfig | None = None
             raise ValueError("bad epoch, step or history")
     except (KeyError, TypeError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: incomplete checkpoint ({type(e).__name__}: {e})") from None
-    to_device = lambda tree: jax.tree.map(jnp.asarray, tree)  # noqa: E731
-    params = to_device(restored["params"])
+    params, opt_state = jax.tree.map(jnp.asarray, (restored["params"], restored["opt_state"]))
     hyper = Hyper.from_config(train_config).as_arrays(jax.tree.leaves(params)[0].dtype)
-    train_state = TrainState(params, to_device(restored["opt_state"]), jnp.asarray(step, jnp.int32), hyper)
+    train_state = TrainState(params, opt_state, jnp.asarray(step, jnp.int32), hyper)
     schedules = ScheduleStates(*restored["schedules"])
     return FitState(train_state, schedules, jnp.asarray(key), epoch, history), vae_config, train_config

@@ -9,6 +9,7 @@ Standard library only, so that any module can use it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import hashlib
 import json
@@ -63,10 +64,8 @@ def remove_stale_temps(path: str | os.PathLike) -> None:
     """Delete temporary files that a killed writer of ``path`` left behind."""
     path = Path(path)
     for entry in path.parent.glob(_tmp_prefix(path) + "*"):
-        try:
+        with contextlib.suppress(OSError):
             entry.unlink()
-        except OSError:
-            pass
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -75,9 +74,8 @@ def _fsync_dir(directory: Path) -> None:
     except OSError:  # some platforms can't open a directory; the rename is still atomic there
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -87,9 +85,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
     Writes a temporary file in the same directory, flushes and fsyncs it, renames it over ``path``
     (atomic on POSIX and Windows) and fsyncs the directory so the rename itself survives a crash.
-    A symbolic link at ``path`` is refused (``refuse_symlink``). An OSError (a full disk, a read-only or missing directory, no permission) leaves ``path`` as it
-    was, removes the temporary file and is raised with ``filename`` set to ``path`` itself (not the
-    temporary name), so that the one-line error names the file the user knows.
+    A symbolic link at ``path`` is refused (``refuse_symlink``). An OSError (a full disk, no
+    permission, ...) leaves ``path`` as it was, removes the temporary file and is raised naming
+    ``path`` itself, not the temporary name.
     """
     path = Path(path)
     refuse_symlink(path)
@@ -107,10 +105,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         if isinstance(e, OSError):
             raise _naming(e, path) from None
         raise
@@ -165,15 +161,13 @@ def unframe(magic: bytes, data: bytes) -> bytes:
 
 
 class BackgroundWriter:
-    """Runs writes (any callables) on one background thread, one after another in the order given,
-    so that the caller can go on computing while a checkpoint is serialised, hashed and fsynced.
+    """Runs writes (any callables) on one background thread, in the order given, so that the caller
+    can go on computing while a checkpoint is serialised, hashed and fsynced.
 
-    ``submit(fn, *args)`` queues ``fn(*args)``; at most ``max_pending`` writes wait at once (a
-    further ``submit`` first waits for the oldest), so memory stays bounded. A write that failed
-    raises its exception from the next ``submit`` or from ``wait()``, never silently. ``wait()``
-    blocks until everything queued is on disk; leaving a ``with`` block waits too, also when the
-    block raises. Each write is as atomic as ``fn`` makes it: a killed process leaves the previous
-    files.
+    ``submit(fn, *args)`` queues ``fn(*args)``; at most ``max_pending`` writes wait at once (a further
+    ``submit`` first waits for the oldest). A failed write raises from the next ``submit`` or from
+    ``wait()``, never silently. ``wait()`` and leaving a ``with`` block (also when it raises) block
+    until everything queued is on disk.
     """
 
     def __init__(self, max_pending: int = 4):

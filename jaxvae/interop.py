@@ -1,11 +1,10 @@
-"""Weights between torchref's blog modules and jaxvae params: one table of names, transposes here only.
+"""Weights between torchref's blog modules and jaxvae params: one table of names (``LAYER_TABLE``),
+transposes here only.
 
-torchref's encoder keeps its Linear layers in ``prev_network.network.<i>``, ``gauss_mu_network.network.<i>``
-and ``gauss_logsigma_network.network.<i>``; its decoder in ``network.network.<i>`` (the index ``i``
-counts activations too). ``LAYER_TABLE`` maps them, in order, onto jaxvae's layers, named here by
-their path in the params tree: ``trunk/0``, ``trunk/1``, ..., ``mu``, ``log_sigma``; ``hidden/0``, ...,
-``output``. jaxvae imports torch only to write torch files (``to_torch``, ``save_torch``,
-``load_torch``); elsewhere the state dicts arrive as mappings of tensors (or arrays).
+jaxvae's layers are named by their path in the params tree: ``trunk/0``, ..., ``mu``, ``log_sigma``;
+``hidden/0``, ..., ``output``. A torch layer's index (``network.network.<i>``) counts activations too.
+jaxvae imports torch only to write torch files (``to_torch``, ``save_torch``, ``load_torch``);
+elsewhere the state dicts arrive as mappings of tensors (or arrays).
 """
 from __future__ import annotations
 
@@ -37,13 +36,9 @@ LAYER_TABLE = {
 }
 
 
-def _path(name: str) -> tuple:
-    """A layer name's keys in the params tree: ``"trunk/0"`` -> ``("trunk", 0)`` (stacks are keyed by int)."""
-    return tuple(int(key) if key.isdigit() else key for key in name.split("/"))
-
-
 def _put(tree: dict, name: str, value) -> None:
-    *outer, last = _path(name)
+    """``tree["trunk"][0] = value`` for ``name`` "trunk/0" (stacks are keyed by int), making the stack."""
+    *outer, last = (int(key) if key.isdigit() else key for key in name.split("/"))
     for key in outer:
         tree = tree.setdefault(key, {})
     tree[last] = value
@@ -96,32 +91,24 @@ def _to_numpy(tensor, name: str) -> np.ndarray:
     return array
 
 
-def _linear_layers(state: Mapping[str, Any], prefix: str, what: str) -> list[tuple[str, Any, Any]]:
-    """[(torch layer name, weight, bias)] of the stack under ``prefix``, in order."""
+def _linear_layers(state: Mapping[str, Any], prefix: str, what: str) -> list[str]:
+    """The torch names of the Linear layers under ``prefix``, in order (each with a weight and a bias)."""
     pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.weight$")
     indices = sorted(int(m.group(1)) for key in state if (m := pattern.match(key)))
-    if not indices:
+    names = [f"{prefix}.{i}" for i in indices]
+    if not names:
         raise ValueError(f"{what}: no Linear layers under '{prefix}' (keys: {sorted(state)[:6]}...)")
-    layers = []
-    for i in indices:
-        name = f"{prefix}.{i}"
+    for name in names:
         if f"{name}.bias" not in state:
             raise ValueError(f"{what}: layer '{name}' has no bias; jaxvae's layers always have one")
-        layers.append((name, state[f"{name}.weight"], state[f"{name}.bias"]))
-    return layers
-
-
-def _unexpected_keys(state: Mapping[str, Any], prefixes, what: str) -> None:
-    extra = [k for k in state if not any(k.startswith(p + ".") for p in prefixes)]
-    if extra:
-        raise ValueError(f"{what}: unexpected tensors {extra}")
+    return names
 
 
 def _layer_names(state: Mapping[str, Any], part: str) -> list[tuple[str, str]]:
     """[(torch layer name, jaxvae layer name)] of one part's state dict, through ``LAYER_TABLE``."""
     pairs = []
     for prefix, stack, last in LAYER_TABLE[part]:
-        torch_names = [name for name, _, _ in _linear_layers(state, prefix, part)]
+        torch_names = _linear_layers(state, prefix, part)
         if stack is None and len(torch_names) != 1:
             raise ValueError(f"{part}: '{prefix}' has {len(torch_names)} Linear layers; jaxvae's '{last}' is one")
         in_stack = torch_names[:-1] if last else torch_names
@@ -145,7 +132,9 @@ def from_torch(encoder, decoder, config=None) -> dict:
     """
     states = {"encoder": _state_dict(encoder), "decoder": _state_dict(decoder)}
     for part, state in states.items():
-        _unexpected_keys(state, [prefix for prefix, _, _ in LAYER_TABLE[part]], part)
+        extra = [k for k in state if not any(k.startswith(prefix + ".") for prefix, _, _ in LAYER_TABLE[part])]
+        if extra:
+            raise ValueError(f"{part}: unexpected tensors {extra}")
     expected = {part: layers_of(tree) for part, tree in _expected_shapes(config).items()} if config is not None else None
     params: dict = {"encoder": {}, "decoder": {}}
     for part, torch_name, name in layer_table(states["encoder"], states["decoder"]):

@@ -149,10 +149,9 @@ def _read_imported_from(raw) -> dict | None:
 
 def write_metrics(run_dir: str | os.PathLike, history: list[dict]) -> None:
     """Rewrite ``metrics.jsonl`` with the whole history (small: one line per epoch), atomically."""
-    if not is_writer():  # multi-process run: process 0 writes
-        return
-    lines = "".join(json.dumps(json_safe(record)) + "\n" for record in history)
-    atomic_write_text(Path(run_dir) / METRICS_FILE, lines)
+    if is_writer():  # multi-process run: process 0 writes
+        lines = "".join(json.dumps(json_safe(record)) + "\n" for record in history)
+        atomic_write_text(Path(run_dir) / METRICS_FILE, lines)
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:

@@ -39,13 +39,6 @@ def read_checkpoint(path: Path, info: RunInfo | None = None):
         raise RunError(str(e), run_dir=path.parent, remedy="set_aside_checkpoint") from None
 
 
-def _config_or_none(run_dir: Path) -> RunInfo | None:
-    try:
-        return read_run_config(run_dir)
-    except RunError:
-        return None
-
-
 def read_run_info(run_dir: str | os.PathLike) -> RunInfo:
     """``config.json`` of a run that commands read. When it is lost but the checkpoint is there, the
     RunError's remedy is "rebuild_config_from_checkpoint" (the checkpoint carries config.json's
@@ -140,11 +133,13 @@ def check_new_run_dir(run_dir: str | os.PathLike) -> bool:
             raise RunError(f"{e}; it is left as it is", run_dir=run_dir, remedy="set_aside_config") from None
         return True
     epoch = read_checkpoint(run_dir / CHECKPOINT_FILE)[0].epoch
-    info = _config_or_none(run_dir)
-    imported = info is not None and info.imported_from is not None
-    if epoch == 0 and not imported:
+    try:
+        imported = read_run_config(run_dir).imported_from
+    except RunError:
+        imported = None
+    if epoch == 0 and imported is None:
         return True
-    what = (f"a model imported from {info.imported_from['file']}" if imported else f"a run trained for {epoch} epochs")
+    what = f"a model imported from {imported['file']}" if imported is not None else f"a run trained for {epoch} epochs"
     raise RunError(f"{run_dir} already holds {what} ({run_dir / CHECKPOINT_FILE})", run_dir=run_dir, remedy="resume")
 
 

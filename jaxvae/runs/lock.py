@@ -1,6 +1,7 @@
 """One writer per run directory: ``RunLock``."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -86,10 +87,8 @@ class RunLock:
     def release(self) -> None:
         if self._fd is None:
             return
-        try:
+        with contextlib.suppress(OSError):
             self._write_holder("")  # nobody holds it now
-        except OSError:
-            pass
         os.close(self._fd)  # closing releases the lock
         self._fd, self.locked = None, False
 

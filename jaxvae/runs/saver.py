@@ -26,9 +26,8 @@ class RunSaver:
     ``saved_epochs[i]`` is the epoch model i's checkpoint on disk holds (updated once the atomic
     write is done). A failed write (a full disk, say) raises OSError naming the file and leaves the
     previous checkpoint as it was. With a ``writer`` (``fileio.BackgroundWriter``) the writes run on
-    its thread while the next epoch trains; a failure surfaces from the next epoch's call (which
-    first waits for the previous save), or from the writer's ``wait()``/``close()`` after the last.
-    Each run directory therefore always holds its model's last good epoch.
+    its thread while the next epoch trains; a failure surfaces from the next epoch's call, or from
+    the writer's ``wait()``/``close()`` after the last. A run directory always holds its last good epoch.
     """
 
     def __init__(self, run_dirs: Sequence[str | os.PathLike], infos: Sequence[RunInfo],
