@@ -42,6 +42,4 @@ def prepare_train_data(x, train_config: TrainConfig):
 def prepare_eval_data(x, train_config: TrainConfig):
     """Validation/test data: binarised once from ``binarize_seed + 1`` whenever a binarisation is
     selected; as given otherwise."""
-    if train_config.binarize == "none":
-        return x
-    return fixed_binarization(x, train_config.binarize_seed + 1)
+    return x if train_config.binarize == "none" else fixed_binarization(x, train_config.binarize_seed + 1)

@@ -126,15 +126,14 @@ class MnistNotFoundError(DataError):
 
     def summary(self) -> str:
         """One short line for logs: where it looked and why the download failed."""
-        line = "MNIST not found in " + ", ".join(self.places)
-        failures = self.download_error.failures if self.download_error else []
-        if failures:
-            line += f" and {len(failures)} download attempt(s) failed (first: {failures[0][1]})"
-        elif self.download_error:
-            line += f" and the download failed ({self.download_error})"
+        error = self.download_error
+        if not error:
+            why = " (download disabled)"
+        elif error.failures:
+            why = f" and {len(error.failures)} download attempt(s) failed (first: {error.failures[0][1]})"
         else:
-            line += " (download disabled)"
-        return line.replace("\n", " ")
+            why = f" and the download failed ({error})"
+        return ("MNIST not found in " + ", ".join(self.places) + why).replace("\n", " ")
 
 
 # --------------------------------------------------------------------------- IDX parsing
@@ -149,8 +148,12 @@ def _read_upto(stream: BinaryIO, n: int) -> bytes:
     return b"".join(parts)
 
 
-def _check_header(head: bytes, name: str, kind: str | None) -> int:
-    """Validate the 4 fixed header bytes (zero, zero, element type, ndim); return ndim."""
+def _read_idx_stream(stream: BinaryIO, name: str, kind: str | None) -> tuple[bytearray, np.ndarray]:
+    """Read one uncompressed IDX stream as ``(content, array)``: header + data bytes, and a uint8 view
+    of the data. Reading stops at the declared size plus ``_TRAILING_MARGIN`` + 1 bytes, so a
+    decompression bomb or an endless stream costs no more memory than the data it claims to hold
+    (a claim capped at ``MAX_IDX_BYTES``)."""
+    head = _read_upto(stream, 4)  # zero, zero, element type, ndim
     if len(head) < 4:
         raise DataError(f"{name}: too short for an IDX header ({len(head)} bytes)")
     if head[0] != 0 or head[1] != 0:
@@ -161,18 +164,9 @@ def _check_header(head: bytes, name: str, kind: str | None) -> int:
         raise DataError(f"{name}: wrong magic number {magic}{hint}, expected {_MAGIC[kind]} for {kind}")
     if head[2] != _IDX_UBYTE:
         raise DataError(f"{name}: unsupported IDX element type 0x{head[2]:02x} (only unsigned byte 0x08)")
-    if head[3] == 0:
+    ndim = head[3]
+    if ndim == 0:
         raise DataError(f"{name}: IDX header declares 0 dimensions")
-    return head[3]
-
-
-def _read_idx_stream(stream: BinaryIO, name: str, kind: str | None) -> tuple[bytearray, np.ndarray]:
-    """Read one uncompressed IDX stream as ``(content, array)``: header + data bytes, and a uint8 view
-    of the data. Reading stops at the declared size plus ``_TRAILING_MARGIN`` + 1 bytes, so a
-    decompression bomb or an endless stream costs no more memory than the data it claims to hold
-    (a claim capped at ``MAX_IDX_BYTES``)."""
-    head = _read_upto(stream, 4)
-    ndim = _check_header(head, name, kind)
     dims = _read_upto(stream, 4 * ndim)
     header = 4 + 4 * ndim
     if len(dims) < 4 * ndim:
@@ -193,14 +187,10 @@ def _read_idx_stream(stream: BinaryIO, name: str, kind: str | None) -> tuple[byt
     found = len(content) - header
     if found < expected:
         raise DataError(f"{name}: truncated: shape {shape} needs {expected} data bytes, found {found}")
-    tail = len(_read_upto(stream, _TRAILING_MARGIN + 1))
-    if tail > _TRAILING_MARGIN:
-        raise DataError(
-            f"{name}: more than {_TRAILING_MARGIN} trailing bytes after the {expected} bytes of shape {shape}"
-            " (stopped reading there)"
-        )
-    if tail:
-        raise DataError(f"{name}: {tail} trailing bytes after the {expected} bytes of shape {shape}")
+    if tail := len(_read_upto(stream, _TRAILING_MARGIN + 1)):
+        over = tail > _TRAILING_MARGIN
+        count, stopped = (f"more than {_TRAILING_MARGIN}", " (stopped reading there)") if over else (tail, "")
+        raise DataError(f"{name}: {count} trailing bytes after the {expected} bytes of shape {shape}{stopped}")
     # a view of the bytearray: writable, and no second copy of the data
     return content, np.frombuffer(content, dtype=np.uint8, offset=header).reshape(shape)
 
@@ -243,14 +233,6 @@ def read_idx(path: str | os.PathLike, kind: str | None = None) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- locating files
-
-
-def _check_root(root) -> None:
-    """A directory the caller named must exist: a typo in --data-dir is an error, not a quiet fallback."""
-    path = Path(root).expanduser()
-    if not path.is_dir():
-        problem = "is not a directory" if path.exists() else "does not exist"
-        raise DataError(f"{path}: the given data directory {problem}")
 
 
 def _base_dirs(root) -> list[Path]:
@@ -382,11 +364,6 @@ def _download_missing(dest, mirrors, splits, checksums, timeout, log) -> None:
 # --------------------------------------------------------------------------- loading
 
 
-def _download_dest(root) -> Path:
-    """Where a download goes: root if given, else $JAXVAE_DATA_DIR if set, else the cache dir."""
-    return _base_dirs(root)[0]
-
-
 def load_mnist(
     root: str | os.PathLike | None = None, split: str = "train", download: bool = True, *,
     mirrors: Sequence[str] | None = None, checksums: dict[str, str | None] | None = MNIST_ARCHIVE_MD5,
@@ -401,16 +378,19 @@ def load_mnist(
     impossible, raises ``MnistNotFoundError``.
     """
     _check_split(split)
-    if root is not None:
-        _check_root(root)
+    # a directory the caller named must exist: a typo in --data-dir is an error, not a quiet fallback
+    if root is not None and not (path := Path(root).expanduser()).is_dir():
+        problem = "is not a directory" if path.exists() else "does not exist"
+        raise DataError(f"{path}: the given data directory {problem}")
     directory = find_mnist_dir(root, splits=(split,))
     if directory is None:
         places = [str(d) for d in mnist_search_dirs(root)]
         if not download:
             raise MnistNotFoundError(places)
-        try:
-            dest = _download_dest(root)
-            directory = download_mnist(dest, mirrors, splits=(split,), checksums=checksums, timeout=timeout, log=log)
+        try:  # into root if given, else $JAXVAE_DATA_DIR if set, else the cache dir
+            directory = download_mnist(
+                _base_dirs(root)[0], mirrors, splits=(split,), checksums=checksums, timeout=timeout, log=log
+            )
         except DownloadError as e:
             raise MnistNotFoundError(places, e) from None
     return _read_split(directory, split)
@@ -474,11 +454,10 @@ def verify_mnist_dir(path: str | os.PathLike, splits: Sequence[str] = ("train", 
             continue
         try:  # bounded by the header like any read: a bomb named like MNIST is a problem, not an OOM
             digest = hashlib.md5(_read_idx_path(found, None)[0]).hexdigest()
+            if digest != MNIST_CONTENT_MD5[base]:
+                problems.append(f"{found}: content MD5 {digest}, expected {MNIST_CONTENT_MD5[base]}")
         except DataError as e:
             problems.append(str(e))
-            continue
-        if digest != MNIST_CONTENT_MD5[base]:
-            problems.append(f"{found}: content MD5 {digest}, expected {MNIST_CONTENT_MD5[base]}")
     if problems:
         raise DataError("MNIST verification failed: " + "; ".join(problems))
 
@@ -527,18 +506,6 @@ def _mnist_dataset(name: str, load: Callable[[str], tuple[np.ndarray, np.ndarray
 _MNIST_HOW = {"python": ("pass data_dir=DIR", "require=True"), "cli": ("pass --data-dir DIR", "--require-mnist")}
 
 
-def _fallback_line(error: MnistNotFoundError, data_dir, subset: Dataset, words: str) -> str:
-    """The one line logged when load_dataset("mnist") falls back: why, what it uses, how to get MNIST."""
-    give_dir, require = _MNIST_HOW[words]
-    return (
-        f"{error.summary()}; using the bundled MNIST subset ({len(subset.train_x)} train / {len(subset.test_x)}"
-        f" test images, dataset 'mnist-subset') instead. For full MNIST {give_dir} (the four IDX files,"
-        " .gz or not, in DIR or in torchvision's DIR/MNIST/raw), or set"
-        f" {ENV_DATA_DIR}=DIR, or let it download into {_download_dest(data_dir)};"
-        f" {require} makes this an error"
-    )
-
-
 def load_dataset(
     name: str = "mnist", data_dir: str | os.PathLike | None = None, download: bool = True, require: bool = False,
     log: Callable[[str], None] | None = print, words: str = "python", **mnist_kwargs,
@@ -568,8 +535,15 @@ def load_dataset(
         if require or data_dir is not None:
             raise
         subset = _mnist_dataset("mnist-subset", load_mnist_subset)
-        if log:
-            log(_fallback_line(e, data_dir, subset, words))
+        if log:  # one line: why, what it uses instead, how to get full MNIST
+            give_dir, require_flag = _MNIST_HOW[words]
+            log(
+                f"{e.summary()}; using the bundled MNIST subset ({len(subset.train_x)} train / {len(subset.test_x)}"
+                f" test images, dataset 'mnist-subset') instead. For full MNIST {give_dir} (the four IDX files,"
+                " .gz or not, in DIR or in torchvision's DIR/MNIST/raw), or set"
+                f" {ENV_DATA_DIR}=DIR, or let it download into {_base_dirs(data_dir)[0]};"
+                f" {require_flag} makes this an error"
+            )
         return subset
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxvae.binarize import prepare_eval_data
 from jaxvae.checks import check_data
-from jaxvae.config import TrainConfig, VAEConfig, check_seed
+from jaxvae.config import TrainConfig, VAEConfig, _non_negative_int, _positive_int, check_seed
 from jaxvae.losses import log_importance_weights
 from jaxvae.runs import load_run, run_dataset
 from jaxvae.training import eval_epoch, per_image_mean
@@ -77,11 +77,6 @@ def _mean_and_stderr(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), stderr
 
 
-def _positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 def evaluate(params, x, config: VAEConfig, *, k: int = 5000, key: jax.Array | None = None, seed: int = 0,
              batch_size: int = 100, chunk: int | None = None, train_config: TrainConfig | None = None) -> dict:
     """The negative ELBO and the k-sample log-likelihood estimate of ``x`` ([n, input_dim]) under ``params``.
@@ -127,8 +122,7 @@ def evaluate_run(run_dir, *, split: str = "test", seed: int = 0, k: int = 0, lim
     if split not in ("test", "train"):
         raise ValueError(f"split must be 'test' or 'train', got {split!r}")
     check_seed("seed", seed)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise ValueError(f"k must be an integer >= 0, got {k!r}")
+    _non_negative_int("k", k)
     for name, value in (("limit", limit), ("chunk", chunk)):
         if value is not None:
             _positive_int(name, value)

@@ -41,16 +41,20 @@ def _tile(images: np.ndarray, rows: int, cols: int, image_shape, pad: int = 1) -
     canvas = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad), dtype=np.float32)
     for i, img in enumerate(np.asarray(images)[: rows * cols]):
         r, c = divmod(i, cols)
-        canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = img.reshape(h, w)
+        top, left = pad + r * (h + pad), pad + c * (w + pad)
+        canvas[top : top + h, left : left + w] = img.reshape(h, w)
     return canvas
 
 
-def _show(ax, canvas, title=None):
+def _image_figure(canvas, figsize, title: str) -> Figure:
+    """``canvas`` alone on a figure, without ticks."""
+    fig, ax = plt.subplots(figsize=figsize, dpi=DPI)
     ax.imshow(canvas, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
-    if title:
-        ax.set_title(title)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
 
 
 def _scatter_latents(ax, params, config: VAEConfig, x, labels, size: float = 3) -> None:
@@ -143,20 +147,14 @@ def reconstructions(params, config: VAEConfig, x, image_shape, n: int = 12) -> F
     mu, _ = _encode(params, jnp.asarray(x), config)
     x_hat = np.asarray(_decode(params, mu, config))
     canvas = _tile(np.concatenate([x, x_hat]), 2, len(x), image_shape)
-    fig, ax = plt.subplots(figsize=(0.6 * len(x) + 0.4, 1.8), dpi=DPI)
-    _show(ax, canvas, "Inputs (top) and reconstructions decode(mu) (bottom)")
-    fig.tight_layout()
-    return fig
+    return _image_figure(canvas, (0.6 * len(x) + 0.4, 1.8), "Inputs (top) and reconstructions decode(mu) (bottom)")
 
 
 def prior_samples(params, config: VAEConfig, image_shape, key, n: int = 8) -> Figure:
     """Decoder means of n x n latent codes drawn from the prior N(0, I)."""
     z = jax.random.normal(key, (n * n, config.latent_dim))
     images = np.asarray(_decode(params, z, config))
-    fig, ax = plt.subplots(figsize=(4.5, 4.8), dpi=DPI)
-    _show(ax, _tile(images, n, n, image_shape), "Samples: decoder(z), z ~ N(0, I)")
-    fig.tight_layout()
-    return fig
+    return _image_figure(_tile(images, n, n, image_shape), (4.5, 4.8), "Samples: decoder(z), z ~ N(0, I)")
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
@@ -211,11 +209,6 @@ def _setting_members(summary: dict) -> list[tuple[dict, list[int], list[int]]]:
             for entry in summary["settings"]]
 
 
-def _setting_colors(n: int):
-    cmap = plt.get_cmap("viridis" if n > 10 else "tab10")
-    return [cmap(i / max(n - 1, 1)) if n > 10 else cmap(i) for i in range(n)]
-
-
 def sweep_loss_curves(summary: dict, histories: list[list[dict]], cols: int = 4) -> Figure:
     """Training and validation loss per epoch, one panel per setting (each with its own scale, so
     that the seed spread shows): the mean over its seeds (line) and their range, min to max (band).
@@ -258,9 +251,12 @@ def sweep_rate_distortion(summary: dict) -> Figure:
     metric = "val_squared_error" if gaussian else "val_recon"
     rows = summary["models"]
     groups = _setting_members(summary)
+    n = len(groups)
+    cmap = plt.get_cmap("viridis" if n > 10 else "tab10")
+    colors = [cmap(i / max(n - 1, 1)) if n > 10 else cmap(i) for i in range(n)]
     fig, ax = plt.subplots(figsize=(7, 5), dpi=DPI)
     means = []
-    for (entry, good, failed), color in zip(groups, _setting_colors(len(groups))):
+    for (entry, good, failed), color in zip(groups, colors):
         points = [(rows[i]["final"]["val_kl"], rows[i][metric] if gaussian else rows[i]["final"]["val_recon"])
                   for i in good if rows[i]["final"]]
         if not points:
