@@ -23,12 +23,14 @@ INITS = ("torch", "flax")
 LR_SCHEDULES = ("plateau", "constant", "burda", "cosine")
 
 
-def _positive_int(name: str, value) -> None:
+def check_positive_int(name: str, value) -> None:
+    """Raise ValueError naming ``name`` unless ``value`` is an int >= 1 (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _non_negative_int(name: str, value) -> None:
+def check_non_negative_int(name: str, value) -> None:
+    """Raise ValueError naming ``name`` unless ``value`` is an int >= 0 (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
 
@@ -38,7 +40,7 @@ def _positive_ints(name: str, value, non_empty: bool = False) -> None:
         kind = "a non-empty tuple" if non_empty else "a tuple"
         raise ValueError(f"{name} must be {kind} of positive integers, got {value!r}")
     for width in value:
-        _positive_int(f"{name} entries", width)
+        check_positive_int(f"{name} entries", width)
 
 
 def _positive_float(name: str, value) -> None:
@@ -128,8 +130,8 @@ class VAEConfig:
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
-        _positive_int("input_dim", self.input_dim)
-        _positive_int("latent_dim", self.latent_dim)
+        check_positive_int("input_dim", self.input_dim)
+        check_positive_int("latent_dim", self.latent_dim)
         _positive_ints("hidden", self.hidden)
         if self.decoder_hidden is not None:
             _positive_ints("decoder_hidden", self.decoder_hidden)
@@ -138,7 +140,7 @@ class VAEConfig:
         _non_negative_float("negative_slope", self.negative_slope)
         _one_of("likelihood", self.likelihood, LIKELIHOODS)
         _one_of("objective", self.objective, OBJECTIVES)
-        _positive_int("iwae_k", self.iwae_k)
+        check_positive_int("iwae_k", self.iwae_k)
         if self.objective == "elbo" and self.iwae_k != 1:
             raise ValueError(f"iwae_k={self.iwae_k} needs objective='iwae' (the ELBO uses one sample)")
         _one_of("architecture", self.architecture, ARCHITECTURES)
@@ -212,11 +214,11 @@ class TrainConfig:
     kl_warmup_epochs: float = 0.0
 
     def __post_init__(self):
-        _positive_int("batch_size", self.batch_size)
+        check_positive_int("batch_size", self.batch_size)
         _positive_float("lr", self.lr)
         _non_negative_float("kl_weight", self.kl_weight)
         _positive_float("recon_sigma", self.recon_sigma)
-        _non_negative_int("max_epochs", self.max_epochs)
+        check_non_negative_int("max_epochs", self.max_epochs)
         for name in ("b1", "b2"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value < 1:
@@ -224,7 +226,7 @@ class TrainConfig:
         _positive_float("adam_eps", self.adam_eps)
         if not isinstance(self.plateau_factor, (int, float)) or not 0 < self.plateau_factor < 1:
             raise ValueError(f"plateau_factor must be in (0, 1), got {self.plateau_factor!r}")
-        _non_negative_int("plateau_patience", self.plateau_patience)
+        check_non_negative_int("plateau_patience", self.plateau_patience)
         _non_negative_float("plateau_threshold", self.plateau_threshold)
         _non_negative_float("min_lr", self.min_lr)
         _non_negative_float("stop_lr", self.stop_lr)

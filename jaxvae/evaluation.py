@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxvae.binarize import prepare_eval_data
 from jaxvae.checks import check_data
-from jaxvae.config import TrainConfig, VAEConfig, _non_negative_int, _positive_int, check_seed
+from jaxvae.config import TrainConfig, VAEConfig, check_non_negative_int, check_positive_int, check_seed
 from jaxvae.losses import log_importance_weights
 from jaxvae.runs import load_run, run_dataset
 from jaxvae.training import eval_epoch, per_image_mean
@@ -92,12 +92,12 @@ def evaluate(params, x, config: VAEConfig, *, k: int = 5000, key: jax.Array | No
     x, sigma = jnp.asarray(x), 1.0
     if train_config is not None:
         x, sigma = prepare_eval_data(x, train_config), train_config.recon_sigma
-    _positive_int("k", k)
-    _positive_int("batch_size", batch_size)
+    check_positive_int("k", k)
+    check_positive_int("batch_size", batch_size)
     batch_size = min(batch_size, x.shape[0])
     if chunk is None:
         chunk = max(1, CHUNK_BUDGET // (batch_size * config.input_dim))
-    _positive_int("chunk", chunk)
+    check_positive_int("chunk", chunk)
     chunk = min(chunk, k)
     key = jax.random.PRNGKey(seed) if key is None else key
     log_px, elbo = importance_sampled(params, x, key, config, k, chunk, batch_size, sigma)
@@ -122,10 +122,10 @@ def evaluate_run(run_dir, *, split: str = "test", seed: int = 0, k: int = 0, lim
     if split not in ("test", "train"):
         raise ValueError(f"split must be 'test' or 'train', got {split!r}")
     check_seed("seed", seed)
-    _non_negative_int("k", k)
+    check_non_negative_int("k", k)
     for name, value in (("limit", limit), ("chunk", chunk)):
         if value is not None:
-            _positive_int(name, value)
+            check_positive_int(name, value)
     info, state = load_run(run_dir)
     dataset = run_dataset(info, data_dir, download, log, run_dir=run_dir)
     tc = info.train_config
