@@ -16,7 +16,7 @@ from jaxvae.checkpoint import CheckpointError, checkpoint_bytes, load_checkpoint
 from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.data import load_dataset
 from jaxvae.fileio import atomic_write_text
-from jaxvae.training import fit
+from jaxvae.training import TrainStep, fit, init_fit_state
 
 # The CLI tests' tiny digits model: the same configs and shapes reuse their compiled epoch.
 VAE = VAEConfig(input_dim=64, hidden=(32,))
@@ -30,8 +30,14 @@ def fitted():
 
 
 @pytest.fixture(scope="module")
-def good_bytes(fitted):
-    return checkpoint_bytes(fitted, VAE, TRAIN)
+def fresh():
+    """A run's state before its first epoch: what the refusal tests need, without compiling an epoch."""
+    return init_fit_state(TrainStep.from_configs(VAE, TRAIN), TRAIN)
+
+
+@pytest.fixture(scope="module")
+def good_bytes(fresh):
+    return checkpoint_bytes(fresh, VAE, TRAIN)
 
 
 def _assert_same_state(a, b):
@@ -56,19 +62,19 @@ def test_missing_file_and_directory_are_named(tmp_path):
         load_checkpoint(tmp_path / "nowhere" / "checkpoint.msgpack")
 
 
-def test_weights_that_do_not_fit_their_stored_config_name_the_layer(fitted, tmp_path):
+def test_weights_that_do_not_fit_their_stored_config_name_the_layer(fresh, tmp_path):
     """A file whose configs claim another architecture than its weights hold (crafted, or a writer bug)."""
     for hidden, named in (((12,), r"params/decoder/hidden/0/bias has shape \(32,\), the config expects \(12,\)"),
                           ((8, 8), r"params/decoder/hidden has entries \['0'\], expected \['0', '1'\]")):
         path = tmp_path / "c.msgpack"
-        path.write_bytes(checkpoint_bytes(fitted, VAE.replace(hidden=hidden), TRAIN))
+        path.write_bytes(checkpoint_bytes(fresh, VAE.replace(hidden=hidden), TRAIN))
         with pytest.raises(CheckpointError, match=r"c\.msgpack: (does not fit the model: )?" + named):
             load_checkpoint(path)
 
 
-def test_a_checkpoint_of_other_settings_is_refused_naming_each_field(fitted, tmp_path):
+def test_a_checkpoint_of_other_settings_is_refused_naming_each_field(fresh, tmp_path):
     """Same shapes are not the same model: another activation, likelihood or seed is named, not trusted."""
-    path = save_checkpoint(tmp_path / "c.msgpack", fitted, VAE, TRAIN)
+    path = save_checkpoint(tmp_path / "c.msgpack", fresh, VAE, TRAIN)
     other = VAE.replace(activation="tanh", likelihood="bernoulli")
     with pytest.raises(CheckpointError, match=r"c\.msgpack: was trained with other settings .*activation: 'leaky_relu' "
                                               r"in the checkpoint, 'tanh' given; likelihood: "):
@@ -111,8 +117,8 @@ def test_fuzzed_bytes_raise_only_checkpoint_error(good_bytes, tmp_path, data):
     assert path.read_bytes() == blob
 
 
-def test_failed_save_keeps_the_old_checkpoint(fitted, tmp_path, monkeypatch):
-    path = save_checkpoint(tmp_path / "checkpoint.msgpack", fitted, VAE, TRAIN)
+def test_failed_save_keeps_the_old_checkpoint(fresh, tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "checkpoint.msgpack", fresh, VAE, TRAIN)
     before = path.read_bytes()
 
     def crash(*args):
@@ -120,18 +126,18 @@ def test_failed_save_keeps_the_old_checkpoint(fitted, tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(path, fitted, VAE, TRAIN.replace(max_epochs=5))
+        save_checkpoint(path, fresh, VAE, TRAIN.replace(max_epochs=5))
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.msgpack"]  # no temp left
 
 
-def test_stale_temps_are_ignored_and_cleaned(fitted, tmp_path):
-    path = save_checkpoint(tmp_path / "checkpoint.msgpack", fitted, VAE, TRAIN)
+def test_stale_temps_are_ignored_and_cleaned(fresh, tmp_path):
+    path = save_checkpoint(tmp_path / "checkpoint.msgpack", fresh, VAE, TRAIN)
     stale = tmp_path / ".checkpoint.msgpack.tmp-killed"
     stale.write_bytes(b"half a checkpoint")
     load_checkpoint(path)  # the temp is not mistaken for the checkpoint
-    save_checkpoint(path, fitted, VAE, TRAIN)
+    save_checkpoint(path, fresh, VAE, TRAIN)
     assert not stale.exists()
 
 
@@ -146,6 +152,7 @@ def test_atomic_write_keeps_umask_permissions(tmp_path):
 DATA = Path(__file__).resolve().parent / "data"
 
 
+@pytest.mark.slow  # trains
 def test_a_run_of_jaxvae_0_1_0_resumes_as_0_1_0_resumed_it(tmp_path, capsys):
     """tests/data/run-0.1.0: `jaxvae train --dataset digits --hidden 32 --epochs 1 --seed 3` by
     jaxvae 0.1.0 (checkpoint format 1); the JSON beside it is epoch 2 as 0.1.0's --resume made it."""
@@ -211,7 +218,6 @@ def test_a_checkpoint_with_format_3_layer_names_loads_into_the_nested_layout(tmp
     from flax import serialization
 
     from jaxvae.fileio import frame, unframe
-    from jaxvae.training import TrainStep, init_fit_state
 
     vae = VAEConfig(input_dim=16, hidden=(8, 4), architecture=architecture, conv_channels=(2, 3))
     rng = np.random.default_rng(0)

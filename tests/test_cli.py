@@ -89,6 +89,7 @@ def test_evaluations_of_other_splits_sizes_and_k_are_kept_side_by_side(trained, 
     assert ("train", 40, 0) in keys and keys.count(("test", 40, 0)) == 1
 
 
+@pytest.mark.slow  # starts a process
 def test_a_closed_pipe_ends_quietly(trained):
     import subprocess
     import sys

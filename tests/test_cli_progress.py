@@ -53,11 +53,21 @@ def test_a_terminal_gets_a_bar_and_the_epoch_lines(tmp_path, capsys, monkeypatch
     assert len(epoch_lines(out)) == 2 and all("\r" not in line for line in out.splitlines())
 
 
+@pytest.mark.slow  # trains
 def test_quiet_and_none_draw_nothing_even_on_a_terminal(tmp_path, capsys, monkeypatch):
     for n, flags in enumerate((["--quiet"], ["--progress", "none"])):
         terminal = Terminal()
         train(tmp_path / str(n), capsys, monkeypatch, terminal, *flags)
         assert drawn(terminal.getvalue()) == ""
+
+
+def test_none_draws_nothing_on_a_terminal():
+    terminal = Terminal()
+    progress = console.EpochProgress("none", 10, 1, 2, stream=terminal)
+    assert progress.step_hook is None
+    progress.end_epoch()
+    progress.close()
+    assert terminal.getvalue() == ""
 
 
 def test_only_the_steps_bar_runs_inside_the_compiled_epoch():

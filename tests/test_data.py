@@ -331,7 +331,8 @@ class Server:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
+        # (a short poll interval: shutdown() waits up to one interval)
         self.thread.start()
 
     def serve_mnist(self, prefix: str, split: str = "train") -> dict[str, str]:

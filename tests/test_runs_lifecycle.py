@@ -309,6 +309,7 @@ def test_a_decompression_bomb_through_the_command_line(tmp_path, capsys):
 # --------------------------------------------------------------------------- import: the model's epoch and data
 
 
+@pytest.mark.slow  # trains
 def test_import_records_the_source_epoch_and_data(tmp_path, capsys):
     pytest.importorskip("torch")
     data = write_mnist_dir(tmp_path / "mnist", 0)

@@ -261,6 +261,7 @@ def test_validation_scores_every_image_and_weighs_each_alike():
     assert abs(float(np.mean(got["loss"])) - np.mean(per_image)) > 1e-6  # the unweighted mean of batches differs
 
 
+@pytest.mark.slow  # trains
 def test_one_model_of_many_is_the_lone_fit():
     """fit_models trains N models in one vmapped program; fit is the case N = 1 (a plain program).
     Model i of a stack equals its lone fit to float rounding."""
