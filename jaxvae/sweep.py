@@ -228,11 +228,6 @@ class SweepInfo:
     errors: tuple[str | None, ...]
 
 
-def model_dirs(sweep_dir: str | os.PathLike, models: Sequence[SweepModel]) -> list[Path]:
-    """Each model's run directory: ``SWEEP_DIR/<model name>``."""
-    return [Path(sweep_dir) / m.name for m in models]
-
-
 def write_summary(sweep_dir: str | os.PathLike, summary: dict) -> Path:
     """``SWEEP_DIR/summary/summary.json`` (process 0 only in a multi-process run); returns its path."""
     path = Path(sweep_dir) / SUMMARY_DIR / SUMMARY_FILE

@@ -6,7 +6,6 @@ from jaxvae.cli.console import warn
 from jaxvae.cli.flags import UsageError
 from jaxvae.config import VAEConfig
 from jaxvae.data import load_dataset
-from jaxvae.runs import RunInfo, run_dataset
 
 
 def load_data(name: str, data_dir, download: bool, require: bool):
@@ -19,9 +18,4 @@ def check_arrays(dataset, vae_config: VAEConfig, batch_size: int | None = None) 
     # fit's own checks, run before anything is written (fit repeats them: cheap)
     check_data(f"{dataset.name} train split", dataset.train_x, vae_config, batch_size)
     check_data(f"{dataset.name} test split", dataset.test_x, vae_config)
-
-
-def run_data(info: RunInfo, args, run_dir):
-    return run_dataset(info, getattr(args, "data_dir", None), not getattr(args, "no_download", False), warn,
-                       run_dir=run_dir)
 

@@ -35,8 +35,8 @@ from jaxvae.fileio import user_cache_dir
 
 # Each command's function, imported when the command runs: building the parser loads no JAX.
 COMMANDS = {
-    "train": "jaxvae.cli.train:cmd_train",
-    "sweep": "jaxvae.cli.train:cmd_sweep",
+    "train": "jaxvae.cli.train:run_command",
+    "sweep": "jaxvae.cli.train:run_command",
     "evaluate": "jaxvae.cli.run_tools:cmd_evaluate",
     "plot": "jaxvae.cli.run_tools:cmd_plot",
     "export": "jaxvae.cli.run_tools:cmd_export",
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     def data_flags(p, for_training: bool):
         group = p.add_argument_group("data")
         if for_training:
-            # SUPPRESS: --resume tells a given --dataset from the default (the default is applied in cmd_train)
+            # SUPPRESS: --resume tells a given --dataset from the default (the default is applied in cli.train)
             group.add_argument("--dataset", type=choice_type(DATASETS), choices=DATASETS, default=argparse.SUPPRESS,
                                help="mnist: the 60000 + 10000 images, found locally or downloaded, else (with "
                                     "one line saying how to get them) the bundled mnist-subset; mnist-subset: "

@@ -11,8 +11,7 @@ from pathlib import Path
 from jaxvae.checkpoint import save_checkpoint
 from jaxvae.cli.console import model_shape, os_error_text, say, warn
 from jaxvae.cli.flags import EXPORT_FILE, IMPORT_FIELDS, PROG, UsageError, given_fields
-from jaxvae.cli.inputs import run_data
-from jaxvae.cli.rundir import check_out_dir, lock_run, new_run_dir
+from jaxvae.cli.rundir import check_out_dir, default_run_dir, lock_run
 from jaxvae.config import TrainConfig
 from jaxvae.evaluation import evaluate_run
 from jaxvae.interop import load_torch, save_torch
@@ -26,6 +25,7 @@ from jaxvae.runs import (
     fingerprints_from_dict,
     load_run,
     read_run_info,
+    run_dataset,
     write_evaluation,
     write_run_config,
 )
@@ -66,7 +66,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_plot(args) -> int:
     info, state = load_run(args.run_dir)
-    dataset = run_data(info, args, args.run_dir)
+    dataset = run_dataset(info, args.data_dir, not args.no_download, warn, run_dir=args.run_dir)
     out = Path(args.figures or Path(args.run_dir) / FIGURES_DIR)
     paths = save_figures(out, state.params, info.vae_config, dataset.test_x, dataset.test_y, info.image_shape,
                          state.history, seed=info.train_config.seed)
@@ -115,7 +115,8 @@ def cmd_import(args) -> int:
                    fingerprints=fingerprints, imported_from=source)
     state = init_fit_state(TrainStep.from_configs(config, train_config), train_config, params=params)
     state = dataclasses.replace(state, epoch=epoch or 0)
-    out = new_run_dir(args.out, dataset)
+    out = Path(args.out) if args.out else default_run_dir(dataset)
+    check_out_dir(out)  # before the lock too: a refused --out makes no directory
     with contextlib.ExitStack() as stack:
         try:
             out.mkdir(parents=True, exist_ok=True)

@@ -32,12 +32,6 @@ def check_out_dir(out: Path) -> bool:
         raise UsageError(f"--out {e}{remedy_text(e)}") from None
 
 
-def new_run_dir(out: str | None, dataset_name: str) -> Path:
-    out = Path(out) if out else default_run_dir(dataset_name)
-    check_out_dir(out)
-    return out
-
-
 def lock_run(run_dir: Path, command_line: str | None, stack: contextlib.ExitStack) -> None:
     """Hold the run directory's lock until ``stack`` closes (the end of the command)."""
     lock = stack.enter_context(RunLock(run_dir, command_line))

@@ -102,10 +102,6 @@ class Plan:
         return [info.train_config for info in self.infos]
 
     @property
-    def image_shape(self) -> tuple[int, int]:
-        return self.infos[0].image_shape
-
-    @property
     def is_sweep(self) -> bool:
         return self.command == "sweep"
 
@@ -438,7 +434,7 @@ def _finish(args, plan: Plan, result) -> None:
         for i, run_dir in enumerate(plan.run_dirs):
             if result.histories[i] and result.errors[i] is None:
                 paths = save_figures(run_dir / FIGURES_DIR, params[i], plan.vae_config, test_x, test_y,
-                                     plan.image_shape, result.histories[i], seed=plan.train_configs[i].seed)
+                                     plan.infos[i].image_shape, result.histories[i], seed=plan.train_configs[i].seed)
                 if not plan.is_sweep:
                     say(f"figures: {', '.join(str(p) for p in paths)}")
     if plan.is_sweep:
@@ -461,8 +457,9 @@ def _finish(args, plan: Plan, result) -> None:
             f"val loss {last['val_loss']:.4f} (recon {last['val_recon']:.4f}, KL {last['val_kl']:.4f})")
 
 
-def run_command(args, command: str) -> int:
-    """``jaxvae train`` (command "train") or ``jaxvae sweep`` ("sweep")."""
+def run_command(args) -> int:
+    """``jaxvae train`` or ``jaxvae sweep``, as ``args.command`` says."""
+    command = args.command
     with contextlib.ExitStack() as stack:  # holds the directories' locks to the end, figures included
         try:
             plan = _resume(args, command, stack) if args.resume else _fresh(args, command, stack)
@@ -472,11 +469,3 @@ def run_command(args, command: str) -> int:
         if plan is None:
             return 0
         return _train(args, plan)
-
-
-def cmd_train(args) -> int:
-    return run_command(args, "train")
-
-
-def cmd_sweep(args) -> int:
-    return run_command(args, "sweep")
