@@ -149,7 +149,7 @@ def write_idx_dir(directory: Path, train: np.ndarray, val: np.ndarray) -> Path:
     """The arrays as the four MNIST IDX files (labels all 0), so that ``jaxvae train --data-dir``
     reads exactly the benchmark's data."""
     from jaxvae.data import MNIST_FILES
-    from jaxvae.datasets.make_mnist_subset import idx_bytes
+    from jaxvae.datasets.make_datasets import idx_bytes
 
     directory.mkdir(parents=True, exist_ok=True)
     for split, images in (("train", train), ("test", val)):

@@ -1,6 +1,6 @@
 """Where jaxvae's data comes from, as plain NumPy arrays: MNIST IDX files (local, in torchvision's
-layout, or downloaded), the MNIST subset bundled with the package (the offline fallback) and
-scikit-learn's embedded 8x8 digits. The search order, downloads and the fallback are described in
+layout, or downloaded), and the two datasets bundled with the package: an MNIST subset (the offline
+fallback) and the 8x8 digits (the UCI set that scikit-learn also ships). The search order, downloads and the fallback are described in
 docs/guide/data.md and in ``load_mnist`` and ``load_dataset``.
 
 Reading an IDX file (raw or gzip, told apart by its magic bytes) stops at the size its header
@@ -31,7 +31,7 @@ from jaxvae.fileio import atomic_write_bytes, user_cache_dir
 __all__ = [
     "DataError", "DownloadError", "MnistNotFoundError",
     "MNIST_FILES", "MNIST_MIRRORS", "MNIST_ARCHIVE_MD5", "MNIST_CONTENT_MD5", "MNIST_SUBSET_DIR",
-    "MNIST_SUBSET_SHA256", "DATASETS", "DIGITS_NUM_TEST", "MAX_IDX_BYTES",
+    "MNIST_SUBSET_SHA256", "DIGITS_DIR", "DIGITS_FILES", "DIGITS_SHA256", "DATASETS", "DIGITS_NUM_TEST", "MAX_IDX_BYTES",
     "Dataset", "read_idx", "mnist_search_dirs", "find_mnist_dir", "mnist_mirrors", "download_mnist",
     "load_mnist", "load_mnist_subset", "load_digits", "verify_mnist_dir", "to_unit_float",
     "load_dataset", "numpy_batches", "Fingerprint", "fingerprint",
@@ -65,8 +65,8 @@ MNIST_CONTENT_MD5 = {
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 
-# The MNIST subset shipped inside the package as gzip IDX files (see its README.md and
-# load_mnist_subset); rebuilt from full MNIST by jaxvae/datasets/make_mnist_subset.py.
+# The datasets shipped inside the package as gzip IDX files (see each directory's README.md,
+# load_mnist_subset and load_digits); rebuilt by jaxvae/datasets/make_datasets.py.
 MNIST_SUBSET_DIR = Path(__file__).resolve().parent / "datasets" / "mnist_subset"
 # SHA-256 of the uncompressed IDX bytes of each bundled file: a damaged copy is caught on loading.
 MNIST_SUBSET_SHA256 = {
@@ -74,6 +74,13 @@ MNIST_SUBSET_SHA256 = {
     "train-labels-idx1-ubyte": "dfa6309ccbfc44ab3df730fa9d1b133e2baeb0fe7db8e4bbdcd05d3e5bd811ea",
     "t10k-images-idx3-ubyte": "780e99a56e963f3affe4791a03545a6ddbdc0904dd880c7f3c50753282177303",
     "t10k-labels-idx1-ubyte": "b547e409b08f1d55c77b7f0964dfb27202f97c41c014d9427a3acecfcf6a7129",
+}
+
+DIGITS_DIR = MNIST_SUBSET_DIR.parent / "digits"
+DIGITS_FILES = ("digits-images-idx3-ubyte", "digits-labels-idx1-ubyte")
+DIGITS_SHA256 = {
+    "digits-images-idx3-ubyte": "359cd13f0f514122884198b78a131df597421cbf5e93a76678fa96fc548f0d96",
+    "digits-labels-idx1-ubyte": "ce71631c1f31ce56fa54f31d1d498fafacff59b001e6c30c4a5e29508aa277ad",
 }
 
 DATASETS = ("mnist", "mnist-subset", "digits")
@@ -393,15 +400,17 @@ def load_mnist(
             )
         except DownloadError as e:
             raise MnistNotFoundError(places, e) from None
-    return _read_split(directory, split)
+    return _read_images_and_labels(directory, MNIST_FILES[split], _MNIST_IMAGE_SHAPE)
 
 
-def _read_split(directory: Path, split: str, sha256: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The validated (images, labels) of ``split`` in ``directory``. ``sha256`` (content digests by
-    base name, given for the bundled subset only) also checks each file's uncompressed bytes."""
+def _read_images_and_labels(directory: Path, names: Sequence[str], image_shape: tuple[int, int],
+                            sha256: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The validated (images, labels) of the IDX files ``names`` (images, then labels) in ``directory``.
+    ``sha256`` (content digests by base name, given for the bundled datasets) also checks each
+    file's uncompressed bytes."""
     found = []
     restore = " (reinstall jaxvae to restore it)" if sha256 is not None else ""
-    for base, kind in zip(MNIST_FILES[split], ("images", "labels")):
+    for base, kind in zip(names, ("images", "labels")):
         path = _locate(directory, base)
         if path is None:
             raise DataError(f"{directory / base}[.gz]: missing{restore}")
@@ -410,8 +419,9 @@ def _read_split(directory: Path, split: str, sha256: dict[str, str] | None = Non
             raise DataError(f"{path}: content SHA-256 {digest}, expected {sha256[base]}: a damaged copy{restore}")
         found.append((path, array))
     (image_path, images), (label_path, labels) = found
-    if images.shape[1:] != _MNIST_IMAGE_SHAPE:
-        raise DataError(f"{image_path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28")
+    if images.shape[1:] != image_shape:
+        raise DataError(f"{image_path}: images are {images.shape[1]}x{images.shape[2]}, "
+                        f"expected {image_shape[0]}x{image_shape[1]}")
     if len(images) != len(labels):
         raise DataError(
             f"{image_path} has {len(images)} images but {label_path} has {len(labels)} labels; they must agree"
@@ -427,19 +437,15 @@ def load_mnist_subset(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     "test" the first 200 of each digit of its test split (2000), in MNIST's order. Each file's content
     is checked against ``MNIST_SUBSET_SHA256``: a damaged or missing file raises ``DataError`` naming it.
     """
-    return _read_split(MNIST_SUBSET_DIR, _check_split(split), MNIST_SUBSET_SHA256)
+    return _read_images_and_labels(MNIST_SUBSET_DIR, MNIST_FILES[_check_split(split)], _MNIST_IMAGE_SHAPE,
+                                   MNIST_SUBSET_SHA256)
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's bundled 8x8 digits (no network): uint8 images (1797, 8, 8) in 0..16, uint8 labels."""
-    from sklearn import datasets  # deferred: a slow import, and only this dataset needs it
-
-    bunch = datasets.load_digits()
-    grey = bunch.images
-    # sklearn gives float64 holding integers 0..16: check that before a lossless cast
-    if not (np.all(grey == np.round(grey)) and grey.min() >= 0 and grey.max() <= 16):
-        raise DataError("sklearn digits: expected integer grey levels 0..16")
-    return grey.astype(np.uint8), bunch.target.astype(np.uint8)
+    """The 8x8 digits bundled with jaxvae (the UCI test set that scikit-learn ships, in its order):
+    uint8 images (1797, 8, 8) in 0..16 and uint8 labels, checked against ``DIGITS_SHA256`` like the
+    MNIST subset."""
+    return _read_images_and_labels(DIGITS_DIR, DIGITS_FILES, (8, 8), DIGITS_SHA256)
 
 
 def verify_mnist_dir(path: str | os.PathLike, splits: Sequence[str] = ("train", "test")) -> None:

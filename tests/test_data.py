@@ -490,16 +490,29 @@ def test_mirrors_from_env(monkeypatch):
 # --------------------------------------------------------------------------- digits, scaling, datasets
 
 
-def test_load_digits():
-    from sklearn.datasets import load_digits as sk_digits
-
+def test_load_digits_is_scikit_learns_copy():
     images, labels = data.load_digits()
     assert images.shape == (1797, 8, 8) and images.dtype == np.uint8
     assert labels.shape == (1797,) and labels.dtype == np.uint8
     assert images.max() == 16 and images.min() == 0
-    ref = sk_digits()
+    for name, array in zip(data.DIGITS_FILES, (images, labels)):
+        content = gzip.decompress((data.DIGITS_DIR / (name + ".gz")).read_bytes())
+        assert content == idx_bytes(array) and hashlib.sha256(content).hexdigest() == data.DIGITS_SHA256[name]
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    ref = sklearn_datasets.load_digits()
     np.testing.assert_array_equal(images, ref.images)
     np.testing.assert_array_equal(labels, ref.target)
+
+
+def test_make_datasets_rebuilds_the_bundled_digits(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("sklearn")
+    script = Path(data.__file__).resolve().parent / "datasets" / "make_datasets.py"
+    assert runpy.run_path(str(script))["main"](["digits", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.count("matches jaxvae.data") == 2
+    bundled = data.load_digits()
+    monkeypatch.setattr(data, "DIGITS_DIR", tmp_path)
+    for rebuilt, array in zip(data.load_digits(), bundled):  # the rebuilt files pass the same checksums
+        np.testing.assert_array_equal(rebuilt, array)
 
 
 def test_to_unit_float_matches_torchvision_arithmetic():
@@ -680,10 +693,11 @@ def test_bundled_files_are_package_data():
     tomllib = pytest.importorskip("tomllib")
     globs = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]["jaxvae"]
     package = Path(data.__file__).resolve().parent
-    shipped = sorted(p.relative_to(package).as_posix() for p in data.MNIST_SUBSET_DIR.iterdir())
-    assert len(shipped) == 6 and {"LICENSE", "README.md"} <= {Path(f).name for f in shipped}
-    for file in shipped:
-        assert any(fnmatch.fnmatch(file, g) for g in globs), f"{file} is not in [tool.setuptools.package-data]"
+    for directory, n_files in ((data.MNIST_SUBSET_DIR, 6), (data.DIGITS_DIR, 4)):
+        shipped = sorted(p.relative_to(package).as_posix() for p in directory.iterdir())
+        assert len(shipped) == n_files and {"LICENSE", "README.md"} <= {Path(f).name for f in shipped}
+        for file in shipped:
+            assert any(fnmatch.fnmatch(file, g) for g in globs), f"{file} is not in [tool.setuptools.package-data]"
 
 
 # --------------------------------------------------------------------------- fingerprints
@@ -823,9 +837,9 @@ def test_real_mnist():
 
 
 @pytest.mark.skipif(not (REAL_MNIST and Path(REAL_MNIST).is_dir()), reason="set JAXVAE_TEST_MNIST_DIR to real MNIST")
-def test_make_mnist_subset_reproduces_the_bundled_content(tmp_path, monkeypatch, capsys):
-    script = Path(data.__file__).resolve().parent / "datasets" / "make_mnist_subset.py"
-    assert runpy.run_path(str(script))["main"]([REAL_MNIST, "--out", str(tmp_path)]) == 0
+def test_make_datasets_reproduces_the_bundled_mnist_subset(tmp_path, monkeypatch, capsys):
+    script = Path(data.__file__).resolve().parent / "datasets" / "make_datasets.py"
+    assert runpy.run_path(str(script))["main"](["mnist-subset", REAL_MNIST, "--out", str(tmp_path)]) == 0
     assert capsys.readouterr().out.count("matches jaxvae.data") == 4
     bundled = {split: data.load_mnist_subset(split) for split in ("train", "test")}
     monkeypatch.setattr(data, "MNIST_SUBSET_DIR", tmp_path)

@@ -80,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
             group.add_argument("--dataset", type=choice_type(DATASETS), choices=DATASETS, default=argparse.SUPPRESS,
                                help="mnist: the 60000 + 10000 images, found locally or downloaded, else (with "
                                     "one line saying how to get them) the bundled mnist-subset; mnist-subset: "
-                                    "10000 + 2000 real MNIST images shipped with jaxvae; digits: scikit-learn's "
-                                    "8x8 digits (default: mnist)")
+                                    "10000 + 2000 real MNIST images shipped with jaxvae; digits: the UCI "
+                                    "8x8 digits, also shipped (default: mnist)")
             group.add_argument("--require-mnist", action="store_true",
                                help="fail instead of falling back to mnist-subset when MNIST is missing")
             where = "directory with the MNIST IDX files (.gz or not, or torchvision's DIR/MNIST/raw)"
