@@ -40,3 +40,13 @@ def test_readme_keeps_the_ci_commands():
     # .ci/run and the Makefile rely on the README's set-up and test commands
     text = README.read_text(encoding="utf-8")
     assert "make install" in text and "make test" in text
+
+
+def test_a_readme_block_skipped_for_the_python_guide_stands_there_as_it_is():
+    # such a block is not run from the README: the guide runs it, so it must be there letter for letter
+    blocks = re.findall(r'<!-- skip: next "the Python guide runs this block[^"]*" -->\n```python\n(.*?)```',
+                        README.read_text(encoding="utf-8"), re.S)
+    guide = (REPO / "docs" / "guide" / "python.md").read_text(encoding="utf-8")
+    assert blocks, "no README block defers to the Python guide"
+    for block in blocks:
+        assert f"```python\n{block}```" in guide, f"README block not in docs/guide/python.md as it stands:\n{block}"
