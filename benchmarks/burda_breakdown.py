@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import statistics
 import time
@@ -110,7 +111,9 @@ def main(argv=None) -> dict:
         fit_state = init_fit_state(step, tc)
         compiled = compile_epoch(step, context, fit_state.train_state, data, fit_state.key, fit_state.schedules)
         runs[name] = {"compiled": compiled, "state": fit_state.train_state, "schedules": fit_state.schedules,
-                      "key": fit_state.key, "seconds": []}
+                      "key": fit_state.key, "seconds": [],
+                      # each variant's own program: a patch that did not reach the trace would repeat another's
+                      "program_sha256": hashlib.sha256(compiled.as_text().encode()).hexdigest()}
         run_once(runs[name], data)  # warm-up
         print(f"compiled {name}", flush=True)
 
@@ -127,7 +130,8 @@ def main(argv=None) -> dict:
         ratios = [a / b for a, b in zip(s, shipped)]
         rows.append({"variant": name, "ms_per_step": 1e3 * statistics.median(s) / n_steps,
                      "ms_per_step_min": 1e3 * min(s) / n_steps, "ratio_median": statistics.median(ratios),
-                     "ratio_min": min(ratios), "ratio_max": max(ratios), "seconds": s})
+                     "ratio_min": min(ratios), "ratio_max": max(ratios), "seconds": s,
+                     "program_sha256": runs[name]["program_sha256"]})
     report = {"data": data_desc, "samples": len(x), "steps_per_epoch": n_steps, "rounds": args.rounds,
               "machine": _machine(), "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
