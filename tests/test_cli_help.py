@@ -143,3 +143,18 @@ def test_help_loads_no_jax():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.slow  # starts a process
+def test_a_command_that_draws_nothing_loads_no_matplotlib(tmp_path):
+    """matplotlib is most of a second of a command's start: only figures load it."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom jaxvae.cli import main\n"
+             "assert main(['train', '--dataset', 'digits', '--epochs', '0']) == 0\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'jaxvae')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    loaded = done.stdout.strip().splitlines()[-1]
+    assert "jaxvae.cli.train" in loaded and "matplotlib" not in loaded and "jaxvae.plots" not in loaded

@@ -15,7 +15,6 @@ from jaxvae.cli.rundir import check_out_dir, default_run_dir, lock_run
 from jaxvae.config import TrainConfig
 from jaxvae.evaluation import evaluate_run
 from jaxvae.interop import load_torch, save_torch
-from jaxvae.plots import save_figures
 from jaxvae.runs import (
     CHECKPOINT_FILE,
     FIGURES_DIR,
@@ -65,6 +64,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_plot(args) -> int:
+    from jaxvae.plots import save_figures  # deferred: matplotlib is ~0.6 s of a start; only this command needs it
+
     info, state = load_run(args.run_dir)
     dataset = run_dataset(info, args.data_dir, not args.no_download, warn, run_dir=args.run_dir)
     out = Path(args.figures or Path(args.run_dir) / FIGURES_DIR)

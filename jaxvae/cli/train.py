@@ -47,7 +47,6 @@ from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.data import Dataset
 from jaxvae.fileio import BackgroundWriter
 from jaxvae.parallel import is_writer
-from jaxvae.plots import save_figures, save_sweep_figures
 from jaxvae.runs import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -431,6 +430,9 @@ def _finish(args, plan: Plan, result) -> None:
     params = [jax.tree.map(lambda leaf, i=i: leaf[i], result.params) for i in range(len(plan.run_dirs))]
     test_x, test_y = plan.dataset.test_x, plan.dataset.test_y
     if not args.no_plots:
+        # deferred: importing matplotlib is ~0.6 s of every command's start, and only figures need it
+        from jaxvae.plots import save_figures, save_sweep_figures
+
         for i, run_dir in enumerate(plan.run_dirs):
             if result.histories[i] and result.errors[i] is None:
                 paths = save_figures(run_dir / FIGURES_DIR, params[i], plan.vae_config, test_x, test_y,
