@@ -74,7 +74,9 @@ def free_port() -> int:
 
 
 def test_two_processes_train_data_parallel_like_one_and_only_process_0_writes(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device per process
+    # one CPU device per process: no device count forced; the session's other flags (fast compiling) stay
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
+    env = {**os.environ, "XLA_FLAGS": " ".join(flags)}
     env.update(JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")]))
     port = free_port()
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(i), str(port), str(tmp_path)], env=env,
