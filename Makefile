@@ -3,8 +3,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The torch wheel installed when the environment has none. On these CPU machines torch==2.13.0 is a
-# CPU build; elsewhere pass e.g. TORCH_INSTALL="torch --index-url <your CPU or CUDA wheel index>".
+# The torch installed when the environment has none. To choose a CPU or a CUDA build, pass e.g.
+# TORCH_INSTALL="torch --index-url <your CPU or CUDA wheel index>".
 TORCH_INSTALL ?= torch==2.13.0
 TRAIN_ARGS ?=
 # pytest-xdist workers: one per core, at most 4 (each worker compiles its own programs); a test file
