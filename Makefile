@@ -31,7 +31,7 @@ train: install
 test: install
 	$(PYTEST)
 
-# the fast tier: every test not marked slow (55 s on a 2-core Intel Xeon VM; the full suite 6-7 min)
+# the fast tier: every test not marked slow (51-55 s on a 2-core Intel Xeon VM; the full suite 5-5.5 min)
 test-fast: install
 	$(PYTEST) -m "not slow"
 
