@@ -1,7 +1,8 @@
 """Where jaxvae's data comes from, as plain NumPy arrays: MNIST IDX files (local, in torchvision's
 layout, or downloaded), and the two datasets bundled with the package: an MNIST subset (the offline
-fallback) and the 8x8 digits (the UCI set that scikit-learn also ships). The search order, downloads and the fallback are described in
-docs/guide/data.md and in ``load_mnist`` and ``load_dataset``.
+fallback) and the 8x8 digits (the UCI set that scikit-learn also ships). The search order,
+downloads and the fallback are described in docs/guide/data.md and in ``load_mnist`` and
+``load_dataset``.
 
 Reading an IDX file (raw or gzip, told apart by its magic bytes) stops at the size its header
 declares plus 1 KiB, so a decompression bomb costs no memory. Every bad file or source raises
@@ -31,7 +32,8 @@ from jaxvae.fileio import atomic_write_bytes, user_cache_dir
 __all__ = [
     "DataError", "DownloadError", "MnistNotFoundError",
     "MNIST_FILES", "MNIST_MIRRORS", "MNIST_ARCHIVE_MD5", "MNIST_CONTENT_MD5", "MNIST_SUBSET_DIR",
-    "MNIST_SUBSET_SHA256", "DIGITS_DIR", "DIGITS_FILES", "DIGITS_SHA256", "DATASETS", "DIGITS_NUM_TEST", "MAX_IDX_BYTES",
+    "MNIST_SUBSET_SHA256", "DIGITS_DIR", "DIGITS_FILES", "DIGITS_SHA256", "DATASETS", "DIGITS_NUM_TEST",
+    "MAX_IDX_BYTES",
     "Dataset", "read_idx", "mnist_search_dirs", "find_mnist_dir", "mnist_mirrors", "download_mnist",
     "load_mnist", "load_mnist_subset", "load_digits", "verify_mnist_dir", "to_unit_float",
     "load_dataset", "numpy_batches", "Fingerprint", "fingerprint",

@@ -10,8 +10,8 @@ the source is checked against MNIST's canonical content MD5s first. The digits a
 of the UCI test set that scikit-learn ships, in its order. The output is gzip IDX files (MNIST's
 format, so one reader validates them all); their gzip bytes depend on the zlib version, so what
 ``jaxvae.data`` checks is the SHA-256 of the uncompressed content, which this script prints and
-compares with the digests recorded there. Nothing imports it; run it from a checkout, where --out
-defaults to the checkout's copy.
+compares with the digests recorded there. jaxvae never imports it; run it from a checkout, where
+--out defaults to the checkout's copy.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def write_idx(out: Path, name: str, array: np.ndarray, recorded: dict[str, str])
     # mtime=0 and no file name in the header: the same content gives the same archive here
     atomic_write_bytes(out / f"{name}.gz", gzip.compress(content, compresslevel=9, mtime=0))
     digest = hashlib.sha256(content).hexdigest()
-    status = "matches jaxvae.data" if digest == recorded.get(name) else f"differs from jaxvae.data ({recorded.get(name)})"
+    expected = recorded.get(name)
+    status = "matches jaxvae.data" if digest == expected else f"differs from jaxvae.data ({expected})"
     print(f"{name}.gz  {array.shape}  sha256 {digest}  {status}")
 
 
