@@ -2,6 +2,8 @@
 explained, and a suggestion for a mistyped command, flag or choice."""
 import dataclasses
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -133,9 +135,6 @@ def test_did_you_mean():
 
 def test_help_loads_no_jax():
     """``--help`` of every command answers without importing JAX (the commands load it when they run)."""
-    import subprocess
-    import sys
-
     probe = ("import sys, contextlib, io\nfrom jaxvae.cli import main\n"
              "for argv in (['--help'], *([c, '--help'] for c in ('train', 'sweep', 'evaluate', 'plot', 'export', "
              "'import'))):\n    with contextlib.redirect_stdout(io.StringIO()):\n        assert main(argv) == 0\n"
@@ -148,9 +147,6 @@ def test_help_loads_no_jax():
 @pytest.mark.slow  # starts a process
 def test_a_command_that_draws_nothing_loads_no_matplotlib(tmp_path):
     """matplotlib is most of a second of a command's start: only figures load it."""
-    import subprocess
-    import sys
-
     probe = ("import sys\nfrom jaxvae.cli import main\n"
              "assert main(['train', '--dataset', 'digits', '--epochs', '0']) == 0\n"
              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'jaxvae')))")
