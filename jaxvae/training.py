@@ -196,41 +196,23 @@ def epoch_plan(key, n: int, batch_size: int, drop_last: bool = False):
     return batches, jax.random.split(noise_key, max(n_steps, 1))
 
 
-def _in_groups(xs, size: int):
-    """``(grouped, rest)``: every leaf's leading axis as ``[n // size, size, ...]``, and the last ``n % size`` rows."""
-    n = jax.tree.leaves(xs)[0].shape[0]
-    whole = n - n % size
-    grouped = jax.tree.map(lambda a: a[:whole].reshape(whole // size, size, *a.shape[1:]), xs)
-    return grouped, jax.tree.map(lambda a: a[whole:], xs)
-
-
-def _ungroup(grouped):
-    """``[groups, size, ...]`` -> ``[groups * size, ...]``: undoes ``_in_groups``."""
-    return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), grouped)
-
-
 def _concat(*trees):
     return jax.tree.map(lambda *a: jnp.concatenate(a), *trees)
 
 
-def _scan_in_chunks(body, carry, xs, chunk: int, unroll: int = 1, after_chunk=None):
-    """``lax.scan(body, carry, xs)``, run as a scan over chunks of ``chunk`` steps when
-    ``after_chunk(carry)`` must run between them (progress reports: no per-step test in the loop)."""
-
-    def run(carry, xs):
-        carry, outputs = jax.lax.scan(body, carry, xs, unroll=unroll)
-        if after_chunk is not None:
-            after_chunk(carry)
-        return carry, outputs
-
+def _in_chunks(run, carry, xs, chunk: int):
+    """``run(carry, xs)`` over ``xs`` (every leaf's leading axis) in chunks of ``chunk`` rows: a ``lax.scan``
+    over the whole chunks, then one call on the rest; the outputs concatenated. One call, no loop, when
+    ``xs`` fits in one chunk."""
     n = jax.tree.leaves(xs)[0].shape[0]
-    if n <= chunk:  # one chunk: no loop of chunks needed
+    if n <= chunk:
         return run(carry, xs)
-    grouped, rest = _in_groups(xs, chunk)
+    whole = n - n % chunk
+    grouped = jax.tree.map(lambda a: a[:whole].reshape(whole // chunk, chunk, *a.shape[1:]), xs)
     carry, outputs = jax.lax.scan(run, carry, grouped)
-    outputs = _ungroup(outputs)
+    outputs = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), outputs)
     if n % chunk:
-        carry, more = run(carry, rest)
+        carry, more = run(carry, jax.tree.map(lambda a: a[whole:], xs))
         outputs = _concat(outputs, more)
     return carry, outputs
 
@@ -260,10 +242,6 @@ def _train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules:
     """``train_epoch``'s computation, for tracing inside other programs (``models_epoch``)."""
     batches, step_keys = epoch_plan(key, data.shape[0], batch_size, drop_last)
 
-    def report(carry):
-        _, loss_sum, step = carry
-        jax.debug.callback(_report_progress, step, loss_sum / step)
-
     def body(carry, xs):
         state, loss_sum, step = carry
         rows, step_key = xs
@@ -273,12 +251,19 @@ def _train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules:
         state, metrics = train_step(state, x, step_key, schedules)
         return (state, loss_sum + metrics["loss"], step + 1), metrics
 
+    def chunk_of_steps(carry, xs):
+        carry, metrics = jax.lax.scan(body, carry, xs, unroll=SCAN_UNROLL)
+        if report_every is not None:
+            _, loss_sum, step = carry
+            jax.debug.callback(_report_progress, step, loss_sum / step)
+        return carry, metrics
+
     carry = (state, jnp.zeros((), data.dtype), jnp.zeros((), jnp.int32))
     n_full = batches.full.shape[0]
-    # With progress, the steps run in chunks of report_every and the report comes between chunks.
+    # With progress, the steps run in chunks of report_every and the report comes between chunks (no
+    # per-step test in the loop).
     chunk = max(1, n_full if report_every is None else min(report_every, n_full))
-    (state, _, _), metrics = _scan_in_chunks(body, carry, (batches.full, step_keys[:n_full]), chunk, SCAN_UNROLL,
-                                             None if report_every is None else report)
+    (state, _, _), metrics = _in_chunks(chunk_of_steps, carry, (batches.full, step_keys[:n_full]), chunk)
     if batches.tail.shape[0]:
         state, tail_metrics = train_step(state, data[batches.tail], step_keys[-1], schedules)
         metrics = _concat(metrics, jax.tree.map(lambda a: a[None], tail_metrics))
@@ -287,7 +272,6 @@ def _train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules:
 
 _train_epoch_jit = jax.jit(_train_epoch, static_argnames=("train_step", "batch_size", "drop_last", "report_every",
                                                           "batch_sharding"), donate_argnames="state")
-
 
 
 def train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules: ScheduleStates | None = None, *,
@@ -330,10 +314,8 @@ def _eval_epoch(params, data, key, vae_config: VAEConfig, batch_size: int, kl_we
     parts = []
     if n_full:
         group = max(1, min(n_full, EVAL_GROUP_ROWS // batch_size))
-        grouped, rest = _in_groups((batches.full, step_keys[:n_full]), group)
-        parts.append(_ungroup(jax.lax.map(lambda xs: group_metrics(*xs), grouped)))
-        if n_full % group:
-            parts.append(group_metrics(*rest))
+        parts.append(_in_chunks(lambda _, xs: (None, group_metrics(*xs)), None, (batches.full, step_keys[:n_full]),
+                                group)[1])
     if batches.tail.shape[0]:
         tail_eps = sample_eps(step_keys[-1], batches.tail.shape[0], vae_config, data.dtype)
         parts.append(jax.tree.map(lambda a: a[None], batch_metrics(batches.tail, tail_eps)))
