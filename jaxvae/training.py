@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -116,15 +116,12 @@ class TrainStep:
             tc.binarize == "dynamic",
         )
 
+    @cached_property
     def _optimizer_key(self) -> str:
-        key = self.__dict__.get("_optimizer_key_cache")
-        if key is None:
-            params = jax.eval_shape(lambda: init_params(jax.random.PRNGKey(0), self.config))
-            opt_state = jax.eval_shape(self.optimizer.init, params)
-            key = (structure_key(self.optimizer.init, params)
-                   + structure_key(self.optimizer.update, params, opt_state, params))
-            object.__setattr__(self, "_optimizer_key_cache", key)
-        return key
+        params = jax.eval_shape(lambda: init_params(jax.random.PRNGKey(0), self.config))
+        opt_state = jax.eval_shape(self.optimizer.init, params)
+        return (structure_key(self.optimizer.init, params)
+                + structure_key(self.optimizer.update, params, opt_state, params))
 
     def _static(self):
         return (self.config, self.lr, self.kl_weight, self.steps_per_epoch, self.binarize)
@@ -133,10 +130,10 @@ class TrainStep:
         if not isinstance(other, TrainStep):
             return NotImplemented
         return self._static() == other._static() and (
-            self.optimizer is other.optimizer or self._optimizer_key() == other._optimizer_key())
+            self.optimizer is other.optimizer or self._optimizer_key == other._optimizer_key)
 
     def __hash__(self):
-        return hash((self._static(), self._optimizer_key()))
+        return hash((self._static(), self._optimizer_key))
 
     def init(self, params, hyper: Hyper = Hyper()) -> TrainState:
         """A fresh run's state from ``params`` and ``hyper`` (default: the blog's), in the parameters' float type."""
@@ -191,9 +188,8 @@ def epoch_plan(key, n: int, batch_size: int, drop_last: bool = False):
     """The batches of one epoch and one noise key per step, both drawn from ``key``: ``(EpochIndices,
     step_keys)``, the partial tail batch (when kept) last. Training, evaluation and the parity tests share it."""
     perm_key, noise_key = jax.random.split(key)
-    batches = epoch_indices(perm_key, n, batch_size, drop_last)
-    n_steps = batches.full.shape[0] + (1 if batches.tail.shape[0] else 0)
-    return batches, jax.random.split(noise_key, max(n_steps, 1))
+    n_steps = steps_per_epoch(n, batch_size, drop_last)
+    return epoch_indices(perm_key, n, batch_size, drop_last), jax.random.split(noise_key, max(n_steps, 1))
 
 
 def _concat(*trees):
