@@ -79,9 +79,8 @@ def reconstruction_loss(x: jax.Array, decoder_out: jax.Array, config: VAEConfig,
 def sample_eps(key: jax.Array, batch: int, config: VAEConfig, dtype=jnp.float32) -> jax.Array:
     """The reparameterisation noise eps ~ N(0, I), one row per sample: ``[batch, latent]``, or
     ``[iwae_k, batch, latent]`` for ``objective="iwae"``."""
-    if config.objective == "iwae":
-        return jax.random.normal(key, (config.iwae_k, batch, config.latent_dim), dtype)
-    return jax.random.normal(key, (batch, config.latent_dim), dtype)
+    samples = (config.iwae_k,) if config.objective == "iwae" else ()
+    return jax.random.normal(key, (*samples, batch, config.latent_dim), dtype)
 
 
 def vae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, *, kl_weight=1.0, recon_sigma=1.0):
