@@ -307,15 +307,12 @@ def _eval_epoch(params, data, key, vae_config: VAEConfig, batch_size: int, kl_we
         return jax.vmap(batch_metrics)(rows, eps)
 
     n_full = batches.full.shape[0]
-    parts = []
-    if n_full:
-        group = max(1, min(n_full, EVAL_GROUP_ROWS // batch_size))
-        parts.append(_in_chunks(lambda _, xs: (None, group_metrics(*xs)), None, (batches.full, step_keys[:n_full]),
-                                group)[1])
+    group = max(1, min(n_full, EVAL_GROUP_ROWS // batch_size))
+    _, metrics = _in_chunks(lambda _, xs: (None, group_metrics(*xs)), None, (batches.full, step_keys[:n_full]), group)
     if batches.tail.shape[0]:
         tail_eps = sample_eps(step_keys[-1], batches.tail.shape[0], vae_config, data.dtype)
-        parts.append(jax.tree.map(lambda a: a[None], batch_metrics(batches.tail, tail_eps)))
-    return _concat(*parts)
+        metrics = _concat(metrics, jax.tree.map(lambda a: a[None], batch_metrics(batches.tail, tail_eps)))
+    return metrics
 
 
 @partial(jax.jit, static_argnames=("vae_config", "batch_size"))
