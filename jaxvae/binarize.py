@@ -40,6 +40,5 @@ def prepare_train_data(x, train_config: TrainConfig):
 
 
 def prepare_eval_data(x, train_config: TrainConfig):
-    """Validation/test data: binarised once from ``binarize_seed + 1`` whenever a binarisation is
-    selected; as given otherwise."""
+    """Validation/test data: binarised once from ``binarize_seed + 1`` if a binarisation is selected, else as given."""
     return x if train_config.binarize == "none" else fixed_binarization(x, train_config.binarize_seed + 1)

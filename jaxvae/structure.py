@@ -22,6 +22,5 @@ def structure_key(fn, *example_args) -> str:
     digest = hashlib.sha256(str(closed.jaxpr).encode())
     for const in closed.consts:
         value = np.asarray(const)
-        digest.update(f"{value.dtype}{value.shape}".encode())
-        digest.update(value.tobytes())
+        digest.update(f"{value.dtype}{value.shape}".encode() + value.tobytes())
     return digest.hexdigest()
