@@ -297,21 +297,17 @@ def _eval_epoch(params, data, key, vae_config: VAEConfig, batch_size: int, kl_we
     """``eval_epoch``'s computation, for tracing inside other programs (``models_epoch``)."""
     batches, step_keys = epoch_plan(key, data.shape[0], batch_size)
 
-    def batch_metrics(rows, eps):
+    def batch_metrics(rows, step_key):
+        eps = sample_eps(step_key, rows.shape[0], vae_config, data.dtype)
         loss, aux = objective_loss(params, data[rows], eps, vae_config, kl_weight=kl_weight, recon_sigma=recon_sigma)
         return {"loss": loss, **aux}
 
-    def group_metrics(rows, keys):
-        """Metrics of several batches at once: their noise in one call, their matmuls as one."""
-        eps = jax.vmap(lambda k: sample_eps(k, batch_size, vae_config, data.dtype))(keys)
-        return jax.vmap(batch_metrics)(rows, eps)
-
     n_full = batches.full.shape[0]
+    # The full batches in groups (lax.map's batch_size vmaps them): their noise in one call, their matmuls as one.
     group = max(1, min(n_full, EVAL_GROUP_ROWS // batch_size))
-    _, metrics = _in_chunks(lambda _, xs: (None, group_metrics(*xs)), None, (batches.full, step_keys[:n_full]), group)
+    metrics = jax.lax.map(lambda xs: batch_metrics(*xs), (batches.full, step_keys[:n_full]), batch_size=group)
     if batches.tail.shape[0]:
-        tail_eps = sample_eps(step_keys[-1], batches.tail.shape[0], vae_config, data.dtype)
-        metrics = _concat(metrics, jax.tree.map(lambda a: a[None], batch_metrics(batches.tail, tail_eps)))
+        metrics = _concat(metrics, jax.tree.map(lambda a: a[None], batch_metrics(batches.tail, step_keys[-1])))
     return metrics
 
 
