@@ -190,13 +190,6 @@ def _read_payload(path: Path) -> dict:
     return raw
 
 
-def _configs(raw: dict, path: Path) -> tuple[VAEConfig, TrainConfig]:
-    try:
-        return configs_from_dicts(json.loads(raw["model"]), json.loads(raw["training"]))
-    except (KeyError, TypeError, ValueError, RecursionError) as e:
-        raise CheckpointError(f"{path}: invalid stored config ({e})") from None
-
-
 def _check_tree(template, restored, where: str, path: Path) -> None:
     """Same nested keys and array shapes as the template; the first difference is named."""
     if isinstance(template, dict):
@@ -241,7 +234,10 @@ def load_checkpoint(path: str | os.PathLike, vae_config: VAEConfig | None = None
     """
     path = Path(path)
     raw = _read_payload(path)
-    stored_vae, stored_train = _configs(raw, path)
+    try:
+        stored_vae, stored_train = configs_from_dicts(json.loads(raw["model"]), json.loads(raw["training"]))
+    except (KeyError, TypeError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{path}: invalid stored config ({e})") from None
     vae_config = vae_config or stored_vae
     train_config = train_config or stored_train
     _check_same_run(path, (stored_vae, stored_train), (vae_config, train_config))
