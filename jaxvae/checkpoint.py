@@ -101,31 +101,25 @@ def _upgrade_format_1(raw: dict) -> dict:
     """jaxvae 0.1.0's layout as format 2. Its optimizer was ``inject_hyperparams(adam)``, holding
     the lr (the plateau's, kept in the plateau state too) and chaining Adam with the lr scaling. The
     step count is Adam's count."""
-    try:
-        old = raw["opt_state"]
-        hyper = {name: old["hyperparams"][name] for name in ("b1", "b2", "eps", "eps_root")}
-        adam = old["inner_state"]["0"]
-        opt_state = {"count": old["count"], "hyperparams": hyper, "hyperparams_states": old["hyperparams_states"],
-                     "inner_state": adam}
-        return {**raw, "format_version": 2, "opt_state": opt_state,
-                "step": int(adam["count"]), "schedules": {"lr": raw["plateau"], "kl_weight": {}}}
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"a format-1 checkpoint without {e}") from None
+    old = raw["opt_state"]
+    hyper = {name: old["hyperparams"][name] for name in ("b1", "b2", "eps", "eps_root")}
+    adam = old["inner_state"]["0"]
+    opt_state = {"count": old["count"], "hyperparams": hyper, "hyperparams_states": old["hyperparams_states"],
+                 "inner_state": adam}
+    return {**raw, "format_version": 2, "opt_state": opt_state,
+            "step": int(adam["count"]), "schedules": {"lr": raw["plateau"], "kl_weight": {}}}
 
 
 def _upgrade_format_2(raw: dict) -> dict:
     """jaxvae 0.2's layout as format 3: the plateau's lr as a scale of the configured lr (the lr
     itself is a hyperparameter of the train state now)."""
-    try:
-        schedules = dict(raw["schedules"])
-        plateau = schedules.get("lr")
-        if isinstance(plateau, dict) and "lr" in plateau:
-            _, train = configs_from_dicts(json.loads(raw["model"]), json.loads(raw["training"]))
-            schedules["lr"] = {"scale": float(plateau["lr"]) / train.lr, "best": plateau["best"],
-                               "num_bad_epochs": plateau["num_bad_epochs"]}
-        return {**raw, "format_version": 3, "schedules": schedules}
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"a format-2 checkpoint without {e}") from None
+    schedules = dict(raw["schedules"])
+    plateau = schedules.get("lr")
+    if isinstance(plateau, dict) and "lr" in plateau:
+        _, train = configs_from_dicts(json.loads(raw["model"]), json.loads(raw["training"]))
+        schedules["lr"] = {"scale": float(plateau["lr"]) / train.lr, "best": plateau["best"],
+                           "num_bad_epochs": plateau["num_bad_epochs"]}
+    return {**raw, "format_version": 3, "schedules": schedules}
 
 
 # Format 3's flat layer names and their place in format 4's nested layout (stacks keyed by position).
@@ -158,13 +152,9 @@ def _renamed_params_trees(tree):
 
 
 def _upgrade_format_3(raw: dict) -> dict:
-    """Format 3 as format 4: layers of the nnx.List stacks under their stack's name (``trunk/0`` for
-    ``trunk_0``, ``blocks/0/conv1`` for ``block0_conv1``), in the params and the optimizer state alike."""
-    try:
-        return {**raw, "format_version": 4, "params": _renamed_params_trees(raw["params"]),
-                "opt_state": _renamed_params_trees(raw["opt_state"])}
-    except (KeyError, TypeError, AttributeError) as e:
-        raise ValueError(f"a format-3 checkpoint without {e}") from None
+    """Format 3 as format 4: the stacks' layers nested (``_FLAT_NAMES``) in the params and the optimizer state alike."""
+    return {**raw, "format_version": 4, "params": _renamed_params_trees(raw["params"]),
+            "opt_state": _renamed_params_trees(raw["opt_state"])}
 
 
 def _read_payload(path: Path) -> dict:
@@ -186,23 +176,18 @@ def _read_payload(path: Path) -> dict:
     except Exception as e:  # the checksum passed, so this is a writer bug or a foreign file: still name it
         raise CheckpointError(f"{path}: cannot decode ({type(e).__name__}: {e})") from None
     version = raw.get("format_version") if isinstance(raw, dict) else None
-    try:
+    try:  # a missing entry of an older format is a KeyError (or a TypeError, where another type stands)
         for old, upgrade in enumerate((_upgrade_format_1, _upgrade_format_2, _upgrade_format_3), start=1):
             if version == old:
                 raw, version = upgrade(raw), old + 1
+    except (KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: incomplete checkpoint (a format-{version} checkpoint without {e})") from None
     except ValueError as e:
         raise CheckpointError(f"{path}: incomplete checkpoint ({e})") from None
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{path}: unsupported checkpoint format version {version!r} (this jaxvae reads 1 to "
                               f"{FORMAT_VERSION}); load it with the jaxvae that wrote it, or start a new run")
     return raw
-
-
-def _configs(raw: dict, path: Path) -> tuple[VAEConfig, TrainConfig]:
-    try:
-        return configs_from_dicts(json.loads(raw["model"]), json.loads(raw["training"]))
-    except (KeyError, TypeError, ValueError, RecursionError) as e:
-        raise CheckpointError(f"{path}: invalid stored config ({e})") from None
 
 
 def _check_tree(template, restored, where: str, path: Path) -> None:
@@ -249,7 +234,10 @@ def load_checkpoint(path: str | os.PathLike, vae_config: VAEConfig | None = None
     """
     path = Path(path)
     raw = _read_payload(path)
-    stored_vae, stored_train = _configs(raw, path)
+    try:
+        stored_vae, stored_train = configs_from_dicts(json.loads(raw["model"]), json.loads(raw["training"]))
+    except (KeyError, TypeError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{path}: invalid stored config ({e})") from None
     vae_config = vae_config or stored_vae
     train_config = train_config or stored_train
     _check_same_run(path, (stored_vae, stored_train), (vae_config, train_config))

@@ -148,39 +148,39 @@ class MnistNotFoundError(DataError):
 # --------------------------------------------------------------------------- IDX parsing
 
 
-def _read_upto(stream: BinaryIO, n: int) -> bytes:
-    """Up to ``n`` bytes of ``stream``, fewer only at its end (a gzip stream may return short reads)."""
-    parts, missing = [], n
-    while missing > 0 and (part := stream.read(min(missing, _CHUNK))):
-        parts.append(part)
-        missing -= len(part)
-    return b"".join(parts)
+def _read_upto(stream: BinaryIO, n: int, into: bytearray | None = None) -> bytearray:
+    """``into`` (default: a new bytearray) grown by up to ``n`` bytes of ``stream``, fewer only at its end
+    (a gzip stream may return short reads). Grown chunk by chunk rather than allocated up front: a
+    64-byte file may declare a gigabyte."""
+    out = bytearray() if into is None else into
+    end = len(out) + n
+    while len(out) < end and (part := stream.read(min(end - len(out), _CHUNK))):
+        out += part
+    return out
 
 
 def _read_idx_stream(stream: BinaryIO, name: str, kind: str | None) -> tuple[bytearray, np.ndarray]:
     """Read one uncompressed IDX stream as ``(content, array)``: header + data bytes, and a uint8 view
-    of the data. Reading stops at the declared size plus ``_TRAILING_MARGIN`` + 1 bytes, so a
-    decompression bomb or an endless stream costs no more memory than the data it claims to hold
-    (a claim capped at ``MAX_IDX_BYTES``)."""
-    head = _read_upto(stream, 4)  # zero, zero, element type, ndim
-    if len(head) < 4:
-        raise DataError(f"{name}: too short for an IDX header ({len(head)} bytes)")
-    if head[0] != 0 or head[1] != 0:
-        raise DataError(f"{name}: not an IDX file (first bytes {head[:4].hex()}, expected 0000 08 <ndim>)")
-    magic = int.from_bytes(head[:4], "big")
+    of the data. Reads stop at the declared size (at most ``MAX_IDX_BYTES``) plus ``_TRAILING_MARGIN`` + 1
+    bytes, so an endless stream costs no more memory than the data it claims to hold."""
+    content = _read_upto(stream, 4)  # zero, zero, element type, ndim
+    if len(content) < 4:
+        raise DataError(f"{name}: too short for an IDX header ({len(content)} bytes)")
+    if content[0] != 0 or content[1] != 0:
+        raise DataError(f"{name}: not an IDX file (first bytes {content.hex()}, expected 0000 08 <ndim>)")
+    magic = int.from_bytes(content, "big")
     if kind is not None and magic != _MAGIC[kind]:
         hint = {_MAGIC["labels"]: " (a labels file?)", _MAGIC["images"]: " (an images file?)"}.get(magic, "")
         raise DataError(f"{name}: wrong magic number {magic}{hint}, expected {_MAGIC[kind]} for {kind}")
-    if head[2] != _IDX_UBYTE:
-        raise DataError(f"{name}: unsupported IDX element type 0x{head[2]:02x} (only unsigned byte 0x08)")
-    ndim = head[3]
+    if content[2] != _IDX_UBYTE:
+        raise DataError(f"{name}: unsupported IDX element type 0x{content[2]:02x} (only unsigned byte 0x08)")
+    ndim = content[3]
     if ndim == 0:
         raise DataError(f"{name}: IDX header declares 0 dimensions")
-    dims = _read_upto(stream, 4 * ndim)
     header = 4 + 4 * ndim
-    if len(dims) < 4 * ndim:
-        raise DataError(f"{name}: truncated IDX header ({4 + len(dims)} bytes, {ndim} dimensions need {header})")
-    shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
+    if len(_read_upto(stream, 4 * ndim, content)) < header:
+        raise DataError(f"{name}: truncated IDX header ({len(content)} bytes, {ndim} dimensions need {header})")
+    shape = tuple(int.from_bytes(content[i : i + 4], "big") for i in range(4, header, 4))
     if kind is not None and 0 in shape:
         raise DataError(f"{name}: holds no {kind} (its IDX header declares shape {shape})")
     expected = math.prod(shape)
@@ -189,11 +189,7 @@ def _read_idx_stream(stream: BinaryIO, name: str, kind: str | None) -> tuple[byt
             f"{name}: IDX header declares shape {shape}, {expected} bytes, over this reader's limit of "
             f"{MAX_IDX_BYTES} bytes (MNIST's largest file holds 47040000)"
         )
-    # Grown chunk by chunk rather than allocated up front: a 64-byte file may declare a gigabyte.
-    content = bytearray(head + dims)
-    while len(content) - header < expected and (part := stream.read(min(_CHUNK, expected + header - len(content)))):
-        content += part
-    found = len(content) - header
+    found = len(_read_upto(stream, expected, content)) - header
     if found < expected:
         raise DataError(f"{name}: truncated: shape {shape} needs {expected} data bytes, found {found}")
     if tail := len(_read_upto(stream, _TRAILING_MARGIN + 1)):
@@ -644,7 +640,7 @@ def numpy_batches(
     is kept unless ``drop_last``. For a plain host-side loop; training uses ``jaxvae.batching``.
     """
     # validate now, not at the first next(): errors should point at the call
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if not _is_count(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     x = np.asarray(x)
     if x.ndim == 0:

@@ -69,15 +69,13 @@ def remove_stale_temps(path: str | os.PathLike) -> None:
 
 
 def _fsync_dir(directory: Path) -> None:
-    try:
+    # some platforms can't open (or fsync) a directory; the rename is still atomic there
+    with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some platforms can't open a directory; the rename is still atomic there
-        return
-    try:
-        with contextlib.suppress(OSError):
+        try:
             os.fsync(fd)
-    finally:
-        os.close(fd)
+        finally:
+            os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -25,10 +25,8 @@ def scalar_tag(name: str) -> str:
     """The TensorBoard tag of a record field: ``train_loss`` -> ``loss/train``, ``val_kl`` -> ``kl/val``
     (TensorBoard groups tags by their first part, so train and validation sit side by side);
     other fields keep their name (``lr``, ``kl_weight``, ``seconds``)."""
-    for split in ("train", "val"):
-        if name.startswith(split + "_"):
-            return f"{name[len(split) + 1:]}/{split}"
-    return name
+    split, underscore, field = name.partition("_")
+    return f"{field}/{split}" if split in ("train", "val") and underscore else name
 
 
 class TensorBoardLogger:
