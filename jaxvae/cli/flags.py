@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import functools
 import sys
 
 from jaxvae.config import (
@@ -115,19 +116,13 @@ def choice_type(choices):
     return parse
 
 
-class HelpFormatter(argparse.HelpFormatter):
-    """A wider flag column. Each flag writes its default into its help (ArgumentDefaultsHelpFormatter doubled them)."""
-
-    def __init__(self, prog):
-        super().__init__(prog, max_help_position=34)
-
-
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (``jaxvae train: error: ...``, exit code 2, no usage dump) and
     a suggestion for a mistyped command, flag or choice, for every subcommand."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", HelpFormatter)
+        # A wider flag column. Each flag writes its default into its help (ArgumentDefaultsHelpFormatter doubled them).
+        kwargs.setdefault("formatter_class", functools.partial(argparse.HelpFormatter, max_help_position=34))
         super().__init__(*args, **kwargs)
         self._commands = None
 
@@ -135,8 +130,7 @@ class Parser(argparse.ArgumentParser):
         message = " ".join(str(message).split())
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
-    def add_subparsers(self, **kwargs):
-        kwargs.setdefault("parser_class", Parser)
+    def add_subparsers(self, **kwargs):  # argparse makes each subcommand's parser a Parser too
         self._commands = super().add_subparsers(**kwargs)
         return self._commands
 

@@ -44,11 +44,6 @@ COMMANDS = {
 }
 
 
-def _command(name: str):
-    module, function = COMMANDS[name].split(":")
-    return getattr(importlib.import_module(module), function)
-
-
 def add_sweep_parser(sub, data_flags) -> None:
     """``jaxvae sweep``: train's flags, except that --recon-sigma, --kl-weight and --lr take several values."""
     sweep = sub.add_parser("sweep", help="train many models at once: --seeds N and several values of --recon-sigma, "
@@ -177,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USAGE)
     args.command_line = shlex.join([PROG, *argv])  # who holds a run's lock, for a second writer's message
     enable_compile_cache()  # before the command compiles anything
+    module, function = COMMANDS[args.command].split(":")
     try:
-        command = _command(args.command)  # imports the command's modules, JAX among them
+        command = getattr(importlib.import_module(module), function)  # imports the command's modules, JAX among them
         raise_if_interrupted()  # a Ctrl-C those imports swallowed
         return command(args)
     except BrokenPipeError:  # the reader went away (jaxvae evaluate RUN | head -1): stop quietly
