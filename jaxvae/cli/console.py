@@ -8,12 +8,10 @@ import signal
 import socket
 import sys
 import threading
-from pathlib import Path
 
-from jaxvae.cli.flags import EXIT_INTERRUPTED, TENSORBOARD_DIR
+from jaxvae.cli.flags import EXIT_INTERRUPTED
 from jaxvae.config import VAEConfig
 from jaxvae.entry import raise_if_interrupted
-from jaxvae.tensorboard import TensorBoardLogger
 
 
 def _write(stream, message: str) -> None:
@@ -98,11 +96,6 @@ class EpochProgress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-
-
-def epoch_loggers(args, run_dir: Path) -> list:
-    """fit callbacks that record each epoch beyond the run directory: TensorBoard with ``--tensorboard``."""
-    return [TensorBoardLogger(run_dir / TENSORBOARD_DIR)] if args.tensorboard else []
 
 
 def model_shape(vc: VAEConfig) -> str:

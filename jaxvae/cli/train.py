@@ -21,7 +21,6 @@ from jaxvae.cli.console import (
     EpochProgress,
     SigintFlag,
     StopAfterEpoch,
-    epoch_loggers,
     model_shape,
     os_error_text,
     say,
@@ -35,6 +34,7 @@ from jaxvae.cli.flags import (
     PROG,
     RESUME_OVERRIDABLE,
     SWEEP_VALUE_FLAGS,
+    TENSORBOARD_DIR,
     UsageError,
     configs_from_args,
     flag_of,
@@ -66,6 +66,7 @@ from jaxvae.runs import (
     start_new_run,
     write_run_config,
 )
+from jaxvae.tensorboard import TensorBoardLogger
 from jaxvae.training import (
     COLLAPSE_KL,
     FitState,
@@ -87,10 +88,10 @@ class Plan:
     run_dirs: list[Path]
     infos: list[RunInfo]  # each run directory's config.json, as written before training
     dataset: Dataset
+    errors: list[str | None]  # per model: fit's message if it stopped on a non-finite loss, else None
     states: list[FitState | None] | None = None
     models: list[sw.SweepModel] = field(default_factory=list)  # a sweep's
     grid: dict | None = None  # a sweep's (sweep.json)
-    errors: list[str | None] = field(default_factory=list)
 
     @property
     def vae_config(self) -> VAEConfig:  # one architecture for all (checked when the plan is made)
@@ -106,10 +107,14 @@ class Plan:
 
     @property
     def resume_command(self) -> str:
-        return f"{PROG} {self.command} --resume {shlex.quote(str(self.root))}"
+        return _resume_command(self.command, self.root)
 
 
 NOUN = {"train": "run", "sweep": "sweep"}  # what each command trains
+
+
+def _resume_command(command: str, root) -> str:
+    return f"{PROG} {command} --resume {shlex.quote(str(root))}"
 
 
 # --------------------------------------------------------------------------- a fresh start
@@ -136,7 +141,7 @@ def _check_new_sweep_dir(out: Path, names) -> None:
     for path in (out / sw.SWEEP_FILE, out / CONFIG_FILE, *(out / name / CHECKPOINT_FILE for name in names)):
         if path.exists():
             raise UsageError(f"--out {out}: already holds a run or a sweep ({path}); continue a sweep with "
-                             f"'{PROG} sweep --resume {shlex.quote(str(out))}' or choose another --out")
+                             f"'{_resume_command('sweep', out)}' or choose another --out")
 
 
 def _fresh(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
@@ -181,7 +186,7 @@ def _fresh(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
             start_new_run(run_dir, run_info)
     except OSError as e:
         raise UsageError(f"--out {root}: cannot write the run directory ({os_error_text(e)})") from None
-    plan = Plan(command, root, run_dirs, infos, dataset, None, models, grid)
+    plan = Plan(command, root, run_dirs, infos, dataset, [None] * len(run_dirs), None, models, grid)
     if sweep:
         _write_sweep_file(plan)
     return plan
@@ -223,7 +228,7 @@ def _resume(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
         raise UsageError(f"--out {args.out} differs from --resume {root}; a resumed {NOUN[command]} stays in its "
                          "directory")
     command_line = getattr(args, "command_line", None)
-    grid, errors, run_dirs = None, None, [root]
+    grid, errors, run_dirs = None, [None], [root]
     if command == "sweep":
         require_run_dir(root)
         lock_run(root, command_line, stack)
@@ -243,7 +248,6 @@ def _resume(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
             raise RunError(f"{run_dir / CONFIG_FILE}: its model differs from {run_dirs[0] / CONFIG_FILE}'s; the models "
                            "of a sweep share one architecture", run_dir=run_dir)
     configs = [configs_from_args(args, info.vae_config, info.train_config)[1] for info in infos]
-    errors = errors or [None] * len(run_dirs)
     idle = [nothing_to_do(vae_config, tc, state) if error is None else "stopped on a non-finite loss"
             for tc, state, error in zip(configs, states, errors)]
     if all(idle):
@@ -268,15 +272,14 @@ def _resume(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
             write_run_config(run_dir, updated)
         updated_infos.append(updated)
     models = [sw.SweepModel(d.name, vae_config, tc) for d, tc in zip(run_dirs, configs)] if command == "sweep" else []
-    return Plan(command, root, run_dirs, updated_infos, dataset, states, models, grid, errors)
+    return Plan(command, root, run_dirs, updated_infos, dataset, errors, states, models, grid)
 
 
 # --------------------------------------------------------------------------- training
 
 
-def _write_sweep_file(plan: Plan, errors=None) -> None:
-    sw.write_sweep_info(plan.root, sw.SweepInfo(plan.grid, tuple(d.name for d in plan.run_dirs),
-                                                tuple(errors or plan.errors or [None] * len(plan.run_dirs))))
+def _write_sweep_file(plan: Plan) -> None:
+    sw.write_sweep_info(plan.root, sw.SweepInfo(plan.grid, tuple(d.name for d in plan.run_dirs), tuple(plan.errors)))
 
 
 def _start_state(plan: Plan) -> ModelsState | None:
@@ -286,7 +289,7 @@ def _start_state(plan: Plan) -> ModelsState | None:
         return None
     states = [state if state is not None else init_fit_state(TrainStep.from_configs(plan.vae_config, tc), tc)
               for state, tc in zip(plan.states, plan.train_configs)]
-    return ModelsState.stack(states, plan.errors or None)
+    return ModelsState.stack(states, plan.errors)
 
 
 def _header(plan: Plan) -> None:
@@ -333,11 +336,11 @@ def _train(args, plan: Plan) -> int:
     steps = steps_per_epoch(len(plan.dataset.train_x), tc.batch_size, tc.drop_last)
     first_epoch = min(state.epochs) + 1 if state is not None else 1
     progress = EpochProgress("none" if args.quiet else args.progress, steps, first_epoch, tc.max_epochs, models=n)
-    loggers = [epoch_loggers(args, run_dir) for run_dir in plan.run_dirs]
+    # fit callbacks that record each epoch beyond the run directory: TensorBoard with --tensorboard
+    loggers = [[TensorBoardLogger(run_dir / TENSORBOARD_DIR)] if args.tensorboard else [] for run_dir in plan.run_dirs]
     displays = contextlib.ExitStack()  # closed as training ends, before any closing line
     for display in [progress, *(logger for per_model in loggers for logger in per_model)]:
         displays.callback(display.close)
-    reported = list(plan.errors) if plan.errors else [None] * n
     collapse_warned = [False] * n
 
     def second_ctrl_c() -> str:
@@ -356,10 +359,10 @@ def _train(args, plan: Plan) -> int:
             for i, record in enumerate(records):
                 for logger in loggers[i] if record is not None else ():
                     logger(None, record)
-            newly = [i for i, e in enumerate(models_state.errors) if e is not None and reported[i] is None]
+            newly = [i for i, e in enumerate(models_state.errors) if e is not None and plan.errors[i] is None]
             if newly and plan.is_sweep:  # a lone run's error ends the run: its lines come at the end
-                reported[:] = models_state.errors
-                _write_sweep_file(plan, models_state.errors)
+                plan.errors[:] = models_state.errors
+                _write_sweep_file(plan)
                 for i in newly:
                     warn(f"{PROG} sweep: model {plan.run_dirs[i].name}: {models_state.errors[i]}; its run directory "
                          f"keeps its last good epoch ({models_state.epochs[i]}); the other models go on")
@@ -466,7 +469,7 @@ def run_command(args) -> int:
         try:
             plan = _resume(args, command, stack) if args.resume else _fresh(args, command, stack)
         except RunError as e:
-            resume = f"{PROG} {command} --resume {shlex.quote(str(args.resume))}" if args.resume else None
+            resume = _resume_command(command, args.resume) if args.resume else None
             raise UsageError(f"{e}{remedy_text(e, resume)}") from None
         if plan is None:
             return 0
