@@ -226,8 +226,7 @@ class TensorBoardFlag(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        problem = missing()
-        if problem:
+        if problem := missing():
             parser.error(f"{option_string}: {problem}")
         setattr(namespace, self.dest, True)
 

@@ -40,7 +40,7 @@ from jaxvae.cli.flags import (
     flag_of,
     given_fields,
 )
-from jaxvae.cli.inputs import check_arrays, load_data
+from jaxvae.cli.inputs import load_data
 from jaxvae.cli.rundir import check_out_dir, default_run_dir, lock_run, remedy_text
 from jaxvae.cli.sweep import epoch_line, settings_table
 from jaxvae.config import TrainConfig, VAEConfig
@@ -66,6 +66,7 @@ from jaxvae.runs import (
     start_new_run,
     write_run_config,
 )
+from jaxvae.runs.data import check_arrays
 from jaxvae.tensorboard import TensorBoardLogger
 from jaxvae.training import (
     COLLAPSE_KL,
@@ -293,7 +294,6 @@ def _start_state(plan: Plan) -> ModelsState | None:
 
 
 def _header(plan: Plan) -> None:
-    n = len(plan.run_dirs)
     say(f"{NOUN[plan.command]} directory: {plan.root}")
     started = [s.epoch for s in plan.states if s is not None] if plan.states else []
     if started:
@@ -304,7 +304,7 @@ def _header(plan: Plan) -> None:
     if plan.is_sweep:
         varying = sw.varying_values(plan.models)
         seeds = len({m.seed for m in plan.models})
-        models = (f"; {n} models ({', '.join(SWEEP_VALUE_FLAGS[q] for q in varying) or 'seeds only'}; "
+        models = (f"; {len(plan.run_dirs)} models ({', '.join(SWEEP_VALUE_FLAGS[q] for q in varying) or 'seeds only'}; "
                   f"{seeds} seed{'s' * (seeds > 1)} each) in one compiled program")
     say(f"data: {plan.dataset.name}, {len(plan.dataset.train_x)} train / {len(plan.dataset.test_x)} test samples, "
         f"{plan.vae_config.input_dim} features; model {model_shape(plan.vae_config)}{models}{resuming}")
