@@ -133,8 +133,6 @@ def _check_memory(vae_config: VAEConfig, batch_size: int, dataset: Dataset, mode
 
 
 def _check_new_sweep_dir(out: Path, names) -> None:
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a directory")
     try:
         refuse_foreign(out, {sw.SWEEP_FILE, sw.SUMMARY_DIR, LOCK_FILE, *names})
     except RunError as e:
