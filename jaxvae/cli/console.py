@@ -9,9 +9,8 @@ import socket
 import sys
 import threading
 
-from jaxvae.cli.flags import EXIT_INTERRUPTED
 from jaxvae.config import VAEConfig
-from jaxvae.entry import raise_if_interrupted
+from jaxvae.entry import EXIT_INTERRUPTED, raise_if_interrupted
 
 
 def _write(stream, message: str) -> None:

@@ -21,8 +21,7 @@ from jaxvae.config import (
     TrainConfig,
     VAEConfig,
 )
-from jaxvae.entry import EXIT_INTERRUPTED  # noqa: F401 (one place; the CLI's modules import it from here)
-from jaxvae.layout import EXPORT_FILE, TENSORBOARD_DIR  # noqa: F401 (the CLI's modules import them from here)
+from jaxvae.layout import TENSORBOARD_DIR
 from jaxvae.tensorboard import missing
 
 PROG = "jaxvae"

@@ -12,10 +12,8 @@ from jaxvae import __version__
 from jaxvae.cli.cache import enable_compile_cache
 from jaxvae.cli.console import os_error_text, warn
 from jaxvae.cli.flags import (
-    EXIT_INTERRUPTED,
     EXIT_RESOURCES,
     EXIT_USAGE,
-    EXPORT_FILE,
     FIELD_HELP,
     IMPORT_FIELDS,
     PROG,
@@ -30,8 +28,9 @@ from jaxvae.cli.flags import (
     config_fields,
 )
 from jaxvae.data import DATASETS
-from jaxvae.entry import raise_if_interrupted
+from jaxvae.entry import EXIT_INTERRUPTED, raise_if_interrupted
 from jaxvae.fileio import user_cache_dir
+from jaxvae.layout import EXPORT_FILE
 
 # Each command's function, imported when the command runs: building the parser loads no JAX.
 COMMANDS = {

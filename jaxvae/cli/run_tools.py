@@ -10,13 +10,14 @@ from pathlib import Path
 
 from jaxvae.checkpoint import save_checkpoint
 from jaxvae.cli.console import model_shape, os_error_text, say, warn
-from jaxvae.cli.flags import EXPORT_FILE, IMPORT_FIELDS, PROG, UsageError, given_fields
+from jaxvae.cli.flags import IMPORT_FIELDS, PROG, UsageError, given_fields
 from jaxvae.cli.rundir import check_out_dir, default_run_dir, lock_run
 from jaxvae.config import TrainConfig
 from jaxvae.evaluation import evaluate_run
 from jaxvae.interop import load_torch, save_torch
 from jaxvae.runs import (
     CHECKPOINT_FILE,
+    EXPORT_FILE,
     FIGURES_DIR,
     RunInfo,
     checkpoint_record,

@@ -27,14 +27,12 @@ from jaxvae.cli.console import (
     warn,
 )
 from jaxvae.cli.flags import (
-    EXIT_INTERRUPTED,
     EXIT_NONFINITE,
     EXIT_RESOURCES,
     EXIT_USAGE,
     PROG,
     RESUME_OVERRIDABLE,
     SWEEP_VALUE_FLAGS,
-    TENSORBOARD_DIR,
     UsageError,
     configs_from_args,
     flag_of,
@@ -45,6 +43,7 @@ from jaxvae.cli.rundir import check_out_dir, default_run_dir, lock_run, remedy_t
 from jaxvae.cli.sweep import epoch_line, settings_table
 from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.data import Dataset
+from jaxvae.entry import EXIT_INTERRUPTED
 from jaxvae.fileio import BackgroundWriter
 from jaxvae.parallel import is_writer
 from jaxvae.runs import (
@@ -52,6 +51,7 @@ from jaxvae.runs import (
     CONFIG_FILE,
     FIGURES_DIR,
     LOCK_FILE,
+    TENSORBOARD_DIR,
     RunError,
     RunInfo,
     RunSaver,
