@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = str(e)  # configs, data, checkpoints, runs: each names the field or file at fault
         if getattr(e, "remedy", None):  # a runs.RunError: add the command that fixes it
-            from jaxvae.cli.rundir import remedy_text  # JAX is loaded by now
+            from jaxvae.cli.rundir import remedy_text, resume_command  # JAX is loaded by now
 
-            message += remedy_text(e)
+            resume = getattr(args, "resume", None)  # a run or sweep given to --resume is continued the same way
+            message += remedy_text(e, resume and resume_command(args.command, resume))
         return _error(args.command, message)

@@ -39,7 +39,7 @@ from jaxvae.cli.flags import (
     given_fields,
 )
 from jaxvae.cli.inputs import load_data
-from jaxvae.cli.rundir import check_out_dir, default_run_dir, lock_run, remedy_text
+from jaxvae.cli.rundir import check_out_dir, default_run_dir, lock_run, resume_command
 from jaxvae.cli.sweep import epoch_line, settings_table
 from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.data import Dataset
@@ -108,14 +108,10 @@ class Plan:
 
     @property
     def resume_command(self) -> str:
-        return _resume_command(self.command, self.root)
+        return resume_command(self.command, self.root)
 
 
 NOUN = {"train": "run", "sweep": "sweep"}  # what each command trains
-
-
-def _resume_command(command: str, root) -> str:
-    return f"{PROG} {command} --resume {shlex.quote(str(root))}"
 
 
 # --------------------------------------------------------------------------- a fresh start
@@ -140,7 +136,7 @@ def _check_new_sweep_dir(out: Path, names) -> None:
     for path in (out / sw.SWEEP_FILE, out / CONFIG_FILE, *(out / name / CHECKPOINT_FILE for name in names)):
         if path.exists():
             raise UsageError(f"--out {out}: already holds a run or a sweep ({path}); continue a sweep with "
-                             f"'{_resume_command('sweep', out)}' or choose another --out")
+                             f"'{resume_command('sweep', out)}' or choose another --out")
 
 
 def _fresh(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
@@ -334,7 +330,6 @@ def _train(args, plan: Plan) -> int:
     steps = steps_per_epoch(len(plan.dataset.train_x), tc.batch_size, tc.drop_last)
     first_epoch = min(state.epochs) + 1 if state is not None else 1
     progress = EpochProgress("none" if args.quiet else args.progress, steps, first_epoch, tc.max_epochs, models=n)
-    # fit callbacks that record each epoch beyond the run directory: TensorBoard with --tensorboard
     loggers = [[TensorBoardLogger(run_dir / TENSORBOARD_DIR)] if args.tensorboard else [] for run_dir in plan.run_dirs]
     displays = contextlib.ExitStack()  # closed as training ends, before any closing line
     for display in [progress, *(logger for per_model in loggers for logger in per_model)]:
@@ -464,11 +459,7 @@ def run_command(args) -> int:
     """``jaxvae train`` or ``jaxvae sweep``, as ``args.command`` says."""
     command = args.command
     with contextlib.ExitStack() as stack:  # holds the directories' locks to the end, figures included
-        try:
-            plan = _resume(args, command, stack) if args.resume else _fresh(args, command, stack)
-        except RunError as e:
-            resume = _resume_command(command, args.resume) if args.resume else None
-            raise UsageError(f"{e}{remedy_text(e, resume)}") from None
+        plan = _resume(args, command, stack) if args.resume else _fresh(args, command, stack)
         if plan is None:
             return 0
         return _train(args, plan)
