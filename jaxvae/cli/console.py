@@ -117,7 +117,7 @@ class SigintFlag:
     a socket (``signal.set_wakeup_fd``) at once, and a watcher thread reading it acts on it.
     """
 
-    def __init__(self, second_line=lambda: "second Ctrl-C: stopping now"):
+    def __init__(self, second_line):
         self.second_line = second_line
         self.requested = False
         self._active = False

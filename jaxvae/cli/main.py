@@ -135,10 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _error(command: str | None, message: str, code: int = EXIT_USAGE) -> int:
+def _error(command: str, message: str, code: int = EXIT_USAGE) -> int:
     """The one line of a failed command on stderr; its exit code (default 2)."""
     message = " ".join(str(message).split())
-    print(f"{PROG}{' ' + command if command else ''}: error: {message}", file=sys.stderr, flush=True)
+    print(f"{PROG} {command}: error: {message}", file=sys.stderr, flush=True)
     return code
 
 

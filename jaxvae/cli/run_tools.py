@@ -82,7 +82,7 @@ def cmd_plot(args) -> int:
 def cmd_export(args) -> int:
     info, state = load_run(args.run_dir)
     # what an import needs to report the model truthfully and to find and check its data again
-    fingerprints = {split: fp.to_dict() for split, fp in info.fingerprints.items()} if info.fingerprints else None
+    fingerprints = checkpoint_record(info).get("data_fingerprints") or None
     target = save_torch(args.torch or Path(args.run_dir) / EXPORT_FILE, state.params, info.vae_config,
                         image_shape=list(info.image_shape), dataset=info.dataset, epoch=state.epoch, data_dir=info.data_dir,
                         data_fingerprints=fingerprints)
