@@ -2,7 +2,7 @@
 
 The train flags are generated from the fields of VAEConfig and TrainConfig, so defaults live in one
 place: config.py. Modules: ``flags`` (flags, help, configs), ``console`` (output, progress, Ctrl-C),
-``inputs`` (data checks), ``rundir`` (where commands write, locks, remedies), ``train`` (the flow of
+``inputs`` (the data to load), ``rundir`` (where commands write, locks, remedies), ``train`` (the flow of
 train and sweep), ``sweep`` (its lines), ``run_tools`` (evaluate, plot, export, import), ``cache``
 (the compilation cache) and ``main`` (the parser, which imports no JAX, and the exit codes).
 """

@@ -8,12 +8,9 @@ import signal
 import socket
 import sys
 import threading
-from pathlib import Path
 
-from jaxvae.cli.flags import EXIT_INTERRUPTED, TENSORBOARD_DIR
 from jaxvae.config import VAEConfig
-from jaxvae.entry import raise_if_interrupted
-from jaxvae.tensorboard import TensorBoardLogger
+from jaxvae.entry import EXIT_INTERRUPTED, raise_if_interrupted
 
 
 def _write(stream, message: str) -> None:
@@ -100,11 +97,6 @@ class EpochProgress:
             self.bar = None
 
 
-def epoch_loggers(args, run_dir: Path) -> list:
-    """fit callbacks that record each epoch beyond the run directory: TensorBoard with ``--tensorboard``."""
-    return [TensorBoardLogger(run_dir / TENSORBOARD_DIR)] if args.tensorboard else []
-
-
 def model_shape(vc: VAEConfig) -> str:
     """784-400-2 for an MLP; conv 32-64, latent 2 for the conv architecture (whose ``hidden`` is unused)."""
     if vc.architecture == "conv":
@@ -125,7 +117,7 @@ class SigintFlag:
     a socket (``signal.set_wakeup_fd``) at once, and a watcher thread reading it acts on it.
     """
 
-    def __init__(self, second_line=lambda: "second Ctrl-C: stopping now"):
+    def __init__(self, second_line):
         self.second_line = second_line
         self.requested = False
         self._active = False

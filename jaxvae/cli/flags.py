@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import functools
 import sys
 
 from jaxvae.config import (
@@ -20,8 +21,7 @@ from jaxvae.config import (
     TrainConfig,
     VAEConfig,
 )
-from jaxvae.entry import EXIT_INTERRUPTED  # noqa: F401 (one place; the CLI's modules import it from here)
-from jaxvae.layout import EXPORT_FILE, TENSORBOARD_DIR  # noqa: F401 (the CLI's modules import them from here)
+from jaxvae.layout import TENSORBOARD_DIR
 from jaxvae.tensorboard import missing
 
 PROG = "jaxvae"
@@ -115,19 +115,13 @@ def choice_type(choices):
     return parse
 
 
-class HelpFormatter(argparse.HelpFormatter):
-    """A wider flag column. Each flag writes its default into its help (ArgumentDefaultsHelpFormatter doubled them)."""
-
-    def __init__(self, prog):
-        super().__init__(prog, max_help_position=34)
-
-
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (``jaxvae train: error: ...``, exit code 2, no usage dump) and
     a suggestion for a mistyped command, flag or choice, for every subcommand."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", HelpFormatter)
+        # A wider flag column. Each flag writes its default into its help (ArgumentDefaultsHelpFormatter doubled them).
+        kwargs.setdefault("formatter_class", functools.partial(argparse.HelpFormatter, max_help_position=34))
         super().__init__(*args, **kwargs)
         self._commands = None
 
@@ -135,8 +129,7 @@ class Parser(argparse.ArgumentParser):
         message = " ".join(str(message).split())
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
-    def add_subparsers(self, **kwargs):
-        kwargs.setdefault("parser_class", Parser)
+    def add_subparsers(self, **kwargs):  # argparse makes each subcommand's parser a Parser too
         self._commands = super().add_subparsers(**kwargs)
         return self._commands
 
@@ -232,8 +225,7 @@ class TensorBoardFlag(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        problem = missing()
-        if problem:
+        if problem := missing():
             parser.error(f"{option_string}: {problem}")
         setattr(namespace, self.dest, True)
 

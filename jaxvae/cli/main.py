@@ -12,10 +12,8 @@ from jaxvae import __version__
 from jaxvae.cli.cache import enable_compile_cache
 from jaxvae.cli.console import os_error_text, warn
 from jaxvae.cli.flags import (
-    EXIT_INTERRUPTED,
     EXIT_RESOURCES,
     EXIT_USAGE,
-    EXPORT_FILE,
     FIELD_HELP,
     IMPORT_FIELDS,
     PROG,
@@ -30,8 +28,9 @@ from jaxvae.cli.flags import (
     config_fields,
 )
 from jaxvae.data import DATASETS
-from jaxvae.entry import raise_if_interrupted
+from jaxvae.entry import EXIT_INTERRUPTED, raise_if_interrupted
 from jaxvae.fileio import user_cache_dir
+from jaxvae.layout import EXPORT_FILE
 
 # Each command's function, imported when the command runs: building the parser loads no JAX.
 COMMANDS = {
@@ -42,11 +41,6 @@ COMMANDS = {
     "export": "jaxvae.cli.run_tools:cmd_export",
     "import": "jaxvae.cli.run_tools:cmd_import",
 }
-
-
-def _command(name: str):
-    module, function = COMMANDS[name].split(":")
-    return getattr(importlib.import_module(module), function)
 
 
 def add_sweep_parser(sub, data_flags) -> None:
@@ -141,10 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _error(command: str | None, message: str, code: int = EXIT_USAGE) -> int:
+def _error(command: str, message: str, code: int = EXIT_USAGE) -> int:
     """The one line of a failed command on stderr; its exit code (default 2)."""
     message = " ".join(str(message).split())
-    print(f"{PROG}{' ' + command if command else ''}: error: {message}", file=sys.stderr, flush=True)
+    print(f"{PROG} {command}: error: {message}", file=sys.stderr, flush=True)
     return code
 
 
@@ -177,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USAGE)
     args.command_line = shlex.join([PROG, *argv])  # who holds a run's lock, for a second writer's message
     enable_compile_cache()  # before the command compiles anything
+    module, function = COMMANDS[args.command].split(":")
     try:
-        command = _command(args.command)  # imports the command's modules, JAX among them
+        command = getattr(importlib.import_module(module), function)  # imports the command's modules, JAX among them
         raise_if_interrupted()  # a Ctrl-C those imports swallowed
         return command(args)
     except BrokenPipeError:  # the reader went away (jaxvae evaluate RUN | head -1): stop quietly
@@ -197,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = str(e)  # configs, data, checkpoints, runs: each names the field or file at fault
         if getattr(e, "remedy", None):  # a runs.RunError: add the command that fixes it
-            from jaxvae.cli.rundir import remedy_text  # JAX is loaded by now
+            from jaxvae.cli.rundir import remedy_text, resume_command  # JAX is loaded by now
 
-            message += remedy_text(e)
+            resume = getattr(args, "resume", None)  # a run or sweep given to --resume is continued the same way
+            message += remedy_text(e, resume and resume_command(args.command, resume))
         return _error(args.command, message)

@@ -10,13 +10,14 @@ from pathlib import Path
 
 from jaxvae.checkpoint import save_checkpoint
 from jaxvae.cli.console import model_shape, os_error_text, say, warn
-from jaxvae.cli.flags import EXPORT_FILE, IMPORT_FIELDS, PROG, UsageError, given_fields
+from jaxvae.cli.flags import IMPORT_FIELDS, PROG, UsageError, given_fields
 from jaxvae.cli.rundir import check_out_dir, default_run_dir, lock_run
 from jaxvae.config import TrainConfig
 from jaxvae.evaluation import evaluate_run
 from jaxvae.interop import load_torch, save_torch
 from jaxvae.runs import (
     CHECKPOINT_FILE,
+    EXPORT_FILE,
     FIGURES_DIR,
     RunInfo,
     checkpoint_record,
@@ -81,7 +82,7 @@ def cmd_plot(args) -> int:
 def cmd_export(args) -> int:
     info, state = load_run(args.run_dir)
     # what an import needs to report the model truthfully and to find and check its data again
-    fingerprints = {split: fp.to_dict() for split, fp in info.fingerprints.items()} if info.fingerprints else None
+    fingerprints = checkpoint_record(info).get("data_fingerprints") or None
     target = save_torch(args.torch or Path(args.run_dir) / EXPORT_FILE, state.params, info.vae_config,
                         image_shape=list(info.image_shape), dataset=info.dataset, epoch=state.epoch, data_dir=info.data_dir,
                         data_fingerprints=fingerprints)

@@ -39,13 +39,17 @@ def lock_run(run_dir: Path, command_line: str | None, stack: contextlib.ExitStac
         warn(f"{PROG}: note: this platform has no advisory file locks; make sure no other jaxvae writes {run_dir}")
 
 
+def resume_command(command: str, root) -> str:
+    return f"{PROG} {command} --resume {shlex.quote(str(root))}"
+
+
 def remedy_text(error: RunError, resume: str | None = None) -> str:
     """The command that fixes ``error``, as ``; <what to do>: <command>``, or "" when none applies.
     ``resume`` is the command that continues the run (default: ``jaxvae train --resume RUN_DIR``)."""
     if error.remedy is None or error.run_dir is None:
         return ""
     where = shlex.quote(str(error.run_dir))
-    resume = resume or f"{PROG} train --resume {where}"
+    resume = resume or resume_command("train", error.run_dir)
     checkpoint, config = error.run_dir / CHECKPOINT_FILE, error.run_dir / CONFIG_FILE
     return {
         "resume": f"; continue it with '{resume}' or choose another directory",

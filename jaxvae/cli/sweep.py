@@ -7,12 +7,6 @@ import numpy as np
 from jaxvae.sweep import SWEPT, SweepModel, setting_label, varying_values
 
 
-def _model_line(record: dict, max_epochs: int) -> str:
-    return (f"epoch {record['epoch']:>3}/{max_epochs}  train loss {record['train_loss']:.4f}  "
-            f"val loss {record['val_loss']:.4f} (recon {record['val_recon']:.4f}, KL {record['val_kl']:.4f})  "
-            f"lr {record['lr']:.1e}  {record['seconds']:.1f}s")
-
-
 def epoch_line(records: list, models: list[SweepModel], max_epochs: int) -> str | None:
     """The line printed after an epoch: a lone model's losses, or for a sweep each setting's mean
     validation loss over its seeds (a loss compares only within a setting: sigma rescales it)."""
@@ -20,7 +14,10 @@ def epoch_line(records: list, models: list[SweepModel], max_epochs: int) -> str 
     if not done:
         return None
     if not models:
-        return _model_line(done[0][1], max_epochs)
+        record = done[0][1]
+        return (f"epoch {record['epoch']:>3}/{max_epochs}  train loss {record['train_loss']:.4f}  "
+                f"val loss {record['val_loss']:.4f} (recon {record['val_recon']:.4f}, KL {record['val_kl']:.4f})  "
+                f"lr {record['lr']:.1e}  {record['seconds']:.1f}s")
     varying = varying_values(models)
     by_setting: dict[tuple, list[float]] = {}
     for i, record in done:

@@ -21,14 +21,12 @@ from jaxvae.cli.console import (
     EpochProgress,
     SigintFlag,
     StopAfterEpoch,
-    epoch_loggers,
     model_shape,
     os_error_text,
     say,
     warn,
 )
 from jaxvae.cli.flags import (
-    EXIT_INTERRUPTED,
     EXIT_NONFINITE,
     EXIT_RESOURCES,
     EXIT_USAGE,
@@ -40,11 +38,12 @@ from jaxvae.cli.flags import (
     flag_of,
     given_fields,
 )
-from jaxvae.cli.inputs import check_arrays, load_data
-from jaxvae.cli.rundir import check_out_dir, default_run_dir, lock_run, remedy_text
+from jaxvae.cli.inputs import load_data
+from jaxvae.cli.rundir import check_out_dir, default_run_dir, lock_run, resume_command
 from jaxvae.cli.sweep import epoch_line, settings_table
 from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.data import Dataset
+from jaxvae.entry import EXIT_INTERRUPTED
 from jaxvae.fileio import BackgroundWriter
 from jaxvae.parallel import is_writer
 from jaxvae.runs import (
@@ -52,6 +51,7 @@ from jaxvae.runs import (
     CONFIG_FILE,
     FIGURES_DIR,
     LOCK_FILE,
+    TENSORBOARD_DIR,
     RunError,
     RunInfo,
     RunSaver,
@@ -66,6 +66,8 @@ from jaxvae.runs import (
     start_new_run,
     write_run_config,
 )
+from jaxvae.runs.data import check_arrays
+from jaxvae.tensorboard import TensorBoardLogger
 from jaxvae.training import (
     COLLAPSE_KL,
     FitState,
@@ -87,10 +89,10 @@ class Plan:
     run_dirs: list[Path]
     infos: list[RunInfo]  # each run directory's config.json, as written before training
     dataset: Dataset
+    errors: list[str | None]  # per model: fit's message if it stopped on a non-finite loss, else None
     states: list[FitState | None] | None = None
     models: list[sw.SweepModel] = field(default_factory=list)  # a sweep's
     grid: dict | None = None  # a sweep's (sweep.json)
-    errors: list[str | None] = field(default_factory=list)
 
     @property
     def vae_config(self) -> VAEConfig:  # one architecture for all (checked when the plan is made)
@@ -106,7 +108,7 @@ class Plan:
 
     @property
     def resume_command(self) -> str:
-        return f"{PROG} {self.command} --resume {shlex.quote(str(self.root))}"
+        return resume_command(self.command, self.root)
 
 
 NOUN = {"train": "run", "sweep": "sweep"}  # what each command trains
@@ -127,8 +129,6 @@ def _check_memory(vae_config: VAEConfig, batch_size: int, dataset: Dataset, mode
 
 
 def _check_new_sweep_dir(out: Path, names) -> None:
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a directory")
     try:
         refuse_foreign(out, {sw.SWEEP_FILE, sw.SUMMARY_DIR, LOCK_FILE, *names})
     except RunError as e:
@@ -136,7 +136,7 @@ def _check_new_sweep_dir(out: Path, names) -> None:
     for path in (out / sw.SWEEP_FILE, out / CONFIG_FILE, *(out / name / CHECKPOINT_FILE for name in names)):
         if path.exists():
             raise UsageError(f"--out {out}: already holds a run or a sweep ({path}); continue a sweep with "
-                             f"'{PROG} sweep --resume {shlex.quote(str(out))}' or choose another --out")
+                             f"'{resume_command('sweep', out)}' or choose another --out")
 
 
 def _fresh(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
@@ -181,7 +181,7 @@ def _fresh(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
             start_new_run(run_dir, run_info)
     except OSError as e:
         raise UsageError(f"--out {root}: cannot write the run directory ({os_error_text(e)})") from None
-    plan = Plan(command, root, run_dirs, infos, dataset, None, models, grid)
+    plan = Plan(command, root, run_dirs, infos, dataset, [None] * len(run_dirs), None, models, grid)
     if sweep:
         _write_sweep_file(plan)
     return plan
@@ -223,7 +223,7 @@ def _resume(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
         raise UsageError(f"--out {args.out} differs from --resume {root}; a resumed {NOUN[command]} stays in its "
                          "directory")
     command_line = getattr(args, "command_line", None)
-    grid, errors, run_dirs = None, None, [root]
+    grid, errors, run_dirs = None, [None], [root]
     if command == "sweep":
         require_run_dir(root)
         lock_run(root, command_line, stack)
@@ -243,7 +243,6 @@ def _resume(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
             raise RunError(f"{run_dir / CONFIG_FILE}: its model differs from {run_dirs[0] / CONFIG_FILE}'s; the models "
                            "of a sweep share one architecture", run_dir=run_dir)
     configs = [configs_from_args(args, info.vae_config, info.train_config)[1] for info in infos]
-    errors = errors or [None] * len(run_dirs)
     idle = [nothing_to_do(vae_config, tc, state) if error is None else "stopped on a non-finite loss"
             for tc, state, error in zip(configs, states, errors)]
     if all(idle):
@@ -268,15 +267,14 @@ def _resume(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
             write_run_config(run_dir, updated)
         updated_infos.append(updated)
     models = [sw.SweepModel(d.name, vae_config, tc) for d, tc in zip(run_dirs, configs)] if command == "sweep" else []
-    return Plan(command, root, run_dirs, updated_infos, dataset, states, models, grid, errors)
+    return Plan(command, root, run_dirs, updated_infos, dataset, errors, states, models, grid)
 
 
 # --------------------------------------------------------------------------- training
 
 
-def _write_sweep_file(plan: Plan, errors=None) -> None:
-    sw.write_sweep_info(plan.root, sw.SweepInfo(plan.grid, tuple(d.name for d in plan.run_dirs),
-                                                tuple(errors or plan.errors or [None] * len(plan.run_dirs))))
+def _write_sweep_file(plan: Plan) -> None:
+    sw.write_sweep_info(plan.root, sw.SweepInfo(plan.grid, tuple(d.name for d in plan.run_dirs), tuple(plan.errors)))
 
 
 def _start_state(plan: Plan) -> ModelsState | None:
@@ -286,11 +284,10 @@ def _start_state(plan: Plan) -> ModelsState | None:
         return None
     states = [state if state is not None else init_fit_state(TrainStep.from_configs(plan.vae_config, tc), tc)
               for state, tc in zip(plan.states, plan.train_configs)]
-    return ModelsState.stack(states, plan.errors or None)
+    return ModelsState.stack(states, plan.errors)
 
 
 def _header(plan: Plan) -> None:
-    n = len(plan.run_dirs)
     say(f"{NOUN[plan.command]} directory: {plan.root}")
     started = [s.epoch for s in plan.states if s is not None] if plan.states else []
     if started:
@@ -301,7 +298,7 @@ def _header(plan: Plan) -> None:
     if plan.is_sweep:
         varying = sw.varying_values(plan.models)
         seeds = len({m.seed for m in plan.models})
-        models = (f"; {n} models ({', '.join(SWEEP_VALUE_FLAGS[q] for q in varying) or 'seeds only'}; "
+        models = (f"; {len(plan.run_dirs)} models ({', '.join(SWEEP_VALUE_FLAGS[q] for q in varying) or 'seeds only'}; "
                   f"{seeds} seed{'s' * (seeds > 1)} each) in one compiled program")
     say(f"data: {plan.dataset.name}, {len(plan.dataset.train_x)} train / {len(plan.dataset.test_x)} test samples, "
         f"{plan.vae_config.input_dim} features; model {model_shape(plan.vae_config)}{models}{resuming}")
@@ -333,11 +330,10 @@ def _train(args, plan: Plan) -> int:
     steps = steps_per_epoch(len(plan.dataset.train_x), tc.batch_size, tc.drop_last)
     first_epoch = min(state.epochs) + 1 if state is not None else 1
     progress = EpochProgress("none" if args.quiet else args.progress, steps, first_epoch, tc.max_epochs, models=n)
-    loggers = [epoch_loggers(args, run_dir) for run_dir in plan.run_dirs]
+    loggers = [[TensorBoardLogger(run_dir / TENSORBOARD_DIR)] if args.tensorboard else [] for run_dir in plan.run_dirs]
     displays = contextlib.ExitStack()  # closed as training ends, before any closing line
     for display in [progress, *(logger for per_model in loggers for logger in per_model)]:
         displays.callback(display.close)
-    reported = list(plan.errors) if plan.errors else [None] * n
     collapse_warned = [False] * n
 
     def second_ctrl_c() -> str:
@@ -356,10 +352,10 @@ def _train(args, plan: Plan) -> int:
             for i, record in enumerate(records):
                 for logger in loggers[i] if record is not None else ():
                     logger(None, record)
-            newly = [i for i, e in enumerate(models_state.errors) if e is not None and reported[i] is None]
+            newly = [i for i, e in enumerate(models_state.errors) if e is not None and plan.errors[i] is None]
             if newly and plan.is_sweep:  # a lone run's error ends the run: its lines come at the end
-                reported[:] = models_state.errors
-                _write_sweep_file(plan, models_state.errors)
+                plan.errors[:] = models_state.errors
+                _write_sweep_file(plan)
                 for i in newly:
                     warn(f"{PROG} sweep: model {plan.run_dirs[i].name}: {models_state.errors[i]}; its run directory "
                          f"keeps its last good epoch ({models_state.epochs[i]}); the other models go on")
@@ -463,11 +459,7 @@ def run_command(args) -> int:
     """``jaxvae train`` or ``jaxvae sweep``, as ``args.command`` says."""
     command = args.command
     with contextlib.ExitStack() as stack:  # holds the directories' locks to the end, figures included
-        try:
-            plan = _resume(args, command, stack) if args.resume else _fresh(args, command, stack)
-        except RunError as e:
-            resume = f"{PROG} {command} --resume {shlex.quote(str(args.resume))}" if args.resume else None
-            raise UsageError(f"{e}{remedy_text(e, resume)}") from None
+        plan = _resume(args, command, stack) if args.resume else _fresh(args, command, stack)
         if plan is None:
             return 0
         return _train(args, plan)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from jaxvae.checks import check_data
+from jaxvae.config import VAEConfig
 from jaxvae.data import Dataset, fingerprint, load_dataset
 from jaxvae.runs.format import RunError, RunInfo
 
@@ -12,6 +13,13 @@ from jaxvae.runs.format import RunError, RunInfo
 def data_fingerprints(dataset: Dataset) -> dict:
     """``{"train": Fingerprint, "test": Fingerprint}`` of a dataset's arrays."""
     return {"train": fingerprint(dataset.train_x), "test": fingerprint(dataset.test_x)}
+
+
+def check_arrays(dataset: Dataset, vae_config: VAEConfig, batch_size: int | None = None) -> None:
+    """fit's own checks of both splits against the model (and the train split against ``batch_size``),
+    run before anything is written (fit repeats them: cheap)."""
+    check_data(f"{dataset.name} train split", dataset.train_x, vae_config, batch_size)
+    check_data(f"{dataset.name} test split", dataset.test_x, vae_config)
 
 
 def check_run_data(info: RunInfo, dataset: Dataset, data_dir=None, run_dir=None) -> None:
@@ -35,7 +43,6 @@ def run_dataset(info: RunInfo, data_dir: str | os.PathLike | None = None, downlo
     0.1.0 recorded none: nothing to compare). ``data_dir`` overrides the run's recorded one: another
     location of the same data is fine, other data is a RunError naming both fingerprints."""
     dataset = load_dataset(info.dataset, data_dir=data_dir or info.data_dir, download=download, require=True, log=log)
-    check_data(f"{dataset.name} train split", dataset.train_x, info.vae_config)
-    check_data(f"{dataset.name} test split", dataset.test_x, info.vae_config)
+    check_arrays(dataset, info.vae_config)
     check_run_data(info, dataset, data_dir or info.data_dir, run_dir)
     return dataset

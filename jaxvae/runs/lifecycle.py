@@ -102,7 +102,10 @@ def foreign_entries(directory: str | os.PathLike, own=RUN_ENTRIES) -> list[Path]
 
 def refuse_foreign(directory: str | os.PathLike, own=RUN_ENTRIES, links_only: bool = False) -> None:
     """RunError naming what in ``directory`` jaxvae did not write (only its symbolic links, with
-    ``links_only``: a run being continued may hold the user's notes, never a link where its files go)."""
+    ``links_only``: a run being continued may hold the user's notes, never a link where its files go),
+    or saying that ``directory`` exists and is not a directory."""
+    if Path(directory).exists() and not Path(directory).is_dir():
+        raise RunError(f"{directory}: exists and is not a directory", run_dir=directory)
     foreign = [entry for entry in foreign_entries(directory, own) if entry.is_symlink() or not links_only]
     if foreign:
         names = ", ".join(entry.name + (" (a symbolic link)" if entry.is_symlink() else "") for entry in foreign[:5])
@@ -121,8 +124,6 @@ def check_new_run_dir(run_dir: str | os.PathLike) -> bool:
     did not write (``refuse_foreign``), a config.json that is not a jaxvae run's among them.
     """
     run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunError(f"{run_dir}: exists and is not a directory", run_dir=run_dir)
     refuse_foreign(run_dir)
     if not (run_dir / CHECKPOINT_FILE).exists():
         if not (run_dir / CONFIG_FILE).exists():
