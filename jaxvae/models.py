@@ -78,12 +78,9 @@ def _layer_init(config: VAEConfig, torch_fan_in: int) -> dict:
     """The ``kernel_init`` and ``bias_init`` arguments of a layer under ``config.init``: PyTorch's
     bound from the fan_in of the layer's torch counterpart, nothing for Flax's (the layer's own
     defaults: lecun-normal kernel, zero bias), or the config's pair."""
-    if config.init == "torch":
-        init = _torch_uniform(torch_fan_in)
-        return {"kernel_init": init, "bias_init": init}
     if config.init == "flax":
         return {}
-    kernel_init, bias_init = config.init
+    kernel_init, bias_init = (_torch_uniform(torch_fan_in),) * 2 if config.init == "torch" else config.init
     return {"kernel_init": kernel_init, "bias_init": bias_init}
 
 
@@ -142,17 +139,9 @@ def _fused_heads(mu: nnx.Linear, log_sigma: nnx.Linear, h: jax.Array):
     kernel = jnp.concatenate([mu.kernel[...], log_sigma.kernel[...]], axis=1)
     bias = jnp.concatenate([mu.bias[...], log_sigma.bias[...]])
     h, kernel, bias = mu.promote_dtype((h, kernel, bias), dtype=mu.dtype)
-    extra = {} if mu.preferred_element_type is None else {"preferred_element_type": mu.preferred_element_type}
-    out = jax.lax.dot_general(h, kernel, (((h.ndim - 1,), (0,)), ((), ())), precision=mu.precision, **extra) + bias
+    out = jax.lax.dot_general(h, kernel, (((h.ndim - 1,), (0,)), ((), ())), precision=mu.precision,
+                              preferred_element_type=mu.preferred_element_type) + bias
     return tuple(jnp.split(out, 2, axis=-1))
-
-
-def _decoder_output(config: VAEConfig, pre_activation: jax.Array, probabilities: bool) -> jax.Array:
-    """The decoder's last non-linearity: the Gaussian mean through ``output_activation``; for the
-    Bernoulli the logits as they are, or their sigmoid when ``probabilities``."""
-    if config.likelihood == "bernoulli":
-        return jax.nn.sigmoid(pre_activation) if probabilities else pre_activation
-    return activation_fn(config.output_activation)(pre_activation)
 
 
 class Encoder(nnx.Module):
@@ -171,7 +160,7 @@ class Encoder(nnx.Module):
 
 class Decoder(nnx.Module):
     """z -> the pre-activation of the output layer: an MLP mirroring the encoder's trunk
-    (``VAEConfig.decoder_widths``). ``VAE.decode`` applies the output non-linearity."""
+    (``VAEConfig.decoder_widths``). ``VAE.decoder_output`` applies the output non-linearity."""
 
     def __init__(self, config: VAEConfig, rngs: nnx.Rngs, dtype=jnp.float32):
         self.config = config
@@ -282,12 +271,14 @@ class VAE(nnx.Module):
 
     def decode(self, z: jax.Array) -> jax.Array:
         """Pixel means (Gaussian; in [0, 1] with the sigmoid output) or probabilities (Bernoulli)."""
-        return _decoder_output(self.config, self.decoder(z), probabilities=True)
+        out = self.decoder_output(z)
+        return jax.nn.sigmoid(out) if self.config.likelihood == "bernoulli" else out
 
     def decoder_output(self, z: jax.Array) -> jax.Array:
         """The parameter of p(x | z) that the likelihood takes: the mean for the Gaussian, the logits
         for the Bernoulli (so the loss never takes the log of a sigmoid)."""
-        return _decoder_output(self.config, self.decoder(z), probabilities=False)
+        out = self.decoder(z)
+        return out if self.config.likelihood == "bernoulli" else activation_fn(self.config.output_activation)(out)
 
 
 def params_of(model: VAE) -> dict:
