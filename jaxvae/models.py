@@ -91,18 +91,13 @@ def _bias_kept(args, *, dtype):
     return inputs.astype(dtype), kernel.astype(dtype), bias
 
 
-def _dense_compute(compute_dtype: str) -> dict:
-    """``nnx.Linear``'s compute arguments for ``VAEConfig.compute_dtype``: float32 as it is; bfloat16
-    operands whose product accumulates and returns in float32, plus the float32 bias."""
-    if compute_dtype == "float32":
-        return {}
-    return {"dtype": jnp.dtype(compute_dtype), "promote_dtype": _bias_kept, "preferred_element_type": jnp.float32}
-
-
 def _dense(fan_in: int, fan_out: int, config: VAEConfig, rngs: nnx.Rngs, dtype) -> nnx.Linear:
-    """A dense layer with parameters of ``dtype``, computing in the config's compute dtype."""
+    """A dense layer with parameters of ``dtype``, computing in ``VAEConfig.compute_dtype``: float32 as
+    it is; bfloat16 operands whose product accumulates and returns in float32, plus the float32 bias."""
+    low_precision = {"dtype": jnp.dtype(config.compute_dtype), "promote_dtype": _bias_kept,
+                     "preferred_element_type": jnp.float32}
     return nnx.Linear(fan_in, fan_out, param_dtype=dtype, rngs=rngs, **_layer_init(config, fan_in),
-                      **_dense_compute(config.compute_dtype))
+                      **({} if config.compute_dtype == "float32" else low_precision))
 
 
 def _dense_stack(widths, config: VAEConfig, rngs: nnx.Rngs, dtype) -> nnx.List:
@@ -115,13 +110,6 @@ def _conv(in_channels: int, features: int, config: VAEConfig, rngs: nnx.Rngs) ->
     returned) in the compute dtype."""
     return nnx.Conv(in_channels, features, (3, 3), padding="SAME", dtype=jnp.dtype(config.compute_dtype),
                     param_dtype=jnp.float32, rngs=rngs, **_layer_init(config, in_channels * 9))
-
-
-def _conv_up(in_channels: int, features: int, config: VAEConfig, rngs: nnx.Rngs) -> nnx.ConvTranspose:
-    """A 2x2 stride-2 transposed convolution that doubles the side. Torch stores its weight as
-    [in, out, kh, kw], so torch's fan_in is features * 4."""
-    return nnx.ConvTranspose(in_channels, features, (2, 2), strides=(2, 2), dtype=jnp.dtype(config.compute_dtype),
-                             param_dtype=jnp.float32, rngs=rngs, **_layer_init(config, features * 4))
 
 
 def _run_stack(layers: nnx.List, config: VAEConfig, h: jax.Array) -> jax.Array:
@@ -189,7 +177,10 @@ class UpBlock(nnx.Module):
     """A stride-2 transposed convolution that doubles the side (``up``), then a 3x3 one (``conv``)."""
 
     def __init__(self, in_channels: int, features: int, config: VAEConfig, rngs: nnx.Rngs):
-        self.up = _conv_up(in_channels, features, config, rngs)
+        # torch stores a transposed convolution's weight as [in, out, kh, kw]: its fan_in is features * 4
+        self.up = nnx.ConvTranspose(in_channels, features, (2, 2), strides=(2, 2),
+                                    dtype=jnp.dtype(config.compute_dtype), param_dtype=jnp.float32, rngs=rngs,
+                                    **_layer_init(config, features * 4))
         self.conv = _conv(features, features, config, rngs)
 
     def __call__(self, h: jax.Array, act, dtype) -> jax.Array:
@@ -231,7 +222,8 @@ class ConvDecoder(nnx.Module):
         small = config.image_side // 2 ** len(channels)
         self.input = _dense(config.latent_dim, small * small * channels[0], config, rngs, dtype)
         # block 0 starts from the linear map's channels[0]
-        self.blocks = nnx.List([UpBlock(c_in, c_out, config, rngs) for c_in, c_out in zip(channels[:1] + channels, channels)])
+        self.blocks = nnx.List([UpBlock(c_in, c_out, config, rngs)
+                                for c_in, c_out in zip(channels[:1] + channels, channels)])
         self.output = _conv(channels[-1], 1, config, rngs)
 
     def __call__(self, z: jax.Array) -> jax.Array:
