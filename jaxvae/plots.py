@@ -160,13 +160,11 @@ def prior_samples(params, config: VAEConfig, image_shape, key, n: int = 8) -> Fi
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     """PNG at the figure's dpi, written atomically; the figure is closed. Only process 0 of a
     multi-process run writes (``jaxvae.parallel.is_writer``)."""
-    if not is_writer():
-        plt.close(fig)
-        return Path(path)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=fig.dpi)
+    if is_writer():
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=fig.dpi)
+        atomic_write_bytes(path, buffer.getvalue())
     plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
     return Path(path)
 
 
@@ -201,11 +199,11 @@ def save_figures(directory: str | os.PathLike, params, config: VAEConfig, test_x
 # names of its "models" and those that "failed") and "models" (aligned with the histories given).
 
 
-def _setting_members(summary: dict) -> list[tuple[dict, list[int], list[int]]]:
-    """Per setting: (entry, indices of its models that finished every epoch they ran, indices of those
-    stopped by a non-finite epoch)."""
+def _setting_members(summary: dict) -> list[tuple[dict, list[int], set[int]]]:
+    """Per setting: (entry, the indices of its models in order, those of the models stopped by a
+    non-finite epoch)."""
     index = {row["name"]: i for i, row in enumerate(summary["models"])}
-    return [(entry, [index[n] for n in entry["models"] if n not in entry["failed"]], [index[n] for n in entry["failed"]])
+    return [(entry, [index[n] for n in entry["models"]], {index[n] for n in entry["failed"]})
             for entry in summary["settings"]]
 
 
@@ -217,8 +215,8 @@ def sweep_loss_curves(summary: dict, histories: list[list[dict]], cols: int = 4)
     cols = min(cols, len(groups))
     rows = -(-len(groups) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.7 * cols, 2.8 * rows + 0.5), dpi=DPI, squeeze=False)
-    for ax, (entry, good, failed) in zip(axes.flat, groups):
-        runs = [histories[i] for i in good if histories[i]]
+    for ax, (entry, members, failed) in zip(axes.flat, groups):
+        runs = [histories[i] for i in members if i not in failed and histories[i]]
         ax.set_title(entry["label"] + (f" ({len(failed)} failed, left out)" if failed else ""), fontsize="medium")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
@@ -256,9 +254,9 @@ def sweep_rate_distortion(summary: dict) -> Figure:
     colors = [cmap(i / max(n - 1, 1)) if n > 10 else cmap(i) for i in range(n)]
     fig, ax = plt.subplots(figsize=(7, 5), dpi=DPI)
     means = []
-    for (entry, good, failed), color in zip(groups, colors):
+    for (entry, members, failed), color in zip(groups, colors):
         points = [(rows[i]["final"]["val_kl"], rows[i][metric] if gaussian else rows[i]["final"]["val_recon"])
-                  for i in good if rows[i]["final"]]
+                  for i in members if i not in failed and rows[i]["final"]]
         if not points:
             continue
         kl, err = np.asarray(points).T
@@ -290,16 +288,15 @@ def sweep_latent_scatters(summary: dict, params: list, config: VAEConfig, x, lab
     rows = min(max_seeds, max(len(entry["models"]) for entry, _, _ in groups))
     cols = len(groups)
     fig, axes = plt.subplots(rows, cols, figsize=(2.7 * cols + 0.9, 2.5 * rows + 0.5), dpi=DPI, squeeze=False)
-    index = {row["name"]: i for i, row in enumerate(summary["models"])}
-    for c, (entry, _, _) in enumerate(groups):
+    for c, (entry, members, _) in enumerate(groups):
         for r in range(rows):
             ax = axes[r][c]
             ax.set_xticks([])
             ax.set_yticks([])
-            if r >= len(entry["models"]):
+            if r >= len(members):
                 ax.set_axis_off()
                 continue
-            i = index[entry["models"][r]]
+            i = members[r]
             row = summary["models"][i]
             _scatter_latents(ax, params[i], config, x, labels, size=1)
             ax.set_title(f"{entry['label']}, seed {row['seed']}" + (" (failed)" if row["error"] else ""),
