@@ -50,9 +50,7 @@ def _image_figure(canvas, figsize, title: str) -> Figure:
     """``canvas`` alone on a figure, without ticks."""
     fig, ax = plt.subplots(figsize=figsize, dpi=DPI)
     ax.imshow(canvas, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title)
+    ax.set(xticks=[], yticks=[], title=title)
     fig.tight_layout()
     return fig
 
@@ -74,8 +72,7 @@ def latent_scatter(params, config: VAEConfig, x, labels) -> Figure:
     """The test set's latent means coloured by digit label (the blog's scatter plot)."""
     fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=DPI)
     _scatter_latents(ax, params, config, x, labels)
-    ax.set_xlabel("z[0] (mean of q(z|x))")
-    ax.set_ylabel("z[1]" if config.latent_dim > 1 else "label (jittered)")
+    ax.set(xlabel="z[0] (mean of q(z|x))", ylabel="z[1]" if config.latent_dim > 1 else "label (jittered)")
     first_two = f" (first 2 of {config.latent_dim} dims)" if config.latent_dim > 2 else ""
     ax.set_title("Latent space of the test set" + first_two)
     ax.legend(title="digit", markerscale=4, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
@@ -105,8 +102,7 @@ def manifold(params, config: VAEConfig, image_shape, n: int = 11, span: float = 
               extent=(-span - span / (n - 1), span + span / (n - 1), -span - span / (n - 1), span + span / (n - 1))
               if rows > 1 else None)
     if rows > 1:
-        ax.set_xlabel("z[0]")
-        ax.set_ylabel("z[1]")
+        ax.set(xlabel="z[0]", ylabel="z[1]")
     else:
         ax.set_yticks([])
     extra = f", other {config.latent_dim - 2} dims = 0" if config.latent_dim > 2 else ""
@@ -127,12 +123,10 @@ def loss_curves(history: list[dict]) -> Figure:
     ax.yaxis.set_major_formatter(plain)
     ax.yaxis.set_minor_formatter(plain)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (recon + KL), log scale")
+    ax.set(xlabel="epoch", ylabel="loss (recon + KL), log scale")
     lr_ax = ax.twinx()
     lr_ax.plot(epochs, [r["lr"] for r in history], "--", color="tab:gray", label="learning rate")
-    lr_ax.set_yscale("log")
-    lr_ax.set_ylabel("learning rate")
+    lr_ax.set(yscale="log", ylabel="learning rate")
     lines = ax.get_lines() + lr_ax.get_lines()
     ax.legend(lines, [line.get_label() for line in lines], loc="upper right")
     ax.set_title("Loss curves")
@@ -291,8 +285,7 @@ def sweep_latent_scatters(summary: dict, params: list, config: VAEConfig, x, lab
     for c, (entry, members, _) in enumerate(groups):
         for r in range(rows):
             ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[])
             if r >= len(members):
                 ax.set_axis_off()
                 continue
