@@ -87,8 +87,7 @@ class VAEConfig:
     """Architecture and loss of the VAE.
 
     ``hidden`` are the encoder trunk's widths; the decoder mirrors them (reversed) unless
-    ``decoder_hidden`` is given. What a sweep varies (KL weight, sigma, lr) is in ``TrainConfig``:
-    data of the compiled step, so every model of one architecture shares its compiled code.
+    ``decoder_hidden`` is given. What a sweep varies (KL weight, sigma, lr) is in ``TrainConfig``.
 
     Beyond the blog (the defaults keep it): ``likelihood`` is the blog's Gaussian with fixed sigma
     (``TrainConfig.recon_sigma``) or a Bernoulli whose decoder outputs logits (``output_activation``
@@ -170,8 +169,7 @@ class VAEConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings and the objective's weights: Adam with PyTorch's defaults, the blog's
-    plateau schedule, KL weight 1 and reconstruction sigma 1.
+    """Optimisation settings and the objective's weights (defaults: the blog's, Adam with PyTorch's).
 
     ``lr``, ``kl_weight`` (the blog's ``distrib_loss_rate``; a beta-VAE's beta) and ``recon_sigma``
     (the blog's ``gauss_sigma``) are the ``HYPERPARAMETERS``: data in the train state, so models that
