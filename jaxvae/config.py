@@ -43,14 +43,10 @@ def _positive_ints(name: str, value, non_empty: bool = False) -> None:
         check_positive_int(f"{name} entries", width)
 
 
-def _positive_float(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def _non_negative_float(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+def _finite_number(name: str, value, positive: bool) -> None:
+    number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not number or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be a finite number {'>' if positive else '>='} 0, got {value!r}")
 
 
 # jax.random.PRNGKey takes a signed 64-bit seed; a larger integer overflows deep inside jax.
@@ -91,8 +87,7 @@ class VAEConfig:
     """Architecture and loss of the VAE.
 
     ``hidden`` are the encoder trunk's widths; the decoder mirrors them (reversed) unless
-    ``decoder_hidden`` is given. What a sweep varies (KL weight, sigma, lr) is in ``TrainConfig``:
-    data of the compiled step, so every model of one architecture shares its compiled code.
+    ``decoder_hidden`` is given. What a sweep varies (KL weight, sigma, lr) is in ``TrainConfig``.
 
     Beyond the blog (the defaults keep it): ``likelihood`` is the blog's Gaussian with fixed sigma
     (``TrainConfig.recon_sigma``) or a Bernoulli whose decoder outputs logits (``output_activation``
@@ -137,7 +132,7 @@ class VAEConfig:
             _positive_ints("decoder_hidden", self.decoder_hidden)
         _one_of("activation", self.activation, ACTIVATIONS)
         _one_of("output_activation", self.output_activation, OUTPUT_ACTIVATIONS)
-        _non_negative_float("negative_slope", self.negative_slope)
+        _finite_number("negative_slope", self.negative_slope, positive=False)
         _one_of("likelihood", self.likelihood, LIKELIHOODS)
         _one_of("objective", self.objective, OBJECTIVES)
         check_positive_int("iwae_k", self.iwae_k)
@@ -174,8 +169,7 @@ class VAEConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings and the objective's weights: Adam with PyTorch's defaults, the blog's
-    plateau schedule, KL weight 1 and reconstruction sigma 1.
+    """Optimisation settings and the objective's weights (defaults: the blog's, Adam with PyTorch's).
 
     ``lr``, ``kl_weight`` (the blog's ``distrib_loss_rate``; a beta-VAE's beta) and ``recon_sigma``
     (the blog's ``gauss_sigma``) are the ``HYPERPARAMETERS``: data in the train state, so models that
@@ -215,21 +209,21 @@ class TrainConfig:
 
     def __post_init__(self):
         check_positive_int("batch_size", self.batch_size)
-        _positive_float("lr", self.lr)
-        _non_negative_float("kl_weight", self.kl_weight)
-        _positive_float("recon_sigma", self.recon_sigma)
+        _finite_number("lr", self.lr, positive=True)
+        _finite_number("kl_weight", self.kl_weight, positive=False)
+        _finite_number("recon_sigma", self.recon_sigma, positive=True)
         check_non_negative_int("max_epochs", self.max_epochs)
         for name in ("b1", "b2"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-        _positive_float("adam_eps", self.adam_eps)
+        _finite_number("adam_eps", self.adam_eps, positive=True)
         if not isinstance(self.plateau_factor, (int, float)) or not 0 < self.plateau_factor < 1:
             raise ValueError(f"plateau_factor must be in (0, 1), got {self.plateau_factor!r}")
         check_non_negative_int("plateau_patience", self.plateau_patience)
-        _non_negative_float("plateau_threshold", self.plateau_threshold)
-        _non_negative_float("min_lr", self.min_lr)
-        _non_negative_float("stop_lr", self.stop_lr)
+        _finite_number("plateau_threshold", self.plateau_threshold, positive=False)
+        _finite_number("min_lr", self.min_lr, positive=False)
+        _finite_number("stop_lr", self.stop_lr, positive=False)
         check_seed("seed", self.seed)
         _one_of("binarize", self.binarize, BINARIZATIONS)
         check_seed("binarize_seed", self.binarize_seed, headroom=1)
@@ -238,7 +232,7 @@ class TrainConfig:
             # the plateau ends the run before an epoch whose lr is below stop_lr: this one never starts
             raise ValueError(f"stop_lr={self.stop_lr!r} is above lr={self.lr!r}: the plateau schedule would stop "
                              "before the first epoch; lower stop_lr or raise lr")
-        _non_negative_float("kl_warmup_epochs", self.kl_warmup_epochs)
+        _finite_number("kl_warmup_epochs", self.kl_warmup_epochs, positive=False)
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

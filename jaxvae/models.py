@@ -78,12 +78,9 @@ def _layer_init(config: VAEConfig, torch_fan_in: int) -> dict:
     """The ``kernel_init`` and ``bias_init`` arguments of a layer under ``config.init``: PyTorch's
     bound from the fan_in of the layer's torch counterpart, nothing for Flax's (the layer's own
     defaults: lecun-normal kernel, zero bias), or the config's pair."""
-    if config.init == "torch":
-        init = _torch_uniform(torch_fan_in)
-        return {"kernel_init": init, "bias_init": init}
     if config.init == "flax":
         return {}
-    kernel_init, bias_init = config.init
+    kernel_init, bias_init = (_torch_uniform(torch_fan_in),) * 2 if config.init == "torch" else config.init
     return {"kernel_init": kernel_init, "bias_init": bias_init}
 
 
@@ -94,18 +91,13 @@ def _bias_kept(args, *, dtype):
     return inputs.astype(dtype), kernel.astype(dtype), bias
 
 
-def _dense_compute(compute_dtype: str) -> dict:
-    """``nnx.Linear``'s compute arguments for ``VAEConfig.compute_dtype``: float32 as it is; bfloat16
-    operands whose product accumulates and returns in float32, plus the float32 bias."""
-    if compute_dtype == "float32":
-        return {}
-    return {"dtype": jnp.dtype(compute_dtype), "promote_dtype": _bias_kept, "preferred_element_type": jnp.float32}
-
-
 def _dense(fan_in: int, fan_out: int, config: VAEConfig, rngs: nnx.Rngs, dtype) -> nnx.Linear:
-    """A dense layer with parameters of ``dtype``, computing in the config's compute dtype."""
+    """A dense layer with parameters of ``dtype``, computing in ``VAEConfig.compute_dtype``: float32 as
+    it is; bfloat16 operands whose product accumulates and returns in float32, plus the float32 bias."""
+    low_precision = {"dtype": jnp.dtype(config.compute_dtype), "promote_dtype": _bias_kept,
+                     "preferred_element_type": jnp.float32}
     return nnx.Linear(fan_in, fan_out, param_dtype=dtype, rngs=rngs, **_layer_init(config, fan_in),
-                      **_dense_compute(config.compute_dtype))
+                      **({} if config.compute_dtype == "float32" else low_precision))
 
 
 def _dense_stack(widths, config: VAEConfig, rngs: nnx.Rngs, dtype) -> nnx.List:
@@ -118,13 +110,6 @@ def _conv(in_channels: int, features: int, config: VAEConfig, rngs: nnx.Rngs) ->
     returned) in the compute dtype."""
     return nnx.Conv(in_channels, features, (3, 3), padding="SAME", dtype=jnp.dtype(config.compute_dtype),
                     param_dtype=jnp.float32, rngs=rngs, **_layer_init(config, in_channels * 9))
-
-
-def _conv_up(in_channels: int, features: int, config: VAEConfig, rngs: nnx.Rngs) -> nnx.ConvTranspose:
-    """A 2x2 stride-2 transposed convolution that doubles the side. Torch stores its weight as
-    [in, out, kh, kw], so torch's fan_in is features * 4."""
-    return nnx.ConvTranspose(in_channels, features, (2, 2), strides=(2, 2), dtype=jnp.dtype(config.compute_dtype),
-                             param_dtype=jnp.float32, rngs=rngs, **_layer_init(config, features * 4))
 
 
 def _run_stack(layers: nnx.List, config: VAEConfig, h: jax.Array) -> jax.Array:
@@ -142,17 +127,9 @@ def _fused_heads(mu: nnx.Linear, log_sigma: nnx.Linear, h: jax.Array):
     kernel = jnp.concatenate([mu.kernel[...], log_sigma.kernel[...]], axis=1)
     bias = jnp.concatenate([mu.bias[...], log_sigma.bias[...]])
     h, kernel, bias = mu.promote_dtype((h, kernel, bias), dtype=mu.dtype)
-    extra = {} if mu.preferred_element_type is None else {"preferred_element_type": mu.preferred_element_type}
-    out = jax.lax.dot_general(h, kernel, (((h.ndim - 1,), (0,)), ((), ())), precision=mu.precision, **extra) + bias
+    out = jax.lax.dot_general(h, kernel, (((h.ndim - 1,), (0,)), ((), ())), precision=mu.precision,
+                              preferred_element_type=mu.preferred_element_type) + bias
     return tuple(jnp.split(out, 2, axis=-1))
-
-
-def _decoder_output(config: VAEConfig, pre_activation: jax.Array, probabilities: bool) -> jax.Array:
-    """The decoder's last non-linearity: the Gaussian mean through ``output_activation``; for the
-    Bernoulli the logits as they are, or their sigmoid when ``probabilities``."""
-    if config.likelihood == "bernoulli":
-        return jax.nn.sigmoid(pre_activation) if probabilities else pre_activation
-    return activation_fn(config.output_activation)(pre_activation)
 
 
 class Encoder(nnx.Module):
@@ -171,7 +148,7 @@ class Encoder(nnx.Module):
 
 class Decoder(nnx.Module):
     """z -> the pre-activation of the output layer: an MLP mirroring the encoder's trunk
-    (``VAEConfig.decoder_widths``). ``VAE.decode`` applies the output non-linearity."""
+    (``VAEConfig.decoder_widths``). ``VAE.decoder_output`` applies the output non-linearity."""
 
     def __init__(self, config: VAEConfig, rngs: nnx.Rngs, dtype=jnp.float32):
         self.config = config
@@ -200,7 +177,10 @@ class UpBlock(nnx.Module):
     """A stride-2 transposed convolution that doubles the side (``up``), then a 3x3 one (``conv``)."""
 
     def __init__(self, in_channels: int, features: int, config: VAEConfig, rngs: nnx.Rngs):
-        self.up = _conv_up(in_channels, features, config, rngs)
+        # torch stores a transposed convolution's weight as [in, out, kh, kw]: its fan_in is features * 4
+        self.up = nnx.ConvTranspose(in_channels, features, (2, 2), strides=(2, 2),
+                                    dtype=jnp.dtype(config.compute_dtype), param_dtype=jnp.float32, rngs=rngs,
+                                    **_layer_init(config, features * 4))
         self.conv = _conv(features, features, config, rngs)
 
     def __call__(self, h: jax.Array, act, dtype) -> jax.Array:
@@ -242,7 +222,8 @@ class ConvDecoder(nnx.Module):
         small = config.image_side // 2 ** len(channels)
         self.input = _dense(config.latent_dim, small * small * channels[0], config, rngs, dtype)
         # block 0 starts from the linear map's channels[0]
-        self.blocks = nnx.List([UpBlock(c_in, c_out, config, rngs) for c_in, c_out in zip(channels[:1] + channels, channels)])
+        self.blocks = nnx.List([UpBlock(c_in, c_out, config, rngs)
+                                for c_in, c_out in zip(channels[:1] + channels, channels)])
         self.output = _conv(channels[-1], 1, config, rngs)
 
     def __call__(self, z: jax.Array) -> jax.Array:
@@ -282,12 +263,14 @@ class VAE(nnx.Module):
 
     def decode(self, z: jax.Array) -> jax.Array:
         """Pixel means (Gaussian; in [0, 1] with the sigmoid output) or probabilities (Bernoulli)."""
-        return _decoder_output(self.config, self.decoder(z), probabilities=True)
+        out = self.decoder_output(z)
+        return jax.nn.sigmoid(out) if self.config.likelihood == "bernoulli" else out
 
     def decoder_output(self, z: jax.Array) -> jax.Array:
         """The parameter of p(x | z) that the likelihood takes: the mean for the Gaussian, the logits
         for the Bernoulli (so the loss never takes the log of a sigmoid)."""
-        return _decoder_output(self.config, self.decoder(z), probabilities=False)
+        out = self.decoder(z)
+        return out if self.config.likelihood == "bernoulli" else activation_fn(self.config.output_activation)(out)
 
 
 def params_of(model: VAE) -> dict:

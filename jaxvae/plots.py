@@ -50,9 +50,7 @@ def _image_figure(canvas, figsize, title: str) -> Figure:
     """``canvas`` alone on a figure, without ticks."""
     fig, ax = plt.subplots(figsize=figsize, dpi=DPI)
     ax.imshow(canvas, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title)
+    ax.set(xticks=[], yticks=[], title=title)
     fig.tight_layout()
     return fig
 
@@ -74,8 +72,7 @@ def latent_scatter(params, config: VAEConfig, x, labels) -> Figure:
     """The test set's latent means coloured by digit label (the blog's scatter plot)."""
     fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=DPI)
     _scatter_latents(ax, params, config, x, labels)
-    ax.set_xlabel("z[0] (mean of q(z|x))")
-    ax.set_ylabel("z[1]" if config.latent_dim > 1 else "label (jittered)")
+    ax.set(xlabel="z[0] (mean of q(z|x))", ylabel="z[1]" if config.latent_dim > 1 else "label (jittered)")
     first_two = f" (first 2 of {config.latent_dim} dims)" if config.latent_dim > 2 else ""
     ax.set_title("Latent space of the test set" + first_two)
     ax.legend(title="digit", markerscale=4, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
@@ -105,8 +102,7 @@ def manifold(params, config: VAEConfig, image_shape, n: int = 11, span: float = 
               extent=(-span - span / (n - 1), span + span / (n - 1), -span - span / (n - 1), span + span / (n - 1))
               if rows > 1 else None)
     if rows > 1:
-        ax.set_xlabel("z[0]")
-        ax.set_ylabel("z[1]")
+        ax.set(xlabel="z[0]", ylabel="z[1]")
     else:
         ax.set_yticks([])
     extra = f", other {config.latent_dim - 2} dims = 0" if config.latent_dim > 2 else ""
@@ -127,12 +123,10 @@ def loss_curves(history: list[dict]) -> Figure:
     ax.yaxis.set_major_formatter(plain)
     ax.yaxis.set_minor_formatter(plain)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (recon + KL), log scale")
+    ax.set(xlabel="epoch", ylabel="loss (recon + KL), log scale")
     lr_ax = ax.twinx()
     lr_ax.plot(epochs, [r["lr"] for r in history], "--", color="tab:gray", label="learning rate")
-    lr_ax.set_yscale("log")
-    lr_ax.set_ylabel("learning rate")
+    lr_ax.set(yscale="log", ylabel="learning rate")
     lines = ax.get_lines() + lr_ax.get_lines()
     ax.legend(lines, [line.get_label() for line in lines], loc="upper right")
     ax.set_title("Loss curves")
@@ -160,13 +154,11 @@ def prior_samples(params, config: VAEConfig, image_shape, key, n: int = 8) -> Fi
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     """PNG at the figure's dpi, written atomically; the figure is closed. Only process 0 of a
     multi-process run writes (``jaxvae.parallel.is_writer``)."""
-    if not is_writer():
-        plt.close(fig)
-        return Path(path)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=fig.dpi)
+    if is_writer():
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=fig.dpi)
+        atomic_write_bytes(path, buffer.getvalue())
     plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
     return Path(path)
 
 
@@ -201,11 +193,11 @@ def save_figures(directory: str | os.PathLike, params, config: VAEConfig, test_x
 # names of its "models" and those that "failed") and "models" (aligned with the histories given).
 
 
-def _setting_members(summary: dict) -> list[tuple[dict, list[int], list[int]]]:
-    """Per setting: (entry, indices of its models that finished every epoch they ran, indices of those
-    stopped by a non-finite epoch)."""
+def _setting_members(summary: dict) -> list[tuple[dict, list[int], set[int]]]:
+    """Per setting: (entry, the indices of its models in order, those of the models stopped by a
+    non-finite epoch)."""
     index = {row["name"]: i for i, row in enumerate(summary["models"])}
-    return [(entry, [index[n] for n in entry["models"] if n not in entry["failed"]], [index[n] for n in entry["failed"]])
+    return [(entry, [index[n] for n in entry["models"]], {index[n] for n in entry["failed"]})
             for entry in summary["settings"]]
 
 
@@ -217,8 +209,8 @@ def sweep_loss_curves(summary: dict, histories: list[list[dict]], cols: int = 4)
     cols = min(cols, len(groups))
     rows = -(-len(groups) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.7 * cols, 2.8 * rows + 0.5), dpi=DPI, squeeze=False)
-    for ax, (entry, good, failed) in zip(axes.flat, groups):
-        runs = [histories[i] for i in good if histories[i]]
+    for ax, (entry, members, failed) in zip(axes.flat, groups):
+        runs = [histories[i] for i in members if i not in failed and histories[i]]
         ax.set_title(entry["label"] + (f" ({len(failed)} failed, left out)" if failed else ""), fontsize="medium")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
@@ -256,9 +248,9 @@ def sweep_rate_distortion(summary: dict) -> Figure:
     colors = [cmap(i / max(n - 1, 1)) if n > 10 else cmap(i) for i in range(n)]
     fig, ax = plt.subplots(figsize=(7, 5), dpi=DPI)
     means = []
-    for (entry, good, failed), color in zip(groups, colors):
+    for (entry, members, failed), color in zip(groups, colors):
         points = [(rows[i]["final"]["val_kl"], rows[i][metric] if gaussian else rows[i]["final"]["val_recon"])
-                  for i in good if rows[i]["final"]]
+                  for i in members if i not in failed and rows[i]["final"]]
         if not points:
             continue
         kl, err = np.asarray(points).T
@@ -290,16 +282,14 @@ def sweep_latent_scatters(summary: dict, params: list, config: VAEConfig, x, lab
     rows = min(max_seeds, max(len(entry["models"]) for entry, _, _ in groups))
     cols = len(groups)
     fig, axes = plt.subplots(rows, cols, figsize=(2.7 * cols + 0.9, 2.5 * rows + 0.5), dpi=DPI, squeeze=False)
-    index = {row["name"]: i for i, row in enumerate(summary["models"])}
-    for c, (entry, _, _) in enumerate(groups):
+    for c, (entry, members, _) in enumerate(groups):
         for r in range(rows):
             ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r >= len(entry["models"]):
+            ax.set(xticks=[], yticks=[])
+            if r >= len(members):
                 ax.set_axis_off()
                 continue
-            i = index[entry["models"][r]]
+            i = members[r]
             row = summary["models"][i]
             _scatter_latents(ax, params[i], config, x, labels, size=1)
             ax.set_title(f"{entry['label']}, seed {row['seed']}" + (" (failed)" if row["error"] else ""),
