@@ -40,6 +40,7 @@ def lock_run(run_dir: Path, command_line: str | None, stack: contextlib.ExitStac
 
 
 def resume_command(command: str, root) -> str:
+    """The command line that continues the run or sweep in ``root``: ``jaxvae train|sweep --resume ROOT``."""
     return f"{PROG} {command} --resume {shlex.quote(str(root))}"
 
 
