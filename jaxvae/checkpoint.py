@@ -30,7 +30,7 @@ from flax import serialization
 
 from jaxvae.config import TrainConfig, VAEConfig, config_to_dict, configs_from_dicts
 from jaxvae.fileio import FrameError, atomic_write_bytes, frame, unframe
-from jaxvae.models import init_params
+from jaxvae.models import param_shapes
 from jaxvae.parallel import is_writer
 from jaxvae.training import FitState, Hyper, ScheduleStates, TrainState, TrainStep
 
@@ -245,7 +245,7 @@ def load_checkpoint(path: str | os.PathLike, vae_config: VAEConfig | None = None
         train_step = train_step or TrainStep.from_configs(vae_config, train_config)
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
-    params = jax.eval_shape(lambda: init_params(jax.random.PRNGKey(0), vae_config))
+    params = param_shapes(vae_config)
     template = {"params": params, "opt_state": jax.eval_shape(train_step.optimizer.init, params),
                 "schedules": train_step.init_schedules()}
     for name, tmpl in template.items():

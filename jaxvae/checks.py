@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae.config import VAEConfig
-from jaxvae.models import init_params
+from jaxvae.models import param_shapes
 
 
 def check_data(name: str, x, vae_config: VAEConfig | None = None, batch_size: int | None = None, *,
@@ -79,7 +79,7 @@ def check_memory(vae_config: VAEConfig, batch_size: int, data_values: int, n_mod
     available = available_memory() if available is None else available
     if available is None:
         return
-    shapes = jax.eval_shape(lambda: init_params(jax.random.PRNGKey(0), vae_config))  # no allocation
+    shapes = param_shapes(vae_config)
     n_params = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(shapes))
     model_bytes = 4 * n_params * _TRAINING_COPIES * n_models
     step_bytes = 4 * batch_size * vae_config.input_dim * _ACTIVATIONS_PER_INPUT * n_models

@@ -24,7 +24,7 @@ import numpy as np
 from jaxvae.config import VAEConfig, config_to_dict
 from jaxvae.data import DATASETS
 from jaxvae.fileio import atomic_write_bytes
-from jaxvae.models import init_params
+from jaxvae.models import param_shapes
 
 # Per part, (torch stack prefix, jaxvae stack, jaxvae last layer): the torch stack's Linear layers map,
 # in order, onto the jaxvae stack's positions (stack/0, stack/1, ...), except the last, which maps onto
@@ -135,7 +135,7 @@ def from_torch(encoder, decoder, config=None) -> dict:
         extra = [k for k in state if not any(k.startswith(prefix + ".") for prefix, _, _ in LAYER_TABLE[part])]
         if extra:
             raise ValueError(f"{part}: unexpected tensors {extra}")
-    expected = {part: layers_of(tree) for part, tree in _expected_shapes(config).items()} if config is not None else None
+    expected = {part: layers_of(tree) for part, tree in param_shapes(config).items()} if config is not None else None
     params: dict = {"encoder": {}, "decoder": {}}
     for part, torch_name, name in layer_table(states["encoder"], states["decoder"]):
         weight = _to_numpy(states[part][f"{torch_name}.weight"], f"{part}.{torch_name}.weight")
@@ -154,14 +154,9 @@ def from_torch(encoder, decoder, config=None) -> dict:
     return params
 
 
-def _expected_shapes(config) -> dict:
-    """The params pytree of ``config`` as shapes only (nothing is computed)."""
-    return jax.eval_shape(lambda: init_params(jax.random.PRNGKey(0), config))
-
-
 def check_params_shapes(params: dict, config) -> None:
     """Raise ValueError naming the first layer whose shape differs from ``config``'s architecture."""
-    expected = _expected_shapes(config)
+    expected = param_shapes(config)
     for part in ("encoder", "decoder"):
         got_layers, want_layers = layers_of(params.get(part, {})), layers_of(expected[part])
         if set(got_layers) != set(want_layers):

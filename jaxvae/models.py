@@ -298,6 +298,11 @@ def init_params(key: jax.Array, config: VAEConfig, dtype=jnp.float32) -> dict:
     return params_of(VAE(config, rngs=key, dtype=dtype))
 
 
+def param_shapes(config: VAEConfig) -> dict:
+    """The float32 params pytree of ``config`` as ``jax.ShapeDtypeStruct`` leaves: nothing is allocated."""
+    return jax.eval_shape(lambda: init_params(jax.random.PRNGKey(0), config))
+
+
 def encode(params: dict, x: jax.Array, config: VAEConfig):
     """(mu, log_sigma) of q(z | x)."""
     return bind(params, config).encode(x)

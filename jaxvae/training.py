@@ -25,7 +25,7 @@ from jaxvae.binarize import prepare_eval_data, prepare_train_data, sample_binary
 from jaxvae.checks import check_data
 from jaxvae.config import HYPERPARAMETERS, TrainConfig, VAEConfig, check_configs
 from jaxvae.losses import objective_loss, sample_eps
-from jaxvae.models import init_params
+from jaxvae.models import init_params, param_shapes
 from jaxvae.parallel import DataParallel, make_data_parallel
 from jaxvae.structure import structure_key
 
@@ -118,7 +118,7 @@ class TrainStep:
 
     @cached_property
     def _optimizer_key(self) -> str:
-        params = jax.eval_shape(lambda: init_params(jax.random.PRNGKey(0), self.config))
+        params = param_shapes(self.config)
         opt_state = jax.eval_shape(self.optimizer.init, params)
         return (structure_key(self.optimizer.init, params)
                 + structure_key(self.optimizer.update, params, opt_state, params))

@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 from jaxvae import VAE, VAEConfig, bind, decode, encode, init_params, params_of
+from jaxvae.models import param_shapes
 
 
 def test_param_tree_and_shapes():
@@ -19,6 +20,16 @@ def test_param_tree_and_shapes():
         "decoder": {"hidden": {0: {"kernel": (2, 400), "bias": (400,)}}, "output": {"kernel": (400, 784), "bias": (784,)}},
     }
 
+
+
+@pytest.mark.parametrize("config", [VAEConfig(), VAEConfig(architecture="conv", latent_dim=3)], ids=["mlp", "conv"])
+def test_param_shapes_are_init_params_shapes_without_arrays(config):
+    shapes = param_shapes(config)
+    params = init_params(jax.random.PRNGKey(1), config)
+    assert jax.tree.structure(shapes) == jax.tree.structure(params)
+    for shape, param in zip(jax.tree.leaves(shapes), jax.tree.leaves(params)):
+        assert isinstance(shape, jax.ShapeDtypeStruct)
+        assert (shape.shape, shape.dtype) == (param.shape, param.dtype)
 
 def test_init_matches_torch_linear_default_in_distribution():
     # torch's nn.Linear: weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
