@@ -1,7 +1,7 @@
 """jaxvae: the VAE of "A Gentle Introduction to Variational Autoencoders" in JAX/Flax.
 
 The top level holds what most users need; the rest lives in submodules (``jaxvae.losses``,
-``jaxvae.schedules``, ``jaxvae.sweep``, ``jaxvae.data``, ``jaxvae.checkpoint``, ``jaxvae.runs``,
+``jaxvae.schedules``, ``jaxvae.sweep``, ``jaxvae.model`` (the model protocol), ``jaxvae.vae``, ``jaxvae.data``, ``jaxvae.checkpoint``, ``jaxvae.runs``,
 ``jaxvae.interop``, ``jaxvae.plots``, ``jaxvae.parallel``, ``jaxvae.binarize``). Argument order
 everywhere: arrays and state first, then the PRNG key, then the config. See the README for a tour.
 
@@ -16,6 +16,7 @@ __version__ = "0.3.0"
 # public name -> the module that defines it
 _EXPORTS = {
     "VAEConfig": "jaxvae.config", "TrainConfig": "jaxvae.config",
+    "Model": "jaxvae.model", "VAEModel": "jaxvae.vae",
     "VAE": "jaxvae.models", "init_params": "jaxvae.models", "params_of": "jaxvae.models", "bind": "jaxvae.models",
     "encode": "jaxvae.models", "decode": "jaxvae.models",
     "vae_loss": "jaxvae.losses", "objective_loss": "jaxvae.losses", "sample_eps": "jaxvae.losses",

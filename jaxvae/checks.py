@@ -8,36 +8,50 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvae.config import VAEConfig
-from jaxvae.models import param_shapes
+from jaxvae.likelihoods import Bernoulli
+from jaxvae.model import inputs
+from jaxvae.vae import as_model
 
 
-def check_data(name: str, x, vae_config: VAEConfig | None = None, batch_size: int | None = None, *,
-               probabilities: bool = False) -> None:
-    """Raise ValueError naming ``name`` unless ``x`` is a finite float [N, features] array.
+def check_data(name: str, batch, model=None, batch_size: int | None = None, *, probabilities: bool = False) -> None:
+    """Raise ValueError naming ``name`` unless ``batch`` is data a model can train on.
 
-    With ``vae_config``: ``features == input_dim``, and values in [0, 1] for a Bernoulli likelihood.
-    With ``batch_size``: at least that many rows. ``probabilities`` asks for [0, 1] regardless
-    (binarisation reads pixels as Bernoulli probabilities).
+    ``batch`` is an array or a pytree of arrays (``(x, y)``, a dict), checked leaf by leaf: each has
+    a leading axis of examples, the same length for all and at least one; floating leaves are finite;
+    the inputs (``jaxvae.model.inputs``) are floating point. Then ``model`` (a ``Model`` or a
+    ``VAEConfig``) checks what it needs (the blog's VAE: [N, input_dim], values in [0, 1] for a
+    Bernoulli likelihood). With ``batch_size``: at least that many rows. ``probabilities`` asks for
+    [0, 1] regardless (binarisation reads pixels as Bernoulli probabilities).
     """
-    shape = getattr(x, "shape", None)
-    if shape is None or len(shape) != 2:
-        raise ValueError(f"{name} must be a 2-D array (samples, features), got shape {shape}")
-    if shape[0] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(shape)})")
-    if vae_config is not None and shape[1] != vae_config.input_dim:
-        raise ValueError(f"{name} has {shape[1]} features but the model expects input_dim={vae_config.input_dim}")
-    if batch_size is not None and batch_size > shape[0]:
-        raise ValueError(f"batch_size={batch_size} is larger than {name} ({shape[0]} samples)")
+    x = inputs(batch)
+    named = [(name if leaf is x else name + jax.tree_util.keystr(path), leaf)
+             for path, leaf in jax.tree_util.tree_leaves_with_path(batch)]
+    if not named:
+        raise ValueError(f"{name} holds no arrays")
+    for where, leaf in named:
+        shape = getattr(leaf, "shape", None)
+        if not shape or (model is None and leaf is x and len(shape) != 2):
+            raise ValueError(f"{where} must be a 2-D array (samples, features), got shape {shape}")
+        if shape[0] == 0:
+            raise ValueError(f"{where} is empty (shape {tuple(shape)})")
+        if shape[0] != x.shape[0]:
+            raise ValueError(f"{where} has {shape[0]} rows but the inputs have {x.shape[0]}: every part of a "
+                             "batch needs one row per example")
+    model = None if model is None else as_model(model)
+    if model is not None:
+        model.check_shapes(name, batch)
+    if batch_size is not None and batch_size > x.shape[0]:
+        raise ValueError(f"batch_size={batch_size} is larger than {name} ({x.shape[0]} samples)")
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"{name} must be floating point in [0, 1] (got dtype {x.dtype}); see jaxvae.data.to_unit_float")
-    lo, hi = float(x.min()), float(x.max())  # NaN propagates through min/max: one pass finds it
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise ValueError(f"{name} contains NaN or inf values")
-    if probabilities or (vae_config is not None and vae_config.likelihood == "bernoulli"):
-        if lo < 0 or hi > 1:
-            raise ValueError(f"{name} has values in [{lo:g}, {hi:g}]; a Bernoulli likelihood (and binarisation) "
-                             "reads them as probabilities in [0, 1]")
+    for where, leaf in named:
+        # NaN propagates through min/max: one pass finds it
+        if jnp.issubdtype(leaf.dtype, jnp.floating) and not np.isfinite(float(leaf.min()) + float(leaf.max())):
+            raise ValueError(f"{where} contains NaN or inf values")
+    if probabilities:
+        Bernoulli().check(name, float(x.min()), float(x.max()))
+    if model is not None:
+        model.check_values(name, batch)
 
 
 class ResourceError(ValueError):
@@ -71,7 +85,7 @@ def available_memory(device=None) -> int | None:
     return None
 
 
-def check_memory(vae_config: VAEConfig, batch_size: int, data_values: int, n_models: int = 1,
+def check_memory(vae_config, batch_size: int, data_values: int, n_models: int = 1,
                  available: int | None = None) -> None:
     """ResourceError naming the sizes when training ``n_models`` models of ``vae_config`` on data of
     ``data_values`` float32 values (train and test, kept on the device) would not fit ``available``
@@ -79,10 +93,11 @@ def check_memory(vae_config: VAEConfig, batch_size: int, data_values: int, n_mod
     available = available_memory() if available is None else available
     if available is None:
         return
-    shapes = param_shapes(vae_config)
+    model = as_model(vae_config)
+    shapes = model.param_shapes()
     n_params = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(shapes))
     model_bytes = 4 * n_params * _TRAINING_COPIES * n_models
-    step_bytes = 4 * batch_size * vae_config.input_dim * _ACTIVATIONS_PER_INPUT * n_models
+    step_bytes = 4 * batch_size * (getattr(model, "input_dim", None) or 0) * _ACTIVATIONS_PER_INPUT * n_models
     data_bytes = 4 * data_values
     needed = model_bytes + step_bytes + data_bytes
     if needed > available:

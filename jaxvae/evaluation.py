@@ -25,9 +25,10 @@ import numpy as np
 from jaxvae.binarize import prepare_eval_data
 from jaxvae.checks import check_data
 from jaxvae.config import TrainConfig, VAEConfig, check_non_negative_int, check_positive_int, check_seed
-from jaxvae.losses import log_importance_weights
+from jaxvae.losses import Weights
 from jaxvae.runs import load_run, run_dataset
 from jaxvae.training import eval_epoch, per_image_mean
+from jaxvae.vae import VAEModel, as_model
 
 #: Floats held by one chunk of decoder outputs when ``chunk`` is not given (64 MB in float32).
 CHUNK_BUDGET = 2**24
@@ -35,16 +36,17 @@ CHUNK_BUDGET = 2**24
 BLOCK_ROWS = 2048
 
 
-@partial(jax.jit, static_argnames=("config", "k", "chunk", "batch_size"))
-def importance_sampled(params, x, key, config: VAEConfig, k: int, chunk: int, batch_size: int, recon_sigma=1.0):
-    """Per-image ``(log_likelihood, elbo)`` estimates with ``k`` importance samples, as arrays [n]."""
-    n, dim = x.shape
+@partial(jax.jit, static_argnames=("model", "k", "chunk", "batch_size"))
+def importance_sampled(params, x, key, model: VAEModel, k: int, chunk: int, batch_size: int, recon_sigma=1.0):
+    """Per-image ``(log_likelihood, elbo)`` estimates with ``k`` importance samples, as arrays [n]
+    (``model``: a ``VAEModel``, or any model with its ``latent_dim`` and ``log_importance_weights``)."""
+    n, shape = x.shape[0], x.shape[1:]
     n_batches = -(-n // batch_size)
     n_chunks = -(-k // chunk)
     block = max(1, min(chunk, BLOCK_ROWS // batch_size))
     # Pad with copies of the first image to whole batches; their results are dropped at the end.
-    padded = jnp.concatenate([x, jnp.broadcast_to(x[:1], (n_batches * batch_size - n, dim))])
-    batches = padded.reshape(n_batches, batch_size, dim)
+    padded = jnp.concatenate([x, jnp.broadcast_to(x[:1], (n_batches * batch_size - n, *shape))])
+    batches = padded.reshape(n_batches, batch_size, *shape)
 
     def per_batch(args):
         xb, batch_key = args
@@ -52,11 +54,11 @@ def importance_sampled(params, x, key, config: VAEConfig, k: int, chunk: int, ba
         def per_chunk(carry, step):
             lse, total = carry
             index, chunk_key = step
-            eps = jax.random.normal(chunk_key, (chunk, batch_size, config.latent_dim), x.dtype)
+            eps = jax.random.normal(chunk_key, (chunk, batch_size, model.latent_dim), x.dtype)
             # Decoded a block of samples at a time, so the decoder's outputs stay in the CPU's cache.
             blocks = -(-chunk // block)
             eps = jnp.concatenate([eps, jnp.zeros((blocks * block - chunk, *eps.shape[1:]), eps.dtype)])
-            log_w = jax.lax.map(lambda e: log_importance_weights(params, xb, e, config, recon_sigma)[0],
+            log_w = jax.lax.map(lambda e: model.log_importance_weights(params, xb, e, Weights(recon_sigma=recon_sigma))[0],
                                 eps.reshape(blocks, block, *eps.shape[1:])).reshape(blocks * block, batch_size)[:chunk]
             # The last chunk may run past k: its surplus samples count for nothing.
             valid = (index * chunk + jnp.arange(chunk) < k)[:, None]
@@ -77,7 +79,7 @@ def _mean_and_stderr(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), stderr
 
 
-def evaluate(params, x, config: VAEConfig, *, k: int = 5000, key: jax.Array | None = None, seed: int = 0,
+def evaluate(params, x, config: VAEModel | VAEConfig, *, k: int = 5000, key: jax.Array | None = None, seed: int = 0,
              batch_size: int = 100, chunk: int | None = None, train_config: TrainConfig | None = None) -> dict:
     """The negative ELBO and the k-sample log-likelihood estimate of ``x`` ([n, input_dim]) under ``params``.
 
@@ -86,9 +88,11 @@ def evaluate(params, x, config: VAEConfig, *, k: int = 5000, key: jax.Array | No
     sigma; without, ``x`` is used as given, sigma 1. ``key`` (or ``seed``) fixes the samples; ``chunk``
     samples per image are in memory at once (default: a 64 MB budget). Returns a dict:
     ``log_likelihood``, ``neg_elbo`` (means over images, nats), their ``*_stderr``, ``n``, ``k`` and
-    the per-image arrays ``log_likelihood_per_image`` and ``elbo_per_image``.
+    the per-image arrays ``log_likelihood_per_image`` and ``elbo_per_image``. ``config``: a
+    ``VAEConfig``, or a ``VAEModel`` (your own encoder and decoder, too).
     """
-    check_data("x", x, config)
+    model = as_model(config)
+    check_data("x", x, model)
     x, sigma = jnp.asarray(x), 1.0
     if train_config is not None:
         x, sigma = prepare_eval_data(x, train_config), train_config.recon_sigma
@@ -96,11 +100,11 @@ def evaluate(params, x, config: VAEConfig, *, k: int = 5000, key: jax.Array | No
     check_positive_int("batch_size", batch_size)
     batch_size = min(batch_size, x.shape[0])
     if chunk is None:
-        chunk = max(1, CHUNK_BUDGET // (batch_size * config.input_dim))
+        chunk = max(1, CHUNK_BUDGET // (batch_size * int(np.prod(x.shape[1:]))))
     check_positive_int("chunk", chunk)
     chunk = min(chunk, k)
     key = jax.random.PRNGKey(seed) if key is None else key
-    log_px, elbo = importance_sampled(params, x, key, config, k, chunk, batch_size, sigma)
+    log_px, elbo = importance_sampled(params, x, key, model, k, chunk, batch_size, sigma)
     log_px, elbo = np.asarray(log_px, np.float64), np.asarray(elbo, np.float64)
     if not (np.all(np.isfinite(log_px)) and np.all(np.isfinite(elbo))):
         raise FloatingPointError(f"non-finite log-likelihood for {int(np.sum(~np.isfinite(log_px)))} of {log_px.size} images")

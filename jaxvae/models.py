@@ -30,26 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxvae.config import VAEConfig
-
-
-@jax.custom_jvp
-def softplus(x: jax.Array) -> jax.Array:
-    """log(1 + e^x): ``jax.nn.softplus``'s value and gradient bit for bit, as max(x, 0) + log1p(exp(-|x|))
-    without ``logaddexp``'s NaN select: ~3x faster on XLA's CPU backend, which counts in the
-    importance-sampled evaluation (benchmarks/README.md)."""
-    return jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
-
-
-@softplus.defjvp
-def _softplus_jvp(primals, tangents):
-    # logaddexp(x, 0)'s own rule: d/dx = exp(x - out), with +inf read as 0 on both sides
-    (x,), (t,) = primals, tangents
-    out = softplus(x)
-
-    def finite(v):
-        return jnp.where(v == jnp.inf, jnp.zeros_like(v), v)
-
-    return out, t * jnp.exp(finite(x) - finite(out))
+from jaxvae.likelihoods import likelihood_of, softplus
 
 
 def activation_fn(name: str, negative_slope: float = 0.01):
@@ -263,14 +244,14 @@ class VAE(nnx.Module):
 
     def decode(self, z: jax.Array) -> jax.Array:
         """Pixel means (Gaussian; in [0, 1] with the sigmoid output) or probabilities (Bernoulli)."""
-        out = self.decoder_output(z)
-        return jax.nn.sigmoid(out) if self.config.likelihood == "bernoulli" else out
+        return likelihood_of(self.config.likelihood).mean(self.decoder_output(z))
 
     def decoder_output(self, z: jax.Array) -> jax.Array:
         """The parameter of p(x | z) that the likelihood takes: the mean for the Gaussian, the logits
         for the Bernoulli (so the loss never takes the log of a sigmoid)."""
         out = self.decoder(z)
-        return out if self.config.likelihood == "bernoulli" else activation_fn(self.config.output_activation)(out)
+        return out if likelihood_of(self.config.likelihood).outputs_logits else activation_fn(
+            self.config.output_activation)(out)
 
 
 def params_of(model: VAE) -> dict:

@@ -26,11 +26,13 @@ from typing import Callable, Sequence
 import numpy as np
 
 from jaxvae import __version__
-from jaxvae.config import HYPERPARAMETERS, TrainConfig, VAEConfig, check_configs
+from jaxvae.config import HYPERPARAMETERS, TrainConfig, VAEConfig
 from jaxvae.fileio import write_json
+from jaxvae.model import Model
 from jaxvae.parallel import is_writer
 from jaxvae.runs.format import SWEEP_FILE, RunError, RunInfo, read_run_config, require_run_dir
-from jaxvae.training import DataParallel, ModelsResult, ModelsState, fit_models
+from jaxvae.training import DataParallel, ModelsResult, ModelsState, check_hyperparameters, fit_models, given_model
+from jaxvae.vae import as_model
 
 # The values a sweep can vary besides the seed: the hyperparameters, in the order of the grid's product.
 SWEPT = ("recon_sigma", "kl_weight", "lr")
@@ -46,11 +48,14 @@ SUMMARY_FILE = "summary.json"
 @dataclass(frozen=True)
 class SweepModel:
     """One model of a sweep: its name (``sigma0.5_seed2``: the values that vary in the sweep, then the
-    seed; also its run directory) and the configs a lone ``fit`` of it takes."""
+    seed; also its run directory) and what a lone ``fit`` of it takes: the model as given (a
+    ``VAEConfig`` for the blog's family, also read as ``vae_config``) and its train config."""
 
     name: str
-    vae_config: VAEConfig
+    model: Model | VAEConfig
     train_config: TrainConfig
+
+    vae_config = property(lambda self: self.model)
 
     # The seed and the swept values, read from the train config.
     seed = property(lambda self: self.train_config.seed)
@@ -93,28 +98,39 @@ def _seeds(seeds, base: int) -> list[int]:
     return seeds
 
 
-def sweep_models(vae_config: VAEConfig, train_config: TrainConfig, *, seeds=None, recon_sigma=None,
+def sweep_models(vae_config: Model | VAEConfig, train_config: TrainConfig, *, seeds=None, recon_sigma=None,
                  kl_weight=None, lr=None) -> list[SweepModel]:
     """The models of a sweep, settings in product order (recon_sigma outermost), seeds innermost.
 
     ``seeds``: a count (``train_config.seed`` onwards) or a list; ``recon_sigma``, ``kl_weight``,
     ``lr``: a value or a list (None: the config's). Every model's configs are validated (ValueError
-    naming the field).
+    naming the field); a value swept that the model does not read (``Model.hyperparameters``) is an error.
     """
     given = {"recon_sigma": recon_sigma, "kl_weight": kl_weight, "lr": lr}
     values = {q: _values(q, given[q], getattr(train_config, q)) for q in SWEPT}
     varying = [q for q in SWEPT if len(values[q]) > 1]
-    if recon_sigma is not None and vae_config.likelihood != "gaussian":
-        raise ValueError(f"recon_sigma: a {vae_config.likelihood} likelihood has no sigma to sweep")
+    model = as_model(vae_config)
+    for name in (q for q in ("recon_sigma", "kl_weight") if given[q] is not None and q not in model.hyperparameters):
+        raise ValueError(f"{name}: {_model_words(model)} has no {name} to sweep")
     models = []
     for combination in itertools.product(*(values[q] for q in SWEPT)):
         current = dict(zip(SWEPT, combination))
         for seed in _seeds(seeds, train_config.seed):
             name = "_".join([*(f"{NAME_PREFIX[q]}{current[q]!r}" for q in varying), f"seed{seed}"])
             tc = train_config.replace(seed=seed, **current)
-            check_configs(vae_config, tc)
+            check_hyperparameters(model, tc)
             models.append(SweepModel(name, vae_config, tc))
     return models
+
+
+def _model_words(model: Model) -> str:
+    """How a message names a model: its likelihood (the blog's family), else its class."""
+    likelihood = getattr(model, "likelihood", None)
+    return f"a {likelihood.name} likelihood" if likelihood is not None else type(model).__name__
+
+
+def _reads_sigma(model: SweepModel) -> bool:
+    return "recon_sigma" in as_model(model.model).hyperparameters
 
 
 def varying_values(models: Sequence[SweepModel]) -> list[str]:
@@ -136,7 +152,7 @@ def fit_many(
     train_x,
     val_x=None,
     *,
-    vae_config: VAEConfig = VAEConfig(),
+    model: Model | VAEConfig | None = None,
     train_config: TrainConfig = TrainConfig(),
     seeds=None,
     recon_sigma=None,
@@ -147,12 +163,14 @@ def fit_many(
     progress: Callable | None = None,
     progress_every: int = 20,
     data_parallel: DataParallel | None | str = "auto",
+    vae_config: VAEConfig | None = None,
 ) -> SweepResult:
     """Train every model of the sweep (``sweep_models``) at once, as ``fit`` would train each:
-    ``training.fit_models`` over their train configs (see it for the other arguments). Never raises
-    ``NonFiniteError``: see ``SweepResult.stop_reasons``."""
-    models = sweep_models(vae_config, train_config, seeds=seeds, recon_sigma=recon_sigma, kl_weight=kl_weight, lr=lr)
-    result = fit_models(train_x, val_x, vae_config=vae_config, train_configs=[m.train_config for m in models],
+    ``training.fit_models`` over their train configs (see it for the other arguments, ``model`` and
+    ``vae_config`` too). Never raises ``NonFiniteError``: see ``SweepResult.stop_reasons``."""
+    model = given_model(model, vae_config)
+    models = sweep_models(model, train_config, seeds=seeds, recon_sigma=recon_sigma, kl_weight=kl_weight, lr=lr)
+    result = fit_models(train_x, val_x, model=model, train_configs=[m.train_config for m in models],
                         state=state, callbacks=callbacks, progress=progress, progress_every=progress_every,
                         data_parallel=data_parallel)
     return SweepResult(result.state, result.stop_reasons, models)
@@ -173,18 +191,21 @@ def _spread(values: list[float]) -> dict:
 def squared_error(record: dict, model: SweepModel) -> float | None:
     """The validation reconstruction error as the sum of squared errors per image, 2 sigma^2 * val_recon:
     one scale for every sigma (the recon term itself is divided by 2 sigma^2). None for Bernoulli models."""
-    if model.vae_config.likelihood != "gaussian":
+    if not _reads_sigma(model):
         return None
     return 2.0 * model.recon_sigma**2 * record["val_recon"]
 
 
-SUMMARY_METRICS = ("train_loss", "val_loss", "val_recon", "val_kl")
+def summary_metrics(record: dict) -> list[str]:
+    """The fields of a final record that the summary gives statistics of: the training loss and
+    every validation metric (the VAE's: ``val_loss``, ``val_recon``, ``val_kl``)."""
+    return ["train_loss", *(key for key in record if key.startswith("val_"))]
 
 
 def summarize(models: Sequence[SweepModel], histories: Sequence[list[dict]], errors: Sequence[str | None],
               stop_reasons: Sequence[str] | None = None) -> dict:
     """The sweep as JSON-ready data: per model its values and final record; per setting the mean,
-    sd, min and max over its seeds of the final ``SUMMARY_METRICS`` and the squared error. Models
+    sd, min and max over its seeds of the final ``summary_metrics`` and the squared error. Models
     stopped by a non-finite epoch are listed (``failed``) and left out of every statistic."""
     varying = varying_values(models)
     rows = []
@@ -194,6 +215,7 @@ def summarize(models: Sequence[SweepModel], histories: Sequence[list[dict]], err
                      "stop_reason": stop_reasons[i] if stop_reasons else ("non_finite" if errors[i] else None),
                      "error": errors[i], "final": final,
                      "val_squared_error": squared_error(final, m) if final else None})
+    metrics = summary_metrics(next((history[-1] for history in histories if history), {}))
     settings = []
     for setting in dict.fromkeys(m.setting for m in models):
         members = [(m, row) for m, row in zip(models, rows) if m.setting == setting]
@@ -201,12 +223,13 @@ def summarize(models: Sequence[SweepModel], histories: Sequence[list[dict]], err
         entry = dict(zip(SWEPT, setting))
         entry.update(label=setting_label(entry, varying), models=[row["name"] for _, row in members],
                      failed=[row["name"] for _, row in members if row["error"] is not None])
-        for metric in SUMMARY_METRICS:
+        for metric in metrics:
             entry[metric] = _spread([row["final"][metric] for row in good])
-        if models[0].vae_config.likelihood == "gaussian":
+        if _reads_sigma(models[0]):
             entry["val_squared_error"] = _spread([row["val_squared_error"] for row in good])
         settings.append(entry)
-    return {"varying": varying, "likelihood": models[0].vae_config.likelihood, "models": rows, "settings": settings}
+    likelihood = getattr(as_model(models[0].model), "likelihood", None)
+    return {"varying": varying, "likelihood": likelihood and likelihood.name, "models": rows, "settings": settings}
 
 
 def setting_label(entry: dict, varying: Sequence[str]) -> str:

@@ -24,10 +24,10 @@ from jaxvae.batching import batch_counts, epoch_indices, steps_per_epoch
 from jaxvae.binarize import prepare_eval_data, prepare_train_data, sample_binary
 from jaxvae.checks import check_data
 from jaxvae.config import HYPERPARAMETERS, TrainConfig, VAEConfig, check_configs
-from jaxvae.losses import objective_loss, sample_eps
-from jaxvae.models import init_params, param_shapes
+from jaxvae.model import Model, batch_size_of, inputs, take, with_inputs
 from jaxvae.parallel import DataParallel, make_data_parallel
 from jaxvae.structure import structure_key
+from jaxvae.vae import as_model
 
 # Steps per loop iteration in the compiled epoch: amortises loop overhead on CPU (see benchmarks/).
 SCAN_UNROLL = 3
@@ -54,12 +54,14 @@ class Hyper(NamedTuple):
 
 
 class TrainState(NamedTuple):
-    """Parameters, optimizer state, step count (the schedules' clock) and ``Hyper`` (never changed by the step)."""
+    """Parameters, optimizer state, step count (the schedules' clock), ``Hyper`` (never changed by the
+    step) and the model's own state (``Model.init``'s: an EMA codebook, say; ``()`` for most models)."""
 
     params: Any
     opt_state: Any
     step: jax.Array
     hyper: Hyper
+    model_state: Any = ()
 
 
 class ScheduleStates(NamedTuple):
@@ -83,14 +85,15 @@ def adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.Gradien
 class TrainStep:
     """One optimisation step: params <- params - lr_t * optimizer(grad loss(params; kl_weight_t)).
 
-    ``optimizer``: an optax transformation without a learning rate (default ``adam()``); ``lr`` and
+    ``model``: a ``jaxvae.model.Model`` (a ``VAEConfig`` is taken as its ``VAEModel``). ``optimizer``:
+    an optax transformation without a learning rate (default ``adam()``); ``lr`` and
     ``kl_weight``: schedules of factors of the state's ``Hyper`` values (``jaxvae.schedules``; numbers
     and optax schedules too). ``steps_per_epoch`` lets schedules count in epochs; ``binarize`` draws a
     fresh binary image of each batch. Steps that compute the same thing compare equal (the optimizer
     by ``structure_key``), so a fresh but equal step does not compile the epoch again.
     """
 
-    config: VAEConfig
+    model: Model
     optimizer: optax.GradientTransformation = field(default_factory=adam)
     lr: Any = sched.Plateau()
     kl_weight: Any = sched.Constant()
@@ -98,17 +101,19 @@ class TrainStep:
     binarize: bool = False
 
     def __post_init__(self):
+        object.__setattr__(self, "model", as_model(self.model))
         object.__setattr__(self, "lr", sched.as_schedule(self.lr))
         object.__setattr__(self, "kl_weight", sched.as_schedule(self.kl_weight))
 
     @classmethod
-    def from_configs(cls, vae_config: VAEConfig, train_config: TrainConfig, steps_per_epoch: int | None = None, *,
+    def from_configs(cls, model: Model | VAEConfig, train_config: TrainConfig, steps_per_epoch: int | None = None, *,
                      optimizer=None, lr_schedule=None, kl_schedule=None) -> "TrainStep":
-        """The step a TrainConfig describes; ``optimizer`` and the schedules replace its choices."""
+        """The step a TrainConfig describes for ``model``; ``optimizer`` and the schedules replace its choices."""
         tc = train_config
-        check_configs(vae_config, tc)
+        model = as_model(model)
+        check_hyperparameters(model, tc)
         return cls(
-            vae_config,
+            model,
             optimizer if optimizer is not None else adam(tc.b1, tc.b2, tc.adam_eps),
             lr_schedule if lr_schedule is not None else sched.lr_from_config(tc),
             kl_schedule if kl_schedule is not None else sched.kl_from_config(tc),
@@ -118,13 +123,13 @@ class TrainStep:
 
     @cached_property
     def _optimizer_key(self) -> str:
-        params = param_shapes(self.config)
+        params = self.model.param_shapes()
         opt_state = jax.eval_shape(self.optimizer.init, params)
         return (structure_key(self.optimizer.init, params)
                 + structure_key(self.optimizer.update, params, opt_state, params))
 
     def _static(self):
-        return (self.config, self.lr, self.kl_weight, self.steps_per_epoch, self.binarize)
+        return (self.model, self.lr, self.kl_weight, self.steps_per_epoch, self.binarize)
 
     def __eq__(self, other):
         if not isinstance(other, TrainStep):
@@ -135,10 +140,12 @@ class TrainStep:
     def __hash__(self):
         return hash((self._static(), self._optimizer_key))
 
-    def init(self, params, hyper: Hyper = Hyper()) -> TrainState:
-        """A fresh run's state from ``params`` and ``hyper`` (default: the blog's), in the parameters' float type."""
+    def init(self, params, hyper: Hyper = Hyper(), model_state=()) -> TrainState:
+        """A fresh run's state from ``params``, ``hyper`` (default: the blog's) and the model's state,
+        in the parameters' float type."""
         dtype = jax.tree.leaves(params)[0].dtype
-        return TrainState(params, self.optimizer.init(params), jnp.zeros((), jnp.int32), Hyper(*hyper).as_arrays(dtype))
+        return TrainState(params, self.optimizer.init(params), jnp.zeros((), jnp.int32), Hyper(*hyper).as_arrays(dtype),
+                          model_state)
 
     def init_schedules(self) -> ScheduleStates:
         return ScheduleStates(self.lr.init(), self.kl_weight.init())
@@ -158,22 +165,50 @@ class TrainStep:
         return (self.lr.finished(schedules.lr, epochs_done, hyper.lr)
                 or self.kl_weight.finished(schedules.kl_weight, epochs_done, hyper.kl_weight))
 
-    def __call__(self, state: TrainState, x, key, schedules: ScheduleStates | None = None):
-        """One step on batch ``x`` with the noise (and the binarisation) drawn from ``key``.
-        Pure: jit it, or let ``train_epoch`` scan it. Returns ``(state, {"loss", "recon", "kl"})``."""
+    def __call__(self, state: TrainState, batch, key, schedules: ScheduleStates | None = None):
+        """One step on ``batch`` (an array or a pytree of them) with the model's randomness (and the
+        binarisation of its inputs) drawn from ``key``. Pure: jit it, or let ``train_epoch`` scan it.
+        Returns ``(state, metrics)``: ``{"loss", ...}``, the rest what the model's loss reports."""
         if self.binarize:
             key, binarize_key = jax.random.split(key)
-            x = sample_binary(binarize_key, x)
-        return self.with_noise(state, x, sample_eps(key, x.shape[0], self.config, x.dtype), schedules)
+            batch = with_inputs(batch, sample_binary(binarize_key, inputs(batch)))
+        return self._update(state, schedules, lambda params, hyper: self.model.loss(
+            params, state.model_state, batch, key, hyper))
 
-    def with_noise(self, state: TrainState, x, eps, schedules: ScheduleStates | None = None):
-        """The step with the reparameterisation noise ``eps`` given (how parity tests share it)."""
+    def with_noise(self, state: TrainState, batch, eps, schedules: ScheduleStates | None = None):
+        """The step with the reparameterisation noise ``eps`` given, for models that take it
+        (``VAEModel.loss_with_noise``): how the parity tests share the noise."""
+        return self._update(state, schedules, lambda params, hyper: self.model.loss_with_noise(
+            params, state.model_state, batch, eps, hyper))
+
+    def _update(self, state: TrainState, schedules, loss_fn):
+        """params <- params - lr_t * optimizer(grad loss_fn(params, hyper_t)); the model's state as the loss returns it."""
         lr, kl_weight = self.values(state, self.init_schedules() if schedules is None else schedules)
-        (loss, aux), grads = jax.value_and_grad(objective_loss, has_aux=True)(
-            state.params, x, eps, self.config, kl_weight=kl_weight, recon_sigma=state.hyper.recon_sigma)
+
+        def objective(params):
+            loss, metrics, model_state = loss_fn(params, state.hyper._replace(lr=lr, kl_weight=kl_weight))
+            return loss, (metrics, model_state)
+
+        (loss, (metrics, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
         direction, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, jax.tree.map(lambda d: -lr * d, direction))
-        return state._replace(params=params, opt_state=opt_state, step=state.step + 1), {"loss": loss, **aux}
+        state = state._replace(params=params, opt_state=opt_state, step=state.step + 1, model_state=model_state)
+        return state, {"loss": loss, **metrics}
+
+
+def check_hyperparameters(model: Model, train_config: TrainConfig) -> None:
+    """ValueError naming the field when ``train_config`` sets a hyperparameter ``model`` does not read
+    (``Model.hyperparameters``): a value that would silently do nothing. A ``VAEConfig``'s model
+    keeps its config's own wording (``config.check_configs``)."""
+    if getattr(model, "config", None) is not None:
+        check_configs(model.config, train_config)
+        return
+    for name in HYPERPARAMETERS:
+        if name != "lr" and name not in model.hyperparameters and getattr(train_config, name) != Hyper._field_defaults[name]:
+            raise ValueError(f"{name}={getattr(train_config, name)!r}: {type(model).__name__}'s loss does not read it "
+                             f"(it reads lr{''.join(', ' + n for n in model.hyperparameters)}); leave it at its default")
+    if train_config.kl_warmup_epochs > 0 and "kl_weight" not in model.hyperparameters:
+        raise ValueError(f"kl_warmup_epochs: {type(model).__name__}'s loss has no KL weight to warm up")
 
 
 class NonFiniteError(FloatingPointError):
@@ -236,15 +271,15 @@ def set_progress_hook(progress: Callable | None) -> None:
 def _train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules: ScheduleStates, batch_size: int,
                  drop_last: bool, report_every: int | None, batch_sharding):
     """``train_epoch``'s computation, for tracing inside other programs (``models_epoch``)."""
-    batches, step_keys = epoch_plan(key, data.shape[0], batch_size, drop_last)
+    batches, step_keys = epoch_plan(key, batch_size_of(data), batch_size, drop_last)
 
     def body(carry, xs):
         state, loss_sum, step = carry
         rows, step_key = xs
-        x = data[rows]
+        batch = take(data, rows)
         if batch_sharding is not None:
-            x = jax.lax.with_sharding_constraint(x, batch_sharding)
-        state, metrics = train_step(state, x, step_key, schedules)
+            batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+        state, metrics = train_step(state, batch, step_key, schedules)
         return (state, loss_sum + metrics["loss"], step + 1), metrics
 
     def chunk_of_steps(carry, xs):
@@ -254,14 +289,14 @@ def _train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules:
             jax.debug.callback(_report_progress, step, loss_sum / step)
         return carry, metrics
 
-    carry = (state, jnp.zeros((), data.dtype), jnp.zeros((), jnp.int32))
+    carry = (state, jnp.zeros((), inputs(data).dtype), jnp.zeros((), jnp.int32))
     n_full = batches.full.shape[0]
     # With progress, the steps run in chunks of report_every and the report comes between chunks (no
     # per-step test in the loop).
     chunk = max(1, n_full if report_every is None else min(report_every, n_full))
     (state, _, _), metrics = _in_chunks(chunk_of_steps, carry, (batches.full, step_keys[:n_full]), chunk)
     if batches.tail.shape[0]:
-        state, tail_metrics = train_step(state, data[batches.tail], step_keys[-1], schedules)
+        state, tail_metrics = train_step(state, take(data, batches.tail), step_keys[-1], schedules)
         metrics = _concat(metrics, jax.tree.map(lambda a: a[None], tail_metrics))
     return state, metrics, _tree_all_finite(state.params)
 
@@ -273,15 +308,17 @@ _train_epoch_jit = jax.jit(_train_epoch, static_argnames=("train_step", "batch_s
 def train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules: ScheduleStates | None = None, *,
                 batch_size: int, drop_last: bool = False, progress: Callable | None = None,
                 progress_every: int = 20, batch_sharding=None):
-    """One shuffled pass of ``train_step`` over ``data`` (on the device) as a single compiled call.
+    """One shuffled pass of ``train_step`` over ``data`` (an array or a pytree of arrays, on the device)
+    as a single compiled call.
 
-    Returns the new state, per-batch metrics (``loss``, ``recon``, ``kl``; the partial batch last)
+    Returns the new state, per-batch metrics (``loss`` and the model's; the partial batch last)
     and whether every parameter is finite. ``progress(step, running_mean_loss)`` is called on the
     host every ``progress_every`` steps (and after the last full batch). The state is donated (3-4%
     faster per epoch on CPU): pass a copy to keep it. ``batch_sharding`` (``jaxvae.parallel``) splits
     each full batch over devices.
     """
-    n, expected = data.shape[0], steps_per_epoch(data.shape[0], batch_size, drop_last)
+    n = batch_size_of(data)
+    expected = steps_per_epoch(n, batch_size, drop_last)
     if train_step.steps_per_epoch not in (None, expected):
         raise ValueError(f"the train step was built for {train_step.steps_per_epoch} steps per epoch; "
                          f"{n} samples in batches of {batch_size} make {expected}")
@@ -293,14 +330,14 @@ def train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules: 
                             batch_sharding=batch_sharding)
 
 
-def _eval_epoch(params, data, key, vae_config: VAEConfig, batch_size: int, kl_weight, recon_sigma):
-    """``eval_epoch``'s computation, for tracing inside other programs (``models_epoch``)."""
-    batches, step_keys = epoch_plan(key, data.shape[0], batch_size)
+def _eval_epoch(model: Model, params, model_state, data, key, batch_size: int, hyper: Hyper):
+    """``eval_epoch``'s computation, for tracing inside other programs (``models_epoch``). The model's
+    state is read, never updated."""
+    batches, step_keys = epoch_plan(key, batch_size_of(data), batch_size)
 
     def batch_metrics(rows, step_key):
-        eps = sample_eps(step_key, rows.shape[0], vae_config, data.dtype)
-        loss, aux = objective_loss(params, data[rows], eps, vae_config, kl_weight=kl_weight, recon_sigma=recon_sigma)
-        return {"loss": loss, **aux}
+        loss, metrics, _ = model.loss(params, model_state, take(data, rows), step_key, hyper)
+        return {"loss": loss, **metrics}
 
     n_full = batches.full.shape[0]
     # The full batches in groups (lax.map's batch_size vmaps them): their noise in one call, their matmuls as one.
@@ -311,13 +348,17 @@ def _eval_epoch(params, data, key, vae_config: VAEConfig, batch_size: int, kl_we
     return metrics
 
 
-@partial(jax.jit, static_argnames=("vae_config", "batch_size"))
-def eval_epoch(params, data, key, vae_config: VAEConfig, batch_size: int = 128, *, kl_weight=1.0, recon_sigma=1.0):
-    """Per-batch loss, recon and KL over every row of ``data`` as one compiled call (the last batch may
-    be partial: ``per_image_mean`` weighs batches by rows). As the blog's validation loop, the noise and
-    the batches' order are drawn from ``key``.
+def eval_epoch(params, data, key, model: Model | VAEConfig, batch_size: int = 128, *, kl_weight=1.0, recon_sigma=1.0,
+               model_state=()):
+    """Per-batch loss and the model's metrics (the VAE's recon and KL) over every row of ``data`` as one
+    compiled call (the last batch may be partial: ``per_image_mean`` weighs batches by rows). As the
+    blog's validation loop, the noise and the batches' order are drawn from ``key``.
     """
-    return _eval_epoch(params, data, key, vae_config, min(batch_size, data.shape[0]), kl_weight, recon_sigma)
+    hyper = Hyper(TrainConfig.lr, kl_weight, recon_sigma)
+    return _eval_epoch_jit(as_model(model), params, model_state, data, key, min(batch_size, batch_size_of(data)), hyper)
+
+
+_eval_epoch_jit = jax.jit(_eval_epoch, static_argnames=("model", "batch_size"))
 
 
 def per_image_mean(per_batch, n: int, batch_size: int) -> float:
@@ -355,8 +396,7 @@ def models_epoch(train_step: TrainStep, states: TrainState, keys, active, schedu
         values = train_step.values(state, schedules)
         new, metrics, finite = _train_epoch(train_step, state, data, train_key, schedules, batch_size, drop_last,
                                             report_every, batch_sharding)
-        val = _eval_epoch(new.params, val_data, val_key, train_step.config, batch_size, state.hyper.kl_weight,
-                          state.hyper.recon_sigma)
+        val = _eval_epoch(train_step.model, new.params, new.model_state, val_data, val_key, batch_size, state.hyper)
         keep_new = active & finite & jnp.all(jnp.isfinite(metrics["loss"]))
         state = jax.tree.map(lambda a, b: jnp.where(keep_new, a, b), new, state)
         return state, jnp.where(keep_new, next_key, key), metrics, val, finite, values
@@ -385,9 +425,10 @@ class FitState:
 def init_fit_state(train_step: TrainStep, train_config: TrainConfig, *, params=None, dtype=jnp.float32) -> FitState:
     """A fresh run of ``train_config`` (its seed and hyperparameters), or from the given ``params``."""
     init_key, loop_key = jax.random.split(jax.random.PRNGKey(train_config.seed))
-    if params is None:
-        params = init_params(init_key, train_step.config, dtype)
-    return FitState(train_step.init(params, Hyper.from_config(train_config)), train_step.init_schedules(), loop_key)
+    fresh_params, model_state = train_step.model.init(init_key, dtype)
+    params = fresh_params if params is None else params
+    return FitState(train_step.init(params, Hyper.from_config(train_config), model_state), train_step.init_schedules(),
+                    loop_key)
 
 
 def _stack(trees):
@@ -487,11 +528,18 @@ def _non_finite_message(losses: np.ndarray, params_finite, epoch: int, lr: float
 def _epoch_record(epoch: int, metrics, val, n_val: int, batch_size: int, lr: float, kl_weight: float,
                   seconds: float) -> dict:
     """One line of the history: the training metrics as the blog reports them (the mean of the
-    per-batch means) and the validation metrics as the mean over every validation image."""
-    names = ("loss", "recon", "kl")
-    return {"epoch": epoch, **{f"train_{k}": float(np.mean(np.asarray(metrics[k], np.float64))) for k in names},
-            **{f"val_{k}": per_image_mean(val[k], n_val, batch_size) for k in names},
+    per-batch means) and the validation metrics as the mean over every validation image; the
+    metrics are whatever the model's loss returns (the VAE's: loss, recon, kl)."""
+    return {"epoch": epoch, **{f"train_{k}": float(np.mean(np.asarray(v, np.float64))) for k, v in metrics.items()},
+            **{f"val_{k}": per_image_mean(v, n_val, batch_size) for k, v in val.items()},
             "lr": lr, "kl_weight": kl_weight, "seconds": seconds}
+
+
+def given_model(model: Model | VAEConfig | None, vae_config: VAEConfig | None) -> Model | VAEConfig:
+    """``fit``'s model as given: ``model`` or ``vae_config`` (at most one), or else the blog's ``VAEConfig()``."""
+    if model is not None and vae_config is not None:
+        raise ValueError("give model or vae_config, not both")
+    return model if model is not None else vae_config if vae_config is not None else VAEConfig()
 
 
 def check_batchable(train_configs: Sequence[TrainConfig]) -> None:
@@ -510,7 +558,7 @@ def fit_models(
     train_x,
     val_x=None,
     *,
-    vae_config: VAEConfig = VAEConfig(),
+    model: Model | VAEConfig | None = None,
     train_configs: Sequence[TrainConfig] = (TrainConfig(),),
     optimizer: optax.GradientTransformation | None = None,
     lr_schedule=None,
@@ -520,10 +568,12 @@ def fit_models(
     progress: Callable | None = None,
     progress_every: int = 20,
     data_parallel: DataParallel | None | str = "auto",
+    vae_config: VAEConfig | None = None,
 ) -> ModelsResult:
     """Train N models of one architecture together, model i as ``fit`` with ``train_configs[i]``
     would: per epoch one compiled call for all, then each model's record and schedules. The configs
-    may differ in the hyperparameters and the seed only (``check_batchable``).
+    may differ in the hyperparameters and the seed only (``check_batchable``). ``model``,
+    ``vae_config`` and the data as for ``fit``.
 
     Pass ``state`` (a ``ModelsResult.state``, or ``ModelsState.stack`` of checkpoints) to resume
     exactly; it is copied, never changed. Each of ``callbacks`` runs as ``callback(state, records)``
@@ -538,15 +588,16 @@ def fit_models(
         raise ValueError("train_configs: give at least one TrainConfig")
     check_batchable(configs)
     tc = configs[0]
-    check_data("train_x", train_x, vae_config, tc.batch_size)
+    model = as_model(given_model(model, vae_config))
+    check_data("train_x", train_x, model, tc.batch_size)
     if val_x is not None:
-        check_data("val_x", val_x, vae_config)
-    step = TrainStep.from_configs(vae_config, tc, steps_per_epoch(len(train_x), tc.batch_size, tc.drop_last),
+        check_data("val_x", val_x, model)
+    step = TrainStep.from_configs(model, tc, steps_per_epoch(batch_size_of(train_x), tc.batch_size, tc.drop_last),
                                   optimizer=optimizer, lr_schedule=lr_schedule, kl_schedule=kl_schedule)
     for other in configs[1:]:
-        check_configs(vae_config, other)
+        check_hyperparameters(step.model, other)
     hypers = [Hyper.from_config(c) for c in configs]
-    dtype = jnp.asarray(train_x[:1]).dtype
+    dtype = jnp.asarray(inputs(train_x)[:1]).dtype
     if state is None:
         state = ModelsState.stack([init_fit_state(step, c, dtype=dtype) for c in configs])
     elif state.num_models != len(configs):
@@ -557,8 +608,13 @@ def fit_models(
         state = ModelsState(train_state, state.keys, list(state.schedules), list(state.epochs),
                             [list(h) for h in state.histories], list(state.errors))
 
-    train_x = prepare_train_data(jnp.asarray(train_x), tc)
-    val_x = train_x if val_x is None else prepare_eval_data(jnp.asarray(val_x, dtype), tc)
+    train_x = jax.tree.map(jnp.asarray, train_x)
+    train_x = with_inputs(train_x, prepare_train_data(inputs(train_x), tc))
+    if val_x is None:
+        val_x = train_x
+    else:
+        val_x = jax.tree.map(jnp.asarray, val_x)
+        val_x = with_inputs(val_x, prepare_eval_data(jnp.asarray(inputs(val_x), dtype), tc))
     if data_parallel == "auto":
         data_parallel = make_data_parallel(tc.batch_size)
     batch_sharding = None
@@ -593,7 +649,7 @@ def fit_models(
                 state.errors[i] = message
                 continue
             record = _epoch_record(state.epochs[i] + 1, {k: v[i] for k, v in metrics.items()},
-                                   {k: v[i] for k, v in val.items()}, len(val_x), tc.batch_size, lr, kl_weight, seconds)
+                                   {k: v[i] for k, v in val.items()}, batch_size_of(val_x), tc.batch_size, lr, kl_weight, seconds)
             state.schedules[i] = step.update_schedules(state.schedules[i], record["val_loss"], hypers[i])
             state.epochs[i] += 1
             state.histories[i] = [*state.histories[i], record]
@@ -610,7 +666,7 @@ def fit(
     train_x,
     val_x=None,
     *,
-    vae_config: VAEConfig = VAEConfig(),
+    model: Model | VAEConfig | None = None,
     train_config: TrainConfig = TrainConfig(),
     optimizer: optax.GradientTransformation | None = None,
     lr_schedule=None,
@@ -620,8 +676,15 @@ def fit(
     progress: Callable | None = None,
     progress_every: int = 20,
     data_parallel: DataParallel | None | str = "auto",
+    vae_config: VAEConfig | None = None,
 ) -> FitResult:
-    """Train the VAE on ``train_x`` (float, [N, input_dim]); the blog's schedule by default.
+    """Train ``model`` on ``train_x``; the blog's VAE and schedule by default.
+
+    ``model`` is any ``jaxvae.model.Model`` (``jaxvae.vae.VAEModel.from_modules`` trains your own NNX
+    encoder and decoder) or a ``VAEConfig``; ``vae_config=`` names the latter too (give one of the
+    two). ``train_x`` and ``val_x`` are float arrays in [0, 1] ([N, input_dim] for a ``VAEConfig``), or
+    pytrees of arrays with one row per example (``(x, y)``, ``{"x": x, "y": y}``): the batches the
+    model's loss receives; binarisation and the checks of [0, 1] read ``x``.
 
     Each epoch: one compiled training pass, one validation pass on ``val_x`` (the training data when
     None), then the schedules see the validation loss (the mean over every image). Training stops
@@ -641,7 +704,8 @@ def fit(
             for callback in callbacks:
                 callback(fit_state, records[0])
 
-    result = fit_models(train_x, val_x, vae_config=vae_config, train_configs=[train_config], optimizer=optimizer,
+    result = fit_models(train_x, val_x, model=given_model(model, vae_config), train_configs=[train_config],
+                        optimizer=optimizer,
                         lr_schedule=lr_schedule, kl_schedule=kl_schedule,
                         state=None if state is None else ModelsState.stack([state]), callbacks=[each_epoch],
                         progress=progress, progress_every=progress_every, data_parallel=data_parallel)
@@ -656,12 +720,21 @@ COLLAPSE_KL = 0.1
 
 
 def posterior_collapsed(record: dict) -> bool:
-    """Whether an epoch's record shows posterior collapse (validation KL below ``COLLAPSE_KL``)."""
-    return record["val_kl"] < COLLAPSE_KL
+    """Whether an epoch's record shows posterior collapse (validation KL below ``COLLAPSE_KL``); False
+    for a model that reports no KL."""
+    return record.get("val_kl", COLLAPSE_KL) < COLLAPSE_KL
+
+
+def _metric_words(record: dict) -> str:
+    """The validation metrics besides the loss, as the epoch line shows them: ``recon 21.4, KL 2.9``."""
+    return ", ".join(f"{'KL' if name == 'kl' else name} {record['val_' + name]:.4f}"
+                     for name in (key[4:] for key in record if key.startswith("val_") and key != "val_loss"))
 
 
 def print_epoch(state: FitState, record: dict) -> None:
-    """A ``fit`` callback that prints one line per epoch: the losses, the KL term and the lr."""
+    """A ``fit`` callback that prints one line per epoch: the losses, the model's other metrics (the
+    VAE's reconstruction and KL terms) and the lr."""
     collapse = "  posterior collapse: KL near 0" if posterior_collapsed(record) else ""
-    print(f"epoch {record['epoch']:>3}  train {record['train_loss']:.4f}  val {record['val_loss']:.4f}  "
-          f"(recon {record['val_recon']:.4f}, KL {record['val_kl']:.4f})  lr {record['lr']:.1e}{collapse}", flush=True)
+    metrics = f"  ({words})" if (words := _metric_words(record)) else ""
+    print(f"epoch {record['epoch']:>3}  train {record['train_loss']:.4f}  val {record['val_loss']:.4f}{metrics}  "
+          f"lr {record['lr']:.1e}{collapse}", flush=True)

@@ -35,7 +35,7 @@ def epoch_line(records: list, models: list[SweepModel], max_epochs: int) -> str 
 def settings_table(summary: dict) -> list[str]:
     """The closing table: per setting the final val loss, recon and KL, mean +- sd over its seeds."""
     def cell(stats):
-        if not stats["n"]:
+        if not stats or not stats["n"]:  # no model of the setting trained an epoch
             return f"{'-':>20}"
         sd = f" +- {stats['sd']:.4f}" if stats["sd"] is not None else ""
         return f"{stats['mean']:>10.4f}{sd:<10}"
@@ -43,6 +43,6 @@ def settings_table(summary: dict) -> list[str]:
     lines = [f"{'setting':<24}{'val loss':>20}{'recon':>20}{'KL':>20}   (mean +- sd over seeds, last epoch)"]
     for entry in summary["settings"]:
         failed = f"  ({len(entry['failed'])} failed: {', '.join(entry['failed'])})" if entry["failed"] else ""
-        lines.append(f"{entry['label']:<24}{cell(entry['val_loss'])}{cell(entry['val_recon'])}{cell(entry['val_kl'])}"
-                     f"{failed}")
+        lines.append(f"{entry['label']:<24}{cell(entry.get('val_loss'))}{cell(entry.get('val_recon'))}"
+                     f"{cell(entry.get('val_kl'))}{failed}")
     return lines

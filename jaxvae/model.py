@@ -1,0 +1,87 @@
+"""The model protocol: what jaxvae needs of a model to train, sweep, evaluate and save it.
+
+A model is a hashable value (static inside compiled code, as ``optax.GradientTransformation`` is a
+pair of pure functions) whose methods are pure functions of arrays::
+
+    params, state = model.init(key, dtype)                          # state: () or e.g. an EMA codebook
+    loss, metrics, state = model.loss(params, state, batch, key, hyper)
+
+``batch`` is any pytree of arrays with a leading example axis: ``x``, ``(x, y)`` or ``{"x": ..., "y": ...}``
+(``inputs`` finds x in it). ``hyper`` is ``training.Hyper``: the hyperparameters as data, the KL weight
+already times its schedule. ``metrics`` is a dict of scalars: the history, the epoch line, the sweep
+summary and TensorBoard show whatever it holds. ``hyperparameters`` names the fields of ``Hyper`` the
+loss reads besides the learning rate; the others must stay at their defaults (``check_hyperparameters``).
+
+``jaxvae.vae.VAEModel`` implements it for the blog's VAE, the Bernoulli likelihood, IWAE, beta-VAE,
+the conv models and any NNX encoder/decoder pair.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+
+def inputs(batch):
+    """The array a model encodes in ``batch``: the batch itself, its first entry (a tuple or list),
+    or its ``"x"`` (a dict)."""
+    if isinstance(batch, (tuple, list)):
+        return batch[0]
+    if isinstance(batch, dict):
+        return batch["x"]
+    return batch
+
+
+def with_inputs(batch, x):
+    """``batch`` with its inputs (``inputs``) replaced by ``x``, the rest kept."""
+    if isinstance(batch, (tuple, list)):
+        return type(batch)([x, *batch[1:]])
+    if isinstance(batch, dict):
+        return {**batch, "x": x}
+    return x
+
+
+def batch_size_of(batch) -> int:
+    """The number of examples in ``batch``: the leading axis that all its leaves share."""
+    return jax.tree.leaves(batch)[0].shape[0]
+
+
+def take(batch, rows):
+    """The examples ``rows`` of every leaf of ``batch``."""
+    return jax.tree.map(lambda leaf: leaf[rows], batch)
+
+
+class Model(abc.ABC):
+    """A model jaxvae can train. Subclasses are hashable (frozen dataclasses, say): equal models
+    share compiled code."""
+
+    #: The ``training.Hyper`` fields besides ``lr`` that ``loss`` reads (a sweep may vary them).
+    hyperparameters: tuple[str, ...] = ()
+
+    @abc.abstractmethod
+    def init(self, key: jax.Array, dtype=jnp.float32) -> tuple[Any, Any]:
+        """Fresh ``(params, state)`` from ``key``: the trainable pytree, and the rest (``()`` if none)."""
+
+    @abc.abstractmethod
+    def loss(self, params, state, batch, key: jax.Array, hyper) -> tuple[jax.Array, dict, Any]:
+        """``(loss, metrics, state)`` on ``batch``, its randomness drawn from ``key``. Pure; the loss
+        is differentiated with respect to ``params``, and the returned ``state`` is kept in training."""
+
+    def check_shapes(self, name: str, batch) -> None:
+        """ValueError naming ``name`` when the shapes of ``batch`` do not suit this model; nothing by
+        default (``checks.check_data`` has checked that every leaf has the same rows)."""
+
+    def check_values(self, name: str, batch) -> None:
+        """ValueError naming ``name`` when the values of ``batch`` (finite, inputs floating point) do
+        not suit this model; nothing by default."""
+
+    def describe(self) -> dict:
+        """What a record of this model says: its class (``module:qualname``) and, where it has one, its config."""
+        cls = type(self)
+        return {"class": f"{cls.__module__}:{cls.__qualname__}"}
+
+    def param_shapes(self, dtype=jnp.float32):
+        """The params pytree as ``jax.ShapeDtypeStruct`` leaves: nothing is allocated."""
+        return jax.eval_shape(lambda: self.init(jax.random.PRNGKey(0), dtype)[0])

@@ -1,0 +1,177 @@
+"""The VAE family as one implementation of the model protocol (``jaxvae.model.Model``).
+
+``VAEModel`` is an encoder giving q(z | x) = N(mu, diag(sigma^2)), a decoder giving the parameter
+of p(x | z) (``jaxvae.likelihoods``), and the bound it trains: the ELBO (with its KL weight: the
+blog's VAE, a beta-VAE) or the IWAE bound with k samples. The modules are any Flax NNX modules:
+
+    VAEModel.from_config(VAEConfig(...))                       # the blog's MLP, or the conv model
+    VAEModel.from_modules(MyEncoder, MyDecoder, latent_dim=16)  # your own: MyEncoder(rngs=...)(x) -> (mu, log_sigma)
+
+The parameters are the plain dict ``{"encoder": ..., "decoder": ...}``; training merges them into
+the module while jit traces, so the hot loop holds no Python object.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxvae.config import VAEConfig
+from jaxvae.likelihoods import Gaussian, likelihood_of
+from jaxvae.losses import elbo_loss, importance_weights, iwae_loss_of, normal_noise
+from jaxvae.model import Model, inputs
+from jaxvae.models import VAE, params_of
+
+
+@dataclass(frozen=True)
+class ConfigModules:
+    """Builds the blog's modules (``jaxvae.models.VAE``) of a ``VAEConfig``."""
+
+    config: VAEConfig
+
+    def __call__(self, rngs: nnx.Rngs, dtype) -> VAE:
+        return VAE(self.config, rngs=rngs, dtype=dtype)
+
+
+class EncoderDecoder(nnx.Module):
+    """A user's encoder and decoder as one module: ``encode(x) -> (mu, log_sigma)``, ``decoder_output(z)``."""
+
+    def __init__(self, encoder: nnx.Module, decoder: nnx.Module):
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def encode(self, x):
+        return self.encoder(x)
+
+    def decoder_output(self, z):
+        return self.decoder(z)
+
+
+@dataclass(frozen=True)
+class ModulePair:
+    """Builds ``EncoderDecoder(encoder(rngs=rngs), decoder(rngs=rngs))``: two NNX module classes, or
+    any callables taking ``rngs`` (compared by identity: reuse them so equal models share compiled code)."""
+
+    encoder: Callable[..., nnx.Module]
+    decoder: Callable[..., nnx.Module]
+
+    def __call__(self, rngs: nnx.Rngs, dtype) -> EncoderDecoder:
+        module = EncoderDecoder(self.encoder(rngs=rngs), self.decoder(rngs=rngs))
+        if jnp.dtype(dtype) != jnp.float32:
+            params = nnx.state(module, nnx.Param)
+            nnx.update(module, jax.tree.map(lambda p: p.astype(dtype), params))
+        return module
+
+
+def _class_path(obj) -> str:
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', type(obj).__qualname__)}"
+
+
+@functools.lru_cache(maxsize=64)
+def _graphdef(build: Callable, dtype_name: str):
+    return nnx.graphdef(nnx.eval_shape(lambda: build(nnx.Rngs(params=jax.random.PRNGKey(0)), jnp.dtype(dtype_name))))
+
+
+@dataclass(frozen=True)
+class VAEModel(Model):
+    """A Gaussian-encoder VAE: ``build(rngs, dtype)`` makes the module (``ConfigModules`` or
+    ``ModulePair``), ``latent_dim`` is z's size, ``likelihood`` p(x | z)'s family, ``iwae_k`` the
+    IWAE bound's samples (None: the ELBO), ``input_dim`` x's features where known (batches are checked)."""
+
+    build: Callable
+    latent_dim: int
+    likelihood: Any = Gaussian()
+    iwae_k: int | None = None
+    input_dim: int | None = None
+
+    @classmethod
+    def from_config(cls, config: VAEConfig) -> "VAEModel":
+        """The model a ``VAEConfig`` describes (the blog's by default)."""
+        return cls(ConfigModules(config), config.latent_dim, likelihood_of(config.likelihood),
+                   config.iwae_k if config.objective == "iwae" else None, config.input_dim)
+
+    @classmethod
+    def from_modules(cls, encoder, decoder, *, latent_dim: int, likelihood: str = "gaussian",
+                     iwae_k: int | None = None, input_dim: int | None = None) -> "VAEModel":
+        """Your own NNX encoder and decoder: ``encoder(rngs=rngs)`` builds a module mapping x ``[B, ...]``
+        to ``(mu, log_sigma)``, each ``[B, latent_dim]``; ``decoder(rngs=rngs)`` one mapping z to the
+        likelihood's parameter, flattened to ``[B, features]`` (the Gaussian's mean, or Bernoulli logits)."""
+        return cls(ModulePair(encoder, decoder), latent_dim, likelihood_of(likelihood), iwae_k, input_dim)
+
+    @property
+    def config(self) -> VAEConfig | None:
+        """The ``VAEConfig`` this model was made from, or None for your own modules."""
+        return self.build.config if isinstance(self.build, ConfigModules) else None
+
+    @property
+    def hyperparameters(self) -> tuple[str, ...]:
+        return (*self.likelihood.hyperparameters, *(() if self.iwae_k else ("kl_weight",)))
+
+    def module(self, params, dtype=None):
+        """The module holding ``params`` (cheap inside jit: trace time only)."""
+        dtype = dtype or jax.tree.leaves(params)[0].dtype
+        return nnx.merge(_graphdef(self.build, jnp.dtype(dtype).name), params)
+
+    def init(self, key, dtype=jnp.float32):
+        return params_of(self.build(nnx.Rngs(params=jnp.asarray(key)), dtype)), ()
+
+    def noise(self, key, batch: int, dtype=jnp.float32) -> jax.Array:
+        """eps ~ N(0, I) for one batch: ``[batch, latent]``, or ``[iwae_k, batch, latent]``."""
+        return normal_noise(key, self.iwae_k, batch, self.latent_dim, dtype)
+
+    def loss(self, params, state, batch, key, hyper):
+        x = inputs(batch)
+        return self.loss_with_noise(params, state, batch, self.noise(key, x.shape[0], x.dtype), hyper)
+
+    def loss_with_noise(self, params, state, batch, eps, hyper):
+        """``loss`` with the reparameterisation noise ``eps`` given (how the parity tests share it)."""
+        module, x = self.module(params), inputs(batch)
+        bound = iwae_loss_of if self.iwae_k else elbo_loss
+        loss, metrics = bound(module, self.likelihood, x, module.encode(x), eps, hyper)
+        return loss, metrics, state
+
+    def encode(self, params, x):
+        """(mu, log_sigma) of q(z | x)."""
+        return self.module(params).encode(x)
+
+    def decode(self, params, z):
+        """The pixel values for latent codes z: the Gaussian's mean, or the Bernoulli's probabilities."""
+        return self.likelihood.mean(self.module(params).decoder_output(z))
+
+    def log_importance_weights(self, params, x, eps, hyper):
+        """``(log_w, log_px_given_z)``, both ``[k, B]``, for the noise ``eps [k, B, latent]``."""
+        module = self.module(params)
+        return importance_weights(module, self.likelihood, x, module.encode(x), eps, hyper)
+
+    def check_shapes(self, name: str, batch) -> None:
+        x = inputs(batch)
+        if self.input_dim is None:
+            return
+        if x.ndim != 2:
+            raise ValueError(f"{name} must be a 2-D array (samples, features), got shape {x.shape}")
+        if x.shape[1] != self.input_dim:
+            raise ValueError(f"{name} has {x.shape[1]} features but the model expects input_dim={self.input_dim}")
+
+    def check_values(self, name: str, batch) -> None:
+        x = inputs(batch)
+        self.likelihood.check(name, float(x.min()), float(x.max()))
+
+    def describe(self) -> dict:
+        if self.config is not None:
+            return super().describe()
+        return {**super().describe(), "encoder": _class_path(self.build.encoder),
+                "decoder": _class_path(self.build.decoder), "latent_dim": self.latent_dim,
+                "likelihood": self.likelihood.name, "iwae_k": self.iwae_k}
+
+
+def as_model(model) -> Model:
+    """``model`` itself, or the ``VAEModel`` of a ``VAEConfig``."""
+    if isinstance(model, Model):
+        return model
+    if isinstance(model, VAEConfig):
+        return VAEModel.from_config(model)
+    raise TypeError(f"model must be a jaxvae.model.Model or a VAEConfig, got {type(model).__name__}")
