@@ -24,6 +24,7 @@ import numpy as np
 from jaxvae.config import VAEConfig, config_to_dict
 from jaxvae.data import DATASETS
 from jaxvae.fileio import atomic_write_bytes
+from jaxvae.likelihoods import likelihood_of
 from jaxvae.models import param_shapes
 
 # Per part, (torch stack prefix, jaxvae stack, jaxvae last layer): the torch stack's Linear layers map,
@@ -227,7 +228,7 @@ def check_torch_compatible(config: VAEConfig) -> None:
         problems.append(f"architecture={config.architecture}")
     if config.activation != "leaky_relu" or config.negative_slope != 0.01:
         problems.append(f"activation={config.activation} (slope {config.negative_slope})")
-    if config.output_activation != "sigmoid" or config.likelihood != "gaussian":
+    if config.output_activation != "sigmoid" or likelihood_of(config.likelihood).outputs_logits:
         problems.append(f"output_activation={config.output_activation}, likelihood={config.likelihood}")
     if config.decoder_widths != tuple(reversed(config.hidden)):
         problems.append(f"decoder_hidden={config.decoder_hidden}")

@@ -66,6 +66,8 @@ class Gaussian:
     name: ClassVar[str] = "gaussian"
     hyperparameters: ClassVar[tuple[str, ...]] = ("recon_sigma",)
     outputs_logits: ClassVar[bool] = False
+    #: The training loss leaves out the normalising constant D/2 log(2 pi sigma^2), as the blog's does.
+    loss_drops_constant: ClassVar[bool] = True
 
     def reconstruction_loss(self, x, out, hyper) -> jax.Array:
         """The ELBO's per-sample -log p(x | z) without its constant (which has no gradient)."""
@@ -89,6 +91,7 @@ class Bernoulli:
     name: ClassVar[str] = "bernoulli"
     hyperparameters: ClassVar[tuple[str, ...]] = ()
     outputs_logits: ClassVar[bool] = True
+    loss_drops_constant: ClassVar[bool] = False
 
     def reconstruction_loss(self, x, out, hyper) -> jax.Array:
         """The exact per-sample Bernoulli negative log-likelihood, from logits."""

@@ -239,7 +239,7 @@ def sweep_rate_distortion(summary: dict) -> Figure:
     model and per setting the mean over its seeds with one sd as error bars, the settings joined in
     sweep order. For the Gaussian the error is the sum of squared errors per image, 2 sigma^2 times the
     recon term, so that every sigma is on one scale; for the Bernoulli, the recon term -log p(x|z)."""
-    gaussian = summary["likelihood"] == "gaussian"
+    gaussian = "val_squared_error" in summary["settings"][0]  # the sweep's models read a sigma
     metric = "val_squared_error" if gaussian else "val_recon"
     rows = summary["models"]
     groups = _setting_members(summary)

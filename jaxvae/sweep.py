@@ -111,7 +111,7 @@ def sweep_models(vae_config: Model | VAEConfig, train_config: TrainConfig, *, se
     varying = [q for q in SWEPT if len(values[q]) > 1]
     model = as_model(vae_config)
     for name in (q for q in ("recon_sigma", "kl_weight") if given[q] is not None and q not in model.hyperparameters):
-        raise ValueError(f"{name}: {_model_words(model)} has no {name} to sweep")
+        raise ValueError(f"{name}: {_model_words(model)} has no {_WORDS[name]} to sweep")
     models = []
     for combination in itertools.product(*(values[q] for q in SWEPT)):
         current = dict(zip(SWEPT, combination))
@@ -121,6 +121,9 @@ def sweep_models(vae_config: Model | VAEConfig, train_config: TrainConfig, *, se
             check_hyperparameters(model, tc)
             models.append(SweepModel(name, vae_config, tc))
     return models
+
+
+_WORDS = {"recon_sigma": "sigma", "kl_weight": "KL weight"}
 
 
 def _model_words(model: Model) -> str:

@@ -10,6 +10,7 @@ the host loop around it, and ``fit`` is ``fit_models`` with one model.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import Any, Callable, NamedTuple, Sequence
@@ -187,13 +188,20 @@ class TrainStep:
 
         def objective(params):
             loss, metrics, model_state = loss_fn(params, state.hyper._replace(lr=lr, kl_weight=kl_weight))
-            return loss, (metrics, model_state)
+            return loss, (_in_order(loss, metrics), model_state)  # ordered before grad's pytree pass sorts a dict
 
-        (loss, (metrics, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        (_, (metrics, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
         direction, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, jax.tree.map(lambda d: -lr * d, direction))
         state = state._replace(params=params, opt_state=opt_state, step=state.step + 1, model_state=model_state)
-        return state, {"loss": loss, **metrics}
+        return state, metrics
+
+
+def _in_order(loss, metrics: dict) -> OrderedDict:
+    """``{"loss": loss, **metrics}`` in the order the model wrote them: an OrderedDict keeps its keys'
+    order through jit, scan and vmap (a dict's are sorted), so records and epoch lines read as the model
+    reports (the VAE's: loss, recon, kl)."""
+    return OrderedDict([("loss", loss), *metrics.items()])
 
 
 def check_hyperparameters(model: Model, train_config: TrainConfig) -> None:
@@ -337,7 +345,7 @@ def _eval_epoch(model: Model, params, model_state, data, key, batch_size: int, h
 
     def batch_metrics(rows, step_key):
         loss, metrics, _ = model.loss(params, model_state, take(data, rows), step_key, hyper)
-        return {"loss": loss, **metrics}
+        return _in_order(loss, metrics)
 
     n_full = batches.full.shape[0]
     # The full batches in groups (lax.map's batch_size vmaps them): their noise in one call, their matmuls as one.

@@ -139,7 +139,7 @@ def test_hyperparameters_the_model_does_not_read_are_refused():
     x, y = small_data()
     with pytest.raises(ValueError, match=r"kl_weight=2\.0: LabelledAE's loss does not read it"):
         fit((x, y), model=LabelledAE(), train_config=TC.replace(kl_weight=2.0))
-    with pytest.raises(ValueError, match="recon_sigma: a bernoulli likelihood has no recon_sigma to sweep"):
+    with pytest.raises(ValueError, match="recon_sigma: a bernoulli likelihood has no sigma to sweep"):
         fit_many(x, model=VAEModel.from_modules(Encoder, Decoder, latent_dim=3, likelihood="bernoulli"),
                  train_config=TC, recon_sigma=[0.5, 1.0])
     assert OWN.hyperparameters == ("recon_sigma", "kl_weight")
@@ -158,3 +158,9 @@ def test_batches_are_checked_leaf_by_leaf():
         check_data("data", (x, y), VAEConfig())
     with pytest.raises(ValueError, match="a Bernoulli likelihood"):
         check_data("data", 2 * x, SMALL.replace(likelihood="bernoulli"))
+
+
+def test_the_configs_likelihood_names_are_the_registrys():
+    from jaxvae.config import LIKELIHOODS
+    from jaxvae.likelihoods import LIKELIHOODS as REGISTRY
+    assert set(LIKELIHOODS) == set(REGISTRY)

@@ -15,6 +15,7 @@ from jaxvae.cli.rundir import check_out_dir, default_run_dir, lock_run
 from jaxvae.config import TrainConfig
 from jaxvae.evaluation import evaluate_run
 from jaxvae.interop import load_torch, save_torch
+from jaxvae.likelihoods import likelihood_of
 from jaxvae.runs import (
     CHECKPOINT_FILE,
     EXPORT_FILE,
@@ -55,7 +56,7 @@ def cmd_evaluate(args) -> int:
             say(f"log p(x) ~ {result['log_likelihood']:.3f} +- {result['log_likelihood_stderr']:.3f} nats per image "
                 f"(importance-sampled, k={result['k']}); -ELBO {result['neg_elbo']:.3f} +- "
                 f"{result['neg_elbo_stderr']:.3f} from the same samples")
-            if info.vae_config.likelihood == "gaussian":
+            if likelihood_of(info.vae_config.likelihood).loss_drops_constant:
                 say("  (these include the Gaussian's normalising constant, D/2 log(2 pi sigma^2) per image; the loss "
                     "above leaves it out, as the blog's loss does, so the two are on different scales)")
     path = write_evaluation(args.run_dir, result)  # after the output: a read-only run still shows it
