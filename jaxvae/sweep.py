@@ -110,8 +110,6 @@ def sweep_models(vae_config: Model | VAEConfig, train_config: TrainConfig, *, se
     values = {q: _values(q, given[q], getattr(train_config, q)) for q in SWEPT}
     varying = [q for q in SWEPT if len(values[q]) > 1]
     model = as_model(vae_config)
-    for name in (q for q in ("recon_sigma", "kl_weight") if given[q] is not None and q not in model.hyperparameters):
-        raise ValueError(f"{name}: {_model_words(model)} has no {_WORDS[name]} to sweep")
     models = []
     for combination in itertools.product(*(values[q] for q in SWEPT)):
         current = dict(zip(SWEPT, combination))
@@ -120,6 +118,9 @@ def sweep_models(vae_config: Model | VAEConfig, train_config: TrainConfig, *, se
             tc = train_config.replace(seed=seed, **current)
             check_hyperparameters(model, tc)
             models.append(SweepModel(name, vae_config, tc))
+    # a value the model does not read: a config's own rule speaks first (check_hyperparameters, above)
+    for name in (q for q in ("recon_sigma", "kl_weight") if given[q] is not None and q not in model.hyperparameters):
+        raise ValueError(f"{name}: {_model_words(model)} has no {_WORDS[name]} to sweep")
     return models
 
 

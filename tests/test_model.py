@@ -139,7 +139,7 @@ def test_hyperparameters_the_model_does_not_read_are_refused():
     x, y = small_data()
     with pytest.raises(ValueError, match=r"kl_weight=2\.0: LabelledAE's loss does not read it"):
         fit((x, y), model=LabelledAE(), train_config=TC.replace(kl_weight=2.0))
-    with pytest.raises(ValueError, match="recon_sigma: a bernoulli likelihood has no sigma to sweep"):
+    with pytest.raises(ValueError, match="recon_sigma=0.5: VAEModel's loss does not read it"):
         fit_many(x, model=VAEModel.from_modules(Encoder, Decoder, latent_dim=3, likelihood="bernoulli"),
                  train_config=TC, recon_sigma=[0.5, 1.0])
     assert OWN.hyperparameters == ("recon_sigma", "kl_weight")
