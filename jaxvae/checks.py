@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae.config import VAEConfig
+from jaxvae.errors import InputError, MemoryLimitError
 from jaxvae.models import param_shapes
 
 
@@ -22,25 +23,25 @@ def check_data(name: str, x, vae_config: VAEConfig | None = None, batch_size: in
     """
     shape = getattr(x, "shape", None)
     if shape is None or len(shape) != 2:
-        raise ValueError(f"{name} must be a 2-D array (samples, features), got shape {shape}")
+        raise InputError(f"{name} must be a 2-D array (samples, features), got shape {shape}")
     if shape[0] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(shape)})")
+        raise InputError(f"{name} is empty (shape {tuple(shape)})")
     if vae_config is not None and shape[1] != vae_config.input_dim:
-        raise ValueError(f"{name} has {shape[1]} features but the model expects input_dim={vae_config.input_dim}")
+        raise InputError(f"{name} has {shape[1]} features but the model expects input_dim={vae_config.input_dim}")
     if batch_size is not None and batch_size > shape[0]:
-        raise ValueError(f"batch_size={batch_size} is larger than {name} ({shape[0]} samples)")
+        raise InputError(f"batch_size={batch_size} is larger than {name} ({shape[0]} samples)")
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"{name} must be floating point in [0, 1] (got dtype {x.dtype}); see jaxvae.data.to_unit_float")
+        raise InputError(f"{name} must be floating point in [0, 1] (got dtype {x.dtype}); see jaxvae.data.to_unit_float")
     lo, hi = float(x.min()), float(x.max())  # NaN propagates through min/max: one pass finds it
     if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise ValueError(f"{name} contains NaN or inf values")
+        raise InputError(f"{name} contains NaN or inf values")
     if probabilities or (vae_config is not None and vae_config.likelihood == "bernoulli"):
         if lo < 0 or hi > 1:
-            raise ValueError(f"{name} has values in [{lo:g}, {hi:g}]; a Bernoulli likelihood (and binarisation) "
+            raise InputError(f"{name} has values in [{lo:g}, {hi:g}]; a Bernoulli likelihood (and binarisation) "
                              "reads them as probabilities in [0, 1]")
 
 
-class ResourceError(ValueError):
+class ResourceError(MemoryLimitError):
     """A model, its optimizer state or its data would not fit the device's memory; the message names
     the sizes and the flags that shrink them."""
 

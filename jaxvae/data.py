@@ -27,6 +27,7 @@ from typing import BinaryIO, Callable, Iterator, Sequence
 
 import numpy as np
 
+from jaxvae.errors import InputError
 from jaxvae.fileio import atomic_write_bytes, user_cache_dir
 
 __all__ = [
@@ -105,7 +106,7 @@ _CHUNK = 1 << 20  # read and inflate in pieces of at most this size
 # --------------------------------------------------------------------------- errors
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A data file or source is missing, unreadable or malformed; the message names it."""
 
 
@@ -233,7 +234,7 @@ def read_idx(path: str | os.PathLike, kind: str | None = None) -> np.ndarray:
     A header declaring more than ``MAX_IDX_BYTES`` is refused. Raises ``DataError`` naming the file.
     """
     if kind is not None and kind not in _MAGIC:
-        raise ValueError(f"kind must be 'images', 'labels' or None, got {kind!r}")
+        raise InputError(f"kind must be 'images', 'labels' or None, got {kind!r}")
     return _read_idx_path(Path(path), kind)[1]
 
 
@@ -270,7 +271,7 @@ def find_mnist_dir(root: str | os.PathLike | None = None, splits: Sequence[str] 
 
 def _check_split(split: str) -> str:
     if split not in MNIST_FILES:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise InputError(f"split must be 'train' or 'test', got {split!r}")
     return split
 
 
@@ -477,14 +478,14 @@ def to_unit_float(images, max_value: int | float = 255) -> np.ndarray:
     """
     x = np.asarray(images)
     if not max_value > 0:
-        raise ValueError(f"max_value must be positive, got {max_value}")
+        raise InputError(f"max_value must be positive, got {max_value}")
     if x.ndim < 2 or x.size == 0:
-        raise ValueError(f"expected a non-empty batch of images (N, H, W) or (N, D), got shape {x.shape}")
+        raise InputError(f"expected a non-empty batch of images (N, H, W) or (N, D), got shape {x.shape}")
     if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
-        raise ValueError(f"expected integer or float pixels, got dtype {x.dtype}")
+        raise InputError(f"expected integer or float pixels, got dtype {x.dtype}")
     lo, hi = x.min(), x.max()
     if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > max_value:
-        raise ValueError(f"pixel values must lie in [0, {max_value}], found [{lo}, {hi}]")
+        raise InputError(f"pixel values must lie in [0, {max_value}], found [{lo}, {hi}]")
     return x.reshape(len(x), -1).astype(np.float32) * np.float32(1.0 / max_value)
 
 
@@ -525,7 +526,7 @@ def load_dataset(
     ``mnist_kwargs`` (mirrors, checksums, timeout) go to ``load_mnist``.
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+        raise InputError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
     if name == "digits":
         images, labels = load_digits()
         k = len(images) - DIGITS_NUM_TEST  # a fixed split keeps runs comparable without any RNG
@@ -570,16 +571,16 @@ class Fingerprint:
     def __post_init__(self):
         shape = self.shape
         if not isinstance(shape, (tuple, list)) or not all(_is_count(d) for d in shape):
-            raise ValueError(f"fingerprint field 'shape': expected a list of integers >= 0, got {shape!r}")
+            raise InputError(f"fingerprint field 'shape': expected a list of integers >= 0, got {shape!r}")
         object.__setattr__(self, "shape", tuple(int(d) for d in shape))  # a JSON list becomes a tuple
         try:
             canonical = np.dtype(self.dtype).name if isinstance(self.dtype, str) else None
         except TypeError:
             canonical = None
         if canonical != self.dtype:
-            raise ValueError(f"fingerprint field 'dtype': expected a NumPy dtype name such as 'float32', got {self.dtype!r}")
+            raise InputError(f"fingerprint field 'dtype': expected a NumPy dtype name such as 'float32', got {self.dtype!r}")
         if not (isinstance(self.sha256, str) and len(self.sha256) == 64 and set(self.sha256) <= set("0123456789abcdef")):
-            raise ValueError(f"fingerprint field 'sha256': expected 64 lowercase hex digits, got {self.sha256!r}")
+            raise InputError(f"fingerprint field 'sha256': expected 64 lowercase hex digits, got {self.sha256!r}")
 
     def __str__(self) -> str:
         # 12 hex digits tell two hashes apart in a message; the full hash is in to_dict()
@@ -593,12 +594,12 @@ class Fingerprint:
     def from_dict(cls, d) -> "Fingerprint":
         """The inverse of ``to_dict``; ``ValueError`` naming the missing, unknown or bad field."""
         if not isinstance(d, dict):
-            raise ValueError(f"fingerprint: expected a mapping with shape, dtype and sha256, got {type(d).__name__}")
+            raise InputError(f"fingerprint: expected a mapping with shape, dtype and sha256, got {type(d).__name__}")
         fields = ("shape", "dtype", "sha256")
         problems = [f"missing field {f!r}" for f in fields if f not in d]
         problems += [f"unknown field {f!r}" for f in sorted(map(str, set(d) - set(fields)))]
         if problems:
-            raise ValueError("fingerprint: " + ", ".join(problems))
+            raise InputError("fingerprint: " + ", ".join(problems))
         return cls(d["shape"], d["dtype"], d["sha256"])
 
     def mismatch(self, other: "Fingerprint") -> str | None:
@@ -623,7 +624,7 @@ def fingerprint(x) -> Fingerprint:
     """
     a = np.asarray(x)
     if a.dtype.hasobject:
-        raise ValueError(f"cannot fingerprint an array of dtype {a.dtype}: its bytes are pointers, not values")
+        raise InputError(f"cannot fingerprint an array of dtype {a.dtype}: its bytes are pointers, not values")
     data = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
     return Fingerprint(a.shape, data.dtype.name, hashlib.sha256(data).hexdigest())
 
@@ -641,14 +642,14 @@ def numpy_batches(
     """
     # validate now, not at the first next(): errors should point at the call
     if not _is_count(batch_size) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     x = np.asarray(x)
     if x.ndim == 0:
-        raise ValueError("x must have a leading batch dimension")
+        raise InputError("x must have a leading batch dimension")
     if y is not None:
         y = np.asarray(y)
         if y.ndim == 0 or len(y) != len(x):
-            raise ValueError(f"x has {len(x)} items but y has {len(y) if y.ndim else 'no'} items")
+            raise InputError(f"x has {len(x)} items but y has {len(y) if y.ndim else 'no'} items")
     n = len(x)
     order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
     stop = n - n % batch_size if drop_last else n

@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxvae import __version__
 from jaxvae.config import HYPERPARAMETERS, TrainConfig, VAEConfig, check_configs
+from jaxvae.errors import InputError
 from jaxvae.fileio import write_json
 from jaxvae.parallel import is_writer
 from jaxvae.runs.format import SWEEP_FILE, RunError, RunInfo, read_run_config, require_run_dir
@@ -69,12 +70,12 @@ def _values(name: str, given, default: float) -> list[float]:
         return [default]
     values = [given] if isinstance(given, (int, float)) else list(given)
     if not values:
-        raise ValueError(f"{name}: give at least one value")
+        raise InputError(f"{name}: give at least one value")
     if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
-        raise ValueError(f"{name}: values must be numbers, got {values!r}")
+        raise InputError(f"{name}: values must be numbers, got {values!r}")
     values = [float(v) for v in values]
     if len(set(values)) < len(values):
-        raise ValueError(f"{name}: a value is given twice in {values}")
+        raise InputError(f"{name}: a value is given twice in {values}")
     return values
 
 
@@ -83,13 +84,13 @@ def _seeds(seeds, base: int) -> list[int]:
         return [base]
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         if seeds < 1:
-            raise ValueError(f"seeds: the number of seeds must be >= 1, got {seeds}")
+            raise InputError(f"seeds: the number of seeds must be >= 1, got {seeds}")
         return list(range(base, base + seeds))
     seeds = list(seeds)
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
-        raise ValueError(f"seeds: a count or a list of integer seeds, got {seeds!r}")
+        raise InputError(f"seeds: a count or a list of integer seeds, got {seeds!r}")
     if len(set(seeds)) < len(seeds):
-        raise ValueError(f"seeds: a seed is given twice in {seeds}")
+        raise InputError(f"seeds: a seed is given twice in {seeds}")
     return seeds
 
 
@@ -105,7 +106,7 @@ def sweep_models(vae_config: VAEConfig, train_config: TrainConfig, *, seeds=None
     values = {q: _values(q, given[q], getattr(train_config, q)) for q in SWEPT}
     varying = [q for q in SWEPT if len(values[q]) > 1]
     if recon_sigma is not None and vae_config.likelihood != "gaussian":
-        raise ValueError(f"recon_sigma: a {vae_config.likelihood} likelihood has no sigma to sweep")
+        raise InputError(f"recon_sigma: a {vae_config.likelihood} likelihood has no sigma to sweep")
     models = []
     for combination in itertools.product(*(values[q] for q in SWEPT)):
         current = dict(zip(SWEPT, combination))
@@ -256,7 +257,7 @@ def read_sweep_info(sweep_dir: str | os.PathLike) -> tuple[SweepInfo, RunInfo]:
         info = SweepInfo({k: raw["grid"][k] for k in ("seeds", *SWEPT)}, tuple(str(m["name"]) for m in raw["models"]),
                          tuple(m["error"] for m in raw["models"]))
         if not info.names:
-            raise ValueError("no models")
+            raise InputError("no models")
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as e:
         detail = f"missing key {e}" if isinstance(e, KeyError) else str(e)
         raise RunError(f"{path}: not a valid jaxvae sweep file ({detail})") from None

@@ -24,6 +24,7 @@ from jaxvae.batching import batch_counts, epoch_indices, steps_per_epoch
 from jaxvae.binarize import prepare_eval_data, prepare_train_data, sample_binary
 from jaxvae.checks import check_data
 from jaxvae.config import HYPERPARAMETERS, TrainConfig, VAEConfig, check_configs
+from jaxvae.errors import InputError, NumericalError
 from jaxvae.losses import objective_loss, sample_eps
 from jaxvae.models import init_params, param_shapes
 from jaxvae.parallel import DataParallel, make_data_parallel
@@ -176,7 +177,7 @@ class TrainStep:
         return state._replace(params=params, opt_state=opt_state, step=state.step + 1), {"loss": loss, **aux}
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(NumericalError):
     """Training produced a non-finite loss or parameter; ``state`` is the last good FitState."""
 
     def __init__(self, message: str, state: "FitState"):
@@ -283,7 +284,7 @@ def train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules: 
     """
     n, expected = data.shape[0], steps_per_epoch(data.shape[0], batch_size, drop_last)
     if train_step.steps_per_epoch not in (None, expected):
-        raise ValueError(f"the train step was built for {train_step.steps_per_epoch} steps per epoch; "
+        raise InputError(f"the train step was built for {train_step.steps_per_epoch} steps per epoch; "
                          f"{n} samples in batches of {batch_size} make {expected}")
     if progress is not None:
         set_progress_hook(progress)
@@ -502,7 +503,7 @@ def check_batchable(train_configs: Sequence[TrainConfig]) -> None:
     for tc in train_configs[1:]:
         for name in (f for f in first.__dataclass_fields__ if f not in free):
             if getattr(tc, name) != getattr(first, name):
-                raise ValueError(f"models trained together must share {name} (got {getattr(first, name)!r} and "
+                raise InputError(f"models trained together must share {name} (got {getattr(first, name)!r} and "
                                  f"{getattr(tc, name)!r}); only {', '.join(sorted(free))} may differ")
 
 
@@ -535,7 +536,7 @@ def fit_models(
     """
     configs = list(train_configs)
     if not configs:
-        raise ValueError("train_configs: give at least one TrainConfig")
+        raise InputError("train_configs: give at least one TrainConfig")
     check_batchable(configs)
     tc = configs[0]
     check_data("train_x", train_x, vae_config, tc.batch_size)
@@ -550,7 +551,7 @@ def fit_models(
     if state is None:
         state = ModelsState.stack([init_fit_state(step, c, dtype=dtype) for c in configs])
     elif state.num_models != len(configs):
-        raise ValueError(f"state: holds {state.num_models} models, train_configs {len(configs)}")
+        raise InputError(f"state: holds {state.num_models} models, train_configs {len(configs)}")
     else:
         # The given hyperparameters are the configs' (a resumed state may come from a config edited since).
         train_state = state.train_state._replace(hyper=_stack([h.as_arrays(dtype) for h in hypers]))

@@ -14,7 +14,7 @@ from cli_helpers import REPO, TINY, assert_one_line_error, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxvae import cli, training
+from jaxvae import cli, errors, training
 from jaxvae.checkpoint import checkpoint_bytes, load_checkpoint
 from jaxvae.config import TrainConfig, VAEConfig, config_to_dict
 from jaxvae.models import init_params
@@ -117,6 +117,42 @@ def test_fuzzed_config_values_raise_value_error_only(cls, data):
         assert any(name in str(e) for name in kwargs), f"{e} names none of {sorted(kwargs)}"
     else:  # what constructs is well-formed: it survives the JSON round trip of config.json
         assert cls(**json.loads(json.dumps(config_to_dict(config)))) == config
+
+
+# --------------------------------------------------------------------------- jaxvae's errors and bugs
+
+
+@pytest.mark.parametrize("error, code", [
+    (errors.InputError("evaluate: something given is wrong"), 2),
+    (errors.MemoryLimitError("evaluate: would not fit"), 3),
+    (errors.NumericalError("evaluate: non-finite log-likelihood"), 1),
+])
+def test_a_jaxvae_error_is_one_line_with_its_exit_code(run_dir, capsys, monkeypatch, error, code):
+    from jaxvae.cli import run_tools
+
+    def evaluate_run(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(run_tools, "evaluate_run", evaluate_run)
+    got, _, err = run_cli(capsys, "evaluate", run_dir)
+    assert got == code
+    assert_one_line_error(err, str(error))
+
+
+@pytest.mark.parametrize("bug", [ValueError("a ValueError from inside JAX"), KeyError("model"), OverflowError("big")])
+def test_any_other_exception_keeps_its_traceback_and_asks_for_a_report(run_dir, capsys, monkeypatch, bug):
+    from jaxvae.cli import run_tools
+
+    def evaluate_run(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr(run_tools, "evaluate_run", evaluate_run)
+    code, _, err = run_cli(capsys, "evaluate", run_dir)
+    assert code == 1
+    assert "Traceback (most recent call last)" in err and "in evaluate_run" in err
+    lines = err.strip().splitlines()
+    assert lines[-2] == f"jaxvae evaluate: internal error: {type(bug).__name__}: {bug}"
+    assert lines[-1].startswith("jaxvae evaluate: this is a bug in jaxvae or in a library it uses; please report it")
 
 
 # --------------------------------------------------------------------------- damaged run directories
