@@ -25,16 +25,27 @@ INITS = ("torch", "flax")
 LR_SCHEDULES = ("plateau", "constant", "burda", "cosine")
 
 
+# JAX sizes arrays and counts loop steps in 32-bit integers: a width, a batch, k or an epoch count past
+# this overflows deep inside it, with a message that names none of jaxvae's fields.
+INT32_MAX = 2**31 - 1
+
+
+def _check_count(name: str, value, minimum: int, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InputError(f"{name} must be {what}, got {value!r}")
+    if value > INT32_MAX:
+        raise InputError(f"{name} must be at most {INT32_MAX} (JAX's sizes and counts are 32-bit integers), "
+                         f"got {value}")
+
+
 def check_positive_int(name: str, value) -> None:
-    """Raise ValueError naming ``name`` unless ``value`` is an int >= 1 (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    """InputError naming ``name`` unless ``value`` is an int in [1, ``INT32_MAX``] (not a bool)."""
+    _check_count(name, value, 1, "a positive integer")
 
 
 def check_non_negative_int(name: str, value) -> None:
-    """Raise ValueError naming ``name`` unless ``value`` is an int >= 0 (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InputError(f"{name} must be an integer >= 0, got {value!r}")
+    """InputError naming ``name`` unless ``value`` is an int in [0, ``INT32_MAX``] (not a bool)."""
+    _check_count(name, value, 0, "an integer >= 0")
 
 
 def _positive_ints(name: str, value, non_empty: bool = False) -> None:
@@ -51,12 +62,16 @@ def _finite_number(name: str, value, positive: bool) -> None:
         raise InputError(f"{name} must be a finite number {'>' if positive else '>='} 0, got {value!r}")
 
 
+# Adam's epsilon keeps its division by sqrt(v) finite; 1e-8 by default, 1 the largest in common use
+# (Inception's). Past that it, not sqrt(v), sets the step: lr * m / eps, which vanishes as eps grows.
+ADAM_EPS_MAX = 1.0
+
 # jax.random.PRNGKey takes a signed 64-bit seed; a larger integer overflows deep inside jax.
 SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 
 
 def check_seed(name: str, value, headroom: int = 0) -> None:
-    """ValueError naming ``name`` unless ``value`` is an integer that ``jax.random.PRNGKey`` takes, even
+    """InputError naming ``name`` unless ``value`` is an integer that ``jax.random.PRNGKey`` takes, even
     after adding up to ``headroom`` (validation data are binarised from ``binarize_seed + 1``)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InputError(f"{name} must be an integer, got {value!r}")
@@ -220,6 +235,10 @@ class TrainConfig:
             if not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise InputError(f"{name} must be in [0, 1), got {value!r}")
         _finite_number("adam_eps", self.adam_eps, positive=True)
+        if self.adam_eps > ADAM_EPS_MAX:
+            raise InputError(f"adam_eps must be at most {ADAM_EPS_MAX:g}, got {self.adam_eps!r}: above it, eps outweighs "
+                             "Adam's sqrt(v) and every step shrinks to lr * m / eps (at 1e300, to nothing); to take "
+                             "smaller steps, lower lr")
         if not isinstance(self.plateau_factor, (int, float)) or not 0 < self.plateau_factor < 1:
             raise InputError(f"plateau_factor must be in (0, 1), got {self.plateau_factor!r}")
         check_non_negative_int("plateau_patience", self.plateau_patience)
@@ -270,7 +289,7 @@ def configs_from_dicts(model: dict, training: dict) -> tuple[VAEConfig, TrainCon
 
 def config_to_dict(config) -> dict:
     """A config as a JSON-ready dict (tuples as lists); ``VAEConfig(**d)`` / ``TrainConfig(**d)`` rebuild it.
-    ValueError for a VAEConfig whose ``init`` is a pair of functions, which JSON cannot hold."""
+    InputError for a VAEConfig whose ``init`` is a pair of functions, which JSON cannot hold."""
     if is_custom_init(getattr(config, "init", None)):
         raise InputError("init: a custom (kernel_init, bias_init) pair cannot be saved to a file (config.json, "
                          "checkpoints and torch files hold 'torch' or 'flax'); train such a model from Python with fit()")

@@ -101,6 +101,9 @@ _MAX_DOWNLOAD_BYTES = 64 << 20  # the largest archive is ~9.5 MiB; stop a runawa
 MAX_IDX_BYTES = 1 << 30  # the most data an IDX header may declare (MNIST's largest file: 47 MB)
 _TRAILING_MARGIN = 1024  # bytes read past the declared data, so that a short tail is counted exactly
 _CHUNK = 1 << 20  # read and inflate in pieces of at most this size
+# Deflate's best ratio (a 258-byte match in as little as 2 bits): no gzip file inflates to more than
+# this many times its own size, so a header declaring more is refused before anything is inflated.
+_GZIP_MAX_RATIO = 1032
 
 
 # --------------------------------------------------------------------------- errors
@@ -160,10 +163,12 @@ def _read_upto(stream: BinaryIO, n: int, into: bytearray | None = None) -> bytea
     return out
 
 
-def _read_idx_stream(stream: BinaryIO, name: str, kind: str | None) -> tuple[bytearray, np.ndarray]:
+def _read_idx_stream(stream: BinaryIO, name: str, kind: str | None,
+                     gzip_size: int | None = None) -> tuple[bytearray, np.ndarray]:
     """Read one uncompressed IDX stream as ``(content, array)``: header + data bytes, and a uint8 view
     of the data. Reads stop at the declared size (at most ``MAX_IDX_BYTES``) plus ``_TRAILING_MARGIN`` + 1
-    bytes, so an endless stream costs no more memory than the data it claims to hold."""
+    bytes, so an endless stream costs no more memory than the data it claims to hold. ``gzip_size``:
+    the bytes of the gzip file the stream inflates, which bound what it can hold."""
     content = _read_upto(stream, 4)  # zero, zero, element type, ndim
     if len(content) < 4:
         raise DataError(f"{name}: too short for an IDX header ({len(content)} bytes)")
@@ -190,6 +195,9 @@ def _read_idx_stream(stream: BinaryIO, name: str, kind: str | None) -> tuple[byt
             f"{name}: IDX header declares shape {shape}, {expected} bytes, over this reader's limit of "
             f"{MAX_IDX_BYTES} bytes (MNIST's largest file holds 47040000)"
         )
+    if gzip_size is not None and expected > gzip_size * _GZIP_MAX_RATIO:
+        raise DataError(f"{name}: IDX header declares shape {shape}, {expected} bytes, more than this file can "
+                        f"hold (a gzip file of {gzip_size} bytes inflates to {gzip_size * _GZIP_MAX_RATIO} at most)")
     found = len(_read_upto(stream, expected, content)) - header
     if found < expected:
         raise DataError(f"{name}: truncated: shape {shape} needs {expected} data bytes, found {found}")
@@ -209,9 +217,11 @@ def _read_idx_file(f: BinaryIO, name: str, kind: str | None) -> tuple[bytearray,
     f.seek(0)
     if start != _GZIP_MAGIC:
         return _read_idx_stream(f, name, kind)
+    size = f.seek(0, os.SEEK_END)
+    f.seek(0)
     try:
         with gzip.GzipFile(fileobj=f, mode="rb") as stream:
-            return _read_idx_stream(stream, name, kind)
+            return _read_idx_stream(stream, name, kind, gzip_size=size)
     except EOFError as e:
         raise DataError(f"{name}: truncated gzip archive (the compressed stream ends early: {e})") from None
     except (OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError

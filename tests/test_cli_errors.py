@@ -51,6 +51,11 @@ def run_dir(tmp_path_factory):
     (["--seed", "-9223372036854775809"], "seed"),
     (["--binarize-seed", "9223372036854775807"], "binarize_seed"),
     (["--stop-lr", "1e-2"], "stop_lr=0.01 is above lr=0.001"),
+    # sizes past JAX's 32-bit counts, and an Adam eps that would leave every step at nothing
+    (["--latent-dim", "3000000000"], "latent_dim must be at most 2147483647"),
+    (["--hidden", "32", "3000000000"], "hidden entries must be at most 2147483647"),
+    (["--epochs", "10000000000"], "max_epochs must be at most 2147483647"),
+    (["--adam-eps", "1e300"], "adam_eps must be at most 1"),
 ])
 def test_bad_flags_give_one_line_and_write_nothing(tmp_path, capsys, flags, named):
     out = tmp_path / "never"
@@ -163,6 +168,31 @@ def test_missing_run_directory(tmp_path, capsys):
         code, _, err = run_cli(capsys, command[0], tmp_path / "nope", *command[1:])
         assert code == 2
         assert_one_line_error(err, str(tmp_path / "nope"), "does not exist")
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--k", "1e20"], "argument --k: invalid int value: '1e20'"),
+    (["--k", str(10**20)], "k must be at most 2147483647"),
+    (["--k", "10", "--chunk", str(2**31)], "chunk must be at most 2147483647"),
+    (["--limit", str(2**31)], "limit must be at most 2147483647"),
+])
+def test_evaluate_sizes_past_int32_are_one_line(run_dir, capsys, flags, named):
+    code, out, err = run_cli(capsys, "evaluate", run_dir, *flags)
+    assert code == 2 and out == ""
+    assert_one_line_error(err, named)
+
+
+def test_a_torch_file_declaring_a_huge_latent_dim_is_one_line(run_dir, tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    exported = tmp_path / "model.pt"
+    assert run_cli(capsys, "export", run_dir, "--torch", exported)[0] == 0
+    blob = torch.load(exported, weights_only=True)
+    blob["config"]["latent_dim"] = 10**12
+    torch.save(blob, tmp_path / "huge.pt")
+    code, _, err = run_cli(capsys, "import", tmp_path / "huge.pt", "--out", tmp_path / "imported")
+    assert code == 2
+    assert_one_line_error(err, str(tmp_path / "huge.pt"), "latent_dim must be at most 2147483647")
+    assert not (tmp_path / "imported").exists()
 
 
 def _copy_run(src: Path, dst: Path) -> Path:
