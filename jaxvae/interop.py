@@ -76,6 +76,9 @@ def _to_numpy(tensor, name: str) -> np.ndarray:
 
     float16 and bfloat16 become float32, with a warning that says so (NumPy has no bfloat16 of its own)."""
     dtype = str(getattr(tensor, "dtype", "")).removeprefix("torch.")
+    if getattr(tensor, "is_meta", False):  # torch cannot copy out of it (NotImplementedError)
+        raise InputError(f"tensor '{name}' is on torch's meta device: a shape without values; save the trained "
+                         "weights themselves")
     if hasattr(tensor, "detach"):
         tensor = tensor.detach().cpu()
         if dtype in HALF_DTYPES:

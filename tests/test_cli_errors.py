@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from cli_helpers import REPO, TINY, assert_one_line_error, run_cli
+from cli_helpers import REPO, TINY, assert_one_line_error, run_cli, suggested_command
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -193,6 +193,19 @@ def test_a_torch_file_declaring_a_huge_latent_dim_is_one_line(run_dir, tmp_path,
     assert code == 2
     assert_one_line_error(err, str(tmp_path / "huge.pt"), "latent_dim must be at most 2147483647")
     assert not (tmp_path / "imported").exists()
+
+
+def test_a_truncated_sweep_file_names_itself_and_the_way_on(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    assert run_cli(capsys, "sweep", *TINY, "--seeds", "2", "--epochs", "1", "--out", sweep)[0] == 0
+    sweep_file = sweep / "sweep.json"
+    sweep_file.write_bytes(sweep_file.read_bytes()[:40])
+    code, _, err = run_cli(capsys, "sweep", "--resume", sweep, "--no-download")
+    assert code == 2
+    assert_one_line_error(err, f"{sweep_file}: not a valid jaxvae sweep file", "each of its 2 models is a run directory "
+                          "(seed0, seed1)", f"continue it alone with: jaxvae train --resume {sweep / 'seed0'}")
+    code, out, err = run_cli(capsys, *suggested_command(err))  # the way on works: seed0 has nothing left to do
+    assert code == 0 and "nothing to do" in out, err
 
 
 def _copy_run(src: Path, dst: Path) -> Path:

@@ -232,6 +232,21 @@ def _check_resume_flags(args, command: str, info: RunInfo, root: Path) -> None:
                          f"({config_file}); a resumed run keeps its data")
 
 
+def _read_sweep_file(root: Path) -> sw.SweepInfo:
+    """``sweep.json`` of the sweep in ``root``. When that file is at fault (truncated, say), the way on:
+    its models' run directories still hold their runs, each to be evaluated or continued alone."""
+    try:
+        return sw.read_sweep_info(root)[0]
+    except RunError as e:
+        models = sorted(d for d in root.iterdir() if (d / CONFIG_FILE).is_file())
+        if not str(e).startswith(str(root / sw.SWEEP_FILE)) or not models:
+            raise
+        shown = ", ".join(d.name for d in models[:3]) + (", ..." if len(models) > 3 else "")
+        raise RunError(f"{e}; the sweep cannot be resumed without it, but each of its {len(models)} models is a run "
+                       f"directory ({shown}) that keeps its checkpoint: evaluate one, or continue it alone with: "
+                       f"{resume_command('train', models[0])}") from None
+
+
 def _resume(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
     """The run or sweep in --resume, every directory locked before anything is read; None when
     there is nothing to do."""
@@ -244,7 +259,7 @@ def _resume(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
     if command == "sweep":
         require_run_dir(root)
         lock_run(root, command_line, stack)
-        saved, _ = sw.read_sweep_info(root)
+        saved = _read_sweep_file(root)
         grid, errors = saved.grid, list(saved.errors)
         run_dirs = [root / name for name in saved.names]
     for run_dir in run_dirs:
