@@ -10,6 +10,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxvae.errors import InputError
+
 
 class EpochIndices(NamedTuple):
     """Row indices of one epoch: ``full`` is ``[n_full_batches, batch_size]``; ``tail`` holds the
@@ -22,9 +24,9 @@ class EpochIndices(NamedTuple):
 def batch_counts(n: int, batch_size: int, drop_last: bool) -> tuple[int, int]:
     """(number of full batches, size of the partial last batch kept) for ``n`` rows."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     if n < 1:
-        raise ValueError("the dataset is empty: no rows to batch")
+        raise InputError("the dataset is empty: no rows to batch")
     n_full, rest = divmod(n, batch_size)
     return n_full, 0 if drop_last else rest
 

@@ -29,6 +29,7 @@ import numpy as np
 from flax import serialization
 
 from jaxvae.config import TrainConfig, VAEConfig, config_to_dict, configs_from_dicts
+from jaxvae.errors import InputError
 from jaxvae.fileio import FrameError, atomic_write_bytes, frame, unframe
 from jaxvae.models import param_shapes
 from jaxvae.parallel import is_writer
@@ -39,7 +40,7 @@ FORMAT_VERSION = 4
 _KEY_SHAPE = (2,)  # jax.random.PRNGKey's raw uint32 data, what init_fit_state uses
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint is missing, unreadable, corrupt or for another model; the message names the file."""
 
 
@@ -91,7 +92,7 @@ def checkpoint_run_record(path: str | os.PathLike) -> dict | None:
     try:
         run = json.loads(raw["run"])
         if not isinstance(run, dict):
-            raise ValueError(f"a JSON object expected, got {type(run).__name__}")
+            raise InputError(f"a JSON object expected, got {type(run).__name__}")
         return {**run, "model": json.loads(raw["model"]), "training": json.loads(raw["training"])}
     except (TypeError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: invalid stored run record ({e})") from None
@@ -254,11 +255,11 @@ def load_checkpoint(path: str | os.PathLike, vae_config: VAEConfig | None = None
         restored = {name: serialization.from_state_dict(tmpl, raw[name]) for name, tmpl in template.items()}
         key = np.asarray(raw["key"], dtype=np.uint32)
         if key.shape != _KEY_SHAPE:
-            raise ValueError(f"PRNG key has shape {key.shape}, expected {_KEY_SHAPE}")
+            raise InputError(f"PRNG key has shape {key.shape}, expected {_KEY_SHAPE}")
         epoch, step = int(raw["epoch"]), int(raw["step"])
         history = json.loads(raw["history"])
         if not isinstance(history, list) or epoch < 0 or step < 0:
-            raise ValueError("bad epoch, step or history")
+            raise InputError("bad epoch, step or history")
     except (KeyError, TypeError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: incomplete checkpoint ({type(e).__name__}: {e})") from None
     params, opt_state = jax.tree.map(jnp.asarray, (restored["params"], restored["opt_state"]))

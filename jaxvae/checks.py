@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvae.errors import InputError, MemoryLimitError
 from jaxvae.likelihoods import Bernoulli
 from jaxvae.model import inputs
 from jaxvae.vae import as_model
@@ -27,34 +28,38 @@ def check_data(name: str, batch, model=None, batch_size: int | None = None, *, p
     named = [(name if leaf is x else name + jax.tree_util.keystr(path), leaf)
              for path, leaf in jax.tree_util.tree_leaves_with_path(batch)]
     if not named:
-        raise ValueError(f"{name} holds no arrays")
+        raise InputError(f"{name} holds no arrays")
     for where, leaf in named:
         shape = getattr(leaf, "shape", None)
         if not shape or (model is None and leaf is x and len(shape) != 2):
-            raise ValueError(f"{where} must be a 2-D array (samples, features), got shape {shape}")
+            raise InputError(f"{where} must be a 2-D array (samples, features), got shape {shape}")
         if shape[0] == 0:
-            raise ValueError(f"{where} is empty (shape {tuple(shape)})")
+            raise InputError(f"{where} is empty (shape {tuple(shape)})")
         if shape[0] != x.shape[0]:
-            raise ValueError(f"{where} has {shape[0]} rows but the inputs have {x.shape[0]}: every part of a "
+            raise InputError(f"{where} has {shape[0]} rows but the inputs have {x.shape[0]}: every part of a "
                              "batch needs one row per example")
     model = None if model is None else as_model(model)
     if model is not None:
         model.check_shapes(name, batch)
     if batch_size is not None and batch_size > x.shape[0]:
-        raise ValueError(f"batch_size={batch_size} is larger than {name} ({x.shape[0]} samples)")
+        raise InputError(f"batch_size={batch_size} is larger than {name} ({x.shape[0]} samples)")
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"{name} must be floating point in [0, 1] (got dtype {x.dtype}); see jaxvae.data.to_unit_float")
+        raise InputError(f"{name} must be floating point in [0, 1] (got dtype {x.dtype}); see jaxvae.data.to_unit_float")
+    if jnp.finfo(x.dtype).bits < 32:
+        # float16 overflows in the loss's sums long before the lr could matter: refuse it here, named
+        raise InputError(f"{name} has dtype {x.dtype}; jaxvae trains on float32 or float64 data (x.astype(np.float32)); "
+                         "bfloat16 compute is VAEConfig(compute_dtype='bfloat16')")
     for where, leaf in named:
         # NaN propagates through min/max: one pass finds it
         if jnp.issubdtype(leaf.dtype, jnp.floating) and not np.isfinite(float(leaf.min()) + float(leaf.max())):
-            raise ValueError(f"{where} contains NaN or inf values")
+            raise InputError(f"{where} contains NaN or inf values")
     if probabilities:
         Bernoulli().check(name, float(x.min()), float(x.max()))
     if model is not None:
         model.check_values(name, batch)
 
 
-class ResourceError(ValueError):
+class ResourceError(MemoryLimitError):
     """A model, its optimizer state or its data would not fit the device's memory; the message names
     the sizes and the flags that shrink them."""
 

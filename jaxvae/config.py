@@ -12,6 +12,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from jaxvae.errors import InputError
+
 ACTIVATIONS = ("leaky_relu", "relu", "tanh", "sigmoid", "elu", "gelu", "softplus", "identity")
 OUTPUT_ACTIVATIONS = ("sigmoid", "identity")
 LIKELIHOODS = ("gaussian", "bernoulli")
@@ -23,22 +25,33 @@ INITS = ("torch", "flax")
 LR_SCHEDULES = ("plateau", "constant", "burda", "cosine")
 
 
+# JAX sizes arrays and counts loop steps in 32-bit integers: a width, a batch, k or an epoch count past
+# this overflows deep inside it, with a message that names none of jaxvae's fields.
+INT32_MAX = 2**31 - 1
+
+
+def _check_count(name: str, value, minimum: int, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InputError(f"{name} must be {what}, got {value!r}")
+    if value > INT32_MAX:
+        raise InputError(f"{name} must be at most {INT32_MAX} (JAX's sizes and counts are 32-bit integers), "
+                         f"got {value}")
+
+
 def check_positive_int(name: str, value) -> None:
-    """Raise ValueError naming ``name`` unless ``value`` is an int >= 1 (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    """InputError naming ``name`` unless ``value`` is an int in [1, ``INT32_MAX``] (not a bool)."""
+    _check_count(name, value, 1, "a positive integer")
 
 
 def check_non_negative_int(name: str, value) -> None:
-    """Raise ValueError naming ``name`` unless ``value`` is an int >= 0 (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    """InputError naming ``name`` unless ``value`` is an int in [0, ``INT32_MAX``] (not a bool)."""
+    _check_count(name, value, 0, "an integer >= 0")
 
 
 def _positive_ints(name: str, value, non_empty: bool = False) -> None:
     if not isinstance(value, tuple) or (non_empty and not value):
         kind = "a non-empty tuple" if non_empty else "a tuple"
-        raise ValueError(f"{name} must be {kind} of positive integers, got {value!r}")
+        raise InputError(f"{name} must be {kind} of positive integers, got {value!r}")
     for width in value:
         check_positive_int(f"{name} entries", width)
 
@@ -46,26 +59,30 @@ def _positive_ints(name: str, value, non_empty: bool = False) -> None:
 def _finite_number(name: str, value, positive: bool) -> None:
     number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
     if not number or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be a finite number {'>' if positive else '>='} 0, got {value!r}")
+        raise InputError(f"{name} must be a finite number {'>' if positive else '>='} 0, got {value!r}")
 
+
+# Adam's epsilon keeps its division by sqrt(v) finite; 1e-8 by default, 1 the largest in common use
+# (Inception's). Past that it, not sqrt(v), sets the step: lr * m / eps, which vanishes as eps grows.
+ADAM_EPS_MAX = 1.0
 
 # jax.random.PRNGKey takes a signed 64-bit seed; a larger integer overflows deep inside jax.
 SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 
 
 def check_seed(name: str, value, headroom: int = 0) -> None:
-    """ValueError naming ``name`` unless ``value`` is an integer that ``jax.random.PRNGKey`` takes, even
+    """InputError naming ``name`` unless ``value`` is an integer that ``jax.random.PRNGKey`` takes, even
     after adding up to ``headroom`` (validation data are binarised from ``binarize_seed + 1``)."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise InputError(f"{name} must be an integer, got {value!r}")
     if not SEED_MIN <= value <= SEED_MAX - headroom:
-        raise ValueError(f"{name} must be an integer in [{SEED_MIN}, {SEED_MAX - headroom}] (a 64-bit PRNG seed), "
+        raise InputError(f"{name} must be an integer in [{SEED_MIN}, {SEED_MAX - headroom}] (a 64-bit PRNG seed), "
                          f"got {value}")
 
 
 def _one_of(name: str, value, allowed) -> None:
     if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        raise InputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
 
 
 def is_custom_init(init) -> bool:
@@ -76,10 +93,10 @@ def is_custom_init(init) -> bool:
 def _check_init(value) -> None:
     if is_custom_init(value):
         if len(value) != 2 or not all(callable(f) for f in value):
-            raise ValueError(f"init as a pair must be (kernel_init, bias_init), two initializers called as "
+            raise InputError(f"init as a pair must be (kernel_init, bias_init), two initializers called as "
                              f"init(key, shape, dtype); got {value!r}")
     elif value not in INITS:
-        raise ValueError(f"init must be one of {', '.join(INITS)} or a (kernel_init, bias_init) pair; got {value!r}")
+        raise InputError(f"init must be one of {', '.join(INITS)} or a (kernel_init, bias_init) pair; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -137,7 +154,7 @@ class VAEConfig:
         _one_of("objective", self.objective, OBJECTIVES)
         check_positive_int("iwae_k", self.iwae_k)
         if self.objective == "elbo" and self.iwae_k != 1:
-            raise ValueError(f"iwae_k={self.iwae_k} needs objective='iwae' (the ELBO uses one sample)")
+            raise InputError(f"iwae_k={self.iwae_k} needs objective='iwae' (the ELBO uses one sample)")
         _one_of("architecture", self.architecture, ARCHITECTURES)
         _positive_ints("conv_channels", self.conv_channels, non_empty=True)
         if self.architecture == "conv":
@@ -150,11 +167,11 @@ class VAEConfig:
         """The side of the square single-channel image for ``architecture="conv"``."""
         side = math.isqrt(self.input_dim)
         if side * side != self.input_dim:
-            raise ValueError(f"input_dim={self.input_dim} is not a square image (side*side); "
+            raise InputError(f"input_dim={self.input_dim} is not a square image (side*side); "
                              "architecture='conv' needs square single-channel images such as 784 = 28*28")
         factor = 2 ** len(self.conv_channels)
         if side % factor:
-            raise ValueError(f"input_dim={self.input_dim}: image side {side} is not divisible by {factor} "
+            raise InputError(f"input_dim={self.input_dim}: image side {side} is not divisible by {factor} "
                              f"(2 ** len(conv_channels={self.conv_channels})); use fewer conv_channels")
         return side
 
@@ -216,10 +233,14 @@ class TrainConfig:
         for name in ("b1", "b2"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+                raise InputError(f"{name} must be in [0, 1), got {value!r}")
         _finite_number("adam_eps", self.adam_eps, positive=True)
+        if self.adam_eps > ADAM_EPS_MAX:
+            raise InputError(f"adam_eps must be at most {ADAM_EPS_MAX:g}, got {self.adam_eps!r}: above it, eps outweighs "
+                             "Adam's sqrt(v) and every step shrinks to lr * m / eps (at 1e300, to nothing); to take "
+                             "smaller steps, lower lr")
         if not isinstance(self.plateau_factor, (int, float)) or not 0 < self.plateau_factor < 1:
-            raise ValueError(f"plateau_factor must be in (0, 1), got {self.plateau_factor!r}")
+            raise InputError(f"plateau_factor must be in (0, 1), got {self.plateau_factor!r}")
         check_non_negative_int("plateau_patience", self.plateau_patience)
         _finite_number("plateau_threshold", self.plateau_threshold, positive=False)
         _finite_number("min_lr", self.min_lr, positive=False)
@@ -230,7 +251,7 @@ class TrainConfig:
         _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         if self.lr_schedule == "plateau" and self.stop_lr > self.lr:
             # the plateau ends the run before an epoch whose lr is below stop_lr: this one never starts
-            raise ValueError(f"stop_lr={self.stop_lr!r} is above lr={self.lr!r}: the plateau schedule would stop "
+            raise InputError(f"stop_lr={self.stop_lr!r} is above lr={self.lr!r}: the plateau schedule would stop "
                              "before the first epoch; lower stop_lr or raise lr")
         _finite_number("kl_warmup_epochs", self.kl_warmup_epochs, positive=False)
 
@@ -246,17 +267,17 @@ def check_configs(vae_config: VAEConfig, train_config: TrainConfig) -> None:
     """The rules that join the two configs: the IWAE bound has no KL term to weight or warm up."""
     if vae_config.objective == "iwae":
         if train_config.kl_weight != 1.0:
-            raise ValueError(f"kl_weight={train_config.kl_weight} applies to objective='elbo' only; "
+            raise InputError(f"kl_weight={train_config.kl_weight} applies to objective='elbo' only; "
                              "the IWAE bound has no KL weight")
         if train_config.kl_warmup_epochs > 0:
-            raise ValueError("kl_warmup_epochs applies to objective='elbo' only; the IWAE bound has no KL weight")
+            raise InputError("kl_warmup_epochs applies to objective='elbo' only; the IWAE bound has no KL weight")
 
 
 def configs_from_dicts(model: dict, training: dict) -> tuple[VAEConfig, TrainConfig]:
     """Both configs from their JSON form (``config_to_dict``). Files of jaxvae 0.2 and earlier kept
     ``kl_weight`` and ``recon_sigma`` in the model's dict: they move to the training config here."""
     if not isinstance(model, dict) or not isinstance(training, dict):
-        raise ValueError("the model and training configs must be JSON objects")
+        raise InputError("the model and training configs must be JSON objects")
     model, training = dict(model), dict(training)
     for name in ("kl_weight", "recon_sigma"):
         if name in model:
@@ -268,9 +289,9 @@ def configs_from_dicts(model: dict, training: dict) -> tuple[VAEConfig, TrainCon
 
 def config_to_dict(config) -> dict:
     """A config as a JSON-ready dict (tuples as lists); ``VAEConfig(**d)`` / ``TrainConfig(**d)`` rebuild it.
-    ValueError for a VAEConfig whose ``init`` is a pair of functions, which JSON cannot hold."""
+    InputError for a VAEConfig whose ``init`` is a pair of functions, which JSON cannot hold."""
     if is_custom_init(getattr(config, "init", None)):
-        raise ValueError("init: a custom (kernel_init, bias_init) pair cannot be saved to a file (config.json, "
+        raise InputError("init: a custom (kernel_init, bias_init) pair cannot be saved to a file (config.json, "
                          "checkpoints and torch files hold 'torch' or 'flax'); train such a model from Python with fit()")
     return {f.name: (list(v) if isinstance(v := getattr(config, f.name), tuple) else v)
             for f in dataclasses.fields(config)}

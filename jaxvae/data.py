@@ -27,6 +27,7 @@ from typing import BinaryIO, Callable, Iterator, Sequence
 
 import numpy as np
 
+from jaxvae.errors import InputError
 from jaxvae.fileio import atomic_write_bytes, user_cache_dir
 
 __all__ = [
@@ -100,12 +101,15 @@ _MAX_DOWNLOAD_BYTES = 64 << 20  # the largest archive is ~9.5 MiB; stop a runawa
 MAX_IDX_BYTES = 1 << 30  # the most data an IDX header may declare (MNIST's largest file: 47 MB)
 _TRAILING_MARGIN = 1024  # bytes read past the declared data, so that a short tail is counted exactly
 _CHUNK = 1 << 20  # read and inflate in pieces of at most this size
+# Deflate's best ratio (a 258-byte match in as little as 2 bits): no gzip file inflates to more than
+# this many times its own size, so a header declaring more is refused before anything is inflated.
+_GZIP_MAX_RATIO = 1032
 
 
 # --------------------------------------------------------------------------- errors
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A data file or source is missing, unreadable or malformed; the message names it."""
 
 
@@ -159,10 +163,12 @@ def _read_upto(stream: BinaryIO, n: int, into: bytearray | None = None) -> bytea
     return out
 
 
-def _read_idx_stream(stream: BinaryIO, name: str, kind: str | None) -> tuple[bytearray, np.ndarray]:
+def _read_idx_stream(stream: BinaryIO, name: str, kind: str | None,
+                     gzip_size: int | None = None) -> tuple[bytearray, np.ndarray]:
     """Read one uncompressed IDX stream as ``(content, array)``: header + data bytes, and a uint8 view
     of the data. Reads stop at the declared size (at most ``MAX_IDX_BYTES``) plus ``_TRAILING_MARGIN`` + 1
-    bytes, so an endless stream costs no more memory than the data it claims to hold."""
+    bytes, so an endless stream costs no more memory than the data it claims to hold. ``gzip_size``:
+    the bytes of the gzip file the stream inflates, which bound what it can hold."""
     content = _read_upto(stream, 4)  # zero, zero, element type, ndim
     if len(content) < 4:
         raise DataError(f"{name}: too short for an IDX header ({len(content)} bytes)")
@@ -189,6 +195,9 @@ def _read_idx_stream(stream: BinaryIO, name: str, kind: str | None) -> tuple[byt
             f"{name}: IDX header declares shape {shape}, {expected} bytes, over this reader's limit of "
             f"{MAX_IDX_BYTES} bytes (MNIST's largest file holds 47040000)"
         )
+    if gzip_size is not None and expected > gzip_size * _GZIP_MAX_RATIO:
+        raise DataError(f"{name}: IDX header declares shape {shape}, {expected} bytes, more than this file can "
+                        f"hold (a gzip file of {gzip_size} bytes inflates to {gzip_size * _GZIP_MAX_RATIO} at most)")
     found = len(_read_upto(stream, expected, content)) - header
     if found < expected:
         raise DataError(f"{name}: truncated: shape {shape} needs {expected} data bytes, found {found}")
@@ -208,9 +217,11 @@ def _read_idx_file(f: BinaryIO, name: str, kind: str | None) -> tuple[bytearray,
     f.seek(0)
     if start != _GZIP_MAGIC:
         return _read_idx_stream(f, name, kind)
+    size = f.seek(0, os.SEEK_END)
+    f.seek(0)
     try:
         with gzip.GzipFile(fileobj=f, mode="rb") as stream:
-            return _read_idx_stream(stream, name, kind)
+            return _read_idx_stream(stream, name, kind, gzip_size=size)
     except EOFError as e:
         raise DataError(f"{name}: truncated gzip archive (the compressed stream ends early: {e})") from None
     except (OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
@@ -233,7 +244,7 @@ def read_idx(path: str | os.PathLike, kind: str | None = None) -> np.ndarray:
     A header declaring more than ``MAX_IDX_BYTES`` is refused. Raises ``DataError`` naming the file.
     """
     if kind is not None and kind not in _MAGIC:
-        raise ValueError(f"kind must be 'images', 'labels' or None, got {kind!r}")
+        raise InputError(f"kind must be 'images', 'labels' or None, got {kind!r}")
     return _read_idx_path(Path(path), kind)[1]
 
 
@@ -270,7 +281,7 @@ def find_mnist_dir(root: str | os.PathLike | None = None, splits: Sequence[str] 
 
 def _check_split(split: str) -> str:
     if split not in MNIST_FILES:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise InputError(f"split must be 'train' or 'test', got {split!r}")
     return split
 
 
@@ -477,14 +488,14 @@ def to_unit_float(images, max_value: int | float = 255) -> np.ndarray:
     """
     x = np.asarray(images)
     if not max_value > 0:
-        raise ValueError(f"max_value must be positive, got {max_value}")
+        raise InputError(f"max_value must be positive, got {max_value}")
     if x.ndim < 2 or x.size == 0:
-        raise ValueError(f"expected a non-empty batch of images (N, H, W) or (N, D), got shape {x.shape}")
+        raise InputError(f"expected a non-empty batch of images (N, H, W) or (N, D), got shape {x.shape}")
     if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
-        raise ValueError(f"expected integer or float pixels, got dtype {x.dtype}")
+        raise InputError(f"expected integer or float pixels, got dtype {x.dtype}")
     lo, hi = x.min(), x.max()
     if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > max_value:
-        raise ValueError(f"pixel values must lie in [0, {max_value}], found [{lo}, {hi}]")
+        raise InputError(f"pixel values must lie in [0, {max_value}], found [{lo}, {hi}]")
     return x.reshape(len(x), -1).astype(np.float32) * np.float32(1.0 / max_value)
 
 
@@ -525,7 +536,7 @@ def load_dataset(
     ``mnist_kwargs`` (mirrors, checksums, timeout) go to ``load_mnist``.
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+        raise InputError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
     if name == "digits":
         images, labels = load_digits()
         k = len(images) - DIGITS_NUM_TEST  # a fixed split keeps runs comparable without any RNG
@@ -570,16 +581,16 @@ class Fingerprint:
     def __post_init__(self):
         shape = self.shape
         if not isinstance(shape, (tuple, list)) or not all(_is_count(d) for d in shape):
-            raise ValueError(f"fingerprint field 'shape': expected a list of integers >= 0, got {shape!r}")
+            raise InputError(f"fingerprint field 'shape': expected a list of integers >= 0, got {shape!r}")
         object.__setattr__(self, "shape", tuple(int(d) for d in shape))  # a JSON list becomes a tuple
         try:
             canonical = np.dtype(self.dtype).name if isinstance(self.dtype, str) else None
         except TypeError:
             canonical = None
         if canonical != self.dtype:
-            raise ValueError(f"fingerprint field 'dtype': expected a NumPy dtype name such as 'float32', got {self.dtype!r}")
+            raise InputError(f"fingerprint field 'dtype': expected a NumPy dtype name such as 'float32', got {self.dtype!r}")
         if not (isinstance(self.sha256, str) and len(self.sha256) == 64 and set(self.sha256) <= set("0123456789abcdef")):
-            raise ValueError(f"fingerprint field 'sha256': expected 64 lowercase hex digits, got {self.sha256!r}")
+            raise InputError(f"fingerprint field 'sha256': expected 64 lowercase hex digits, got {self.sha256!r}")
 
     def __str__(self) -> str:
         # 12 hex digits tell two hashes apart in a message; the full hash is in to_dict()
@@ -593,12 +604,12 @@ class Fingerprint:
     def from_dict(cls, d) -> "Fingerprint":
         """The inverse of ``to_dict``; ``ValueError`` naming the missing, unknown or bad field."""
         if not isinstance(d, dict):
-            raise ValueError(f"fingerprint: expected a mapping with shape, dtype and sha256, got {type(d).__name__}")
+            raise InputError(f"fingerprint: expected a mapping with shape, dtype and sha256, got {type(d).__name__}")
         fields = ("shape", "dtype", "sha256")
         problems = [f"missing field {f!r}" for f in fields if f not in d]
         problems += [f"unknown field {f!r}" for f in sorted(map(str, set(d) - set(fields)))]
         if problems:
-            raise ValueError("fingerprint: " + ", ".join(problems))
+            raise InputError("fingerprint: " + ", ".join(problems))
         return cls(d["shape"], d["dtype"], d["sha256"])
 
     def mismatch(self, other: "Fingerprint") -> str | None:
@@ -623,7 +634,7 @@ def fingerprint(x) -> Fingerprint:
     """
     a = np.asarray(x)
     if a.dtype.hasobject:
-        raise ValueError(f"cannot fingerprint an array of dtype {a.dtype}: its bytes are pointers, not values")
+        raise InputError(f"cannot fingerprint an array of dtype {a.dtype}: its bytes are pointers, not values")
     data = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
     return Fingerprint(a.shape, data.dtype.name, hashlib.sha256(data).hexdigest())
 
@@ -641,14 +652,14 @@ def numpy_batches(
     """
     # validate now, not at the first next(): errors should point at the call
     if not _is_count(batch_size) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     x = np.asarray(x)
     if x.ndim == 0:
-        raise ValueError("x must have a leading batch dimension")
+        raise InputError("x must have a leading batch dimension")
     if y is not None:
         y = np.asarray(y)
         if y.ndim == 0 or len(y) != len(x):
-            raise ValueError(f"x has {len(x)} items but y has {len(y) if y.ndim else 'no'} items")
+            raise InputError(f"x has {len(x)} items but y has {len(y) if y.ndim else 'no'} items")
     n = len(x)
     order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
     stop = n - n % batch_size if drop_last else n

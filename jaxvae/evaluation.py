@@ -25,6 +25,7 @@ import numpy as np
 from jaxvae.binarize import prepare_eval_data
 from jaxvae.checks import check_data
 from jaxvae.config import TrainConfig, VAEConfig, check_non_negative_int, check_positive_int, check_seed
+from jaxvae.errors import InputError, NumericalError
 from jaxvae.losses import Weights
 from jaxvae.runs import load_run, run_dataset
 from jaxvae.training import eval_epoch, per_image_mean
@@ -93,6 +94,7 @@ def evaluate(params, x, config: VAEModel | VAEConfig, *, k: int = 5000, key: jax
     """
     model = as_model(config)
     check_data("x", x, model)
+    check_seed("seed", seed)
     x, sigma = jnp.asarray(x), 1.0
     if train_config is not None:
         x, sigma = prepare_eval_data(x, train_config), train_config.recon_sigma
@@ -107,7 +109,7 @@ def evaluate(params, x, config: VAEModel | VAEConfig, *, k: int = 5000, key: jax
     log_px, elbo = importance_sampled(params, x, key, model, k, chunk, batch_size, sigma)
     log_px, elbo = np.asarray(log_px, np.float64), np.asarray(elbo, np.float64)
     if not (np.all(np.isfinite(log_px)) and np.all(np.isfinite(elbo))):
-        raise FloatingPointError(f"non-finite log-likelihood for {int(np.sum(~np.isfinite(log_px)))} of {log_px.size} images")
+        raise NumericalError(f"non-finite log-likelihood for {int(np.sum(~np.isfinite(log_px)))} of {log_px.size} images")
     ll_mean, ll_se = _mean_and_stderr(log_px)
     elbo_mean, elbo_se = _mean_and_stderr(elbo)
     return {
@@ -124,7 +126,7 @@ def evaluate_run(run_dir, *, split: str = "test", seed: int = 0, k: int = 0, lim
     reconstruction and KL with noise and batch order fixed by ``seed`` and, with ``k`` > 0, the
     k-sample log-likelihood (``evaluate``). ``limit`` takes the first images only."""
     if split not in ("test", "train"):
-        raise ValueError(f"split must be 'test' or 'train', got {split!r}")
+        raise InputError(f"split must be 'test' or 'train', got {split!r}")
     check_seed("seed", seed)
     check_non_negative_int("k", k)
     for name, value in (("limit", limit), ("chunk", chunk)):

@@ -23,6 +23,7 @@ import numpy as np
 
 from jaxvae.config import VAEConfig, config_to_dict
 from jaxvae.data import DATASETS
+from jaxvae.errors import InputError, InputTypeError
 from jaxvae.fileio import atomic_write_bytes
 from jaxvae.likelihoods import likelihood_of
 from jaxvae.models import param_shapes
@@ -51,7 +52,7 @@ def layers_of(part: Mapping) -> dict[str, Mapping]:
     flat = {}
     for key, value in part.items():
         if not isinstance(value, Mapping):
-            raise TypeError(f"'{key}' is a {type(value).__name__}, not a layer or a stack of layers")
+            raise InputTypeError(f"'{key}' is a {type(value).__name__}, not a layer or a stack of layers")
         if "kernel" in value:
             flat[str(key)] = value
         else:
@@ -64,7 +65,7 @@ def _state_dict(module_or_state) -> Mapping[str, Any]:
         return module_or_state.state_dict()
     if isinstance(module_or_state, Mapping):
         return module_or_state
-    raise TypeError(f"expected a torch module or a state dict, got {type(module_or_state).__name__}")
+    raise InputTypeError(f"expected a torch module or a state dict, got {type(module_or_state).__name__}")
 
 
 # Floating dtypes narrower than float32 are widened on the way in (jaxvae computes in float32 or wider).
@@ -76,6 +77,9 @@ def _to_numpy(tensor, name: str) -> np.ndarray:
 
     float16 and bfloat16 become float32, with a warning that says so (NumPy has no bfloat16 of its own)."""
     dtype = str(getattr(tensor, "dtype", "")).removeprefix("torch.")
+    if getattr(tensor, "is_meta", False):  # torch cannot copy out of it (NotImplementedError)
+        raise InputError(f"tensor '{name}' is on torch's meta device: a shape without values; save the trained "
+                         "weights themselves")
     if hasattr(tensor, "detach"):
         tensor = tensor.detach().cpu()
         if dtype in HALF_DTYPES:
@@ -83,12 +87,12 @@ def _to_numpy(tensor, name: str) -> np.ndarray:
         tensor = tensor.numpy()
     array = np.asarray(tensor)
     if not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(f"tensor '{name}' has dtype {dtype or array.dtype}; jaxvae takes floating-point weights only")
+        raise InputError(f"tensor '{name}' has dtype {dtype or array.dtype}; jaxvae takes floating-point weights only")
     if dtype in HALF_DTYPES or array.dtype == np.float16:
         warnings.warn(f"tensor '{name}' is {dtype or array.dtype}; cast to float32", stacklevel=3)
         array = array.astype(np.float32)
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"tensor '{name}' holds {np.size(array) - np.isfinite(array).sum()} non-finite values (nan or inf)")
+        raise InputError(f"tensor '{name}' holds {np.size(array) - np.isfinite(array).sum()} non-finite values (nan or inf)")
     return array
 
 
@@ -98,10 +102,10 @@ def _linear_layers(state: Mapping[str, Any], prefix: str, what: str) -> list[str
     indices = sorted(int(m.group(1)) for key in state if (m := pattern.match(key)))
     names = [f"{prefix}.{i}" for i in indices]
     if not names:
-        raise ValueError(f"{what}: no Linear layers under '{prefix}' (keys: {sorted(state)[:6]}...)")
+        raise InputError(f"{what}: no Linear layers under '{prefix}' (keys: {sorted(state)[:6]}...)")
     for name in names:
         if f"{name}.bias" not in state:
-            raise ValueError(f"{what}: layer '{name}' has no bias; jaxvae's layers always have one")
+            raise InputError(f"{what}: layer '{name}' has no bias; jaxvae's layers always have one")
     return names
 
 
@@ -111,7 +115,7 @@ def _layer_names(state: Mapping[str, Any], part: str) -> list[tuple[str, str]]:
     for prefix, stack, last in LAYER_TABLE[part]:
         torch_names = _linear_layers(state, prefix, part)
         if stack is None and len(torch_names) != 1:
-            raise ValueError(f"{part}: '{prefix}' has {len(torch_names)} Linear layers; jaxvae's '{last}' is one")
+            raise InputError(f"{part}: '{prefix}' has {len(torch_names)} Linear layers; jaxvae's '{last}' is one")
         in_stack = torch_names[:-1] if last else torch_names
         pairs += [(torch_name, f"{stack}/{i}") for i, torch_name in enumerate(in_stack)]
         if last:
@@ -135,19 +139,19 @@ def from_torch(encoder, decoder, config=None) -> dict:
     for part, state in states.items():
         extra = [k for k in state if not any(k.startswith(prefix + ".") for prefix, _, _ in LAYER_TABLE[part])]
         if extra:
-            raise ValueError(f"{part}: unexpected tensors {extra}")
+            raise InputError(f"{part}: unexpected tensors {extra}")
     expected = {part: layers_of(tree) for part, tree in param_shapes(config).items()} if config is not None else None
     params: dict = {"encoder": {}, "decoder": {}}
     for part, torch_name, name in layer_table(states["encoder"], states["decoder"]):
         weight = _to_numpy(states[part][f"{torch_name}.weight"], f"{part}.{torch_name}.weight")
         bias = _to_numpy(states[part][f"{torch_name}.bias"], f"{part}.{torch_name}.bias")
         if weight.ndim != 2 or bias.shape != (weight.shape[0],):
-            raise ValueError(f"{part} layer '{torch_name}': weight {weight.shape} and bias {bias.shape} do not form a Linear layer")
+            raise InputError(f"{part} layer '{torch_name}': weight {weight.shape} and bias {bias.shape} do not form a Linear layer")
         want = expected[part].get(name) if expected is not None else None
         if want is not None:
             for leaf, got, shape in (("weight", weight.shape, want["kernel"].shape[::-1]), ("bias", bias.shape, want["bias"].shape)):
                 if tuple(got) != tuple(shape):
-                    raise ValueError(f"{part} tensor '{torch_name}.{leaf}' has shape {tuple(got)}; the config expects "
+                    raise InputError(f"{part} tensor '{torch_name}.{leaf}' has shape {tuple(got)}; the config expects "
                                      f"{tuple(shape)} (jaxvae layer '{name}')")
         _put(params[part], name, {"kernel": jnp.asarray(weight.T), "bias": jnp.asarray(bias)})
     if config is not None:
@@ -161,12 +165,12 @@ def check_params_shapes(params: dict, config) -> None:
     for part in ("encoder", "decoder"):
         got_layers, want_layers = layers_of(params.get(part, {})), layers_of(expected[part])
         if set(got_layers) != set(want_layers):
-            raise ValueError(f"{part}: layers {sorted(got_layers)} do not match the config's {sorted(want_layers)}")
+            raise InputError(f"{part}: layers {sorted(got_layers)} do not match the config's {sorted(want_layers)}")
         for name, want in want_layers.items():
             for leaf in ("kernel", "bias"):
                 got_shape = tuple(np.shape(got_layers[name][leaf]))
                 if got_shape != tuple(want[leaf].shape):
-                    raise ValueError(f"{part} layer '{name}' {leaf}: shape {got_shape}, the config expects {tuple(want[leaf].shape)}")
+                    raise InputError(f"{part} layer '{name}' {leaf}: shape {got_shape}, the config expects {tuple(want[leaf].shape)}")
 
 
 def to_torch(params: dict, encoder, decoder):
@@ -183,16 +187,16 @@ def to_torch(params: dict, encoder, decoder):
         layers = layers_of(params[part])
         missing = set(layers) - {name for _, name in names}
         if missing:
-            raise ValueError(f"{part}: jaxvae layers {sorted(missing)} have no counterpart in the torch module")
+            raise InputError(f"{part}: jaxvae layers {sorted(missing)} have no counterpart in the torch module")
         for torch_name, name in names:
             if name not in layers:
-                raise ValueError(f"{part}: torch layer '{torch_name}' has no jaxvae layer '{name}'")
+                raise InputError(f"{part}: torch layer '{torch_name}' has no jaxvae layer '{name}'")
             for leaf, value in (("weight", np.asarray(layers[name]["kernel"]).T),
                                 ("bias", np.asarray(layers[name]["bias"]))):
                 key = f"{torch_name}.{leaf}"
                 old = state[key]
                 if tuple(old.shape) != value.shape:
-                    raise ValueError(f"{part} layer '{torch_name}' {leaf}: torch shape {tuple(old.shape)}, "
+                    raise InputError(f"{part} layer '{torch_name}' {leaf}: torch shape {tuple(old.shape)}, "
                                      f"jaxvae layer '{name}' gives {value.shape}")
                 state[key] = torch.tensor(np.array(value), dtype=old.dtype)
         if hasattr(target, "load_state_dict"):
@@ -212,7 +216,7 @@ def infer_config(params: dict) -> VAEConfig:
     enc, dec = params["encoder"], params["decoder"]
     trunk = _stack(enc, "trunk")
     if not trunk:
-        raise ValueError("encoder: no trunk layers (prev_network.network.*)")
+        raise InputError("encoder: no trunk layers (prev_network.network.*)")
     hidden = tuple(int(layer["kernel"].shape[1]) for layer in trunk)
     dec_hidden = tuple(int(layer["kernel"].shape[1]) for layer in _stack(dec, "hidden"))
     return VAEConfig(input_dim=int(trunk[0]["kernel"].shape[0]), hidden=hidden,
@@ -233,7 +237,7 @@ def check_torch_compatible(config: VAEConfig) -> None:
     if config.decoder_widths != tuple(reversed(config.hidden)):
         problems.append(f"decoder_hidden={config.decoder_hidden}")
     if problems:
-        raise ValueError("torchref's blog modules need an MLP with LeakyReLU(0.01), a sigmoid output and a "
+        raise InputError("torchref's blog modules need an MLP with LeakyReLU(0.01), a sigmoid output and a "
                          f"mirrored decoder; this model has {', '.join(problems)}")
 
 
@@ -243,7 +247,7 @@ def _torch():
 
         import torchref
     except ImportError as e:
-        raise ValueError(f"torch files need PyTorch and torchref ({e}); install with: pip install 'jaxvae[torch]'") from None
+        raise InputError(f"torch files need PyTorch and torchref ({e}); install with: pip install 'jaxvae[torch]'") from None
     return torch, torchref
 
 
@@ -254,9 +258,9 @@ def save_torch(path: str | os.PathLike, params: dict, config: VAEConfig, **extra
     torch, torchref = _torch()
     path = Path(path)
     if not path.parent.is_dir():
-        raise ValueError(f"{path}: directory {path.parent} does not exist")
+        raise InputError(f"{path}: directory {path.parent} does not exist")
     if path.is_symlink() or (path.exists() and not _is_export(path, torch)):
-        raise ValueError(f"{path}: exists and is not a file that jaxvae export wrote; it is left as it is: remove it "
+        raise InputError(f"{path}: exists and is not a file that jaxvae export wrote; it is left as it is: remove it "
                          "or choose another file")
     encoder, _, decoder = torchref.build_blog_model(config.input_dim, config.latent_dim, config.hidden)
     # writable NumPy copies: torch warns about (and cannot own) read-only buffers from jax arrays
@@ -283,18 +287,18 @@ def load_torch(path: str | os.PathLike) -> tuple[dict, VAEConfig, dict]:
     torch, _ = _torch()
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+        raise InputError(f"{path}: no such file")
     if path.stat().st_size == 0:
-        raise ValueError(f"{path}: empty file")
+        raise InputError(f"{path}: empty file")
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path}: not a torch file (torch.save writes a zip archive; this is not one)")
+        raise InputError(f"{path}: not a torch file (torch.save writes a zip archive; this is not one)")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad file; all mean "not a state-dict file"
-        raise ValueError(f"{path}: not a readable torch file ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise InputError(f"{path}: not a readable torch file ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     if not isinstance(blob, dict) or "encoder" not in blob or "decoder" not in blob:
         keys = sorted(blob) if isinstance(blob, dict) else type(blob).__name__
-        raise ValueError(f"{path}: expected a dict with 'encoder' and 'decoder' state dicts, got {keys}")
+        raise InputError(f"{path}: expected a dict with 'encoder' and 'decoder' state dicts, got {keys}")
     try:
         config = VAEConfig(**blob["config"]) if "config" in blob else None
         params = from_torch(blob["encoder"], blob["decoder"], config)
@@ -302,7 +306,7 @@ def load_torch(path: str | os.PathLike) -> tuple[dict, VAEConfig, dict]:
         check_torch_compatible(config)
         check_metadata(blob, config)
     except (ValueError, TypeError) as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise InputError(f"{path}: {e}") from None
     return params, config, blob
 
 
@@ -313,14 +317,14 @@ def check_metadata(blob: Mapping, config: VAEConfig) -> None:
         return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
     if "dataset" in blob and blob["dataset"] not in DATASETS:
-        raise ValueError(f"field 'dataset' is {blob['dataset']!r}; expected one of {', '.join(DATASETS)}")
+        raise InputError(f"field 'dataset' is {blob['dataset']!r}; expected one of {', '.join(DATASETS)}")
     if "image_shape" in blob:
         shape = blob["image_shape"]
         if (not isinstance(shape, (list, tuple)) or not shape or not all(natural(n) and n > 0 for n in shape)
                 or math.prod(shape) != config.input_dim):
-            raise ValueError(f"field 'image_shape' is {shape!r}; expected positive sizes whose product is the "
+            raise InputError(f"field 'image_shape' is {shape!r}; expected positive sizes whose product is the "
                              f"model's input size {config.input_dim}")
     if "epoch" in blob and not natural(blob["epoch"]):
-        raise ValueError(f"field 'epoch' is {blob['epoch']!r}; expected a whole number >= 0")
+        raise InputError(f"field 'epoch' is {blob['epoch']!r}; expected a whole number >= 0")
     if blob.get("data_dir") is not None and not isinstance(blob["data_dir"], str):
-        raise ValueError(f"field 'data_dir' is {blob['data_dir']!r}; expected a path or None")
+        raise InputError(f"field 'data_dir' is {blob['data_dir']!r}; expected a path or None")

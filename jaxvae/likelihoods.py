@@ -15,6 +15,8 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
+from jaxvae.errors import InputError
+
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -107,7 +109,7 @@ class Bernoulli:
     def check(self, name: str, lo: float, hi: float) -> None:
         """ValueError unless the values (``lo`` to ``hi``) are probabilities."""
         if lo < 0 or hi > 1:
-            raise ValueError(f"{name} has values in [{lo:g}, {hi:g}]; a Bernoulli likelihood (and binarisation) "
+            raise InputError(f"{name} has values in [{lo:g}, {hi:g}]; a Bernoulli likelihood (and binarisation) "
                              "reads them as probabilities in [0, 1]")
 
 
@@ -119,4 +121,4 @@ def likelihood_of(name: str):
     try:
         return LIKELIHOODS[name]
     except KeyError:
-        raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}; got {name!r}") from None
+        raise InputError(f"likelihood must be one of {', '.join(LIKELIHOODS)}; got {name!r}") from None

@@ -21,6 +21,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxvae.errors import InputError
+
 DATA_AXIS = "data"
 
 
@@ -60,7 +62,7 @@ def make_data_parallel(batch_size: int, devices=None) -> DataParallel | None:
     """
     devices = list(jax.devices() if devices is None else devices)
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     count = max(d for d in range(1, len(devices) + 1) if batch_size % d == 0)
     if count == 1:
         return None

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxvae.config import TrainConfig
+from jaxvae.errors import InputError, InputTypeError
 from jaxvae.structure import structure_key
 
 
@@ -51,7 +52,7 @@ class Schedule:
 def _steps(steps_per_epoch: int | None, who: str) -> int:
     """Schedules that count in epochs need the number of steps per epoch."""
     if steps_per_epoch is None:
-        raise ValueError(f"{who} counts in epochs: give the train step its steps_per_epoch")
+        raise InputError(f"{who} counts in epochs: give the train step its steps_per_epoch")
     return steps_per_epoch
 
 
@@ -189,7 +190,7 @@ def as_schedule(value) -> Schedule:
         return Constant(float(value))
     if callable(value):
         return FromOptax(value)
-    raise TypeError(f"expected a jaxvae schedule, a number or an optax schedule, got {type(value).__name__}")
+    raise InputTypeError(f"expected a jaxvae schedule, a number or an optax schedule, got {type(value).__name__}")
 
 
 def lr_from_config(train_config: TrainConfig) -> Schedule:

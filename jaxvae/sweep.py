@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxvae import __version__
 from jaxvae.config import HYPERPARAMETERS, TrainConfig, VAEConfig
+from jaxvae.errors import InputError
 from jaxvae.fileio import write_json
 from jaxvae.model import Model
 from jaxvae.parallel import is_writer
@@ -74,12 +75,12 @@ def _values(name: str, given, default: float) -> list[float]:
         return [default]
     values = [given] if isinstance(given, (int, float)) else list(given)
     if not values:
-        raise ValueError(f"{name}: give at least one value")
+        raise InputError(f"{name}: give at least one value")
     if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
-        raise ValueError(f"{name}: values must be numbers, got {values!r}")
+        raise InputError(f"{name}: values must be numbers, got {values!r}")
     values = [float(v) for v in values]
     if len(set(values)) < len(values):
-        raise ValueError(f"{name}: a value is given twice in {values}")
+        raise InputError(f"{name}: a value is given twice in {values}")
     return values
 
 
@@ -88,13 +89,13 @@ def _seeds(seeds, base: int) -> list[int]:
         return [base]
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         if seeds < 1:
-            raise ValueError(f"seeds: the number of seeds must be >= 1, got {seeds}")
+            raise InputError(f"seeds: the number of seeds must be >= 1, got {seeds}")
         return list(range(base, base + seeds))
     seeds = list(seeds)
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
-        raise ValueError(f"seeds: a count or a list of integer seeds, got {seeds!r}")
+        raise InputError(f"seeds: a count or a list of integer seeds, got {seeds!r}")
     if len(set(seeds)) < len(seeds):
-        raise ValueError(f"seeds: a seed is given twice in {seeds}")
+        raise InputError(f"seeds: a seed is given twice in {seeds}")
     return seeds
 
 
@@ -120,7 +121,7 @@ def sweep_models(vae_config: Model | VAEConfig, train_config: TrainConfig, *, se
             models.append(SweepModel(name, vae_config, tc))
     # a value the model does not read: a config's own rule speaks first (check_hyperparameters, above)
     for name in (q for q in ("recon_sigma", "kl_weight") if given[q] is not None and q not in model.hyperparameters):
-        raise ValueError(f"{name}: {_model_words(model)} has no {_WORDS[name]} to sweep")
+        raise InputError(f"{name}: {_model_words(model)} has no {_WORDS[name]} to sweep")
     return models
 
 
@@ -283,7 +284,7 @@ def read_sweep_info(sweep_dir: str | os.PathLike) -> tuple[SweepInfo, RunInfo]:
         info = SweepInfo({k: raw["grid"][k] for k in ("seeds", *SWEPT)}, tuple(str(m["name"]) for m in raw["models"]),
                          tuple(m["error"] for m in raw["models"]))
         if not info.names:
-            raise ValueError("no models")
+            raise InputError("no models")
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as e:
         detail = f"missing key {e}" if isinstance(e, KeyError) else str(e)
         raise RunError(f"{path}: not a valid jaxvae sweep file ({detail})") from None

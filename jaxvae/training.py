@@ -25,6 +25,7 @@ from jaxvae.batching import batch_counts, epoch_indices, steps_per_epoch
 from jaxvae.binarize import prepare_eval_data, prepare_train_data, sample_binary
 from jaxvae.checks import check_data
 from jaxvae.config import HYPERPARAMETERS, TrainConfig, VAEConfig, check_configs
+from jaxvae.errors import InputError, NumericalError
 from jaxvae.model import Model, batch_size_of, inputs, take, with_inputs
 from jaxvae.parallel import DataParallel, make_data_parallel
 from jaxvae.structure import structure_key
@@ -213,13 +214,13 @@ def check_hyperparameters(model: Model, train_config: TrainConfig) -> None:
         return
     for name in HYPERPARAMETERS:
         if name != "lr" and name not in model.hyperparameters and getattr(train_config, name) != Hyper._field_defaults[name]:
-            raise ValueError(f"{name}={getattr(train_config, name)!r}: {type(model).__name__}'s loss does not read it "
+            raise InputError(f"{name}={getattr(train_config, name)!r}: {type(model).__name__}'s loss does not read it "
                              f"(it reads lr{''.join(', ' + n for n in model.hyperparameters)}); leave it at its default")
     if train_config.kl_warmup_epochs > 0 and "kl_weight" not in model.hyperparameters:
-        raise ValueError(f"kl_warmup_epochs: {type(model).__name__}'s loss has no KL weight to warm up")
+        raise InputError(f"kl_warmup_epochs: {type(model).__name__}'s loss has no KL weight to warm up")
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(NumericalError):
     """Training produced a non-finite loss or parameter; ``state`` is the last good FitState."""
 
     def __init__(self, message: str, state: "FitState"):
@@ -328,7 +329,7 @@ def train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules: 
     n = batch_size_of(data)
     expected = steps_per_epoch(n, batch_size, drop_last)
     if train_step.steps_per_epoch not in (None, expected):
-        raise ValueError(f"the train step was built for {train_step.steps_per_epoch} steps per epoch; "
+        raise InputError(f"the train step was built for {train_step.steps_per_epoch} steps per epoch; "
                          f"{n} samples in batches of {batch_size} make {expected}")
     if progress is not None:
         set_progress_hook(progress)
@@ -546,7 +547,7 @@ def _epoch_record(epoch: int, metrics, val, n_val: int, batch_size: int, lr: flo
 def given_model(model: Model | VAEConfig | None, vae_config: VAEConfig | None) -> Model | VAEConfig:
     """``fit``'s model as given: ``model`` or ``vae_config`` (at most one), or else the blog's ``VAEConfig()``."""
     if model is not None and vae_config is not None:
-        raise ValueError("give model or vae_config, not both")
+        raise InputError("give model or vae_config, not both")
     return model if model is not None else vae_config if vae_config is not None else VAEConfig()
 
 
@@ -558,7 +559,7 @@ def check_batchable(train_configs: Sequence[TrainConfig]) -> None:
     for tc in train_configs[1:]:
         for name in (f for f in first.__dataclass_fields__ if f not in free):
             if getattr(tc, name) != getattr(first, name):
-                raise ValueError(f"models trained together must share {name} (got {getattr(first, name)!r} and "
+                raise InputError(f"models trained together must share {name} (got {getattr(first, name)!r} and "
                                  f"{getattr(tc, name)!r}); only {', '.join(sorted(free))} may differ")
 
 
@@ -593,7 +594,7 @@ def fit_models(
     """
     configs = list(train_configs)
     if not configs:
-        raise ValueError("train_configs: give at least one TrainConfig")
+        raise InputError("train_configs: give at least one TrainConfig")
     check_batchable(configs)
     tc = configs[0]
     model = as_model(given_model(model, vae_config))
@@ -609,7 +610,7 @@ def fit_models(
     if state is None:
         state = ModelsState.stack([init_fit_state(step, c, dtype=dtype) for c in configs])
     elif state.num_models != len(configs):
-        raise ValueError(f"state: holds {state.num_models} models, train_configs {len(configs)}")
+        raise InputError(f"state: holds {state.num_models} models, train_configs {len(configs)}")
     else:
         # The given hyperparameters are the configs' (a resumed state may come from a config edited since).
         train_state = state.train_state._replace(hyper=_stack([h.as_arrays(dtype) for h in hypers]))

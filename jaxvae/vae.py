@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxvae.config import VAEConfig
+from jaxvae.errors import InputError, InputTypeError
 from jaxvae.likelihoods import Gaussian, likelihood_of
 from jaxvae.losses import elbo_loss, importance_weights, iwae_loss_of, normal_noise
 from jaxvae.model import Model, inputs
@@ -152,9 +153,9 @@ class VAEModel(Model):
         if self.input_dim is None:
             return
         if x.ndim != 2:
-            raise ValueError(f"{name} must be a 2-D array (samples, features), got shape {x.shape}")
+            raise InputError(f"{name} must be a 2-D array (samples, features), got shape {x.shape}")
         if x.shape[1] != self.input_dim:
-            raise ValueError(f"{name} has {x.shape[1]} features but the model expects input_dim={self.input_dim}")
+            raise InputError(f"{name} has {x.shape[1]} features but the model expects input_dim={self.input_dim}")
 
     def check_values(self, name: str, batch) -> None:
         x = inputs(batch)
@@ -174,4 +175,4 @@ def as_model(model) -> Model:
         return model
     if isinstance(model, VAEConfig):
         return VAEModel.from_config(model)
-    raise TypeError(f"model must be a jaxvae.model.Model or a VAEConfig, got {type(model).__name__}")
+    raise InputTypeError(f"model must be a jaxvae.model.Model or a VAEConfig, got {type(model).__name__}")

@@ -10,11 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from cli_helpers import REPO, TINY, assert_one_line_error, run_cli
+from cli_helpers import REPO, TINY, assert_one_line_error, run_cli, suggested_command
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxvae import cli, training
+from jaxvae import cli, errors, training
 from jaxvae.checkpoint import checkpoint_bytes, load_checkpoint
 from jaxvae.config import TrainConfig, VAEConfig, config_to_dict
 from jaxvae.models import init_params
@@ -51,6 +51,11 @@ def run_dir(tmp_path_factory):
     (["--seed", "-9223372036854775809"], "seed"),
     (["--binarize-seed", "9223372036854775807"], "binarize_seed"),
     (["--stop-lr", "1e-2"], "stop_lr=0.01 is above lr=0.001"),
+    # sizes past JAX's 32-bit counts, and an Adam eps that would leave every step at nothing
+    (["--latent-dim", "3000000000"], "latent_dim must be at most 2147483647"),
+    (["--hidden", "32", "3000000000"], "hidden entries must be at most 2147483647"),
+    (["--epochs", "10000000000"], "max_epochs must be at most 2147483647"),
+    (["--adam-eps", "1e300"], "adam_eps must be at most 1"),
 ])
 def test_bad_flags_give_one_line_and_write_nothing(tmp_path, capsys, flags, named):
     out = tmp_path / "never"
@@ -119,6 +124,42 @@ def test_fuzzed_config_values_raise_value_error_only(cls, data):
         assert cls(**json.loads(json.dumps(config_to_dict(config)))) == config
 
 
+# --------------------------------------------------------------------------- jaxvae's errors and bugs
+
+
+@pytest.mark.parametrize("error, code", [
+    (errors.InputError("evaluate: something given is wrong"), 2),
+    (errors.MemoryLimitError("evaluate: would not fit"), 3),
+    (errors.NumericalError("evaluate: non-finite log-likelihood"), 1),
+])
+def test_a_jaxvae_error_is_one_line_with_its_exit_code(run_dir, capsys, monkeypatch, error, code):
+    from jaxvae.cli import run_tools
+
+    def evaluate_run(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(run_tools, "evaluate_run", evaluate_run)
+    got, _, err = run_cli(capsys, "evaluate", run_dir)
+    assert got == code
+    assert_one_line_error(err, str(error))
+
+
+@pytest.mark.parametrize("bug", [ValueError("a ValueError from inside JAX"), KeyError("model"), OverflowError("big")])
+def test_any_other_exception_keeps_its_traceback_and_asks_for_a_report(run_dir, capsys, monkeypatch, bug):
+    from jaxvae.cli import run_tools
+
+    def evaluate_run(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr(run_tools, "evaluate_run", evaluate_run)
+    code, _, err = run_cli(capsys, "evaluate", run_dir)
+    assert code == 1
+    assert "Traceback (most recent call last)" in err and "in evaluate_run" in err
+    lines = err.strip().splitlines()
+    assert lines[-2] == f"jaxvae evaluate: internal error: {type(bug).__name__}: {bug}"
+    assert lines[-1].startswith("jaxvae evaluate: this is a bug in jaxvae or in a library it uses; please report it")
+
+
 # --------------------------------------------------------------------------- damaged run directories
 
 
@@ -127,6 +168,44 @@ def test_missing_run_directory(tmp_path, capsys):
         code, _, err = run_cli(capsys, command[0], tmp_path / "nope", *command[1:])
         assert code == 2
         assert_one_line_error(err, str(tmp_path / "nope"), "does not exist")
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--k", "1e20"], "argument --k: invalid int value: '1e20'"),
+    (["--k", str(10**20)], "k must be at most 2147483647"),
+    (["--k", "10", "--chunk", str(2**31)], "chunk must be at most 2147483647"),
+    (["--limit", str(2**31)], "limit must be at most 2147483647"),
+])
+def test_evaluate_sizes_past_int32_are_one_line(run_dir, capsys, flags, named):
+    code, out, err = run_cli(capsys, "evaluate", run_dir, *flags)
+    assert code == 2 and out == ""
+    assert_one_line_error(err, named)
+
+
+def test_a_torch_file_declaring_a_huge_latent_dim_is_one_line(run_dir, tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    exported = tmp_path / "model.pt"
+    assert run_cli(capsys, "export", run_dir, "--torch", exported)[0] == 0
+    blob = torch.load(exported, weights_only=True)
+    blob["config"]["latent_dim"] = 10**12
+    torch.save(blob, tmp_path / "huge.pt")
+    code, _, err = run_cli(capsys, "import", tmp_path / "huge.pt", "--out", tmp_path / "imported")
+    assert code == 2
+    assert_one_line_error(err, str(tmp_path / "huge.pt"), "latent_dim must be at most 2147483647")
+    assert not (tmp_path / "imported").exists()
+
+
+def test_a_truncated_sweep_file_names_itself_and_the_way_on(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    assert run_cli(capsys, "sweep", *TINY, "--seeds", "2", "--epochs", "1", "--out", sweep)[0] == 0
+    sweep_file = sweep / "sweep.json"
+    sweep_file.write_bytes(sweep_file.read_bytes()[:40])
+    code, _, err = run_cli(capsys, "sweep", "--resume", sweep, "--no-download")
+    assert code == 2
+    assert_one_line_error(err, f"{sweep_file}: not a valid jaxvae sweep file", "each of its 2 models is a run directory "
+                          "(seed0, seed1)", f"continue it alone with: jaxvae train --resume {sweep / 'seed0'}")
+    code, out, err = run_cli(capsys, *suggested_command(err))  # the way on works: seed0 has nothing left to do
+    assert code == 0 and "nothing to do" in out, err
 
 
 def _copy_run(src: Path, dst: Path) -> Path:

@@ -75,3 +75,13 @@ def test_a_memory_error_in_any_command_is_one_line_with_exit_3(tmp_path, capsys,
     code, _, err = run_cli(capsys, "evaluate", out, "--k", "100000")
     assert code == 3
     assert_one_line_error(err, "out of memory (MemoryError)", "--batch-size")
+
+
+def test_a_sweep_too_large_for_memory_is_refused_before_its_models_are_built(tmp_path, capsys, monkeypatch):
+    built = []
+    monkeypatch.setattr(train_flow.sw, "SweepModel", lambda *a, **k: built.append(a))
+    code, _, err = run_cli(capsys, "sweep", *TINY, "--seeds", "1000000000", "--lr", "1e-3", "2e-3", "--epochs", "0",
+                           "--out", tmp_path / "sweep")
+    assert code == 3
+    assert_one_line_error(err, "--seeds 1000000000 x --lr (2 values): 2,000,000,000 models;", "GiB free", "fewer models")
+    assert len(built) == 2 and not (tmp_path / "sweep").exists()  # one seed per setting, to check the values

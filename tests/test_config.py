@@ -1,7 +1,8 @@
 import pytest
 
 from jaxvae import TrainConfig, VAEConfig
-from jaxvae.config import check_configs, config_to_dict, configs_from_dicts
+from jaxvae.config import INT32_MAX, check_configs, config_to_dict, configs_from_dicts
+from jaxvae.errors import InputError
 
 
 def test_defaults_are_the_blogs():
@@ -43,6 +44,30 @@ def test_bad_vae_config_names_the_field(field, value):
 def test_bad_train_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value})
+
+
+@pytest.mark.parametrize("cls, field, value", [
+    (VAEConfig, "latent_dim", 3_000_000_000), (VAEConfig, "input_dim", 2**31), (VAEConfig, "hidden", (8, 10**12)),
+    (VAEConfig, "decoder_hidden", (2**40,)), (VAEConfig, "conv_channels", (2**31,)), (TrainConfig, "batch_size", 2**31),
+    (TrainConfig, "max_epochs", 10**20), (TrainConfig, "plateau_patience", 2**63),
+])
+def test_sizes_past_int32_are_refused_naming_the_field(cls, field, value):
+    with pytest.raises(InputError, match=rf"^{field}( entries)? must be at most {INT32_MAX} \(JAX's sizes"):
+        cls(**{field: value})
+
+
+def test_the_largest_int32_size_is_taken():
+    assert VAEConfig(latent_dim=INT32_MAX, objective="iwae", iwae_k=INT32_MAX).latent_dim == INT32_MAX
+    assert TrainConfig(max_epochs=INT32_MAX).max_epochs == INT32_MAX
+    with pytest.raises(InputError, match="iwae_k must be at most"):
+        VAEConfig(objective="iwae", iwae_k=INT32_MAX + 1)
+
+
+def test_an_adam_eps_that_would_stop_training_is_refused_with_the_reason():
+    TrainConfig(adam_eps=1.0)  # Inception's, the largest in common use
+    for eps in (1.5, 1e300):
+        with pytest.raises(InputError, match=r"adam_eps must be at most 1, got .*every step shrinks to lr \* m / eps"):
+            TrainConfig(adam_eps=eps)
 
 
 def test_the_iwae_bound_refuses_a_kl_weight_in_one_place():

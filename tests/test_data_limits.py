@@ -105,6 +105,25 @@ def test_header_declaring_too_much_is_refused(tmp_path, compress):
     assert peak < MiB
 
 
+def test_gzip_header_declaring_more_than_the_file_can_inflate_to_is_refused_at_once(tmp_path):
+    declared = (1_360_000, 28, 28)  # 1.07 GB of pixels, under MAX_IDX_BYTES, in a gzip of about 16 KiB
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    write_bomb(path, b"\0\0\x08\x03" + struct.pack(">3I", *declared), 16 * MiB)
+    size = path.stat().st_size
+    error, peak = peak_of(lambda: data.read_idx(path, "images"))
+    assert isinstance(error, DataError)
+    assert str(error) == (f"{path}: IDX header declares shape {declared}, 1066240000 bytes, more than this file can "
+                          f"hold (a gzip file of {size} bytes inflates to {size * 1032} at most)")
+    assert peak < MiB  # refused from the header: nothing inflated
+
+
+def test_a_gzip_at_deflates_best_ratio_is_still_read(tmp_path):
+    path = tmp_path / "zeros.gz"
+    write_bomb(path, TEN_IMAGES[:4] + struct.pack(">3I", 4096, 64, 64), 16 * MiB)  # zeros: ratio near the limit
+    assert 16 * MiB > 900 * path.stat().st_size
+    assert data.read_idx(path, "images").shape == (4096, 64, 64)
+
+
 def test_declared_size_is_not_allocated_before_the_data_arrives(tmp_path):
     declared = (1000, 1000, 1000)  # 1e9 bytes: under the limit, yet the file holds 16 bytes
     assert 10**9 < data.MAX_IDX_BYTES

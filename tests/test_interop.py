@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from jaxvae import VAEConfig, init_params
+from jaxvae.errors import InputError
 from jaxvae.interop import (
     check_params_shapes,
     from_torch,
@@ -114,6 +115,13 @@ def test_a_file_that_is_not_a_torch_file_is_named(tmp_path, content, fragment):
 def test_non_floating_tensors_are_refused(tmp_path, dtype):
     path = _blog_file(tmp_path, cast=getattr(torch, dtype))
     with pytest.raises(ValueError, match=f"encoder.prev_network.network.0.weight' has dtype {dtype}; .*floating"):
+        load_torch(path)
+
+
+def test_meta_device_tensors_are_refused_naming_the_file_and_tensor(tmp_path):
+    path = _blog_file(tmp_path, cast="meta")  # shapes without values, as torch.device("meta") builds them
+    with pytest.raises(InputError, match=f"^{path}: tensor 'encoder.prev_network.network.0.weight' is on torch's "
+                                         "meta device: a shape without values"):
         load_torch(path)
 
 

@@ -99,6 +99,8 @@ def test_your_own_encoder_and_decoder_train_and_sweep_as_lone_fits():
     for i, result in enumerate(lone):
         np.testing.assert_allclose([r["val_loss"] for r in together.histories[i]],
                                    [r["val_loss"] for r in result.history], rtol=1e-5)
+    with pytest.raises(ValueError, match="seed must be an integer in"):
+        evaluate(lone[0].params, x[250:], OWN, k=16, seed=2**80)
     estimate = evaluate(lone[0].params, x[250:], OWN, k=16)
     assert np.isfinite(estimate["log_likelihood"]) and estimate["log_likelihood"] >= -estimate["neg_elbo"] - 1e-3
 
@@ -158,6 +160,8 @@ def test_batches_are_checked_leaf_by_leaf():
         check_data("data", (x, y), VAEConfig())
     with pytest.raises(ValueError, match="a Bernoulli likelihood"):
         check_data("data", 2 * x, SMALL.replace(likelihood="bernoulli"))
+    with pytest.raises(ValueError, match="train_x has dtype float16; jaxvae trains on float32 or float64"):
+        fit(x.astype(np.float16), vae_config=SMALL, train_config=TC.replace(batch_size=10))
 
 
 def test_the_configs_likelihood_names_are_the_registrys():

@@ -39,6 +39,13 @@ def test_deleting_or_replacing_the_lock_file_lets_no_second_writer_in(tmp_path):
             RunLock(tmp_path, "jaxvae train --resume here").acquire()
 
 
+def test_a_lock_file_of_deeply_nested_json_still_gives_the_refusal(tmp_path):
+    with RunLock(tmp_path, "jaxvae train --out here"):
+        (tmp_path / LOCK_FILE).write_text("[" * 100_000)  # json.loads: RecursionError
+        with pytest.raises(RunBusyError, match="another jaxvae \\(a process that has not said who it is\\)"):
+            RunLock(tmp_path, "jaxvae train --resume here").acquire()
+
+
 def test_a_symlink_in_place_of_the_lock_file_is_not_followed(tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("not jaxvae's")

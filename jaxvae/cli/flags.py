@@ -21,11 +21,11 @@ from jaxvae.config import (
     TrainConfig,
     VAEConfig,
 )
+from jaxvae.errors import EXIT_NONFINITE, EXIT_RESOURCES, EXIT_USAGE, InputError  # noqa: F401 (re-exported)
 from jaxvae.layout import TENSORBOARD_DIR
 from jaxvae.tensorboard import missing
 
 PROG = "jaxvae"
-EXIT_NONFINITE, EXIT_USAGE, EXIT_RESOURCES = 1, 2, 3
 
 # Flag names that differ from the field name with "_" -> "-".
 FLAG_NAMES = {"max_epochs": "epochs"}
@@ -93,7 +93,7 @@ SPLITS = ("test", "train")  # evaluate --split
 RUN_DIR_HELP = "a run directory written by 'jaxvae train' or 'jaxvae import'"
 
 
-class UsageError(ValueError):
+class UsageError(InputError):
     """Bad command-line input; reported as one line with exit code 2."""
 
 

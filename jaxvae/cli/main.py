@@ -7,6 +7,7 @@ import importlib
 import os
 import shlex
 import sys
+import traceback
 
 from jaxvae import __version__
 from jaxvae.cli.cache import enable_compile_cache
@@ -29,8 +30,11 @@ from jaxvae.cli.flags import (
 )
 from jaxvae.data import DATASETS
 from jaxvae.entry import EXIT_INTERRUPTED, raise_if_interrupted
+from jaxvae.errors import JaxvaeError
 from jaxvae.fileio import user_cache_dir
 from jaxvae.layout import EXPORT_FILE
+
+EXIT_BUG = 1  # an exception jaxvae did not raise on purpose (a bug), as Python's own exit code for one
 
 # Each command's function, imported when the command runs: building the parser loads no JAX.
 COMMANDS = {
@@ -143,25 +147,32 @@ def _error(command: str, message: str, code: int = EXIT_USAGE) -> int:
 
 
 def _resource_error(error: BaseException) -> str | None:
-    """The one line of a memory error (refused before allocating, or an allocation that failed), else
-    None. Only a command that has loaded JAX and jaxvae.checks meets one."""
+    """The one line of an allocation that failed (Python's MemoryError, XLA's RESOURCE_EXHAUSTED),
+    else None. Only a command that has loaded JAX and jaxvae.checks meets one."""
     checks = sys.modules.get("jaxvae.checks")
-    if checks is None:
-        return None
-    if isinstance(error, checks.ResourceError):
-        return str(error)
-    if (what := checks.out_of_memory(error)) is not None:
+    if checks is not None and (what := checks.out_of_memory(error)) is not None:
         return (f"out of memory ({what}); use a smaller --hidden, --latent-dim or --batch-size (or fewer "
                 "models); a run's last saved epoch is kept")
     return None
 
 
+def _report_bug(command: str, error: BaseException) -> int:
+    """An exception jaxvae did not raise on purpose: its traceback, then a line asking to report it; exit 1."""
+    traceback.print_exception(error)
+    first = next(iter(str(error).splitlines()), "")[:200]
+    print(f"{PROG} {command}: internal error: {type(error).__name__}: {first}", file=sys.stderr)
+    print(f"{PROG} {command}: this is a bug in {PROG} or in a library it uses; please report it to the {PROG} "
+          f"developers with the command line, '{PROG} --version' and the traceback above", file=sys.stderr, flush=True)
+    return EXIT_BUG
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``jaxvae`` console script and ``python -m jaxvae``; returns the exit code.
 
-    0 success, 1 training stopped on a non-finite loss, 2 bad input or environment (one line on
-    stderr naming the flag or file, no traceback), 3 not enough memory (refused before allocating,
-    or an allocation failed), 130 interrupted.
+    0 success; 1 training stopped on a non-finite loss; 2 bad input or environment; 3 not enough
+    memory (refused before allocating, or an allocation failed); 130 interrupted. Each failure is one
+    line on stderr naming the flag or file, no traceback (``jaxvae.errors``). Any other exception is a
+    bug: its traceback, a line asking to report it, and exit code 1.
     """
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     parser = build_parser()
@@ -185,15 +196,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except OSError as e:  # a read-only or full disk, a missing directory, no permission: named by file
         return _error(args.command, os_error_text(e))
-    except Exception as e:  # not enough memory is one line, whatever raised it
-        if (message := _resource_error(e)) is not None:
-            return _error(args.command, message, EXIT_RESOURCES)
-        if not isinstance(e, (ValueError, OverflowError)):  # a bug: its traceback
-            raise
-        message = str(e)  # configs, data, checkpoints, runs: each names the field or file at fault
+    except JaxvaeError as e:  # configs, data, checkpoints, runs, memory: each names the field or file at fault
+        message = str(e)
         if getattr(e, "remedy", None):  # a runs.RunError: add the command that fixes it
             from jaxvae.cli.rundir import remedy_text, resume_command  # JAX is loaded by now
 
             resume = getattr(args, "resume", None)  # a run or sweep given to --resume is continued the same way
             message += remedy_text(e, resume and resume_command(args.command, resume))
-        return _error(args.command, message)
+        return _error(args.command, message, e.exit_code)
+    except Exception as e:
+        if (message := _resource_error(e)) is not None:  # not enough memory is one line, whatever raised it
+            return _error(args.command, message, EXIT_RESOURCES)
+        return _report_bug(args.command, e)

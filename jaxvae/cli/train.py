@@ -16,7 +16,7 @@ import jax
 
 from jaxvae import sweep as sw
 from jaxvae.batching import steps_per_epoch
-from jaxvae.checks import check_memory, out_of_memory
+from jaxvae.checks import ResourceError, check_memory, out_of_memory
 from jaxvae.cli.console import (
     EpochProgress,
     SigintFlag,
@@ -128,6 +128,20 @@ def _check_memory(vae_config: VAEConfig, batch_size: int, dataset: Dataset, mode
     check_memory(vae_config, batch_size, int(dataset.train_x.size + dataset.test_x.size), models)
 
 
+def _check_sweep_memory(vae_config: VAEConfig, batch_size: int, dataset: Dataset, grid: dict) -> None:
+    """``_check_memory`` for the models the grid makes, counted before any is built (a huge --seeds
+    would fill the memory with their configs alone); the ResourceError names the flags that count."""
+    count, flags = grid["seeds"], [f"--seeds {grid['seeds']}"]
+    for name, flag in SWEEP_VALUE_FLAGS.items():
+        if grid[name]:
+            count *= len(grid[name])
+            flags.append(f"{flag} ({len(grid[name])} values)")
+    try:
+        _check_memory(vae_config, batch_size, dataset, count)
+    except ResourceError as e:
+        raise ResourceError(f"{' x '.join(flags)}: {count:,} models; {e}") from None
+
+
 def _check_new_sweep_dir(out: Path, names) -> None:
     try:
         refuse_foreign(out, {sw.SWEEP_FILE, sw.SUMMARY_DIR, LOCK_FILE, *names})
@@ -148,7 +162,8 @@ def _fresh(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
     if sweep:
         grid = _sweep_grid(args)
         grid["seeds"] = 1 if grid["seeds"] is None else grid["seeds"]
-        sw.sweep_models(vae_config, train_config, **grid)  # bad values fail here too
+        # bad values fail here too; one seed stands for all (--seeds is counted against memory below)
+        sw.sweep_models(vae_config, train_config, **{**grid, "seeds": min(grid["seeds"], 1)})
     elif args.out:
         check_out_dir(Path(args.out))  # a run that would be refused is refused before loading data
     dataset = load_data(getattr(args, "dataset", "mnist"), args.data_dir, not args.no_download, args.require_mnist)
@@ -158,11 +173,13 @@ def _fresh(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
     root = Path(args.out) if args.out else default_run_dir(dataset.name, "sweep-" if sweep else "")
     models, run_dirs, configs = [], [root], [train_config]
     if sweep:
+        _check_sweep_memory(vae_config, train_config.batch_size, dataset, grid)
         models = sw.sweep_models(vae_config, train_config, **grid)
         grid["seeds"] = list(dict.fromkeys(m.seed for m in models))
         _check_new_sweep_dir(root, [m.name for m in models])
         run_dirs, configs = [root / m.name for m in models], [m.train_config for m in models]
-    _check_memory(vae_config, train_config.batch_size, dataset, len(configs))
+    else:
+        _check_memory(vae_config, train_config.batch_size, dataset, 1)
     if train_config.max_epochs == 0:
         say("--epochs 0: the configs and the data are valid; nothing to train, nothing written")
         return None
@@ -215,6 +232,21 @@ def _check_resume_flags(args, command: str, info: RunInfo, root: Path) -> None:
                          f"({config_file}); a resumed run keeps its data")
 
 
+def _read_sweep_file(root: Path) -> sw.SweepInfo:
+    """``sweep.json`` of the sweep in ``root``. When that file is at fault (truncated, say), the way on:
+    its models' run directories still hold their runs, each to be evaluated or continued alone."""
+    try:
+        return sw.read_sweep_info(root)[0]
+    except RunError as e:
+        models = sorted(d for d in root.iterdir() if (d / CONFIG_FILE).is_file())
+        if not str(e).startswith(str(root / sw.SWEEP_FILE)) or not models:
+            raise
+        shown = ", ".join(d.name for d in models[:3]) + (", ..." if len(models) > 3 else "")
+        raise RunError(f"{e}; the sweep cannot be resumed without it, but each of its {len(models)} models is a run "
+                       f"directory ({shown}) that keeps its checkpoint: evaluate one, or continue it alone with: "
+                       f"{resume_command('train', models[0])}") from None
+
+
 def _resume(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
     """The run or sweep in --resume, every directory locked before anything is read; None when
     there is nothing to do."""
@@ -227,7 +259,7 @@ def _resume(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
     if command == "sweep":
         require_run_dir(root)
         lock_run(root, command_line, stack)
-        saved, _ = sw.read_sweep_info(root)
+        saved = _read_sweep_file(root)
         grid, errors = saved.grid, list(saved.errors)
         run_dirs = [root / name for name in saved.names]
     for run_dir in run_dirs:

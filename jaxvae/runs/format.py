@@ -14,6 +14,7 @@ from pathlib import Path
 from jaxvae import __version__
 from jaxvae.config import TrainConfig, VAEConfig, config_to_dict, configs_from_dicts
 from jaxvae.data import Fingerprint
+from jaxvae.errors import InputError
 from jaxvae.fileio import atomic_write_text, json_safe, write_json
 from jaxvae.layout import (  # noqa: F401 (the names of the run directory's files, re-exported here)
     CHECKPOINT_FILE,
@@ -32,7 +33,7 @@ from jaxvae.parallel import is_writer
 SPLITS = ("train", "test")
 
 
-class RunError(ValueError):
+class RunError(InputError):
     """A run directory or one of its files is missing, unreadable or not what was asked for; the
     message names the path. ``remedy`` names what would fix it, for a front end that can spell it
     as a command (the command line does): "resume" (continue the run in ``run_dir``), "start" (start
@@ -91,10 +92,10 @@ def info_from_record(raw: dict) -> RunInfo:
     vae, train = configs_from_dicts(raw["model"], raw["training"])
     shape = tuple(int(s) for s in raw["image_shape"])
     if len(shape) != 2 or shape[0] * shape[1] != vae.input_dim:
-        raise ValueError(f"image_shape {shape} does not hold input_dim={vae.input_dim} pixels")
+        raise InputError(f"image_shape {shape} does not hold input_dim={vae.input_dim} pixels")
     data_dir = raw.get("data_dir")
     if data_dir is not None and not isinstance(data_dir, str):
-        raise ValueError(f"data_dir must be a path or null, got {data_dir!r}")
+        raise InputError(f"data_dir must be a path or null, got {data_dir!r}")
     return RunInfo(vae, train, str(raw["dataset"]), shape, data_dir, str(raw.get("jaxvae_version", "")),
                    fingerprints_from_dict(raw.get("data_fingerprints")), _read_imported_from(raw.get("imported_from")))
 
@@ -133,7 +134,7 @@ def fingerprints_from_dict(raw) -> dict | None:
     if raw is None:
         return None
     if not isinstance(raw, dict) or not set(raw) <= set(SPLITS):
-        raise ValueError(f"data_fingerprints must map {' and '.join(SPLITS)} to fingerprints, got {raw!r}")
+        raise InputError(f"data_fingerprints must map {' and '.join(SPLITS)} to fingerprints, got {raw!r}")
     return {split: Fingerprint.from_dict(raw[split]) for split in SPLITS if split in raw}
 
 
@@ -143,7 +144,7 @@ def _read_imported_from(raw) -> dict | None:
     epoch = raw.get("epoch") if isinstance(raw, dict) else None
     if not isinstance(raw, dict) or not isinstance(raw.get("file"), str) or not (
             epoch is None or (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0)):
-        raise ValueError(f"imported_from must be {{'file': path, 'epoch': integer >= 0 or null}}, got {raw!r}")
+        raise InputError(f"imported_from must be {{'file': path, 'epoch': integer >= 0 or null}}, got {raw!r}")
     return {"file": raw["file"], "epoch": epoch}
 
 

@@ -30,7 +30,7 @@ def _holder_text(path: Path) -> str:
             holder = json.loads(path.read_text(encoding="utf-8"))
             return (f"pid {holder['pid']} on {holder['host']}, since {holder['started']}: "
                     f"{holder['command']}")
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):  # JSON nested past Python's limit
             time.sleep(0.05)
     return "a process that has not said who it is"
 
