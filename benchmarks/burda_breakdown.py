@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxvae import losses, training
+from jaxvae import likelihoods, training
 from jaxvae.batching import steps_per_epoch
 from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.training import TrainStep, init_fit_state
@@ -54,7 +54,7 @@ def patched(module, name, value):
 def variants(tc: TrainConfig, n: int):
     """name -> (TrainStep, context manager active while tracing)."""
     shipped = TrainStep.from_configs(BURDA, tc, steps_per_epoch(n, BATCH))
-    old_softplus = lambda: patched(losses, "softplus", jax.nn.softplus)  # noqa: E731
+    old_softplus = lambda: patched(likelihoods, "softplus", jax.nn.softplus)  # noqa: E731
     return {
         "jaxvae (shipped)": (shipped, contextlib.nullcontext),
         "jax.nn.softplus": (shipped, old_softplus),

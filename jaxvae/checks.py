@@ -47,8 +47,8 @@ def check_data(name: str, batch, model=None, batch_size: int | None = None, *, p
         raise InputError(f"{name} must be floating point in [0, 1] (got dtype {x.dtype}); see jaxvae.data.to_unit_float")
     if jnp.finfo(x.dtype).bits < 32:
         # float16 overflows in the loss's sums long before the lr could matter: refuse it here, named
-        raise InputError(f"{name} has dtype {x.dtype}; jaxvae trains on float32 or float64 data (x.astype(np.float32)); "
-                         "bfloat16 compute is VAEConfig(compute_dtype='bfloat16')")
+        raise InputError(f"{name} has dtype {x.dtype}; jaxvae trains on float32 or float64 data "
+                         "(x.astype(np.float32)); bfloat16 compute is VAEConfig(compute_dtype='bfloat16')")
     for where, leaf in named:
         # NaN propagates through min/max: one pass finds it
         if jnp.issubdtype(leaf.dtype, jnp.floating) and not np.isfinite(float(leaf.min()) + float(leaf.max())):

@@ -38,9 +38,12 @@ BLOCK_ROWS = 2048
 
 
 @partial(jax.jit, static_argnames=("model", "k", "chunk", "batch_size"))
-def importance_sampled(params, x, key, model: VAEModel, k: int, chunk: int, batch_size: int, recon_sigma=1.0):
+def importance_sampled(params, x, key, model: VAEModel | VAEConfig, k: int, chunk: int, batch_size: int,
+                       recon_sigma=1.0):
     """Per-image ``(log_likelihood, elbo)`` estimates with ``k`` importance samples, as arrays [n]
-    (``model``: a ``VAEModel``, or any model with its ``latent_dim`` and ``log_importance_weights``)."""
+    (``model``: a ``VAEConfig``, a ``VAEModel``, or any model with its ``latent_dim`` and
+    ``log_importance_weights``)."""
+    model = as_model(model)
     n, shape = x.shape[0], x.shape[1:]
     n_batches = -(-n // batch_size)
     n_chunks = -(-k // chunk)
@@ -59,7 +62,8 @@ def importance_sampled(params, x, key, model: VAEModel, k: int, chunk: int, batc
             # Decoded a block of samples at a time, so the decoder's outputs stay in the CPU's cache.
             blocks = -(-chunk // block)
             eps = jnp.concatenate([eps, jnp.zeros((blocks * block - chunk, *eps.shape[1:]), eps.dtype)])
-            log_w = jax.lax.map(lambda e: model.log_importance_weights(params, xb, e, Weights(recon_sigma=recon_sigma))[0],
+            weights = Weights(recon_sigma=recon_sigma)
+            log_w = jax.lax.map(lambda e: model.log_importance_weights(params, xb, e, weights)[0],
                                 eps.reshape(blocks, block, *eps.shape[1:])).reshape(blocks * block, batch_size)[:chunk]
             # The last chunk may run past k: its surplus samples count for nothing.
             valid = (index * chunk + jnp.arange(chunk) < k)[:, None]
@@ -109,7 +113,8 @@ def evaluate(params, x, config: VAEModel | VAEConfig, *, k: int = 5000, key: jax
     log_px, elbo = importance_sampled(params, x, key, model, k, chunk, batch_size, sigma)
     log_px, elbo = np.asarray(log_px, np.float64), np.asarray(elbo, np.float64)
     if not (np.all(np.isfinite(log_px)) and np.all(np.isfinite(elbo))):
-        raise NumericalError(f"non-finite log-likelihood for {int(np.sum(~np.isfinite(log_px)))} of {log_px.size} images")
+        bad = int(np.sum(~np.isfinite(log_px)))
+        raise NumericalError(f"non-finite log-likelihood for {bad} of {log_px.size} images")
     ll_mean, ll_se = _mean_and_stderr(log_px)
     elbo_mean, elbo_se = _mean_and_stderr(elbo)
     return {

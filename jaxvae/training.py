@@ -184,7 +184,8 @@ class TrainStep:
             params, state.model_state, batch, eps, hyper))
 
     def _update(self, state: TrainState, schedules, loss_fn):
-        """params <- params - lr_t * optimizer(grad loss_fn(params, hyper_t)); the model's state as the loss returns it."""
+        """params <- params - lr_t * optimizer(grad loss_fn(params, hyper_t)); the model's state as the loss
+        returns it."""
         lr, kl_weight = self.values(state, self.init_schedules() if schedules is None else schedules)
 
         def objective(params):
@@ -212,10 +213,10 @@ def check_hyperparameters(model: Model, train_config: TrainConfig) -> None:
     if getattr(model, "config", None) is not None:
         check_configs(model.config, train_config)
         return
-    for name in HYPERPARAMETERS:
-        if name != "lr" and name not in model.hyperparameters and getattr(train_config, name) != Hyper._field_defaults[name]:
-            raise InputError(f"{name}={getattr(train_config, name)!r}: {type(model).__name__}'s loss does not read it "
-                             f"(it reads lr{''.join(', ' + n for n in model.hyperparameters)}); leave it at its default")
+    unread = [name for name in HYPERPARAMETERS if name != "lr" and name not in model.hyperparameters]
+    for name in (n for n in unread if getattr(train_config, n) != Hyper._field_defaults[n]):
+        raise InputError(f"{name}={getattr(train_config, name)!r}: {type(model).__name__}'s loss does not read it "
+                         f"(it reads lr{''.join(', ' + n for n in model.hyperparameters)}); leave it at its default")
     if train_config.kl_warmup_epochs > 0 and "kl_weight" not in model.hyperparameters:
         raise InputError(f"kl_warmup_epochs: {type(model).__name__}'s loss has no KL weight to warm up")
 
@@ -658,7 +659,8 @@ def fit_models(
                 state.errors[i] = message
                 continue
             record = _epoch_record(state.epochs[i] + 1, {k: v[i] for k, v in metrics.items()},
-                                   {k: v[i] for k, v in val.items()}, batch_size_of(val_x), tc.batch_size, lr, kl_weight, seconds)
+                                   {k: v[i] for k, v in val.items()}, batch_size_of(val_x), tc.batch_size, lr,
+                                   kl_weight, seconds)
             state.schedules[i] = step.update_schedules(state.schedules[i], record["val_loss"], hypers[i])
             state.epochs[i] += 1
             state.histories[i] = [*state.histories[i], record]
