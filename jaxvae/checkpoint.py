@@ -31,9 +31,10 @@ from flax import serialization
 from jaxvae.config import TrainConfig, VAEConfig, config_to_dict, configs_from_dicts
 from jaxvae.errors import InputError
 from jaxvae.fileio import FrameError, atomic_write_bytes, frame, unframe
-from jaxvae.models import param_shapes
+from jaxvae.model import Model, model_from_record
 from jaxvae.parallel import is_writer
 from jaxvae.training import FitState, Hyper, ScheduleStates, TrainState, TrainStep
+from jaxvae.vae import VAEModel
 
 MAGIC = b"JAXVAECK"
 FORMAT_VERSION = 4
@@ -51,14 +52,15 @@ def _key_data(key) -> np.ndarray:
     return np.asarray(key, dtype=np.uint32)
 
 
-def checkpoint_bytes(state: FitState, vae_config: VAEConfig, train_config: TrainConfig, run: dict | None = None) -> bytes:
+def checkpoint_bytes(state: FitState, vae_config: Model | VAEConfig, train_config: TrainConfig,
+                     run: dict | None = None) -> bytes:
     """The file's bytes for ``state`` (header + checksummed msgpack payload). ``run``: what else the
     run directory records about the model (a JSON-ready dict: its data and their fingerprints), kept
     so that the run can be rebuilt from the checkpoint alone (``checkpoint_run_record``)."""
     host = jax.device_get(state.train_state)
     payload = serialization.msgpack_serialize({
         "format_version": FORMAT_VERSION,
-        "model": json.dumps(config_to_dict(vae_config)),
+        "model": json.dumps(model_record(vae_config)),
         "training": json.dumps(config_to_dict(train_config)),
         "params": serialization.to_state_dict(host.params),
         "opt_state": serialization.to_state_dict(host.opt_state),
@@ -68,6 +70,9 @@ def checkpoint_bytes(state: FitState, vae_config: VAEConfig, train_config: Train
         "epoch": int(state.epoch),
         "history": json.dumps(state.history),  # JSON keeps inf/nan and record order as they are
         **({} if run is None else {"run": json.dumps(run)}),
+        # the model's own state (an EMA codebook, say); the VAE family has none, and its files stay as they were
+        **({"model_state": serialization.to_state_dict(host.model_state)}
+           if jax.tree.leaves(host.model_state) else {}),
     })
     return frame(MAGIC, payload)
 
@@ -96,6 +101,35 @@ def checkpoint_run_record(path: str | os.PathLike) -> dict | None:
         return {**run, "model": json.loads(raw["model"]), "training": json.loads(raw["training"])}
     except (TypeError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: invalid stored run record ({e})") from None
+
+
+def model_record(model: Model | VAEConfig) -> dict:
+    """The checkpoint's "model" entry: a ``VAEConfig``'s fields (those of a ``VAEModel`` made from one,
+    too), or any other model's ``describe()``: its class path and what rebuilds it."""
+    if type(model) is VAEModel and model.config is not None:
+        model = model.config
+    return config_to_dict(model) if isinstance(model, VAEConfig) else model.describe()
+
+
+def _stored_configs(path: Path, raw: dict, given_model) -> tuple:
+    """The checkpoint's model (a ``VAEConfig``, or the model its record names) and ``TrainConfig``.
+    The record of a model of your own is rebuilt by importing its class, unless ``given_model`` is given."""
+    try:
+        record, training = json.loads(raw["model"]), json.loads(raw["training"])
+        if not (isinstance(record, dict) and "class" in record):
+            return configs_from_dicts(record, training)
+        train_config = TrainConfig(**training)
+    except (KeyError, TypeError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{path}: invalid stored config ({e})") from None
+    if given_model is not None:
+        if model_record(given_model) != record:
+            raise CheckpointError(f"{path}: was trained with another model ({record}) than the one given "
+                                  f"({model_record(given_model)})")
+        return given_model, train_config
+    try:
+        return model_from_record(record), train_config
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: was made by {record.get('class')}, which cannot be built again: {e}") from None
 
 
 def _upgrade_format_1(raw: dict) -> dict:
@@ -212,9 +246,11 @@ _MAY_DIFFER = {"max_epochs"}
 
 def _check_same_run(path: Path, stored: tuple, given: tuple) -> None:
     """A checkpoint trained another model (or with other settings) than the configs it is loaded with
-    when a field other than the epoch limit differs; CheckpointError naming each such field."""
+    when a field other than the epoch limit differs; CheckpointError naming each such field. (A model of
+    your own is compared by its record, in ``_stored_configs``.)"""
     differing = [f"{field.name}: {a!r} in the checkpoint, {b!r} given"
-                 for s_config, g_config in zip(stored, given) for field in dataclasses.fields(s_config)
+                 for s_config, g_config in zip(stored, given) if dataclasses.is_dataclass(s_config)
+                 for field in dataclasses.fields(s_config)
                  if field.name not in _MAY_DIFFER
                  and (a := getattr(s_config, field.name)) != (b := getattr(g_config, field.name))]
     if differing:
@@ -222,23 +258,22 @@ def _check_same_run(path: Path, stored: tuple, given: tuple) -> None:
                               + "; ".join(differing) + ")")
 
 
-def load_checkpoint(path: str | os.PathLike, vae_config: VAEConfig | None = None,
+def load_checkpoint(path: str | os.PathLike, vae_config: Model | VAEConfig | None = None,
                     train_config: TrainConfig | None = None, *,
                     train_step: TrainStep | None = None) -> tuple[FitState, VAEConfig, TrainConfig]:
     """``(state, vae_config, train_config)`` from a checkpoint file.
 
-    With ``vae_config`` and ``train_config`` (e.g. from the run's config.json) the checkpoint must have
-    been trained with them (only ``max_epochs`` may differ) and its weights must fit; otherwise the
-    checkpoint's own configs are used. ``train_step`` gives the optimizer and
-    schedules whose state structure to expect (default: what the configs name). Every problem
+    ``vae_config`` is a ``VAEConfig`` or any ``jaxvae.model.Model``; a checkpoint of a model of your
+    own records its class, and loads without one given when that class can be imported (a
+    CheckpointError naming it when not). With ``vae_config`` and ``train_config`` (e.g. from the run's
+    config.json) the checkpoint must have been trained with them (only ``max_epochs`` may differ) and
+    its weights must fit; otherwise the checkpoint's own configs are used. ``train_step`` gives the
+    optimizer and schedules whose state structure to expect (default: what the configs name). Every problem
     raises ``CheckpointError`` naming the file (and the entry, for a shape mismatch).
     """
     path = Path(path)
     raw = _read_payload(path)
-    try:
-        stored_vae, stored_train = configs_from_dicts(json.loads(raw["model"]), json.loads(raw["training"]))
-    except (KeyError, TypeError, ValueError, RecursionError) as e:
-        raise CheckpointError(f"{path}: invalid stored config ({e})") from None
+    stored_vae, stored_train = _stored_configs(path, raw, vae_config)
     vae_config = vae_config or stored_vae
     train_config = train_config or stored_train
     _check_same_run(path, (stored_vae, stored_train), (vae_config, train_config))
@@ -246,9 +281,12 @@ def load_checkpoint(path: str | os.PathLike, vae_config: VAEConfig | None = None
         train_step = train_step or TrainStep.from_configs(vae_config, train_config)
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
-    params = param_shapes(vae_config)
+    params = train_step.model.param_shapes()
     template = {"params": params, "opt_state": jax.eval_shape(train_step.optimizer.init, params),
                 "schedules": train_step.init_schedules()}
+    model_state = jax.eval_shape(lambda: train_step.model.init(jax.random.PRNGKey(0))[1])
+    if jax.tree.leaves(model_state):
+        template["model_state"] = model_state
     for name, tmpl in template.items():
         _check_tree(serialization.to_state_dict(tmpl), raw.get(name), name, path)
     try:
@@ -264,6 +302,7 @@ def load_checkpoint(path: str | os.PathLike, vae_config: VAEConfig | None = None
         raise CheckpointError(f"{path}: incomplete checkpoint ({type(e).__name__}: {e})") from None
     params, opt_state = jax.tree.map(jnp.asarray, (restored["params"], restored["opt_state"]))
     hyper = Hyper.from_config(train_config).as_arrays(jax.tree.leaves(params)[0].dtype)
-    train_state = TrainState(params, opt_state, jnp.asarray(step, jnp.int32), hyper)
+    train_state = TrainState(params, opt_state, jnp.asarray(step, jnp.int32), hyper,
+                             jax.tree.map(jnp.asarray, restored.get("model_state", ())))
     schedules = ScheduleStates(*restored["schedules"])
     return FitState(train_state, schedules, jnp.asarray(key), epoch, history), vae_config, train_config

@@ -18,10 +18,13 @@ the conv models and any NNX encoder/decoder pair.
 from __future__ import annotations
 
 import abc
+import importlib
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from jaxvae.errors import InputError
 
 
 def inputs(batch):
@@ -53,6 +56,32 @@ def take(batch, rows):
     return jax.tree.map(lambda leaf: leaf[rows], batch)
 
 
+def class_path(obj) -> str:
+    """``module:qualname`` of a class or function: where ``import_path`` finds it again."""
+    return f"{obj.__module__}:{obj.__qualname__}"
+
+
+def import_path(path: str):
+    """The class or function a ``class_path`` names; InputError naming it when it cannot be imported."""
+    module_name, _, qualname = str(path).partition(":")
+    try:
+        found = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise InputError(f"{path} cannot be imported ({type(e).__name__}: {e}); import the module that defines "
+                         "it first, or pass the model itself") from None
+    return found
+
+
+def model_from_record(record: dict) -> "Model":
+    """The model a ``Model.describe`` record names, built again by its class's ``from_record``."""
+    cls = import_path(record["class"])
+    if not (isinstance(cls, type) and issubclass(cls, Model)):
+        raise InputError(f"{record['class']} is not a jaxvae.model.Model")
+    return cls.from_record(record)
+
+
 class Model(abc.ABC):
     """A model jaxvae can train. Subclasses are hashable (frozen dataclasses, say): equal models
     share compiled code."""
@@ -78,9 +107,18 @@ class Model(abc.ABC):
         not suit this model; nothing by default."""
 
     def describe(self) -> dict:
-        """What a record of this model says: its class (``module:qualname``) and, where it has one, its config."""
-        cls = type(self)
-        return {"class": f"{cls.__module__}:{cls.__qualname__}"}
+        """This model as a JSON-ready record (checkpoints keep it): its class as ``module:qualname``, and
+        what ``from_record`` needs to build it again."""
+        return {"class": class_path(type(self))}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "Model":
+        """The model ``describe`` recorded; by default ``cls()``, for models without fields."""
+        try:
+            return cls()
+        except TypeError as e:
+            raise InputError(f"{class_path(cls)} cannot be built again from its record ({e}); pass the model "
+                             "itself") from None
 
     def param_shapes(self, dtype=jnp.float32):
         """The params pytree as ``jax.ShapeDtypeStruct`` leaves: nothing is allocated."""

@@ -20,11 +20,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxvae.config import VAEConfig
+from jaxvae.config import VAEConfig, config_to_dict
 from jaxvae.errors import InputError, InputTypeError
 from jaxvae.likelihoods import Gaussian, likelihood_of
 from jaxvae.losses import elbo_loss, importance_weights, iwae_loss_of, normal_noise
-from jaxvae.model import Model, inputs
+from jaxvae.model import Model, class_path, import_path, inputs
 from jaxvae.models import VAE, params_of
 
 
@@ -66,10 +66,6 @@ class ModulePair:
             params = nnx.state(module, nnx.Param)
             nnx.update(module, jax.tree.map(lambda p: p.astype(dtype), params))
         return module
-
-
-def _class_path(obj) -> str:
-    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', type(obj).__qualname__)}"
 
 
 @functools.lru_cache(maxsize=64)
@@ -162,11 +158,21 @@ class VAEModel(Model):
         self.likelihood.check(name, float(x.min()), float(x.max()))
 
     def describe(self) -> dict:
+        """Your own modules' record: their classes, the latent size, the likelihood and the bound. (A
+        ``VAEConfig``'s model is recorded as its config.)"""
         if self.config is not None:
-            return super().describe()
-        return {**super().describe(), "encoder": _class_path(self.build.encoder),
-                "decoder": _class_path(self.build.decoder), "latent_dim": self.latent_dim,
-                "likelihood": self.likelihood.name, "iwae_k": self.iwae_k}
+            return {**super().describe(), "config": config_to_dict(self.config)}
+        return {**super().describe(), "encoder": class_path(self.build.encoder),
+                "decoder": class_path(self.build.decoder), "latent_dim": self.latent_dim,
+                "likelihood": self.likelihood.name, "iwae_k": self.iwae_k, "input_dim": self.input_dim}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "VAEModel":
+        if "config" in record:
+            return cls.from_config(VAEConfig(**record["config"]))
+        return cls.from_modules(import_path(record["encoder"]), import_path(record["decoder"]),
+                                latent_dim=record["latent_dim"], likelihood=record["likelihood"],
+                                iwae_k=record["iwae_k"], input_dim=record["input_dim"])
 
 
 def as_model(model) -> Model:

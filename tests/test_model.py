@@ -1,4 +1,5 @@
 """The model protocol: the blog's VAE through it, your own NNX modules, batches with labels, model state."""
+import json
 from dataclasses import dataclass
 
 import jax
@@ -6,11 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax import nnx
+from flax import nnx, serialization
 
 from jaxvae import TrainConfig, VAEConfig, fit
+from jaxvae.checkpoint import MAGIC, CheckpointError, checkpoint_bytes, load_checkpoint, model_record, save_checkpoint
 from jaxvae.checks import check_data
 from jaxvae.evaluation import evaluate
+from jaxvae.fileio import frame, unframe
 from jaxvae.model import Model
 from jaxvae.sweep import fit_many, summarize
 from jaxvae.training import fit_models
@@ -168,3 +171,29 @@ def test_the_configs_likelihood_names_are_the_registrys():
     from jaxvae.config import LIKELIHOODS
     from jaxvae.likelihoods import LIKELIHOODS as REGISTRY
     assert set(LIKELIHOODS) == set(REGISTRY)
+
+
+def test_a_checkpoint_of_your_own_model_records_its_classes_and_loads_again(tmp_path):
+    x, y = small_data()
+    tc = TC.replace(max_epochs=1)
+    result = fit(x, model=OWN, train_config=tc)
+    path = save_checkpoint(tmp_path / "checkpoint.msgpack", result.state, OWN, tc)
+    assert model_record(OWN)["encoder"] == f"{Encoder.__module__}:Encoder"
+    state, model, train_config = load_checkpoint(path)  # the classes imported from the record
+    assert model == OWN and train_config == tc and state.epoch == 1
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, state.params, result.params))
+    assert model_record(SMALL) == model_record(as_model(SMALL))  # a config's model: the config's own record
+    # a model's own state travels with it
+    labelled = fit((x, y), model=LabelledAE(), train_config=tc)
+    path = save_checkpoint(tmp_path / "labelled.msgpack", labelled.state, LabelledAE(), tc)
+    assert int(load_checkpoint(path)[0].train_state.model_state) == 6
+    with pytest.raises(CheckpointError, match="was trained with another model"):
+        load_checkpoint(path, OWN)
+    # a class that cannot be imported: one line naming it
+    raw = serialization.msgpack_restore(unframe(MAGIC, checkpoint_bytes(result.state, OWN, tc)))
+    raw["model"] = json.dumps({**model_record(OWN), "encoder": "no_such_module:Encoder"})
+    (tmp_path / "moved.msgpack").write_bytes(frame(MAGIC, serialization.msgpack_serialize(raw)))
+    with pytest.raises(CheckpointError, match=r"moved.msgpack: was made by jaxvae.vae:VAEModel, which cannot be built "
+                                              r"again: no_such_module:Encoder cannot be imported") as error:
+        load_checkpoint(tmp_path / "moved.msgpack")
+    assert "\n" not in str(error.value)
