@@ -100,6 +100,12 @@ class ConditionalVAEModel(VAEModel):
         return cls(ConditionalModules(config, int(num_classes)), config.latent_dim, likelihood_of(config.likelihood),
                    None, config.input_dim)
 
+    @classmethod
+    def from_modules(cls, *args, **kwargs):
+        """Not for this class: its modules are the blog's, widened by the condition (``from_config``)."""
+        raise InputError("ConditionalVAEModel is built from a VAEConfig: ConditionalVAEModel.from_config(config, "
+                         "num_classes)")
+
     @property
     def config(self) -> VAEConfig:
         """The unconditioned VAE's config (its rules for the hyperparameters hold here too)."""

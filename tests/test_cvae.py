@@ -8,6 +8,7 @@ import pytest
 from jaxvae import TrainConfig, VAEConfig, fit
 from jaxvae.cvae import ConditionalVAEModel
 from jaxvae.interop import to_torch
+from jaxvae.sweep import fit_many, summarize
 from jaxvae.training import Hyper, fit_models
 
 pytest.importorskip("torch")
@@ -90,6 +91,15 @@ def test_training_reduces_the_loss_and_two_seeds_together_equal_lone_fits():
                                    [r["val_loss"] for r in result.history], rtol=1e-5)
 
 
+def test_a_sweep_over_the_kl_weight_trains_on_labelled_batches():
+    x, y = prototypes()
+    sweep = fit_many((x[:250], y[:250]), (x[250:], y[250:]), model=SMALL, train_config=TC.replace(max_epochs=2),
+                     kl_weight=[0.5, 1.0])
+    summary = summarize(sweep.models, sweep.histories, sweep.errors, sweep.stop_reasons)
+    assert [s["label"] for s in summary["settings"]] == ["kl=0.5", "kl=1"]
+    assert sweep.histories[0][-1]["val_loss"] != sweep.histories[1][-1]["val_loss"]
+
+
 def test_the_label_matters():
     x, y = prototypes()
     result = fit((x[:250], y[:250]), (x[250:], y[250:]), model=SMALL, train_config=TC)
@@ -138,5 +148,7 @@ def test_configs_it_cannot_build_are_refused_by_name():
         ConditionalVAEModel.from_config(VAEConfig(architecture="conv"), 10)
     with pytest.raises(ValueError, match="objective='iwae': the conditional VAE trains the ELBO"):
         ConditionalVAEModel.from_config(VAEConfig(objective="iwae", iwae_k=4), 10)
+    with pytest.raises(ValueError, match=r"built from a VAEConfig: ConditionalVAEModel.from_config"):
+        ConditionalVAEModel.from_modules(object, object, latent_dim=2)
     assert BLOG.hyperparameters == ("recon_sigma", "kl_weight")
     assert ConditionalVAEModel.from_config(VAEConfig(), 10) == BLOG  # equal models share compiled code
