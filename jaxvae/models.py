@@ -249,9 +249,13 @@ class VAE(nnx.Module):
     def decoder_output(self, z: jax.Array) -> jax.Array:
         """The parameter of p(x | z) that the likelihood takes: the mean for the Gaussian, the logits
         for the Bernoulli (so the loss never takes the log of a sigmoid)."""
-        out = self.decoder(z)
-        return out if likelihood_of(self.config.likelihood).outputs_logits else activation_fn(
-            self.config.output_activation)(out)
+        return output_parameter(self.config, self.decoder(z))
+
+
+def output_parameter(config: VAEConfig, out: jax.Array) -> jax.Array:
+    """The likelihood's parameter from the decoder's last layer ``out``: the logits as they are (Bernoulli),
+    else ``config.output_activation`` of them (the Gaussian's mean)."""
+    return out if likelihood_of(config.likelihood).outputs_logits else activation_fn(config.output_activation)(out)
 
 
 def params_of(model: VAE) -> dict:

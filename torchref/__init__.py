@@ -4,6 +4,7 @@ Mirrors "A Gentle Introduction to Variational Autoencoders" (names, formulas, lo
 parity tests compare against it on shared weights and shared noise.
 """
 
+from .cvae import build_blog_cvae, cvae_forward
 from .data import AutoencoderDataset, load_mnist, load_mnist_idx, read_idx, to_float_features
 from .layers import VGGStackedLinear, resolve_linear_descriptors
 from .losses import (
@@ -44,6 +45,8 @@ __all__ = [
     "blog_decoder_descriptors",
     "build_blog_model",
     "build_blog_vae",
+    "build_blog_cvae",
+    "cvae_forward",
     "GaussSimilarityLoss",
     "unitgauss_kullback_leibler_divergence",
     "UnitGaussKullbackLeiblerDivergenceLoss",
