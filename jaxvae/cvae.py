@@ -174,3 +174,7 @@ class ConditionalVAEModel(VAEModel):
 
     def describe(self) -> dict:
         return {**super().describe(), "num_classes": self.num_classes}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "ConditionalVAEModel":
+        return cls.from_config(VAEConfig(**record["config"]), record["num_classes"])

@@ -152,3 +152,13 @@ def test_configs_it_cannot_build_are_refused_by_name():
         ConditionalVAEModel.from_modules(object, object, latent_dim=2)
     assert BLOG.hyperparameters == ("recon_sigma", "kl_weight")
     assert ConditionalVAEModel.from_config(VAEConfig(), 10) == BLOG  # equal models share compiled code
+
+
+def test_a_checkpoint_of_a_cvae_loads_as_the_same_model(tmp_path):
+    from jaxvae.checkpoint import load_checkpoint, save_checkpoint
+    x, y = prototypes(100)
+    tc = TC.replace(max_epochs=1)
+    result = fit((x, y), model=SMALL, train_config=tc)
+    state, model, _ = load_checkpoint(save_checkpoint(tmp_path / "checkpoint.msgpack", result.state, SMALL, tc))
+    assert model == SMALL and model.num_classes == 5
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, state.params, result.params))
