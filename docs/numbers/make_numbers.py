@@ -1,0 +1,306 @@
+"""The numbers the documentation quotes: trained here, written to JSON, and put into the pages.
+
+Every result quoted in README.md and docs/ comes from one of the runs below. Each run writes
+``docs/numbers/<run>.json`` (the command, the machine, its load, and every epoch's metrics), and
+the pages quote those files between markers, ``<!-- numbers: NAME -->`` and ``<!-- /numbers -->``,
+so that they read the same on GitHub and on the site. ``make docs-numbers`` runs them all:
+
+    python docs/numbers/make_numbers.py                      # every run, then the pages
+    python docs/numbers/make_numbers.py subset mnist3        # some runs, then the pages
+    python docs/numbers/make_numbers.py --pages              # only rewrite the pages from the JSON
+    python docs/numbers/make_numbers.py --check              # exit 1 if a page differs from the JSON
+
+tests/test_docs_numbers.py checks the pages against the JSON, the subset's KL against a fresh run
+(fast tier) and the 3 MNIST epochs against a fresh run (slow tier, when MNIST is in
+../shared/data/mnist).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+FIGURES = REPO / "docs" / "figures"
+FIGURES_FROM = {"mnist30"}  # runs whose figures are the documentation's (docs/figures/)
+MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"  # where the slow test and this script look first
+
+# name -> the jaxvae train arguments of the run (the blog's defaults otherwise)
+RUNS = {
+    "subset": ["--dataset", "mnist-subset", "--epochs", "30"],
+    "mnist3": ["--dataset", "mnist", "--require-mnist", "--epochs", "3"],
+    "mnist30": ["--dataset", "mnist", "--require-mnist", "--epochs", "30"],
+}
+BLOG = {"train": [25.3, 22.7, 22.3], "val": [23.0, 22.4, 22.2]}  # the blog's epochs 1-3
+KEYS = ("epoch", "train_loss", "val_loss", "val_recon", "val_kl", "lr", "seconds")
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform()}
+
+
+def load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 1)
+    except OSError:
+        return None
+
+
+def train(name: str, data_dir: Path | None) -> dict:
+    """Run ``jaxvae train`` as a user would, and keep its metrics."""
+    args = list(RUNS[name])
+    if "mnist" in args:
+        args += ["--data-dir", str(data_dir or MNIST_DIR)]
+    with tempfile.TemporaryDirectory(prefix=f"jaxvae-numbers-{name}-") as tmp:
+        run = Path(tmp) / "run"
+        plots = name in FIGURES_FROM
+        command = [sys.executable, "-m", "jaxvae", "train", *args, *([] if plots else ["--no-plots"]), "--out", str(run)]
+        loads = [load_average()]
+        started = datetime.datetime.now(datetime.timezone.utc)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        wall = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
+        loads.append(load_average())
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        evaluation = None
+        if name == "mnist30":
+            out = subprocess.run([sys.executable, "-m", "jaxvae", "evaluate", str(run), "--json"], check=True,
+                                 capture_output=True, text=True).stdout
+            evaluation = json.loads(out)
+        if plots:  # the home page's figures are this run's
+            for figure in sorted((run / "figures").glob("*.png")):
+                shutil.copyfile(figure, FIGURES / figure.name)
+    import jax
+
+    shown = ["jaxvae", "train", *[a if a != str(data_dir or MNIST_DIR) else "MNIST_DIR" for a in args],
+             *([] if plots else ["--no-plots"])]
+    return {
+        "run": name,
+        "command": shlex.join(shown),
+        "date": started.strftime("%Y-%m-%d"),
+        "jaxvae": _version(),
+        "jax": jax.__version__,
+        "machine": machine(),
+        "load_average": [x for x in loads if x is not None],
+        "wall_seconds": round(wall, 1),
+        "epochs": [{k: r[k] for k in KEYS} for r in records],
+        "evaluate": evaluation and {k: evaluation[k] for k in ("loss", "recon", "kl") if k in evaluation},
+    }
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("jaxvae")
+
+
+def read(name: str) -> dict | None:
+    path = HERE / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# ---- what the pages quote -------------------------------------------------------------------------
+
+def _f(x: float, digits: int = 2) -> str:
+    return f"{x:.{digits}f}"
+
+
+def _lr(lr: float) -> str:
+    return f"{lr:.0e}".replace("e-0", "e-")  # 1e-3
+
+
+def _first3(run: dict) -> tuple[str, str]:
+    e = run["epochs"][:3]
+    return ", ".join(_f(r["train_loss"]) for r in e), ", ".join(_f(r["val_loss"]) for r in e)
+
+
+def _cpu(run: dict) -> str:
+    m = run["machine"]
+    return f"{m['cores']}-core {m['cpu']}"
+
+
+def _load(run: dict) -> str:
+    loads = run.get("load_average") or []
+    if not loads:
+        return "load not recorded"
+    lo, hi = min(loads), max(loads)
+    return f"load average {lo:.1f}" if lo == hi else f"load average {lo:.1f}-{hi:.1f}"
+
+
+def _rerun(name: str) -> str:
+    return f"`python docs/numbers/make_numbers.py {name}`"
+
+
+def mnist_table(data: dict) -> str:
+    m3, m30 = data["mnist3"], data["mnist30"]
+    train3, val3 = _first3(m3)
+    last = m30["epochs"][-1]
+    lines = [
+        "| | train loss | validation loss |",
+        "|---|---|---|",
+        f"| epochs 1, 2, 3 | {train3} | {val3} |",
+        f"| the blog, epochs 1, 2, 3 | {', '.join(map(str, BLOG['train']))} | {', '.join(map(str, BLOG['val']))} |",
+        f"| epoch {last['epoch']} | {_f(last['train_loss'], 3)} | {_f(last['val_loss'], 3)} "
+        f"(reconstruction {_f(last['val_recon'], 3)}, KL {_f(last['val_kl'], 3)}) |",
+        "",
+        f"After {last['epoch']} epochs the learning rate was {_lr(last['lr'])}."
+        + (f" `jaxvae evaluate` on the run gave a test loss of {_f(m30['evaluate']['loss'], 3)} (reconstruction "
+           f"{_f(m30['evaluate']['recon'], 3)}, KL {_f(m30['evaluate']['kl'], 3)})." if m30.get("evaluate") else ""),
+        f"These are the runs of `docs/numbers/make_numbers.py` (`{m3['command']}`, and the same with "
+        f"`--epochs {last['epoch']}`; jaxvae {m30['jaxvae']}, {m30['date']}), in `docs/numbers/mnist3.json` and "
+        f"`mnist30.json`; the tests rerun the 3 epochs.",
+    ]
+    return "\n".join(lines)
+
+
+def mnist_sentence(data: dict) -> str:
+    train3, val3 = _first3(data["mnist3"])
+    return f"`jaxvae train` with the blog's defaults gives {train3} and {val3}"
+
+
+def mnist_readme(data: dict) -> str:
+    train3, val3 = _first3(data["mnist3"])
+    return (f"`jaxvae train --epochs 3` on MNIST gives train losses {train3} and validation losses {val3} "
+            f"(the blog: {', '.join(map(str, BLOG['train']))} and {', '.join(map(str, BLOG['val']))}); "
+            f"the tests rerun it and compare")
+
+
+def subset_kl(data: dict) -> str:
+    e = data["subset"]["epochs"]
+    kl = {r["epoch"]: r["val_kl"] for r in e}
+    past2 = next((r["epoch"] for r in e if r["val_kl"] > 2), None)
+    shown = [n for n in (1, 5, 10, 20, 30) if n in kl]
+    milestones = ", ".join(f"{_f(kl[n])} after {n}" for n in shown)
+    head = f"Its validation KL passes 2 nats after {past2} epochs" if past2 else "Its validation KL stays below 2 nats"
+    return f"{head} ({milestones}; `docs/numbers/subset.json`)"
+
+
+def epoch_seconds(run: dict) -> tuple[float, float, float]:
+    """Median, min and max seconds of the epochs after the first (which compiles)."""
+    s = [r["seconds"] for r in run["epochs"][1:]]
+    return statistics.median(s), min(s), max(s)
+
+
+def readme_epoch_time(data: dict) -> str:
+    run = data["mnist30"]
+    med, lo, hi = epoch_seconds(run)
+    return (f"an MNIST epoch, validation included, took {med:.1f} s (median; {lo:.1f}-{hi:.1f} s) on a "
+            f"{_cpu(run)} VM shared with other work ({_load(run)})")
+
+
+def readme_subset_time(data: dict) -> str:
+    run = data["subset"]
+    med, lo, hi = epoch_seconds(run)
+    return (f"{len(run['epochs'])} epochs (`--epochs {len(run['epochs'])}`) took {run['wall_seconds']:.0f} s, "
+            f"compiling included and figures not, {med:.2f} s per epoch after the first ({lo:.2f}-{hi:.2f} s), "
+            f"on a {_cpu(run)} VM shared with other work ({_load(run)})")
+
+
+SPEED = REPO / "benchmarks" / "results" / "train_speed.json"  # benchmarks/train_speed.py writes it
+
+
+def speed_ratio(data: dict) -> str:
+    """jaxvae's compiled epoch against the blog's PyTorch loop, batch 128, from the speed benchmark."""
+    bench = data["speed"]
+    main = bench["sections"]["main"]
+    jax_epoch = next(v for v in main["variants"] if v["variant"] == "jax_epoch")
+    r = jax_epoch["vs_reference"]
+    m = bench["machine"]
+    return (f"{r['median']:.1f}x as fast as the blog's PyTorch loop on the same CPU ({r['min']:.1f}-{r['max']:.1f}x "
+            f"over {r['n']} interleaved rounds; a {m['cores']}-core {m['cpu']} VM, load average {main['load']:.1f})")
+
+
+SECTIONS = {
+    "speed-ratio": speed_ratio,
+    "mnist-table": mnist_table,
+    "mnist-sentence": mnist_sentence,
+    "mnist-readme": mnist_readme,
+    "subset-kl": subset_kl,
+    "readme-epoch-time": readme_epoch_time,
+    "readme-subset-time": readme_subset_time,
+}
+PAGES = ["README.md", "docs/index.md", "docs/reproductions.md", "docs/guide/data.md"]
+MARKED = re.compile(r"(<!-- numbers: ([\w-]+) -->)(.*?)(<!-- /numbers -->)", re.S)
+
+
+def render(text: str, data: dict) -> str:
+    def one(m: re.Match) -> str:
+        body = SECTIONS[m.group(2)](data)
+        # a block (a table) keeps the blank lines around it; a phrase stays inside its sentence
+        inner = m.group(3)
+        lead = inner[:len(inner) - len(inner.lstrip())]
+        trail = inner[len(inner.rstrip()):] if inner.strip() else lead
+        return f"{m.group(1)}{lead}{body}{trail}{m.group(4)}"
+
+    return MARKED.sub(one, text)
+
+
+def all_data() -> dict:
+    data = {name: read(name) for name in RUNS}
+    data["speed"] = json.loads(SPEED.read_text())
+    return data
+
+
+def stale_pages(data: dict | None = None) -> list[str]:
+    data = all_data() if data is None else data
+    return [p for p in PAGES if render((REPO / p).read_text(encoding="utf-8"), data)
+            != (REPO / p).read_text(encoding="utf-8")]
+
+
+def write_pages(data: dict) -> list[str]:
+    changed = []
+    for p in PAGES:
+        path = REPO / p
+        text = path.read_text(encoding="utf-8")
+        new = render(text, data)
+        if new != text:
+            path.write_text(new, encoding="utf-8")
+            changed.append(p)
+    return changed
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="*", metavar="RUN", help=f"runs to redo (default: all: {', '.join(RUNS)})")
+    parser.add_argument("--pages", action="store_true", help="only rewrite the pages from the JSON files")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a page differs from the JSON files")
+    parser.add_argument("--data-dir", type=Path, default=None, help=f"MNIST's IDX files (default: {MNIST_DIR})")
+    args = parser.parse_args(argv)
+    if unknown := [r for r in args.runs if r not in RUNS]:
+        parser.error(f"unknown run {unknown[0]!r}; choose from {', '.join(RUNS)}")
+    if args.check:
+        stale = stale_pages()
+        for p in stale:
+            print(f"{p}: its numbers differ from docs/numbers/*.json; run python docs/numbers/make_numbers.py --pages")
+        return 1 if stale else 0
+    if not args.pages:
+        for name in args.runs or list(RUNS):
+            print(f"training {name}: jaxvae train {' '.join(RUNS[name])}", flush=True)
+            result = train(name, args.data_dir)
+            (HERE / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+            print(f"wrote docs/numbers/{name}.json ({result['wall_seconds']} s)", flush=True)
+    for p in write_pages(all_data()):
+        print(f"rewrote {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
