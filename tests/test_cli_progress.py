@@ -101,3 +101,11 @@ def test_the_eta_leaves_out_the_first_epoch_which_compiles(monkeypatch):
     assert progress.bar.format_dict["rate"] == pytest.approx(0.5)
     assert "00:16" in str(progress.bar)  # 8 epochs left at 2 s each, not at the first epoch's 60
     progress.close()
+
+
+def test_quiet_prints_only_the_closing_line(tmp_path, capsys):
+    code = cli.main(["train", "--dataset", "digits", "--hidden", "16", "--no-download", "--no-plots", "--epochs", "1",
+                     "--out", str(tmp_path / "run"), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.splitlines() == [out.strip()] and out.startswith("done after epoch 1 (max epochs): train loss")
