@@ -5,9 +5,9 @@ Every result quoted in README.md and docs/ comes from one of the runs below. Eac
 the pages quote those files between markers, ``<!-- numbers: NAME -->`` and ``<!-- /numbers -->``,
 so that they read the same on GitHub and on the site. ``make docs-numbers`` runs them all:
 
-    python docs/numbers/make_numbers.py                      # every run, then the pages
-    python docs/numbers/make_numbers.py subset mnist3        # some runs, then the pages
-    python docs/numbers/make_numbers.py --pages              # only rewrite the pages from the JSON
+    python docs/numbers/make_numbers.py                      # every run, then the pages and figures
+    python docs/numbers/make_numbers.py subset mnist3 parity # some runs, then the pages and figures
+    python docs/numbers/make_numbers.py --pages              # only the pages and figures, from the JSON
     python docs/numbers/make_numbers.py --check              # exit 1 if a page differs from the JSON
 
 tests/test_docs_numbers.py checks the pages against the JSON, the subset's KL against a fresh run
@@ -104,6 +104,44 @@ def train(name: str, data_dir: Path | None) -> dict:
         "epochs": [{k: r[k] for k in KEYS} for r in records],
         "evaluate": evaluation and {k: evaluation[k] for k in ("loss", "recon", "kl") if k in evaluation},
     }
+
+
+PARITY_LINE = re.compile(r"\[parity\] (.+?): ([0-9.e+-]+) \(bound ([0-9.e+-]+)\)")
+# the rows of parity.md: what each assert_close name of tests/test_parity.py belongs to
+PARITY_ROWS = [
+    ("loss, reconstruction, KL of a batch", re.compile(r"(loss|recon|kl)$")),
+    ("gradient of every parameter", re.compile(r"grad ")),
+    ("parameters after 50 Adam steps", re.compile(r"param \[")),
+    ("the same with a KL warm-up (`LinearWarmup` against the blog's `distrib_loss_rate` set per step)",
+     re.compile(r"param \(KL warm-up\)")),
+    ("`train_one_epoch` / `validate_one_epoch` means against jaxvae's compiled epochs", re.compile(r"(train|validation) epoch mean")),
+    ("stable KL against the blog's KL, for log-sigma in [-87, 44]", re.compile(r"KL at log_sigma")),
+]
+
+
+def parity() -> dict:
+    """The parity suite with every observed error printed; the worst per row, dtype and bound."""
+    env = {**os.environ, "JAXVAE_SHOW_ERRORS": "1"}
+    started = datetime.datetime.now(datetime.timezone.utc)
+    out = subprocess.run([sys.executable, "-m", "pytest", "-s", "-q", "-n", "0", "-p", "no:cacheprovider",
+                          "tests/test_parity.py"], cwd=REPO, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"tests/test_parity.py failed:\n{out.stdout[-3000:]}")
+    sys.path.insert(0, str(REPO / "tests"))
+    from tolerances import PARITY_RTOL
+
+    float64_bounds = {b["float64"] for b in PARITY_RTOL.values() if "float64" in b}
+    rows = {label: {} for label, _ in PARITY_ROWS}
+    for name, err, bound in PARITY_LINE.findall(out.stdout):
+        label = next((label for label, pattern in PARITY_ROWS if pattern.match(name)), None)
+        if label is None:
+            continue
+        dtype = "float64" if float(bound) in float64_bounds else "float32"
+        cell = rows[label].setdefault(dtype, {"bound": float(bound), "observed": 0.0})
+        cell["observed"] = max(cell["observed"], float(err))
+    return {"run": "parity", "command": "JAXVAE_SHOW_ERRORS=1 python -m pytest -s tests/test_parity.py",
+            "date": started.strftime("%Y-%m-%d"), "jaxvae": _version(), "machine": machine(),
+            "rows": [{"quantity": label, **rows[label]} for label, _ in PARITY_ROWS]}
 
 
 def _version() -> str:
@@ -217,6 +255,18 @@ def readme_subset_time(data: dict) -> str:
 SPEED = REPO / "benchmarks" / "results" / "train_speed.json"  # benchmarks/train_speed.py writes it
 
 
+def parity_table(data: dict) -> str:
+    lines = ["| quantity | float32 bound | float32 observed | float64 bound | float64 observed |",
+             "|---|---|---|---|---|"]
+    for row in data["parity"]["rows"]:
+        cells = []
+        for dtype in ("float32", "float64"):
+            c = row.get(dtype)
+            cells += [f"{c['bound']:.0e}".replace("e-0", "e-"), f"{c['observed']:.1e}".replace("e-0", "e-")] if c else ["", ""]
+        lines.append(f"| {row['quantity']} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def speed_ratio(data: dict) -> str:
     """jaxvae's compiled epoch against the blog's PyTorch loop, batch 128, from the speed benchmark."""
     bench = data["speed"]
@@ -229,6 +279,7 @@ def speed_ratio(data: dict) -> str:
 
 
 SECTIONS = {
+    "parity-table": parity_table,
     "speed-ratio": speed_ratio,
     "mnist-table": mnist_table,
     "mnist-sentence": mnist_sentence,
@@ -237,7 +288,7 @@ SECTIONS = {
     "readme-epoch-time": readme_epoch_time,
     "readme-subset-time": readme_subset_time,
 }
-PAGES = ["README.md", "docs/index.md", "docs/reproductions.md", "docs/guide/data.md"]
+PAGES = ["README.md", "docs/index.md", "docs/reproductions.md", "docs/guide/data.md", "docs/parity.md", "docs/speed.md"]
 MARKED = re.compile(r"(<!-- numbers: ([\w-]+) -->)(.*?)(<!-- /numbers -->)", re.S)
 
 
@@ -253,8 +304,91 @@ def render(text: str, data: dict) -> str:
     return MARKED.sub(one, text)
 
 
+def draw_figures(data: dict) -> list[Path]:
+    """The speed page's and the parity page's figures, from benchmarks/results and docs/numbers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    bench, sections = data["speed"], data["speed"]["sections"]
+    names = {"torch_blog": "blog's loop", "torch_fast": "torch, fast", "torch_compile": "torch.compile",
+             "torch_heroic": "torch, heroic", "jax_loop": "jaxvae, step loop", "jax_epoch": "jaxvae"}
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 4.2), gridspec_kw={"width_ratios": [1.3, 1, 1]})
+    # 1. each peer's epoch time over jaxvae's, per round (median, min-max), at batch 128 and 1024
+    for offset, (key, colour) in enumerate((("main", "tab:blue"), ("batch1024", "tab:orange"))):
+        sec = sections[key]
+        peers = [v for v in sec["variants"] if "subject_ratio" in v]
+        y = [i + 0.2 * (offset - 0.5) for i in range(len(peers))]
+        med = [1 / v["subject_ratio"]["median"] for v in peers]
+        lo = [m - 1 / v["subject_ratio"]["max"] for m, v in zip(med, peers)]
+        hi = [1 / v["subject_ratio"]["min"] - m for m, v in zip(med, peers)]
+        ax1.barh(y, med, height=0.38, color=colour, xerr=[lo, hi], capsize=2,
+                 label=f"batch {peers[0]['batch']}")
+        ax1.set_yticks(range(len(peers)), [names.get(v["variant"], v["variant"]) for v in peers])
+    ax1.axvline(1, color="black", lw=0.8)
+    ax1.set_xlabel("epoch time / jaxvae's (median, min-max of 9 rounds)")
+    ax1.set_title("Each peer against jaxvae's compiled epoch")
+    ax1.legend(loc="lower right", fontsize=8)
+    # 2. epoch time against model width
+    rows = sections["sweep"]["by_hidden"]
+    hidden = [r["hidden"] for r in rows]
+    for variant in ("jax_epoch", "torch_heroic", "torch_fast"):
+        ax2.plot(hidden, [next(v["median_s"] for v in r["variants"] if v["variant"] == variant) for r in rows],
+                 marker="o", label=names[variant])
+    ax2.plot(hidden, [r["floor_s"] for r in rows], "k--", label="arithmetic floor")
+    ax2.set_xscale("log", base=2)
+    ax2.set_yscale("log")
+    ax2.set_xticks(hidden, [str(h) for h in hidden])
+    ax2.set_xlabel("hidden width (batch 128)")
+    ax2.set_ylabel("s per epoch")
+    ax2.set_title("Epoch time against model width")
+    ax2.legend(fontsize=8)
+    # 3. compile time, batch 128
+    compiled = [v for v in sections["main"]["variants"] if v.get("compile_s")]
+    ax3.barh(range(len(compiled)), [v["compile_s"] for v in compiled], color="tab:gray")
+    ax3.set_yticks(range(len(compiled)), [names.get(v["variant"], v["variant"]) for v in compiled])
+    ax3.set_xlabel("s to compile (batch 128)")
+    ax3.set_title("Compile time, once per configuration")
+    m = bench["machine"]
+    fig.suptitle(f"The blog's model on MNIST, {m['cores']}-core {m['cpu']} VM, CPU "
+                 f"(benchmarks/results/train_speed.json)", fontsize=10)
+    fig.tight_layout()
+    path = FIGURES / "speed.png"
+    fig.savefig(path, dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    written.append(path)
+
+    if data.get("parity"):
+        rows = data["parity"]["rows"]
+        fig, ax = plt.subplots(figsize=(9, 4.0))
+        short = ["batch loss, recon, KL", "gradients", "50 Adam steps", "50 steps, KL warm-up", "epoch means",
+                 "stable KL"]
+        for offset, (dtype, colour) in enumerate((("float32", "tab:blue"), ("float64", "tab:green"))):
+            ys = [i + 0.18 * (offset - 0.5) for i, r in enumerate(rows) if dtype in r]
+            got = [r[dtype]["observed"] for r in rows if dtype in r]
+            bound = [r[dtype]["bound"] for r in rows if dtype in r]
+            ax.scatter(got, ys, color=colour, label=f"{dtype}: observed", zorder=3)
+            ax.scatter(bound, ys, color=colour, marker="|", s=400, label=f"{dtype}: bound")
+            for g, b, y in zip(got, bound, ys):
+                ax.plot([g, b], [y, y], color=colour, lw=0.6, alpha=0.5)
+        ax.set_xscale("log")
+        ax.set_yticks(range(len(rows)), short[:len(rows)])
+        ax.invert_yaxis()
+        ax.set_xlabel("relative error, jaxvae against torchref (worst entry)")
+        ax.set_title("Parity: each error against its bound")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4)
+        fig.tight_layout()
+        path = FIGURES / "parity_errors.png"
+        fig.savefig(path, dpi=90, metadata={"Software": None})
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
 def all_data() -> dict:
-    data = {name: read(name) for name in RUNS}
+    data = {name: read(name) for name in [*RUNS, "parity"]}
     data["speed"] = json.loads(SPEED.read_text())
     return data
 
@@ -279,12 +413,12 @@ def write_pages(data: dict) -> list[str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="*", metavar="RUN", help=f"runs to redo (default: all: {', '.join(RUNS)})")
-    parser.add_argument("--pages", action="store_true", help="only rewrite the pages from the JSON files")
+    parser.add_argument("runs", nargs="*", metavar="RUN", help=f"runs to redo (default: all: {', '.join(RUNS)}, parity)")
+    parser.add_argument("--pages", action="store_true", help="only rewrite the pages and redraw the figures from the JSON files")
     parser.add_argument("--check", action="store_true", help="exit 1 if a page differs from the JSON files")
     parser.add_argument("--data-dir", type=Path, default=None, help=f"MNIST's IDX files (default: {MNIST_DIR})")
     args = parser.parse_args(argv)
-    if unknown := [r for r in args.runs if r not in RUNS]:
+    if unknown := [r for r in args.runs if r not in [*RUNS, "parity"]]:
         parser.error(f"unknown run {unknown[0]!r}; choose from {', '.join(RUNS)}")
     if args.check:
         stale = stale_pages()
@@ -292,13 +426,19 @@ def main(argv=None) -> int:
             print(f"{p}: its numbers differ from docs/numbers/*.json; run python docs/numbers/make_numbers.py --pages")
         return 1 if stale else 0
     if not args.pages:
-        for name in args.runs or list(RUNS):
+        if "parity" in args.runs or not args.runs:
+            print("running the parity suite with its errors shown", flush=True)
+            (HERE / "parity.json").write_text(json.dumps(parity(), indent=1) + "\n")
+        for name in [r for r in args.runs if r != "parity"] or ([] if args.runs else list(RUNS)):
             print(f"training {name}: jaxvae train {' '.join(RUNS[name])}", flush=True)
             result = train(name, args.data_dir)
             (HERE / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
             print(f"wrote docs/numbers/{name}.json ({result['wall_seconds']} s)", flush=True)
-    for p in write_pages(all_data()):
+    data = all_data()
+    for p in write_pages(data):
         print(f"rewrote {p}")
+    for path in draw_figures(data):
+        print(f"drew {path.relative_to(REPO)}")
     return 0
 
 
