@@ -19,7 +19,8 @@ from jaxvae.data import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 NUMBERS = REPO / "docs" / "numbers"
-MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
+# real MNIST for the slow test: $JAXVAE_TEST_MNIST_DIR (as tests/test_data.py), else ../shared/data/mnist
+MNIST_DIR = Path(os.environ.get("JAXVAE_TEST_MNIST_DIR") or REPO.parent / "shared" / "data" / "mnist")
 RTOL = 1e-4  # on the subset's 2 epochs the tests' XLA flags (conftest.py) change the last bits, no more
 
 
@@ -72,7 +73,8 @@ def test_the_subset_gives_the_published_kl():
 @pytest.mark.slow
 def test_three_mnist_epochs_give_the_published_losses(tmp_path):
     if not any((MNIST_DIR / f"train-images-idx3-ubyte{gz}").exists() for gz in ("", ".gz")):
-        pytest.skip(f"full MNIST is not in {MNIST_DIR} (the four IDX files); the published 3 epochs are not rerun")
+        pytest.skip(f"full MNIST is not in {MNIST_DIR} (set JAXVAE_TEST_MNIST_DIR to the four IDX files); "
+                    "the published 3 epochs are not rerun")
     # the command the pages quote, run as a user runs it: without the tests' XLA flags (conftest.py), which
     # change the last bits of every step, and over MNIST's 469 steps per epoch the second decimal
     env = dict(os.environ)
