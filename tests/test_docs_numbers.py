@@ -56,6 +56,17 @@ def test_every_numbers_section_is_on_a_page():
     assert used == set(make_numbers.SECTIONS)
 
 
+def test_a_number_inside_a_sentence_does_not_start_a_line():
+    # a line that starts with an HTML comment starts an HTML block (CommonMark, Python-Markdown): the
+    # rest of that line and of its paragraph would render as raw HTML on GitHub, or split the sentence
+    for page in make_numbers.PAGES:
+        text = (REPO / page).read_text(encoding="utf-8")
+        for m in make_numbers.MARKED.finditer(text):
+            inline = not m.group(3).startswith("\n")
+            at_line_start = text[:m.start()].rsplit("\n", 1)[-1].strip() == ""
+            assert not (inline and at_line_start), f"{page}: <!-- numbers: {m.group(2)} --> starts a line"
+
+
 def test_each_run_is_recorded_with_its_command_and_machine():
     for name in make_numbers.RUNS:
         run = json.loads((NUMBERS / f"{name}.json").read_text())

@@ -237,6 +237,17 @@ def epoch_seconds(run: dict) -> tuple[float, float, float]:
     return statistics.median(s), min(s), max(s)
 
 
+def cli_epoch_line(data: dict) -> str:
+    """Epoch 3 of the 30-epoch MNIST run as jaxvae train printed it, with the machine and its load."""
+    from jaxvae.cli.sweep import epoch_line
+
+    run = data["mnist30"]
+    record = run["epochs"][2]
+    line = epoch_line([record], [], len(run["epochs"]))
+    return (f"(here epoch 3 of `docs/numbers/mnist30.json`, full MNIST, on a {_cpu(run)} VM shared with other "
+            f"work, {_load(run)}):\n\n```text\n{line}\n```")
+
+
 def readme_epoch_time(data: dict) -> str:
     run = data["mnist30"]
     med, lo, hi = epoch_seconds(run)
@@ -286,9 +297,11 @@ SECTIONS = {
     "mnist-readme": mnist_readme,
     "subset-kl": subset_kl,
     "readme-epoch-time": readme_epoch_time,
+    "cli-epoch-line": cli_epoch_line,
     "readme-subset-time": readme_subset_time,
 }
-PAGES = ["README.md", "docs/index.md", "docs/reproductions.md", "docs/guide/data.md", "docs/parity.md", "docs/speed.md"]
+PAGES = ["README.md", "docs/index.md", "docs/reproductions.md", "docs/guide/data.md", "docs/guide/cli.md",
+         "docs/parity.md", "docs/speed.md"]
 MARKED = re.compile(r"(<!-- numbers: ([\w-]+) -->)(.*?)(<!-- /numbers -->)", re.S)
 
 
