@@ -67,6 +67,14 @@ def test_a_number_inside_a_sentence_does_not_start_a_line():
             assert not (inline and at_line_start), f"{page}: <!-- numbers: {m.group(2)} --> starts a line"
 
 
+def test_the_beta_sweeps_comment_quotes_its_numbers():
+    # a comment inside a code block cannot carry a marker: it is compared here instead
+    kl = make_numbers.beta_kl(make_numbers.all_data())
+    comment = f"# about {kl[0]}, {kl[1]}, {kl[2]} and {kl[3]} nats after 2 epochs"
+    for page in ("README.md", "docs/guide/python.md"):
+        assert comment in (REPO / page).read_text(encoding="utf-8"), f"{page}: the beta sweep's comment should read {comment!r}"
+
+
 def test_each_run_is_recorded_with_its_command_and_machine():
     for name in make_numbers.RUNS:
         run = json.loads((NUMBERS / f"{name}.json").read_text())

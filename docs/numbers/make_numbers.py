@@ -6,7 +6,7 @@ the pages quote those files between markers, ``<!-- numbers: NAME -->`` and ``<!
 so that they read the same on GitHub and on the site. ``make docs-numbers`` runs them all:
 
     python docs/numbers/make_numbers.py                      # every run, then the pages and figures
-    python docs/numbers/make_numbers.py subset mnist3 parity # some runs, then the pages and figures
+    python docs/numbers/make_numbers.py subset parity beta   # some runs, then the pages and figures
     python docs/numbers/make_numbers.py --pages              # only the pages and figures, from the JSON
     python docs/numbers/make_numbers.py --check              # exit 1 if a page differs from the JSON
 
@@ -144,6 +144,31 @@ def parity() -> dict:
             "rows": [{"quantity": label, **rows[label]} for label, _ in PARITY_ROWS]}
 
 
+BETAS = [0.1, 0.3, 1.0, 3.0]
+
+
+def beta_sweep() -> dict:
+    """The README's and the Python guide's beta sweep: the MNIST subset, 2 seeds, 2 epochs."""
+    from jaxvae import TrainConfig, VAEConfig
+    from jaxvae.data import load_dataset
+    from jaxvae.sweep import fit_many, summarize
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    data = load_dataset("mnist-subset")
+    sweep = fit_many(data.train_x, data.test_x, vae_config=VAEConfig(input_dim=784),
+                     train_config=TrainConfig(max_epochs=2, batch_size=128), seeds=2, kl_weight=BETAS)
+    summary = summarize(sweep.models, sweep.histories, sweep.errors, sweep.stop_reasons)
+    return {"run": "beta", "command": "fit_many(mnist-subset, TrainConfig(max_epochs=2), seeds=2, "
+                                      f"kl_weight={BETAS})",
+            "date": started.strftime("%Y-%m-%d"), "jaxvae": _version(), "machine": machine(),
+            "settings": [{"label": st["label"], "val_kl": st["val_kl"]} for st in summary["settings"]]}
+
+
+def beta_kl(data: dict) -> list[str]:
+    """The mean validation KL of each beta, to 1 decimal, in BETAS' order."""
+    return [f"{st['val_kl']['mean']:.1f}" for st in data["beta"]["settings"]]
+
+
 def _version() -> str:
     from importlib.metadata import version
 
@@ -248,6 +273,12 @@ def cli_epoch_line(data: dict) -> str:
             f"work, {_load(run)}):\n\n```text\n{line}\n```")
 
 
+def beta_sentence(data: dict) -> str:
+    kl = beta_kl(data)
+    return (f"the validation KL falls from about {kl[0]} nats at beta 0.1 to {kl[1]} at 0.3, {kl[2]} at 1 and "
+            f"{kl[3]} at 3 (`docs/numbers/beta.json`)")
+
+
 def readme_epoch_time(data: dict) -> str:
     run = data["mnist30"]
     med, lo, hi = epoch_seconds(run)
@@ -298,10 +329,11 @@ SECTIONS = {
     "subset-kl": subset_kl,
     "readme-epoch-time": readme_epoch_time,
     "cli-epoch-line": cli_epoch_line,
+    "beta-sentence": beta_sentence,
     "readme-subset-time": readme_subset_time,
 }
 PAGES = ["README.md", "docs/index.md", "docs/reproductions.md", "docs/guide/data.md", "docs/guide/cli.md",
-         "docs/parity.md", "docs/speed.md"]
+         "docs/guide/sweeps.md", "docs/parity.md", "docs/speed.md"]
 MARKED = re.compile(r"(<!-- numbers: ([\w-]+) -->)(.*?)(<!-- /numbers -->)", re.S)
 
 
@@ -401,7 +433,7 @@ def draw_figures(data: dict) -> list[Path]:
 
 
 def all_data() -> dict:
-    data = {name: read(name) for name in [*RUNS, "parity"]}
+    data = {name: read(name) for name in [*RUNS, *EXTRA]}
     data["speed"] = json.loads(SPEED.read_text())
     return data
 
@@ -424,14 +456,21 @@ def write_pages(data: dict) -> list[str]:
     return changed
 
 
+# runs that are not a jaxvae train command: name -> (what it does, the function that returns its JSON)
+EXTRA = {
+    "parity": ("the parity suite with its errors shown", parity),
+    "beta": ("the beta sweep of the README and the Python guide", beta_sweep),
+}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="*", metavar="RUN", help=f"runs to redo (default: all: {', '.join(RUNS)}, parity)")
+    parser.add_argument("runs", nargs="*", metavar="RUN", help=f"runs to redo (default: all: {', '.join([*RUNS, *EXTRA])})")
     parser.add_argument("--pages", action="store_true", help="only rewrite the pages and redraw the figures from the JSON files")
     parser.add_argument("--check", action="store_true", help="exit 1 if a page differs from the JSON files")
     parser.add_argument("--data-dir", type=Path, default=None, help=f"MNIST's IDX files (default: {MNIST_DIR})")
     args = parser.parse_args(argv)
-    if unknown := [r for r in args.runs if r not in [*RUNS, "parity"]]:
+    if unknown := [r for r in args.runs if r not in [*RUNS, *EXTRA]]:
         parser.error(f"unknown run {unknown[0]!r}; choose from {', '.join(RUNS)}")
     if args.check:
         stale = stale_pages()
@@ -439,10 +478,11 @@ def main(argv=None) -> int:
             print(f"{p}: its numbers differ from docs/numbers/*.json; run python docs/numbers/make_numbers.py --pages")
         return 1 if stale else 0
     if not args.pages:
-        if "parity" in args.runs or not args.runs:
-            print("running the parity suite with its errors shown", flush=True)
-            (HERE / "parity.json").write_text(json.dumps(parity(), indent=1) + "\n")
-        for name in [r for r in args.runs if r != "parity"] or ([] if args.runs else list(RUNS)):
+        for name, (what, make) in EXTRA.items():
+            if name in args.runs or not args.runs:
+                print(f"{name}: {what}", flush=True)
+                (HERE / f"{name}.json").write_text(json.dumps(make(), indent=1) + "\n")
+        for name in [r for r in args.runs if r not in EXTRA] or ([] if args.runs else list(RUNS)):
             print(f"training {name}: jaxvae train {' '.join(RUNS[name])}", flush=True)
             result = train(name, args.data_dir)
             (HERE / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
