@@ -39,9 +39,9 @@ test-fast: install
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
-# The numbers and figures the docs quote: trains the runs of docs/numbers/make_numbers.py again (about
-# 2 minutes on a 2-core VM; full MNIST from ../shared/data/mnist, or MNIST_DIR=...), writes
-# docs/numbers/*.json and docs/figures/, and rewrites the pages' marked numbers from them
+# The numbers and figures the docs quote: reruns the runs of docs/numbers/make_numbers.py (17 minutes
+# on a loaded 2-core AMD EPYC VM, 11 of them the MNIST sigma sweep; full MNIST from ../shared/data/mnist,
+# or MNIST_DIR=...), writes docs/numbers/*.json and docs/figures/, and rewrites the pages' marked numbers
 MNIST_DIR ?=
 docs-numbers: install
 	$(PY) docs/numbers/make_numbers.py $(if $(MNIST_DIR),--data-dir $(MNIST_DIR))
