@@ -72,7 +72,8 @@ def test_the_beta_sweeps_comment_quotes_its_numbers():
     kl = make_numbers.beta_kl(make_numbers.all_data())
     comment = f"# about {kl[0]}, {kl[1]}, {kl[2]} and {kl[3]} nats after 2 epochs"
     for page in ("README.md", "docs/guide/python.md"):
-        assert comment in (REPO / page).read_text(encoding="utf-8"), f"{page}: the beta sweep's comment should read {comment!r}"
+        text = (REPO / page).read_text(encoding="utf-8")
+        assert comment in text, f"{page}: the beta sweep's comment should read {comment!r}"
 
 
 def test_each_run_is_recorded_with_its_command_and_machine():
@@ -97,8 +98,8 @@ def test_three_mnist_epochs_give_the_published_losses(tmp_path):
     # the command the pages quote, run as a user runs it: without the tests' XLA flags (conftest.py), which
     # change the last bits of every step, and over MNIST's 469 steps per epoch the second decimal
     env = dict(os.environ)
-    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
-                                if not f.startswith(("--xla_backend_optimization_level", "--xla_cpu_use_fusion_emitters")))
+    test_flags = ("--xla_backend_optimization_level", "--xla_cpu_use_fusion_emitters")
+    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if not f.startswith(test_flags))
     subprocess.run([sys.executable, "-m", "jaxvae", "train", *make_numbers.RUNS["mnist3"], "--data-dir", str(MNIST_DIR),
                     "--no-plots", "--quiet", "--out", str(tmp_path / "run")], check=True, env=env, timeout=600)
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

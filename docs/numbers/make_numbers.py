@@ -1,18 +1,23 @@
 """The numbers the documentation quotes: trained here, written to JSON, and put into the pages.
 
-Every result quoted in README.md and docs/ comes from one of the runs below. Each run writes
-``docs/numbers/<run>.json`` (the command, the machine, its load, and every epoch's metrics), and
-the pages quote those files between markers, ``<!-- numbers: NAME -->`` and ``<!-- /numbers -->``,
-so that they read the same on GitHub and on the site. ``make docs-numbers`` runs them all:
+The runs: ``subset`` (the bundled subset, 30 epochs), ``mnist3`` and ``mnist30`` (full MNIST, 3 and
+30 epochs; the latter's figures are the home page's), ``parity`` (tests/test_parity.py's observed
+errors), ``beta`` (the README's beta sweep) and ``sigma`` (the sweeps guide's MNIST sigma sweep, most
+of the time). Each writes ``docs/numbers/<run>.json`` (the command, the machine, its load, and the
+results), and the pages quote those files between markers, ``<!-- numbers: NAME -->`` and
+``<!-- /numbers -->``, so that they read the same on GitHub and on the site (a marker inside a
+sentence must not start a line: GitHub would take the line for raw HTML). The speed page's figure
+comes from benchmarks/results/train_speed.json (benchmarks/train_speed.py writes it).
+``make docs-numbers`` runs them all:
 
     python docs/numbers/make_numbers.py                      # every run, then the pages and figures
     python docs/numbers/make_numbers.py subset parity beta   # some runs, then the pages and figures
     python docs/numbers/make_numbers.py --pages              # only the pages and figures, from the JSON
     python docs/numbers/make_numbers.py --check              # exit 1 if a page differs from the JSON
 
-tests/test_docs_numbers.py checks the pages against the JSON, the subset's KL against a fresh run
-(fast tier) and the 3 MNIST epochs against a fresh run (slow tier, when MNIST is in
-../shared/data/mnist).
+tests/test_docs_numbers.py checks the pages against the JSON, the subset's first epochs against a
+fresh run (fast tier) and the 3 MNIST epochs against a fresh ``jaxvae train`` (slow tier, when MNIST
+is in $JAXVAE_TEST_MNIST_DIR or ../shared/data/mnist; skipped otherwise).
 """
 from __future__ import annotations
 
@@ -79,7 +84,8 @@ def train(name: str, data_dir: Path | None) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"jaxvae-numbers-{name}-") as tmp:
         run = Path(tmp) / "run"
         plots = name in FIGURES_FROM
-        command = [sys.executable, "-m", "jaxvae", "train", *args, *([] if plots else ["--no-plots"]), "--out", str(run)]
+        command = [sys.executable, "-m", "jaxvae", "train", *args, *([] if plots else ["--no-plots"]),
+                   "--out", str(run)]
         loads = [load_average()]
         started, cpu = datetime.datetime.now(datetime.timezone.utc), _child_cpu()
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -122,7 +128,8 @@ PARITY_ROWS = [
     ("parameters after 50 Adam steps", re.compile(r"param \[")),
     ("the same with a KL warm-up (`LinearWarmup` against the blog's `distrib_loss_rate` set per step)",
      re.compile(r"param \(KL warm-up\)")),
-    ("`train_one_epoch` / `validate_one_epoch` means against jaxvae's compiled epochs", re.compile(r"(train|validation) epoch mean")),
+    ("`train_one_epoch` / `validate_one_epoch` means against jaxvae's compiled epochs",
+     re.compile(r"(train|validation) epoch mean")),
     ("stable KL against the blog's KL, for log-sigma in [-87, 44]", re.compile(r"KL at log_sigma")),
 ]
 
@@ -169,8 +176,7 @@ def sigma_sweep(data_dir: Path | None = None) -> dict:
         cpu = _child_cpu() - cpu
         loads.append(load_average())
         summary = json.loads((out / "summary" / "summary.json").read_text())
-        first = out / summary["models"][0]["name"] if isinstance(summary["models"][0], dict) else None
-        metrics = next(out.glob("*/metrics.jsonl")) if first is None else first / "metrics.jsonl"
+        metrics = out / summary["models"][0]["name"] / "metrics.jsonl"  # one program: every model's epoch time
         seconds = [json.loads(line)["seconds"] for line in metrics.read_text().splitlines() if line.strip()]
         for figure in sorted((out / "summary").glob("*.png")):
             shutil.copyfile(figure, FIGURES / figure.name)
@@ -263,7 +269,8 @@ def mnist_table(data: dict) -> str:
         + (f" `jaxvae evaluate` on the run gave a test loss of {_f(m30['evaluate']['loss'], 3)} (reconstruction "
            f"{_f(m30['evaluate']['recon'], 3)}, KL {_f(m30['evaluate']['kl'], 3)})." if m30.get("evaluate") else ""),
         f"These are the runs of `docs/numbers/make_numbers.py` (`{m3['command']}`, and the same with "
-        f"`--epochs {last['epoch']}` and the figures above; jaxvae {m30['jaxvae']}, {m30['date']}), in `docs/numbers/mnist3.json` and "
+        f"`--epochs {last['epoch']}` and the figures above; jaxvae {m30['jaxvae']}, {m30['date']}), in "
+        f"`docs/numbers/mnist3.json` and "
         f"`mnist30.json`; the tests rerun the 3 epochs.",
     ]
     return "\n".join(lines)
@@ -313,7 +320,8 @@ def sigma_cost(data: dict) -> str:
     minutes, secs = divmod(round(run["wall_seconds"]), 60)
     later = run["epoch_seconds"][1:]
     models = len(run["settings"]) * int(SIGMA_ARGS[SIGMA_ARGS.index("--seeds") + 1])
-    return (f"{models} models, the blog's configuration otherwise, trained in {minutes} min {secs} s on a {_cpu(run)} VM "
+    return (f"{models} models, the blog's configuration otherwise, trained in {minutes} min {secs} s on a "
+            f"{_cpu(run)} VM "
             f"shared with other work ({_load(run)}): an epoch of all {models} models took {min(later):.0f} to "
             f"{max(later):.0f} s after the first, and {run['epoch_seconds'][0]:.0f} s with the compile; "
             f"{run['cpu_seconds']:.0f} CPU seconds in all")
@@ -375,6 +383,10 @@ def readme_subset_time(data: dict) -> str:
 SPEED = REPO / "benchmarks" / "results" / "train_speed.json"  # benchmarks/train_speed.py writes it
 
 
+def _e(x: float, digits: int) -> str:
+    return f"{x:.{digits}e}".replace("e-0", "e-")  # 1e-5, 3.9e-7
+
+
 def parity_table(data: dict) -> str:
     lines = ["| quantity | float32 bound | float32 observed | float64 bound | float64 observed |",
              "|---|---|---|---|---|"]
@@ -382,7 +394,7 @@ def parity_table(data: dict) -> str:
         cells = []
         for dtype in ("float32", "float64"):
             c = row.get(dtype)
-            cells += [f"{c['bound']:.0e}".replace("e-0", "e-"), f"{c['observed']:.1e}".replace("e-0", "e-")] if c else ["", ""]
+            cells += [_e(c["bound"], 0), _e(c["observed"], 1)] if c else ["", ""]
         lines.append(f"| {row['quantity']} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
@@ -547,8 +559,10 @@ EXTRA = {
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="*", metavar="RUN", help=f"runs to redo (default: all: {', '.join([*RUNS, *EXTRA])})")
-    parser.add_argument("--pages", action="store_true", help="only rewrite the pages and redraw the figures from the JSON files")
+    parser.add_argument("runs", nargs="*", metavar="RUN",
+                        help=f"runs to redo (default: all: {', '.join([*RUNS, *EXTRA])})")
+    parser.add_argument("--pages", action="store_true",
+                        help="only rewrite the pages and redraw the figures from the JSON files")
     parser.add_argument("--check", action="store_true", help="exit 1 if a page differs from the JSON files")
     parser.add_argument("--data-dir", type=Path, default=None, help=f"MNIST's IDX files (default: {MNIST_DIR})")
     args = parser.parse_args(argv)
