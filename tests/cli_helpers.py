@@ -8,7 +8,7 @@ from jaxvae import cli
 
 REPO = Path(__file__).resolve().parents[1]
 # The tiny digits model every CLI test trains: the same shapes reuse one compiled epoch per process.
-TINY = ["--dataset", "digits", "--hidden", "32", "--no-download", "--quiet", "--no-plots"]
+TINY = ["--dataset", "digits", "--hidden", "32", "--no-download", "--progress", "none", "--no-plots"]
 
 
 def run_cli(capsys, *argv):

@@ -14,7 +14,7 @@ from jaxvae.checkpoint import load_checkpoint
 from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.runs import CHECKPOINT_FILE, read_metrics, read_run_config
 
-TINY = ["--dataset", "digits", "--hidden", "32", "--no-download", "--quiet"]
+TINY = ["--dataset", "digits", "--hidden", "32", "--no-download", "--progress", "none"]
 FIGURES = {"latent_scatter.png", "manifold.png", "loss_curves.png", "reconstructions.png", "samples.png"}
 REPO = Path(__file__).resolve().parents[1]
 

@@ -303,7 +303,7 @@ def test_resume_is_bit_exact(tmp_path, capsys):
     straight, halves = tmp_path / "straight", tmp_path / "halves"
     assert run_cli(capsys, "train", *TINY, "--epochs", "4", "--out", straight)[0] == 0
     assert run_cli(capsys, "train", *TINY, "--epochs", "2", "--out", halves)[0] == 0
-    code, out, err = run_cli(capsys, "train", "--resume", halves, "--epochs", "4", "--quiet", "--no-plots")
+    code, out, err = run_cli(capsys, "train", "--resume", halves, "--epochs", "4", "--progress", "none", "--no-plots")
     assert code == 0, err
     assert "resuming after epoch 2" in out
     a, _, _ = load_checkpoint(straight / CHECKPOINT_FILE)

@@ -87,3 +87,25 @@ def test_the_run_bar_counts_epochs_from_a_resumed_start():
     assert progress.bar.n == 4 and progress.bar.total == 6
     progress.close()
     assert progress.bar is None
+
+
+def test_the_eta_leaves_out_the_first_epoch_which_compiles(monkeypatch):
+    progress = console.EpochProgress("epochs", steps_per_epoch=10, first_epoch=1, max_epochs=10, stream=Terminal())
+    clock = [progress.bar.start_t]
+    monkeypatch.setattr(progress.bar, "_time", lambda: clock[0])
+    clock[0] += 60.0  # epoch 1: compiling and training
+    progress.end_epoch()
+    assert not progress.bar.format_dict["rate"] and "?" in str(progress.bar)  # no ETA from the compile
+    clock[0] += 2.0  # epoch 2: 2 s
+    progress.end_epoch()
+    assert progress.bar.format_dict["rate"] == pytest.approx(0.5)
+    assert "00:16" in str(progress.bar)  # 8 epochs left at 2 s each, not at the first epoch's 60
+    progress.close()
+
+
+def test_quiet_prints_only_the_closing_line(tmp_path, capsys):
+    code = cli.main(["train", "--dataset", "digits", "--hidden", "16", "--no-download", "--no-plots", "--epochs", "1",
+                     "--out", str(tmp_path / "run"), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.splitlines() == [out.strip()] and out.startswith("done after epoch 1 (max epochs): train loss")

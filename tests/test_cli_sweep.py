@@ -15,7 +15,7 @@ from test_cli import run_cli
 
 pytestmark = pytest.mark.slow  # trains or starts processes: the full suite only (make test)
 
-TINY = ["--dataset", "digits", "--hidden", "16", "--no-download", "--quiet"]
+TINY = ["--dataset", "digits", "--hidden", "16", "--no-download", "--progress", "none"]
 GRID = ["--seeds", "2", "--recon-sigma", "0.5", "1"]
 MODELS = ["sigma0.5_seed0", "sigma0.5_seed1", "sigma1.0_seed0", "sigma1.0_seed1"]
 RUN_FIGURES = {"latent_scatter.png", "manifold.png", "loss_curves.png", "reconstructions.png", "samples.png"}
@@ -93,7 +93,7 @@ def test_resume_continues_every_model_exactly(swept, tmp_path, capsys):
     out = tmp_path / "sweep"
     code, _, err = run_cli(capsys, "sweep", *TINY, *GRID, "--epochs", "1", "--no-plots", "--out", out)
     assert code == 0, err
-    code, stdout, err = run_cli(capsys, "sweep", "--resume", out, "--epochs", "2", "--no-plots", "--quiet")
+    code, stdout, err = run_cli(capsys, "sweep", "--resume", out, "--epochs", "2", "--no-plots", "--progress", "none")
     assert code == 0, err
     assert "resuming after epoch 1" in stdout
     for resumed, straight in zip(train_states(out), train_states(swept)):

@@ -69,7 +69,7 @@ def test_epochs_zero_checks_the_inputs_and_writes_nothing(tmp_path, capsys):
 @pytest.mark.parametrize("how", ["resume", "out"])
 def test_a_directory_with_only_config_json_resumes_or_restarts(tmp_path, capsys, how):
     run = config_only_run(tmp_path / "run")
-    argv = ["--resume", run, "--quiet", "--no-plots"] if how == "resume" else [*TINY, "--epochs", "2", "--out", run]
+    argv = ["--resume", run, "--progress", "none", "--no-plots"] if how == "resume" else [*TINY, "--epochs", "2", "--out", run]
     code, out, err = run_cli(capsys, "train", *argv, "--no-download")
     assert code == 0, err
     assert checkpoint_epoch(run) == 2 and [r["epoch"] for r in read_metrics(run)] == [1, 2]

@@ -30,7 +30,24 @@ def os_error_text(e: OSError) -> str:
     return str(e)
 
 
-def say(message: str = "") -> None:
+_quiet = False  # --quiet: stdout gets only the closing line
+
+
+@contextlib.contextmanager
+def quiet(on: bool = True):
+    """While inside, ``say`` prints only the lines marked ``closing`` (``--quiet``); ``warn`` is unchanged."""
+    global _quiet
+    previous, _quiet = _quiet, bool(on)
+    try:
+        yield
+    finally:
+        _quiet = previous
+
+
+def say(message: str = "", *, closing: bool = False) -> None:
+    """A line on stdout. ``closing``: the line that ends a command (its result), printed even under --quiet."""
+    if _quiet and not closing:
+        return
     _write(sys.stdout, message)
 
 
@@ -86,9 +103,26 @@ class EpochProgress:
     def end_epoch(self) -> None:
         if self.kind == "epochs" and self.bar is not None:
             self.bar.update(1)
+            if not self._timed:
+                self._forget_the_compile()
         else:
             self.close()
         self.epoch += 1
+
+    _timed = False  # whether the bar's rate has started counting (after this process's first epoch)
+
+    def _forget_the_compile(self) -> None:
+        """The first epoch of a process also compiles, which can take ten times a later epoch: an ETA
+        from it is far too long. So the bar's rate starts after it: no ETA ("?") until the second epoch
+        ends, then one from the epochs after the first. The elapsed time still counts from the start."""
+        from tqdm.std import EMA
+
+        bar = self.bar
+        bar._ema_dn, bar._ema_dt = EMA(bar.smoothing), EMA(bar.smoothing)  # tqdm's smoothed rate
+        bar.initial = bar.n  # its fallback rate, (n - initial) / elapsed, is 0 (no ETA) until the next epoch
+        bar.last_print_n, bar.last_print_t = bar.n, bar._time()
+        bar.refresh()
+        self._timed = True
 
     def close(self) -> None:
         """Take the bar off the screen (the epoch lines above it stay)."""

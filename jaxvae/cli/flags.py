@@ -241,7 +241,8 @@ def add_run_flags(parser, metavar: str, out_help: str, resume_what: str, plots_w
                      help="progress bar on a terminal (never in a log file): one over the run's epochs, one "
                           "within each epoch as well (its host callback keeps the epoch out of the "
                           "compilation cache), or none (default: epochs)")
-    run.add_argument("--quiet", action="store_true", help="no progress bar (the same as --progress none)")
+    run.add_argument("--quiet", action="store_true",
+                     help="print only errors, warnings and the closing line (no progress bar, no epoch lines)")
     run.add_argument("--tensorboard", action=TensorBoardFlag,
                      help=f"also write the per-epoch metrics as TensorBoard event files to RUN_DIR/{TENSORBOARD_DIR} "
                           "(each model's own; needs tensorboardX: pip install 'jaxvae[tensorboard]')")

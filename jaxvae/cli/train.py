@@ -23,6 +23,7 @@ from jaxvae.cli.console import (
     StopAfterEpoch,
     model_shape,
     os_error_text,
+    quiet,
     say,
     warn,
 )
@@ -181,7 +182,7 @@ def _fresh(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
     else:
         _check_memory(vae_config, train_config.batch_size, dataset, 1)
     if train_config.max_epochs == 0:
-        say("--epochs 0: the configs and the data are valid; nothing to train, nothing written")
+        say("--epochs 0: the configs and the data are valid; nothing to train, nothing written", closing=True)
         return None
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     info = RunInfo(vae_config, train_config, dataset.name, tuple(dataset.image_shape), data_dir,
@@ -282,7 +283,7 @@ def _resume(args, command: str, stack: contextlib.ExitStack) -> Plan | None:
         hint = f"; to train longer, pass --epochs above {epoch}" if configs[0].max_epochs <= epoch else ""
         what = idle[0] if len(idle) == 1 else f"every model is done ({idle[0]})"
         say(f"{root}: nothing to do: {what}{hint} (the {NOUN[command]} is left as it is; "
-            f"see it with: {PROG} evaluate {shlex.quote(str(run_dirs[0]))})")
+            f"see it with: {PROG} evaluate {shlex.quote(str(run_dirs[0]))})", closing=True)
         return None
     dataset = run_dataset(infos[0], args.data_dir, not args.no_download, warn, run_dir=run_dirs[0])
     for run_dir, info in zip(run_dirs[1:], infos[1:]):
@@ -472,7 +473,7 @@ def _finish(args, plan: Plan, result) -> None:
         summary_path = sw.write_summary(plan.root, summary)
         for line in settings_table(summary):
             say(line)
-        say(f"summary: {summary_path}")
+        say(f"summary: {summary_path}", closing=True)
         if not args.no_plots:
             paths = save_sweep_figures(summary_path.parent, summary, result.histories, params, plan.vae_config,
                                        test_x, test_y)
@@ -484,13 +485,14 @@ def _finish(args, plan: Plan, result) -> None:
         tc = plan.train_configs[0]
         why = {"schedule": f"the {tc.lr_schedule} schedule ended", "max_epochs": "max epochs"}[result.stop_reasons[0]]
         say(f"done after epoch {last['epoch']} ({why}): train loss {last['train_loss']:.4f}, "
-            f"val loss {last['val_loss']:.4f} (recon {last['val_recon']:.4f}, KL {last['val_kl']:.4f})")
+            f"val loss {last['val_loss']:.4f} (recon {last['val_recon']:.4f}, KL {last['val_kl']:.4f})", closing=True)
 
 
 def run_command(args) -> int:
     """``jaxvae train`` or ``jaxvae sweep``, as ``args.command`` says."""
     command = args.command
     with contextlib.ExitStack() as stack:  # holds the directories' locks to the end, figures included
+        stack.enter_context(quiet(args.quiet))  # --quiet: stdout gets the closing line only
         plan = _resume(args, command, stack) if args.resume else _fresh(args, command, stack)
         if plan is None:
             return 0

@@ -140,7 +140,7 @@ def check_new_run_dir(run_dir: str | os.PathLike) -> bool:
         imported = None
     if epoch == 0 and imported is None:
         return True
-    what = f"a model imported from {imported['file']}" if imported is not None else f"a run trained for {epoch} epochs"
+    what = f"a model imported from {imported['file']}" if imported is not None else f"a run trained for {epoch} epoch{'s' * (epoch != 1)}"
     raise RunError(f"{run_dir} already holds {what} ({run_dir / CHECKPOINT_FILE})", run_dir=run_dir, remedy="resume")
 
 
