@@ -15,7 +15,7 @@ from jaxvae import runs
 from jaxvae.checkpoint import CheckpointError, checkpoint_bytes, load_checkpoint, save_checkpoint
 from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.data import load_dataset
-from jaxvae.fileio import atomic_write_text
+from jaxvae.fileio import OWNERSHIP_FILE, atomic_write_text
 from jaxvae.training import TrainStep, fit, init_fit_state
 
 # The CLI tests' tiny digits model: the same configs and shapes reuse their compiled epoch.
@@ -129,7 +129,7 @@ def test_failed_save_keeps_the_old_checkpoint(fresh, tmp_path, monkeypatch):
         save_checkpoint(path, fresh, VAE, TRAIN.replace(max_epochs=5))
     monkeypatch.undo()
     assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.msgpack"]  # no temp left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [OWNERSHIP_FILE, "checkpoint.msgpack"]  # no temp left
 
 
 def test_stale_temps_are_ignored_and_cleaned(fresh, tmp_path):
