@@ -173,8 +173,22 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSO
           (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"), (stat.S_ISLNK, "a symbolic link"))
 
 
+def file_kind(path: str | os.PathLike) -> str | None:
+    """What ``path`` is when it is no regular file ("a FIFO", "a symbolic link", ...); None for a regular
+    file or nothing at all."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) else _kind(mode)
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
 def _not_regular(path: Path, mode: int) -> OSError:
-    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    kind = _kind(mode)
     return OSError(errno.EINVAL, f"is {kind}, not a regular file; jaxvae reads and writes only regular files, and "
                    "leaves this one as it is", str(path))
 

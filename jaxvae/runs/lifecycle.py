@@ -14,7 +14,7 @@ from pathlib import Path
 
 from jaxvae.checkpoint import CheckpointError, checkpoint_run_record, load_checkpoint
 from jaxvae.config import TrainConfig, VAEConfig
-from jaxvae.fileio import OWNERSHIP_FILE, json_safe, remove_stale_temps_in, temp_of
+from jaxvae.fileio import OWNERSHIP_FILE, file_kind, json_safe, remove_stale_temps_in, temp_of
 from jaxvae.runs.data import data_fingerprints
 from jaxvae.runs.format import (
     CHECKPOINT_FILE,
@@ -38,9 +38,12 @@ from jaxvae.training import FitState, Hyper, TrainStep
 
 def read_checkpoint(path: Path, info: RunInfo | None = None):
     """``(FitState, VAEConfig, TrainConfig)`` from ``path`` (checked against ``info``'s configs, else its
-    own); a RunError whose remedy is to set the file aside and start again when it cannot be read."""
+    own); a RunError whose remedy is to set the file aside and start again when it cannot be read. With
+    ``info``, a checkpoint that records other data than ``info`` is refused too (another run's)."""
     try:
-        return load_checkpoint(path, *((info.vae_config, info.train_config) if info else ()))
+        if info is None:
+            return load_checkpoint(path)
+        return load_checkpoint(path, info.vae_config, info.train_config, data=checkpoint_record(info))
     except CheckpointError as e:
         raise RunError(str(e), run_dir=path.parent, remedy="set_aside_checkpoint") from None
 
@@ -126,7 +129,7 @@ def refuse_foreign(directory: str | os.PathLike, own=RUN_ENTRIES, links_only: bo
     adopt_legacy(directory)
     foreign = foreign_entries(directory, own, notes=links_only, by_record=by_record)
     if foreign:
-        names = ", ".join(str(entry.relative_to(directory)) + (" (a symbolic link)" if entry.is_symlink() else "")
+        names = ", ".join(str(entry.relative_to(directory)) + (f" ({kind})" if (kind := file_kind(entry)) else "")
                           for entry in foreign[:5])
         more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
         raise RunError(f"{directory} holds files that jaxvae did not write ({names}{more}); jaxvae writes only where "
@@ -202,6 +205,9 @@ def resume_point(run_dir: str | os.PathLike, dataset: str | None = None, log=Non
     try:
         info = read_run_config(run_dir)
     except RunError as e:
+        if kind := file_kind(config):  # not a garbled file of jaxvae's, to set aside: someone else's
+            raise RunError(f"{config}: is {kind}, not a run config; jaxvae leaves it as it is: move it away",
+                           run_dir=run_dir) from None
         if not checkpoint.exists():
             raise RunError(f"{e}; no epoch was saved", run_dir=run_dir, remedy="set_aside_config") from None
         info = _rebuilt_info(checkpoint, dataset)
