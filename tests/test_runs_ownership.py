@@ -220,6 +220,17 @@ def test_resume_repairs_metrics_a_kill_left_one_epoch_short_and_removes_dead_tem
     assert not dead.exists() and live.exists()
 
 
+def test_a_sweep_resume_repairs_each_models_metrics(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    assert run_cli(capsys, "sweep", *TINY, "--seeds", "2", "--epochs", "2", "--out", sweep)[0] == 0
+    model = sorted(p for p in sweep.iterdir() if (p / runs.CONFIG_FILE).is_file())[1]
+    lines = (model / runs.METRICS_FILE).read_text().splitlines(keepends=True)
+    (model / runs.METRICS_FILE).write_text(lines[0])
+    code, out, err = run_cli(capsys, "sweep", "--resume", sweep, "--epochs", "2", "--quiet", "--no-plots")
+    assert code == 0 and "nothing to do" in out, err
+    assert (model / runs.METRICS_FILE).read_text().splitlines(keepends=True) == lines
+
+
 # --------------------------------------------------------------------------- 5. trusting a checkpoint
 
 
