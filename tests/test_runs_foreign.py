@@ -62,17 +62,24 @@ def test_a_new_run_or_sweep_refuses_a_directory_holding_other_files(tmp_path, ca
     assert snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize("name", ["metrics.jsonl", "config.json", "figures"])
-def test_a_symlink_where_a_new_runs_file_goes_is_refused(tmp_path, capsys, name):
-    precious = tmp_path / "precious"
-    precious.mkdir() if name == "figures" else precious.write_text("someone else's")
+@pytest.mark.parametrize("name, how", [
+    *((name, "symlink") for name in ("metrics.jsonl", "config.json", "figures")),
+    # another's content under jaxvae's names (issue 34): jaxvae's by record, not by name
+    *((name, "content") for name in ("metrics.jsonl", "figures/manifold.png", "evaluate.json")),
+])
+def test_a_symlink_or_anothers_file_where_a_new_runs_file_goes_is_refused(tmp_path, capsys, name, how):
     out = tmp_path / "run"
-    out.mkdir()
-    (out / name).symlink_to(precious)
+    (out / name).parent.mkdir(parents=True)
+    if how == "symlink":
+        precious = tmp_path / "precious"
+        precious.mkdir() if name == "figures" else precious.write_text("someone else's")
+        (out / name).symlink_to(precious)
+    else:
+        (out / name).write_bytes(b"the user's own results")
     before = snapshot(tmp_path)
     code, _, err = run_cli(capsys, "train", *TINY, "--epochs", "1", "--out", out)
     assert code == 2
-    assert_one_line_error(err, name, "symbolic link")
+    assert_one_line_error(err, name, "symbolic link" if how == "symlink" else "jaxvae did not write")
     assert snapshot(tmp_path) == before
 
 

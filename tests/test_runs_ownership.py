@@ -58,16 +58,7 @@ def no_hang(seconds: int = 60):
 # --------------------------------------------------------------------------- 1. ownership by record
 
 
-@pytest.mark.parametrize("name", [runs.METRICS_FILE, f"{runs.FIGURES_DIR}/manifold.png", runs.EVALUATE_FILE])
-def test_a_new_run_refuses_anothers_file_under_a_jaxvae_name(tmp_path, capsys, name):
-    out = tmp_path / "out"
-    (out / name).parent.mkdir(parents=True)
-    (out / name).write_bytes(b"the user's own results")
-    before = files(tmp_path)
-    code, _, err = run_cli(capsys, "train", *TINY, "--epochs", "1", "--out", out)
-    assert code == 2
-    assert_one_line_error(err, name, "jaxvae did not write")
-    assert files(tmp_path) == before
+# a new run refusing another's file under one of jaxvae's names: tests/test_runs_foreign.py
 
 
 def test_evaluate_and_plot_replace_their_own_files_but_not_anothers(run, tmp_path, capsys):

@@ -13,16 +13,8 @@ import os
 from pathlib import Path
 
 from jaxvae.fileio import OWNERSHIP_FILE, FrameError, has_record, owns, read_regular, record, temp_of, unframe
-from jaxvae.layout import (
-    CHECKPOINT_FILE,
-    CONFIG_FILE,
-    EVALUATE_FILE,
-    EXPORT_FILE,
-    FIGURES_DIR,
-    LOCK_FILE,
-    METRICS_FILE,
-    SWEEP_FILE,
-)
+from jaxvae.layout import CHECKPOINT_FILE, CONFIG_FILE, EVALUATE_FILE, EXPORT_FILE, FIGURES_DIR, LOCK_FILE
+from jaxvae.layout import METRICS_FILE, SWEEP_FILE
 from jaxvae.parallel import is_writer
 
 # The files jaxvae writes at the top of a run or sweep directory, and its folders of files it writes
