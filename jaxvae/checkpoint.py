@@ -207,7 +207,7 @@ def _upgrade_format_3(raw: dict) -> dict:
 def _read_payload(path: Path) -> dict:
     if not path.parent.is_dir():
         raise CheckpointError(f"{path}: directory {path.parent} does not exist")
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise CheckpointError(f"{path}: no checkpoint file here")
     try:
         data = read_regular(path)

@@ -35,10 +35,15 @@ def run(trained, tmp_path):
     return Path(shutil.copytree(trained, tmp_path / "run"))
 
 
-def files(root: Path) -> dict:
-    """Every regular file under ``root`` and its bytes, jaxvae's record aside."""
+def files(root: Path, besides=()) -> dict:
+    """Every regular file under ``root`` and its bytes, jaxvae's record and ``besides`` aside."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.is_symlink() and p.name != fileio.OWNERSHIP_FILE}
+            if p.is_file() and not p.is_symlink() and p.name not in (fileio.OWNERSHIP_FILE, *besides)}
+
+
+def kept(run: Path) -> dict:
+    """The files of ``run`` that a refused command must leave as they were (its lock records who tried)."""
+    return files(run, besides=(runs.LOCK_FILE,))
 
 
 @contextlib.contextmanager
@@ -120,18 +125,18 @@ def test_an_older_run_adopts_no_metrics_its_checkpoint_does_not_account_for(run,
     for record in run.rglob(fileio.OWNERSHIP_FILE):
         record.unlink()
     (run / runs.METRICS_FILE).write_text('{"step": 1, "acc": 0.5}\n')  # another tool's log
-    before = files(run)
+    before = kept(run)
     code, _, err = run_cli(capsys, "train", "--resume", run, "--epochs", "3", "--quiet", "--no-plots")
     assert code == 2
     assert_one_line_error(err, runs.METRICS_FILE, "jaxvae did not write")
-    assert {k: v for k, v in files(run).items() if k != runs.LOCK_FILE} == {
-        k: v for k, v in before.items() if k != runs.LOCK_FILE}
+    assert kept(run) == before
 
 
 # --------------------------------------------------------------------------- 2. regular files only
 
 
-@pytest.mark.parametrize("name", [runs.LOCK_FILE, runs.EVALUATE_FILE, runs.METRICS_FILE, runs.CONFIG_FILE])
+@pytest.mark.parametrize("name", [runs.LOCK_FILE, runs.EVALUATE_FILE, runs.METRICS_FILE, runs.CONFIG_FILE,
+                                  runs.CHECKPOINT_FILE])
 @pytest.mark.parametrize("command", ["evaluate", "resume"])
 def test_a_fifo_at_a_jaxvae_path_is_refused_without_blocking(run, capsys, name, command):
     (run / name).unlink(missing_ok=True)
@@ -157,6 +162,16 @@ def test_a_hard_linked_lock_file_is_never_truncated(run, tmp_path, capsys):
     assert code == 2
     assert_one_line_error(err, runs.LOCK_FILE, "jaxvae did not write")
     assert precious.read_text() == "years of work"
+
+
+def test_a_garbled_config_is_never_set_aside_over_an_earlier_one(run, capsys):
+    (run / runs.CONFIG_FILE).write_text("{garbled")
+    (run / (runs.CONFIG_FILE + ".bad")).write_text("kept from last time")
+    before = kept(run)
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--epochs", "3", "--quiet", "--no-plots")
+    assert code == 2
+    assert_one_line_error(err, runs.CONFIG_FILE + ".bad", "exists")
+    assert kept(run) == before
 
 
 # --------------------------------------------------------------------------- 3. the lock holds a path
@@ -246,10 +261,9 @@ def with_params(state, fn):
 ], ids=["dataset", "fingerprints", "nan", "float16"])
 def test_a_checkpoint_of_other_data_or_with_bad_weights_is_refused(run, capsys, change, expected):
     resave(run, **change)
-    before = files(run)
+    before = kept(run)
     for argv in (["evaluate", run, "--no-download"], ["train", "--resume", run, "--epochs", "3", "--quiet"]):
         code, _, err = run_cli(capsys, *argv)
         assert code == 2, err
         assert_one_line_error(err, str(run / runs.CHECKPOINT_FILE), expected)
-    assert {k: v for k, v in files(run).items() if k != runs.LOCK_FILE} == {
-        k: v for k, v in before.items() if k != runs.LOCK_FILE}
+    assert kept(run) == before

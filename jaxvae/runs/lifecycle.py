@@ -178,6 +178,7 @@ def start_new_run(run_dir: str | os.PathLike, info: RunInfo) -> None:
     ``check_new_run_dir``), clearing what an earlier start that never trained left: its epoch-0
     checkpoint and its metrics."""
     run_dir = Path(run_dir)
+    _remove_stale_temps(run_dir)
     write_run_config(run_dir, info)
     (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
     write_metrics(run_dir, [])
@@ -217,7 +218,7 @@ def resume_point(run_dir: str | os.PathLike, dataset: str | None = None, log=Non
         state = read_checkpoint(checkpoint, info)[0]
         _prepare_resume(run_dir)
         if config.exists():
-            os.replace(config, config.with_name(CONFIG_FILE + ".bad"))
+            _set_aside(config)
         write_run_config(run_dir, info)
         if log:
             log(f"{e}; rebuilt {config} from {checkpoint}" + (" and the dataset name " + dataset
@@ -234,8 +235,22 @@ def _prepare_resume(run_dir: Path) -> None:
     """Under the lock, once the run's config and checkpoint are read (their refusals say more): refuse
     another's file at one of jaxvae's paths, and remove the temporaries a killed writer left."""
     refuse_foreign(run_dir, links_only=True)
+    _remove_stale_temps(run_dir)
+
+
+def _remove_stale_temps(run_dir: Path) -> None:
+    """Under the lock: remove the temporaries of jaxvae's naming that killed writers left in the run."""
     for directory in (run_dir, run_dir / FIGURES_DIR):
         remove_stale_temps_in(directory)
+
+
+def _set_aside(path: Path) -> None:
+    """Rename ``path`` to ``path.bad``, which must be free: an earlier one is the user's to keep."""
+    bad = path.with_name(path.name + ".bad")
+    if os.path.lexists(bad):
+        raise RunError(f"{path}: cannot be set aside as {bad.name}, which exists; move that away, then try again",
+                       run_dir=path.parent)
+    os.replace(path, bad)
 
 
 def _repair_metrics(run_dir: Path, state: FitState, log=None) -> None:
