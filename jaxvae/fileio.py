@@ -91,7 +91,7 @@ def user_cache_dir() -> Path:
 def remove_stale_temps(path: str | os.PathLike) -> None:
     """Delete temporary files that a killed writer of ``path`` left behind (a live writer's are kept)."""
     path = Path(path)
-    for entry in path.parent.glob(glob_escape(_tmp_prefix(path)) + "*"):
+    for entry in path.parent.glob(_glob_escape(_tmp_prefix(path)) + "*"):
         if not _writer_alive(entry.name):
             with contextlib.suppress(OSError):
                 entry.unlink()
@@ -100,7 +100,7 @@ def remove_stale_temps(path: str | os.PathLike) -> None:
 def remove_stale_temps_in(directory: str | os.PathLike) -> list[Path]:
     """Delete every temporary of jaxvae's naming in ``directory`` whose writer is dead; the paths removed."""
     removed = []
-    for entry in Path(directory).glob("." + "*" + _TMP_MARK + "*"):
+    for entry in Path(directory).glob(f".*{_TMP_MARK}*"):
         if temp_of(entry.name) and not entry.is_dir() and not _writer_alive(entry.name):
             with contextlib.suppress(OSError):
                 entry.unlink()
@@ -108,7 +108,7 @@ def remove_stale_temps_in(directory: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def glob_escape(text: str) -> str:
+def _glob_escape(text: str) -> str:
     """``text`` with glob's special characters taken literally."""
     return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
@@ -276,13 +276,16 @@ def owns(path: str | os.PathLike) -> bool:
     return (path.name, _digest(read_regular(path))) in _recorded(path.parent)
 
 
-def check_replaceable(path: str | os.PathLike) -> None:
+def check_replaceable(path: str | os.PathLike) -> set[tuple[str, str]]:
     """OSError naming ``path`` unless jaxvae may write it: nothing is there, or a regular file whose content
-    jaxvae wrote (``NotOwnedError`` for anything else; a symbolic link is refused by ``refuse_symlink``)."""
+    jaxvae wrote (``NotOwnedError`` for anything else; a symbolic link is refused by ``refuse_symlink``).
+    Returns the directory's record, as read for the check."""
     path = Path(path)
     refuse_symlink(path)
-    if os.path.lexists(path) and not owns(path):
+    recorded = _recorded(path.parent)
+    if os.path.lexists(path) and (path.name, _digest(read_regular(path))) not in recorded:
         raise NotOwnedError(path)
+    return recorded
 
 
 def write_owned(path: str | os.PathLike, data: bytes) -> None:
@@ -292,11 +295,7 @@ def write_owned(path: str | os.PathLike, data: bytes) -> None:
     point leaves a file that the record accounts for."""
     path = Path(path)
     check_held(path)
-    refuse_symlink(path)
-    recorded = _recorded(path.parent)
-    if os.path.lexists(path) and (path.name, _digest(read_regular(path))) not in recorded:
-        raise NotOwnedError(path)
-    if (path.name, _digest(data)) not in recorded:
+    if (path.name, _digest(data)) not in check_replaceable(path):
         record(path, data)
     atomic_write_bytes(path, data)
 
@@ -348,14 +347,9 @@ def json_safe(value):
     return value
 
 
-def json_text(obj) -> str:
-    """``obj`` as indented strict JSON (non-finite floats as strings)."""
-    return json.dumps(json_safe(obj), indent=2) + "\n"
-
-
 def write_json(path: str | os.PathLike, obj) -> None:
     """``obj`` as indented strict JSON, atomically, into a file jaxvae owns (``write_owned``)."""
-    write_owned_text(path, json_text(obj))
+    write_owned_text(path, json.dumps(json_safe(obj), indent=2) + "\n")
 
 
 def frame(magic: bytes, payload: bytes) -> bytes:
