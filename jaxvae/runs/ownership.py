@@ -37,11 +37,11 @@ def owned_paths(directory: str | os.PathLike) -> list[Path]:
 
 def unowned(directory: str | os.PathLike) -> list[Path]:
     """What sits at one of jaxvae's paths in ``directory`` and is not jaxvae's: a content it did not write,
-    or anything other than a regular file (a FIFO, a device, a folder where a file goes). Links are
-    refused by name elsewhere (``refuse_foreign``)."""
+    or anything other than a regular file (a FIFO, a device, a link, a folder where a file goes).
+    config.json is judged by its validity (see the module's note)."""
     found = []
     for path in owned_paths(directory):
-        if not os.path.lexists(path) or path.is_symlink() or path == Path(directory) / CONFIG_FILE:
+        if not os.path.lexists(path) or path == Path(directory) / CONFIG_FILE:
             continue
         try:
             if not owns(path):
