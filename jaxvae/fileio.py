@@ -55,6 +55,8 @@ def _writer_alive(temp_name: str) -> bool:
     pid = temp_name[temp_name.index(_TMP_MARK) + len(_TMP_MARK):].split("-")[0]
     if not pid.isdigit() or int(pid) == os.getpid():
         return False  # this process writes each name from one thread at a time: a temp of ours is a leftover
+    if os.name == "nt":  # no signal 0 there (os.kill would stop the process): keep it
+        return True
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
