@@ -66,6 +66,7 @@ def no_hang(seconds: int = 60):
 # a new run refusing another's file under one of jaxvae's names: tests/test_runs_foreign.py
 
 
+@pytest.mark.slow  # draws the figures twice
 def test_evaluate_and_plot_replace_their_own_files_but_not_anothers(run, tmp_path, capsys):
     assert run_cli(capsys, "evaluate", run, "--no-download")[0] == 0
     assert run_cli(capsys, "evaluate", run, "--no-download", "--k", "2")[0] == 0  # its own file: kept and added to
@@ -226,6 +227,7 @@ def test_resume_repairs_metrics_a_kill_left_one_epoch_short_and_removes_dead_tem
     assert not dead.exists() and live.exists()
 
 
+@pytest.mark.slow  # trains a sweep; the lone run's repair is in the fast tier
 def test_a_sweep_resume_repairs_each_models_metrics(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     assert run_cli(capsys, "sweep", *TINY, "--seeds", "2", "--epochs", "2", "--out", sweep)[0] == 0
