@@ -220,6 +220,7 @@ def resume_point(run_dir: str | os.PathLike, dataset: str | None = None, log=Non
         if config.exists():
             _set_aside(config)
         write_run_config(run_dir, info)
+        _repair_metrics(run_dir, state, log)
         if log:
             log(f"{e}; rebuilt {config} from {checkpoint}" + (" and the dataset name " + dataset
                                                                 if dataset and info.fingerprints is None else ""))
