@@ -30,7 +30,7 @@ from flax import serialization
 
 from jaxvae.config import TrainConfig, VAEConfig, config_to_dict, configs_from_dicts
 from jaxvae.errors import InputError
-from jaxvae.fileio import FrameError, atomic_write_bytes, frame, unframe
+from jaxvae.fileio import FrameError, frame, read_regular, unframe, write_owned
 from jaxvae.model import Model, model_from_record
 from jaxvae.parallel import is_writer
 from jaxvae.training import FitState, Hyper, ScheduleStates, TrainState, TrainStep
@@ -80,10 +80,11 @@ def checkpoint_bytes(state: FitState, vae_config: Model | VAEConfig, train_confi
 def save_checkpoint(path: str | os.PathLike, state: FitState, vae_config: VAEConfig,
                     train_config: TrainConfig, run: dict | None = None) -> Path:
     """Write ``state`` to ``path`` atomically: a killed save leaves the previous checkpoint intact.
-    In a multi-process run only process 0 writes (every process holds the same replicated state)."""
+    In a multi-process run only process 0 writes (every process holds the same replicated state). A
+    file at ``path`` that jaxvae did not write is refused (``fileio.write_owned``), left as it is."""
     path = Path(path)
     if is_writer():
-        atomic_write_bytes(path, checkpoint_bytes(state, vae_config, train_config, run))
+        write_owned(path, checkpoint_bytes(state, vae_config, train_config, run))
     return path
 
 
@@ -130,6 +131,52 @@ def _stored_configs(path: Path, raw: dict, given_model) -> tuple:
         return model_from_record(record), train_config
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: was made by {record.get('class')}, which cannot be built again: {e}") from None
+
+
+def read_history(path: str | os.PathLike) -> list[dict]:
+    """The history (one record per finished epoch) a checkpoint holds; CheckpointError naming the file."""
+    path = Path(path)
+    try:
+        history = json.loads(_read_payload(path)["history"])
+        if not isinstance(history, list):
+            raise InputError(f"a list expected, got {type(history).__name__}")
+        return history
+    except (KeyError, TypeError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{path}: invalid stored history ({e})") from None
+
+
+# What of a run's record names its data: a checkpoint of other data is another run's.
+_DATA_FIELDS = ("dataset", "data_fingerprints")
+
+
+def _check_same_data(path: Path, raw: dict, data: dict) -> None:
+    """CheckpointError naming both when the checkpoint's own run record names other data than ``data``
+    (the run's record); a field either side lacks (older runs recorded less) is not compared."""
+    try:
+        stored = json.loads(raw["run"]) if "run" in raw else {}
+    except (TypeError, ValueError, RecursionError):
+        stored = {}
+    stored = stored if isinstance(stored, dict) else {}
+    for field in _DATA_FIELDS:
+        if stored.get(field) is not None and data.get(field) is not None and stored[field] != data[field]:
+            raise CheckpointError(f"{path}: was trained on other data than its run records ({field}: "
+                                  f"{_data_text(stored[field])} in the checkpoint, {_data_text(data[field])} in the run)")
+
+
+def _data_text(value) -> str:
+    """A dataset name, or fingerprints as their splits' short hashes."""
+    if isinstance(value, dict):
+        return ", ".join(f"{split} sha256 {str(fp.get('sha256', fp))[:12]}" if isinstance(fp, dict) else f"{split} {fp}"
+                         for split, fp in value.items())
+    return repr(value)
+
+
+def _check_weights(path: Path, params) -> None:
+    """CheckpointError naming the first weight that is not finite: no model trains on from NaN."""
+    for where, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if not np.all(np.isfinite(leaf)):
+            raise CheckpointError(f"{path}: weight params{jax.tree_util.keystr(where)} holds nan or inf; a "
+                                  "checkpoint holds the last good epoch only, so this one was damaged or made elsewhere")
 
 
 def _upgrade_format_1(raw: dict) -> dict:
@@ -195,10 +242,10 @@ def _upgrade_format_3(raw: dict) -> dict:
 def _read_payload(path: Path) -> dict:
     if not path.parent.is_dir():
         raise CheckpointError(f"{path}: directory {path.parent} does not exist")
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise CheckpointError(f"{path}: no checkpoint file here")
     try:
-        data = path.read_bytes()
+        data = read_regular(path)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
     try:
@@ -238,6 +285,11 @@ def _check_tree(template, restored, where: str, path: Path) -> None:
     if not isinstance(restored, (np.ndarray, np.generic, int, float)) or np.shape(restored) != shape:
         raise CheckpointError(f"{path}: does not fit the model: {where} has shape {np.shape(restored)}, "
                               f"the config expects {shape}")
+    expected = getattr(template, "dtype", None)
+    if (isinstance(restored, (np.ndarray, np.generic)) and expected is not None
+            and jnp.issubdtype(expected, jnp.floating) and restored.dtype != expected):
+        raise CheckpointError(f"{path}: does not fit the model: {where} is {restored.dtype}, the model's weights "
+                              f"are {np.dtype(expected)}")
 
 
 # What may differ between a checkpoint and the configs it is loaded with: a resumed run may train longer.
@@ -259,8 +311,8 @@ def _check_same_run(path: Path, stored: tuple, given: tuple) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, vae_config: Model | VAEConfig | None = None,
-                    train_config: TrainConfig | None = None, *,
-                    train_step: TrainStep | None = None) -> tuple[FitState, VAEConfig, TrainConfig]:
+                    train_config: TrainConfig | None = None, *, train_step: TrainStep | None = None,
+                    data: dict | None = None) -> tuple[FitState, VAEConfig, TrainConfig]:
     """``(state, vae_config, train_config)`` from a checkpoint file.
 
     ``vae_config`` is a ``VAEConfig`` or any ``jaxvae.model.Model``; a checkpoint of a model of your
@@ -268,8 +320,10 @@ def load_checkpoint(path: str | os.PathLike, vae_config: Model | VAEConfig | Non
     CheckpointError naming it when not). With ``vae_config`` and ``train_config`` (e.g. from the run's
     config.json) the checkpoint must have been trained with them (only ``max_epochs`` may differ) and
     its weights must fit; otherwise the checkpoint's own configs are used. ``train_step`` gives the
-    optimizer and schedules whose state structure to expect (default: what the configs name). Every problem
-    raises ``CheckpointError`` naming the file (and the entry, for a shape mismatch).
+    optimizer and schedules whose state structure to expect (default: what the configs name). ``data``
+    (the run's record, as config.json holds it) must name the data the checkpoint records, if it
+    records any. Weights must be finite and of the model's dtype. Every problem raises
+    ``CheckpointError`` naming the file (and the entry, for a shape or dtype mismatch).
     """
     path = Path(path)
     raw = _read_payload(path)
@@ -277,6 +331,8 @@ def load_checkpoint(path: str | os.PathLike, vae_config: Model | VAEConfig | Non
     vae_config = vae_config or stored_vae
     train_config = train_config or stored_train
     _check_same_run(path, (stored_vae, stored_train), (vae_config, train_config))
+    if data is not None:
+        _check_same_data(path, raw, data)
     try:
         train_step = train_step or TrainStep.from_configs(vae_config, train_config)
     except ValueError as e:
@@ -300,6 +356,7 @@ def load_checkpoint(path: str | os.PathLike, vae_config: Model | VAEConfig | Non
             raise InputError("bad epoch, step or history")
     except (KeyError, TypeError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: incomplete checkpoint ({type(e).__name__}: {e})") from None
+    _check_weights(path, restored["params"])
     params, opt_state = jax.tree.map(jnp.asarray, (restored["params"], restored["opt_state"]))
     hyper = Hyper.from_config(train_config).as_arrays(jax.tree.leaves(params)[0].dtype)
     train_state = TrainState(params, opt_state, jnp.asarray(step, jnp.int32), hyper,

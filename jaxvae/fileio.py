@@ -4,6 +4,15 @@ where jaxvae keeps its per-user cache.
 Every file jaxvae writes (checkpoints, run configs, metrics, figures, downloads, exports) goes
 through ``atomic_write_bytes``: readers see the old file or the new one, never a mix, even if the
 writer is killed. ``BackgroundWriter`` runs such writes on a thread while training goes on.
+
+The files of run directories, figures and exports go through ``write_owned`` on top of that: a file
+is jaxvae's by record, not by name. Each directory jaxvae writes into keeps ``OWNERSHIP_FILE``, an
+append-only list of the SHA-256 of every content jaxvae wrote there and its name, and jaxvae replaces
+a file only when its current content is in that list; anything else at one of its paths (another
+tool's ``metrics.jsonl``, a FIFO, a link) is refused, named, and left as it is. Every such file is
+opened without following a link and without blocking, and only if it is a regular file
+(``read_regular``). Writes under a locked directory (``hold_directory``) first check that its path
+still names the directory that was locked.
 Standard library only, so that any module can use it.
 """
 from __future__ import annotations
@@ -15,14 +24,19 @@ import hashlib
 import json
 import math
 import os
+import stat
 import tempfile
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-# Temporary files are ".<final name>.tmp-<random>": hidden, and never equal to a final name, so a
-# temp left by a killed writer can't be mistaken for the file itself.
+# Temporary files are ".<final name>.tmp-<pid>-<random>": hidden, and never equal to a final name, so a
+# temp left by a killed writer can't be mistaken for the file itself; the pid tells a live writer's
+# temp (left alone) from a dead one's (removed).
 _TMP_MARK = ".tmp-"
+# Per directory: one "<sha256 hex> <name>" line for every content jaxvae wrote there (append-only, so
+# that two writers, a training run and an evaluate say, never lose each other's lines).
+OWNERSHIP_FILE = ".jaxvae-files"
 
 
 def _file_mode() -> int:
@@ -34,6 +48,22 @@ def _file_mode() -> int:
 
 def _tmp_prefix(path: Path) -> str:
     return f".{path.name}{_TMP_MARK}"
+
+
+def _writer_alive(temp_name: str) -> bool:
+    """Whether the process that named temporary ``temp_name`` still runs (older names carry no pid: dead)."""
+    pid = temp_name[temp_name.index(_TMP_MARK) + len(_TMP_MARK):].split("-")[0]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False  # this process writes each name from one thread at a time: a temp of ours is a leftover
+    if os.name == "nt":  # no signal 0 there (os.kill would stop the process): keep it
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, owned by someone else
+        return True
+    return True
 
 
 def temp_of(name: str) -> str | None:
@@ -61,11 +91,28 @@ def user_cache_dir() -> Path:
 
 
 def remove_stale_temps(path: str | os.PathLike) -> None:
-    """Delete temporary files that a killed writer of ``path`` left behind."""
+    """Delete temporary files that a killed writer of ``path`` left behind (a live writer's are kept)."""
     path = Path(path)
-    for entry in path.parent.glob(_tmp_prefix(path) + "*"):
-        with contextlib.suppress(OSError):
-            entry.unlink()
+    for entry in path.parent.glob(_glob_escape(_tmp_prefix(path)) + "*"):
+        if not _writer_alive(entry.name):
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
+def remove_stale_temps_in(directory: str | os.PathLike) -> list[Path]:
+    """Delete every temporary of jaxvae's naming in ``directory`` whose writer is dead; the paths removed."""
+    removed = []
+    for entry in Path(directory).glob(f".*{_TMP_MARK}*"):
+        if temp_of(entry.name) and not entry.is_dir() and not _writer_alive(entry.name):
+            with contextlib.suppress(OSError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` with glob's special characters taken literally."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -91,7 +138,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     refuse_symlink(path)
     remove_stale_temps(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f"{_tmp_prefix(path)}{os.getpid()}-", dir=path.parent)
     except OSError as e:
         raise _naming(e, path) from None
     try:
@@ -122,6 +169,175 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+# --------------------------------------------------------------------------- regular files only
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"), (stat.S_ISLNK, "a symbolic link"))
+
+
+def file_kind(path: str | os.PathLike) -> str | None:
+    """What ``path`` is when it is no regular file ("a FIFO", "a symbolic link", ...); None for a regular
+    file or nothing at all."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) else _kind(mode)
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def _not_regular(path: Path, mode: int) -> OSError:
+    kind = _kind(mode)
+    return OSError(errno.EINVAL, f"is {kind}, not a regular file; jaxvae reads and writes only regular files, and "
+                   "leaves this one as it is", str(path))
+
+
+def read_regular(path: str | os.PathLike) -> bytes:
+    """The bytes of ``path``, opened only if it is a regular file: never through a symbolic link, and
+    without blocking (a FIFO or a device is refused before it is opened). OSError naming ``path``."""
+    path = Path(path)
+    try:
+        before = os.lstat(path)
+        if not stat.S_ISREG(before.st_mode):
+            raise _not_regular(path, before.st_mode)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise _naming(e, path) from None
+    try:
+        now = os.fstat(fd)
+        if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (before.st_dev, before.st_ino):
+            raise _not_regular(path, now.st_mode)  # swapped between the look and the open
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
+
+
+def read_regular_text(path: str | os.PathLike) -> str:
+    return read_regular(path).decode("utf-8")
+
+
+# --------------------------------------------------------------------------- ownership by record
+
+
+class NotOwnedError(OSError):
+    """A file at one of jaxvae's paths holds content jaxvae did not write there; it is left as it is."""
+
+    def __init__(self, path: Path, why: str = "holds content that jaxvae did not write"):
+        super().__init__(errno.EEXIST, f"{why}; jaxvae replaces only its own files and leaves this one as it is: "
+                         "move it away or choose another directory", str(path))
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def has_record(directory: str | os.PathLike) -> bool:
+    """Whether jaxvae keeps a record of its files in ``directory`` (jaxvae 0.3 and earlier kept none)."""
+    return os.path.lexists(Path(directory) / OWNERSHIP_FILE)
+
+
+def _recorded(directory: Path) -> set[tuple[str, str]]:
+    """``{(name, sha256 hex)}`` of every content jaxvae wrote in ``directory`` (none without a record)."""
+    path = directory / OWNERSHIP_FILE
+    if not os.path.lexists(path):
+        return set()
+    lines = read_regular(path).decode("utf-8", "replace").splitlines()
+    return {(name, digest) for digest, _, name in (line.partition(" ") for line in lines) if name}
+
+
+def record(path: str | os.PathLike, data: bytes) -> None:
+    """Add ``data`` to the contents jaxvae wrote at ``path`` (to its directory's record), durably."""
+    path = Path(path)
+    line = f"{_digest(data)} {path.name}\n".encode("utf-8")
+    record_path = path.parent / OWNERSHIP_FILE
+    try:
+        fd = os.open(record_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_NONBLOCK", 0), _file_mode())
+    except OSError as e:
+        raise _naming(e, record_path) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(record_path, mode)
+        os.write(fd, line)  # one small append: whole, whoever else appends
+        os.fsync(fd)
+    except OSError as e:
+        raise _naming(e, record_path) from None
+    finally:
+        os.close(fd)
+
+
+def owns(path: str | os.PathLike) -> bool:
+    """Whether the regular file at ``path`` holds a content jaxvae wrote there (by its directory's record).
+    OSError naming ``path`` when it is no regular file."""
+    path = Path(path)
+    return (path.name, _digest(read_regular(path))) in _recorded(path.parent)
+
+
+def check_replaceable(path: str | os.PathLike) -> set[tuple[str, str]]:
+    """OSError naming ``path`` unless jaxvae may write it: nothing is there, or a regular file whose content
+    jaxvae wrote (``NotOwnedError`` for anything else; a symbolic link is refused by ``refuse_symlink``).
+    Returns the directory's record, as read for the check."""
+    path = Path(path)
+    refuse_symlink(path)
+    recorded = _recorded(path.parent)
+    if os.path.lexists(path) and (path.name, _digest(read_regular(path))) not in recorded:
+        raise NotOwnedError(path)
+    return recorded
+
+
+def write_owned(path: str | os.PathLike, data: bytes) -> None:
+    """``atomic_write_bytes`` of a file jaxvae owns: refused (``check_replaceable``) unless ``path`` is free
+    or holds a content jaxvae wrote, under a held directory only while its path still names it
+    (``check_held``). The new content is recorded before it is renamed into place, so a kill at any
+    point leaves a file that the record accounts for."""
+    path = Path(path)
+    check_held(path)
+    if (path.name, _digest(data)) not in check_replaceable(path):
+        record(path, data)
+    atomic_write_bytes(path, data)
+
+
+def write_owned_text(path: str | os.PathLike, text: str) -> None:
+    write_owned(path, text.encode("utf-8"))
+
+
+# --------------------------------------------------------------------------- a held directory's path
+
+_held: dict[str, tuple[int, int]] = {}  # absolute path of a locked directory -> its (st_dev, st_ino)
+
+
+def hold_directory(directory: str | os.PathLike, fd: int) -> None:
+    """From now on, writes under ``directory`` check that its path still names the directory open as ``fd``."""
+    st = os.fstat(fd)
+    _held[os.path.abspath(directory)] = (st.st_dev, st.st_ino)
+
+
+def release_directory(directory: str | os.PathLike) -> None:
+    _held.pop(os.path.abspath(directory), None)
+
+
+def check_held(path: str | os.PathLike) -> None:
+    """OSError naming a held directory above ``path`` whose path no longer names the directory held (it was
+    moved or replaced): another process may write at that path now, so nothing is written there."""
+    where = os.path.abspath(path)
+    for directory, identity in list(_held.items()):
+        if where.startswith(directory + os.sep):
+            try:
+                st = os.lstat(directory)
+                moved = (st.st_dev, st.st_ino) != identity
+            except OSError:
+                moved = True
+            if moved:
+                raise OSError(errno.ESTALE, "no longer names the directory this jaxvae locked (it was moved or "
+                              "replaced while jaxvae worked there); stopped without writing there: the run and its "
+                              "saved epochs are wherever the directory went", directory)
+
+
 def json_safe(value):
     """``value`` with non-finite floats as strings ("inf", "nan"): JSON has no inf/nan."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -134,8 +350,8 @@ def json_safe(value):
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
-    """``obj`` as indented strict JSON, atomically."""
-    atomic_write_text(path, json.dumps(json_safe(obj), indent=2) + "\n")
+    """``obj`` as indented strict JSON, atomically, into a file jaxvae owns (``write_owned``)."""
+    write_owned_text(path, json.dumps(json_safe(obj), indent=2) + "\n")
 
 
 def frame(magic: bytes, payload: bytes) -> bytes:

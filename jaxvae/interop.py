@@ -24,7 +24,7 @@ import numpy as np
 from jaxvae.config import VAEConfig, config_to_dict
 from jaxvae.data import DATASETS
 from jaxvae.errors import InputError, InputTypeError
-from jaxvae.fileio import atomic_write_bytes
+from jaxvae.fileio import check_replaceable, write_owned
 from jaxvae.likelihoods import likelihood_of
 from jaxvae.models import param_shapes
 
@@ -253,31 +253,22 @@ def _torch():
 
 def save_torch(path: str | os.PathLike, params: dict, config: VAEConfig, **extra) -> Path:
     """``torch.save`` of ``{"encoder": state_dict, "decoder": state_dict, "config": ..., **extra}`` for
-    torchref's blog modules, written atomically. ValueError if the model does not fit them."""
+    torchref's blog modules, written atomically, and only over an earlier export (by record:
+    ``fileio.write_owned``). ValueError if the model does not fit them, OSError naming a file at
+    ``path`` that jaxvae did not write."""
     check_torch_compatible(config)
     torch, torchref = _torch()
     path = Path(path)
     if not path.parent.is_dir():
         raise InputError(f"{path}: directory {path.parent} does not exist")
-    if path.is_symlink() or (path.exists() and not _is_export(path, torch)):
-        raise InputError(f"{path}: exists and is not a file that jaxvae export wrote; it is left as it is: remove it "
-                         "or choose another file")
+    check_replaceable(path)  # before the work: another file of that name is refused, left as it is
     encoder, _, decoder = torchref.build_blog_model(config.input_dim, config.latent_dim, config.hidden)
     # writable NumPy copies: torch warns about (and cannot own) read-only buffers from jax arrays
     enc_state, dec_state = to_torch(jax.tree.map(np.array, params), encoder, decoder)
     buffer = io.BytesIO()
     torch.save({"encoder": enc_state, "decoder": dec_state, "config": config_to_dict(config), **extra}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    write_owned(path, buffer.getvalue())
     return path
-
-
-def _is_export(path: Path, torch) -> bool:
-    """Whether ``path`` is a file ``save_torch`` wrote (so that exporting again may replace it)."""
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True) if zipfile.is_zipfile(path) else None
-    except Exception:  # torch raises many types for a file that is not its own
-        return False
-    return isinstance(blob, dict) and {"encoder", "decoder", "config"} <= set(blob)
 
 
 def load_torch(path: str | os.PathLike) -> tuple[dict, VAEConfig, dict]:

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from jaxvae.config import VAEConfig
-from jaxvae.fileio import atomic_write_bytes, refuse_symlink
+from jaxvae.fileio import check_held, check_replaceable, refuse_symlink, write_owned
 from jaxvae.models import decode, encode
 from jaxvae.parallel import is_writer
 
@@ -152,12 +152,13 @@ def prior_samples(params, config: VAEConfig, image_shape, key, n: int = 8) -> Fi
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
-    """PNG at the figure's dpi, written atomically; the figure is closed. Only process 0 of a
-    multi-process run writes (``jaxvae.parallel.is_writer``)."""
+    """PNG at the figure's dpi, written atomically, and only where nothing or a figure jaxvae wrote is
+    (``fileio.write_owned``); the figure is closed. Only process 0 of a multi-process run writes
+    (``jaxvae.parallel.is_writer``)."""
     if is_writer():
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=fig.dpi)
-        atomic_write_bytes(path, buffer.getvalue())
+        write_owned(path, buffer.getvalue())
     plt.close(fig)
     return Path(path)
 
@@ -166,12 +167,16 @@ FIGURE_NAMES = ("latent_scatter.png", "manifold.png", "loss_curves.png", "recons
 
 
 def _save_all(directory: str | os.PathLike, names, make_figures) -> list[Path]:
-    """Save ``make_figures()`` (None: skipped) as ``names`` in ``directory``, on the writing process only."""
+    """Save ``make_figures()`` (None: skipped) as ``names`` in ``directory``, on the writing process only;
+    every name is checked first (``fileio.check_replaceable``), so that a refusal writes none of them."""
     if not is_writer():
         return []
     directory = Path(directory)
     refuse_symlink(directory)  # a linked figures folder would put them into someone else's
+    check_held(directory / names[0])
     directory.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        check_replaceable(directory / name)
     return [save_figure(fig, directory / name) for fig, name in zip(make_figures(), names) if fig is not None]
 
 

@@ -17,6 +17,7 @@ import pytest
 from cli_helpers import TINY, assert_one_line_error, run_cli
 
 from jaxvae.checkpoint import load_checkpoint
+from jaxvae.fileio import OWNERSHIP_FILE
 from jaxvae.runs import CHECKPOINT_FILE, CONFIG_FILE, EVALUATE_FILE, read_metrics
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
@@ -128,7 +129,7 @@ def test_a_full_disk_while_saving_an_epoch_keeps_the_last_good_checkpoint(tmp_pa
     assert "epoch   2/3" in out and "epoch   3/3" not in out
     assert load_checkpoint(run / CHECKPOINT_FILE)[0].epoch == 1
     assert [r["epoch"] for r in read_metrics(run)] == [1]
-    assert sorted(p.name for p in run.iterdir()) == [".lock", CHECKPOINT_FILE, CONFIG_FILE, "metrics.jsonl"]
+    assert sorted(p.name for p in run.iterdir()) == [OWNERSHIP_FILE, ".lock", CHECKPOINT_FILE, CONFIG_FILE, "metrics.jsonl"]
     full_disk(CHECKPOINT_FILE, after=10**6)  # space again: the command the message names finishes the run
     code, _, err = run_cli(capsys, "train", "--resume", run, "--quiet", "--no-plots")
     assert code == 0, err

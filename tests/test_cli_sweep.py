@@ -10,6 +10,7 @@ import pytest
 from jaxvae import cli
 from jaxvae.checkpoint import load_checkpoint
 from jaxvae.config import TrainConfig, VAEConfig
+from jaxvae.fileio import OWNERSHIP_FILE
 from jaxvae.runs import CHECKPOINT_FILE, RunLock, read_metrics, read_run_config
 from test_cli import run_cli
 
@@ -34,7 +35,7 @@ def train_states(sweep_dir):
 
 
 def test_sweep_writes_one_ordinary_run_per_model_and_a_summary(swept):
-    assert sorted(p.name for p in swept.iterdir()) == sorted([*MODELS, "summary", "sweep.json", ".lock"])
+    assert sorted(p.name for p in swept.iterdir()) == sorted([*MODELS, "summary", "sweep.json", ".lock", OWNERSHIP_FILE])
     for name in MODELS:
         info = read_run_config(swept / name)
         sigma, seed = float(name[5:8]), int(name[-1])
@@ -43,7 +44,7 @@ def test_sweep_writes_one_ordinary_run_per_model_and_a_summary(swept):
         history = read_metrics(swept / name)
         state, _, _ = load_checkpoint(swept / name / CHECKPOINT_FILE)
         assert [r["epoch"] for r in history] == [1, 2] and state.epoch == 2 and state.history == history
-        assert {p.name for p in (swept / name / "figures").iterdir()} == RUN_FIGURES
+        assert {p.name for p in (swept / name / "figures").iterdir()} == {*RUN_FIGURES, OWNERSHIP_FILE}
     summary = json.loads((swept / "summary" / "summary.json").read_text())
     assert summary["varying"] == ["recon_sigma"]
     assert [(s["label"], s["models"], s["val_loss"]["n"]) for s in summary["settings"]] == [
@@ -51,7 +52,7 @@ def test_sweep_writes_one_ordinary_run_per_model_and_a_summary(swept):
     final = [read_metrics(swept / name)[-1]["val_loss"] for name in MODELS[:2]]
     assert summary["settings"][0]["val_loss"]["mean"] == pytest.approx(np.mean(final))
     assert {p.name for p in (swept / "summary").iterdir()} == {
-        "summary.json", "sweep_loss_curves.png", "sweep_rate_distortion.png", "sweep_latents.png"}
+        "summary.json", "sweep_loss_curves.png", "sweep_rate_distortion.png", "sweep_latents.png", OWNERSHIP_FILE}
     assert not [p for p in swept.rglob(".*tmp-*")], "temporary files left behind"
 
 
@@ -85,8 +86,10 @@ def test_a_crafted_sweep_json_is_one_line_and_changes_nothing(swept, tmp_path, c
     before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
     code, _, err = run_cli(capsys, "sweep", "--resume", sweep, "--epochs", "3", "--no-plots", "--quiet")
     assert code == 2 and err.count("\n") == 1 and "not a valid jaxvae sweep file" in err, err
-    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file() and p.name != ".lock"} == {
-        p: b for p, b in before.items() if p.name != ".lock"}
+    # the lock, and jaxvae's record of the lock's holders, record who tried
+    untouched = lambda p: p.name not in (".lock", OWNERSHIP_FILE)
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file() and untouched(p)} == {
+        p: b for p, b in before.items() if untouched(p)}
 
 
 def test_resume_continues_every_model_exactly(swept, tmp_path, capsys):

@@ -6,6 +6,7 @@ import pytest
 
 from jaxvae import plots
 from jaxvae.config import VAEConfig
+from jaxvae.fileio import temp_of
 from jaxvae.models import decode, init_params
 
 CONFIG = VAEConfig(input_dim=64, hidden=(32,), latent_dim=2)
@@ -55,4 +56,4 @@ def test_every_figure_for_other_latent_sizes(tmp_path, data, latent_dim):
     for path in paths:
         image = matplotlib.image.imread(path)
         assert image.ndim == 3 and min(image.shape[:2]) > 50  # a real PNG with content
-    assert not [x for x in tmp_path.iterdir() if x.name.startswith(".")]  # no temps left
+    assert not [x for x in tmp_path.iterdir() if temp_of(x.name)]  # no temps left

@@ -9,18 +9,19 @@ import pytest
 from cli_helpers import TINY, assert_one_line_error, run_cli
 
 from jaxvae import cli, runs
-from jaxvae.fileio import atomic_write_bytes, atomic_write_text
+from jaxvae.fileio import OWNERSHIP_FILE, atomic_write_bytes, atomic_write_text
 
 pytest.importorskip("torch")
 
 
 def snapshot(root: Path) -> dict:
-    """Every path under ``root`` and what it is: a link's target, a file's bytes, a directory."""
+    """Every path under ``root`` and what it is: a link's target, a file's bytes, a directory (jaxvae's
+    record of what it wrote aside: a refused command may record its lock's holder there)."""
     def state(p: Path):
         if p.is_symlink():
             return ("link", os.readlink(p))
         return ("file", p.read_bytes()) if p.is_file() else ("dir",)
-    return {str(p.relative_to(root)): state(p) for p in sorted(root.rglob("*"))}
+    return {str(p.relative_to(root)): state(p) for p in sorted(root.rglob("*")) if p.name != OWNERSHIP_FILE}
 
 
 @pytest.fixture(scope="module")
@@ -61,17 +62,24 @@ def test_a_new_run_or_sweep_refuses_a_directory_holding_other_files(tmp_path, ca
     assert snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize("name", ["metrics.jsonl", "config.json", "figures"])
-def test_a_symlink_where_a_new_runs_file_goes_is_refused(tmp_path, capsys, name):
-    precious = tmp_path / "precious"
-    precious.mkdir() if name == "figures" else precious.write_text("someone else's")
+@pytest.mark.parametrize("name, how", [
+    *((name, "symlink") for name in ("metrics.jsonl", "config.json", "figures")),
+    # another's content under jaxvae's names (issue 34): jaxvae's by record, not by name
+    *((name, "content") for name in ("metrics.jsonl", "figures/manifold.png", "evaluate.json")),
+])
+def test_a_symlink_or_anothers_file_where_a_new_runs_file_goes_is_refused(tmp_path, capsys, name, how):
     out = tmp_path / "run"
-    out.mkdir()
-    (out / name).symlink_to(precious)
+    (out / name).parent.mkdir(parents=True)
+    if how == "symlink":
+        precious = tmp_path / "precious"
+        precious.mkdir() if name == "figures" else precious.write_text("someone else's")
+        (out / name).symlink_to(precious)
+    else:
+        (out / name).write_bytes(b"the user's own results")
     before = snapshot(tmp_path)
     code, _, err = run_cli(capsys, "train", *TINY, "--epochs", "1", "--out", out)
     assert code == 2
-    assert_one_line_error(err, name, "symbolic link")
+    assert_one_line_error(err, name, "symbolic link" if how == "symlink" else "jaxvae did not write")
     assert snapshot(tmp_path) == before
 
 
@@ -125,10 +133,10 @@ def test_export_replaces_its_own_file_but_never_a_foreign_one_or_a_link(tmp_path
     link = tmp_path / "link.pt"
     link.symlink_to(run / runs.EXPORT_FILE)
     before = snapshot(tmp_path)
-    for target in (foreign, link):
+    for target, why in ((foreign, "jaxvae did not write"), (link, "symbolic link")):
         code, _, err = run_cli(capsys, "export", run, "--torch", target)
         assert code == 2
-        assert_one_line_error(err, str(target), "not a file that jaxvae export wrote")
+        assert_one_line_error(err, str(target), why)
     assert snapshot(tmp_path) == before
 
 

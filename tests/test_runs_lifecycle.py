@@ -20,6 +20,7 @@ from jaxvae.cli import train as train_flow
 from jaxvae.checkpoint import load_checkpoint, save_checkpoint
 from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.data import MNIST_FILES
+from jaxvae.fileio import OWNERSHIP_FILE, write_owned_text
 from jaxvae.runs import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, RunInfo, read_metrics, read_run_config, write_run_config
 from jaxvae.training import TrainStep, init_fit_state
 
@@ -94,8 +95,9 @@ def test_stale_temporary_files_and_a_dead_writers_lock_file_are_harmless(trained
     run = copy_run(trained, tmp_path / "run")
     (run / ".checkpoint.msgpack.tmp-abc123").write_bytes(b"half a checkpoint")
     (run / ".config.json.tmp-def456").write_bytes(b"{")
-    (run / ".lock").write_text(json.dumps({"pid": 999999, "host": "gone", "started": "yesterday",
-                                           "command": "jaxvae train --out run"}))
+    # as a jaxvae killed while holding the lock left it
+    write_owned_text(run / ".lock", json.dumps({"pid": 999999, "host": "gone", "started": "yesterday",
+                                                "command": "jaxvae train --out run"}))
     code, out, err = run_cli(capsys, "train", "--resume", run, "--epochs", "3", "--quiet", "--no-plots")
     assert code == 0, err
     assert checkpoint_epoch(run) == 3
@@ -448,10 +450,10 @@ def test_a_hand_edited_config_json_is_refused_by_every_command_naming_the_field(
     assert raw["model"]["activation"] == "leaky_relu"
     raw["model"]["activation"] = "tanh"
     (run / CONFIG_FILE).write_text(json.dumps(raw))
-    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != OWNERSHIP_FILE}
     for argv in (["evaluate", run, "--no-download"], ["plot", run, "--no-download"],
                  ["export", run], ["train", "--resume", run, "--epochs", "3", "--quiet"]):
         code, _, err = run_cli(capsys, *argv)
         assert code == 2, (argv, err)
         assert_one_line_error(err, str(run / CHECKPOINT_FILE), "activation: 'leaky_relu' in the checkpoint, 'tanh' given")
-    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != OWNERSHIP_FILE} == before

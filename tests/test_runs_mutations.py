@@ -1,11 +1,14 @@
-"""A property-based test of run directories (issue 21, item 8): a valid run directory is mutated at
-random (a file deleted, truncated, replaced by a symbolic link or a directory, a JSON value edited, a
-metrics record missing a key, another run's file swapped in) and every command is run on it. Each
-exits 0 or with exactly one error line and a documented exit code, never a traceback, and no file
-that jaxvae did not write changes."""
+"""A property-based test of run directories (issue 21, item 8; issue 34): a valid run directory is
+mutated at random (a file deleted, truncated, replaced by a symbolic link, a directory, a FIFO, a
+hard link to the user's file or another tool's content, a JSON value edited, a metrics record missing
+a key, another run's file swapped in, metrics one epoch short as a kill between the saves leaves
+them, a killed writer's temporary) and every command is run on it. Each exits 0 or with exactly one
+error line and a documented exit code, never a traceback and never blocking, and no file that
+jaxvae did not write changes."""
 import json
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -14,12 +17,16 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from jaxvae import cli, runs
+from jaxvae.checkpoint import load_checkpoint
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow  # trains two runs and runs a command per example
 
-FILES = [runs.CONFIG_FILE, runs.METRICS_FILE, runs.CHECKPOINT_FILE, runs.LOCK_FILE, runs.FIGURES_DIR]
-KINDS = ["delete", "truncate", "symlink", "directory", "edit_json", "drop_metrics_key", "swap"]
+FILES = [runs.CONFIG_FILE, runs.METRICS_FILE, runs.CHECKPOINT_FILE, runs.LOCK_FILE, runs.FIGURES_DIR,
+         runs.EVALUATE_FILE]
+KINDS = ["delete", "truncate", "symlink", "directory", "edit_json", "drop_metrics_key", "swap", "fifo", "hardlink",
+         "foreign", "metrics_one_short", "stale_temp"]
+FOREIGN = b"another tool's file\n"
 ODD_VALUES = [None, -1, 0, 1e300, "x", "nan", [], {}, True, [[[[]]]]]
 COMMANDS = {
     "evaluate": lambda run: ["evaluate", run],
@@ -48,10 +55,26 @@ def json_paths(value, prefix=()):
             yield from json_paths(item, (*prefix, key))
 
 
+def remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+
+
 def mutate(run: Path, other: Path, outside: Path, kind: str, name: str, draw) -> str:
     """Apply one mutation to ``run/name``; what was done, for hypothesis' report."""
     path = run / name
-    if kind == "delete":
+    if kind in ("fifo", "hardlink", "foreign"):
+        remove(path)
+        if name == runs.FIGURES_DIR:  # into the folder, where its files go
+            path.mkdir()
+            path = path / "manifold.png"
+        {"fifo": os.mkfifo, "hardlink": lambda p: os.link(outside, p), "foreign": lambda p: p.write_bytes(FOREIGN)}[kind](path)
+    elif kind == "metrics_one_short":
+        lines = (run / runs.METRICS_FILE).read_text().splitlines(keepends=True)
+        (run / runs.METRICS_FILE).write_text("".join(lines[:-1]))
+        return kind
+    elif kind == "stale_temp":
+        (run / f".{name}.tmp-999999999-x").write_bytes(b"half")
+    elif kind == "delete":
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
     elif kind == "truncate" and path.exists():
         data = path.read_bytes()
@@ -95,7 +118,11 @@ def test_every_command_on_a_mutated_run_exits_cleanly_and_harms_nothing_it_did_n
     outside = work / "precious.txt"
     shutil.copy(runs_root / "precious.txt", outside)
     event(mutate(run, runs_root / "seed1", outside, kind, name, data.draw))
-    code, _, err = run_cli(capsys, *COMMANDS[command](run))
+    signal.alarm(120)  # a command that waits on a FIFO fails the test instead of hanging it
+    try:
+        code, _, err = run_cli(capsys, *COMMANDS[command](run))
+    finally:
+        signal.alarm(0)
     event(f"{command}: exit {code}")
     assert code in EXIT_CODES, (command, code, err)
     if code:
@@ -105,3 +132,10 @@ def test_every_command_on_a_mutated_run_exits_cleanly_and_harms_nothing_it_did_n
     assert sorted(p.name for p in work.iterdir()) == ["precious.txt", "run"]
     if (run / name).is_symlink():  # a link jaxvae did not make stays where it was
         assert os.readlink(run / name) == str(outside)
+    target = run / name / "manifold.png" if name == runs.FIGURES_DIR else run / name
+    if kind == "fifo":
+        assert target.is_fifo()
+    if kind == "foreign":  # left as it was (a config.json that is no run's may be set aside, whole)
+        assert FOREIGN in [p.read_bytes() for p in (target, target.with_name(target.name + ".bad")) if p.is_file()]
+    if kind == "metrics_one_short" and command == "resume" and code == 0:  # repaired from the checkpoint
+        assert len(runs.read_metrics(run)) == len(load_checkpoint(run / runs.CHECKPOINT_FILE)[0].history)

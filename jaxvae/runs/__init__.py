@@ -11,10 +11,12 @@ Layout (names are the constants of ``jaxvae.runs.format``)::
       evaluate.json       written by ``jaxvae evaluate``
       figures/*.png       written by ``jaxvae train`` and ``jaxvae plot``
       .lock               who holds the writer's lock (see RunLock)
+      .jaxvae-files       the record of every content jaxvae wrote here (``fileio.write_owned``)
 
 One module per job: ``format`` (the files and ``RunInfo``), ``data`` (finding a run's data again and
-checking its fingerprints), ``lock`` (one writer per directory), ``lifecycle`` (new run, resume or
-nothing to do) and ``saver`` (``RunSaver``: the checkpoints and metrics of N models as they train).
+checking its fingerprints), ``lock`` (one writer per directory and path), ``lifecycle`` (new run,
+resume or nothing to do), ``ownership`` (which files are jaxvae's, and adopting those of older
+runs) and ``saver`` (``RunSaver``: the checkpoints and metrics of N models as they train).
 Errors are ``RunError``s that say what is wrong; their ``remedy`` lets the command line name the
 command that fixes it.
 """

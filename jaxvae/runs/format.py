@@ -1,7 +1,9 @@
 """The run directory's files: their names, ``config.json`` (``RunInfo``) and ``metrics.jsonl``.
 
 Every file here is written atomically (``jaxvae.fileio``): readers see the old file or the new
-one, never a mix, even if the writer is killed. In a multi-process run only process 0 writes.
+one, never a mix, even if the writer is killed. Each is written only over a file jaxvae wrote
+(``fileio.write_owned``) and read only if it is a regular file (``fileio.read_regular``). In a
+multi-process run only process 0 writes.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from jaxvae import __version__
 from jaxvae.config import TrainConfig, VAEConfig, config_to_dict, configs_from_dicts
 from jaxvae.data import Fingerprint
 from jaxvae.errors import InputError
-from jaxvae.fileio import atomic_write_text, json_safe, write_json
+from jaxvae.fileio import json_safe, read_regular_text, write_json, write_owned_text
 from jaxvae.layout import (  # noqa: F401 (the names of the run directory's files, re-exported here)
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -29,6 +31,7 @@ from jaxvae.layout import (  # noqa: F401 (the names of the run directory's file
     TENSORBOARD_DIR,
 )
 from jaxvae.parallel import is_writer
+from jaxvae.runs.ownership import claim_config
 
 SPLITS = ("train", "test")
 
@@ -101,7 +104,9 @@ def info_from_record(raw: dict) -> RunInfo:
 
 
 def write_run_config(run_dir: str | os.PathLike, info: RunInfo) -> None:
+    """``config.json``, over nothing or a valid run config only (``ownership.claim_config``)."""
     if is_writer():  # multi-process run: process 0 writes
+        claim_config(run_dir)
         write_json(Path(run_dir) / CONFIG_FILE, run_record(info))
 
 
@@ -115,7 +120,7 @@ def require_run_dir(run_dir: str | os.PathLike) -> Path:
 def read_run_config(run_dir: str | os.PathLike) -> RunInfo:
     """``config.json`` of a run, validated; RunError naming the file for anything wrong with it."""
     path = require_run_dir(run_dir) / CONFIG_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         models = sorted(p for p in Path(run_dir).iterdir() if (p / CONFIG_FILE).is_file())
         if (Path(run_dir) / SWEEP_FILE).is_file() and models:
             shown = ", ".join(str(p) for p in models[:3]) + (", ..." if len(models) > 3 else "")
@@ -123,7 +128,11 @@ def read_run_config(run_dir: str | os.PathLike) -> RunInfo:
                            f"directory: {shown}", run_dir=run_dir)
         raise RunError(f"{path}: missing; is {run_dir} a jaxvae run directory?", run_dir=run_dir)
     try:
-        return info_from_record(json.loads(path.read_text(encoding="utf-8")))
+        text = read_regular_text(path)
+    except OSError as e:
+        raise RunError(f"{path}: cannot read ({e.strerror})", run_dir=run_dir) from None
+    try:
+        return info_from_record(json.loads(text))
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as e:
         detail = f"missing key {e}" if isinstance(e, KeyError) else str(e)
         raise RunError(f"{path}: not a valid jaxvae run config ({detail})", run_dir=run_dir) from None
@@ -152,15 +161,17 @@ def write_metrics(run_dir: str | os.PathLike, history: list[dict]) -> None:
     """Rewrite ``metrics.jsonl`` with the whole history (small: one line per epoch), atomically."""
     if is_writer():  # multi-process run: process 0 writes
         lines = "".join(json.dumps(json_safe(record)) + "\n" for record in history)
-        atomic_write_text(Path(run_dir) / METRICS_FILE, lines)
+        write_owned_text(Path(run_dir) / METRICS_FILE, lines)
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return []
     try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [json.loads(line) for line in read_regular_text(path).splitlines() if line.strip()]
+    except OSError as e:
+        raise RunError(f"{path}: cannot read ({e.strerror})", run_dir=run_dir) from None
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise RunError(f"{path}: not valid JSON lines ({e})", run_dir=run_dir) from None
 
@@ -173,10 +184,11 @@ def evaluation_key(result: dict) -> tuple:
 def write_evaluation(run_dir: str | os.PathLike, result: dict) -> Path:
     """Add ``result`` to ``evaluate.json``, which keeps one result per ``evaluation_key``: another
     split, a --limit or another k is kept beside the others, the same one is replaced. A file of
-    jaxvae 0.2 (a single result) is read as a list of one; an unreadable one is started afresh."""
+    jaxvae 0.2 (a single result) is read as a list of one; an unreadable one is started afresh, and one
+    that jaxvae did not write is refused (``fileio.write_owned``), left as it is."""
     path = Path(run_dir) / EVALUATE_FILE
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(read_regular_text(path))
         kept = raw["evaluations"] if isinstance(raw, dict) and "evaluations" in raw else [raw]
         kept = [r for r in kept if isinstance(r, dict) and evaluation_key(r) != evaluation_key(result)]
     except (OSError, ValueError, TypeError, RecursionError):

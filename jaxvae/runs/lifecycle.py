@@ -7,34 +7,43 @@ from scratch when it has none), and every refusal is a ``RunError`` whose ``reme
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
 
 from jaxvae.checkpoint import CheckpointError, checkpoint_run_record, load_checkpoint
 from jaxvae.config import TrainConfig, VAEConfig
-from jaxvae.fileio import temp_of
+from jaxvae.fileio import OWNERSHIP_FILE, file_kind, json_safe, remove_stale_temps_in, temp_of
 from jaxvae.runs.data import data_fingerprints
 from jaxvae.runs.format import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
+    FIGURES_DIR,
+    METRICS_FILE,
     RUN_ENTRIES,
     RunError,
     RunInfo,
+    checkpoint_record,
     default_image_shape,
     info_from_record,
+    read_metrics,
     read_run_config,
     write_metrics,
     write_run_config,
 )
+from jaxvae.runs.ownership import adopt_legacy, unowned
 from jaxvae.training import FitState, Hyper, TrainStep
 
 
 def read_checkpoint(path: Path, info: RunInfo | None = None):
     """``(FitState, VAEConfig, TrainConfig)`` from ``path`` (checked against ``info``'s configs, else its
-    own); a RunError whose remedy is to set the file aside and start again when it cannot be read."""
+    own); a RunError whose remedy is to set the file aside and start again when it cannot be read. With
+    ``info``, a checkpoint that records other data than ``info`` is refused too (another run's)."""
     try:
-        return load_checkpoint(path, *((info.vae_config, info.train_config) if info else ()))
+        if info is None:
+            return load_checkpoint(path)
+        return load_checkpoint(path, info.vae_config, info.train_config, data=checkpoint_record(info))
     except CheckpointError as e:
         raise RunError(str(e), run_dir=path.parent, remedy="set_aside_checkpoint") from None
 
@@ -85,30 +94,43 @@ def _rebuilt_info(checkpoint: Path, dataset: str | None) -> RunInfo | None:
 
 
 def load_run(run_dir: str | os.PathLike) -> tuple[RunInfo, FitState]:
-    """``(RunInfo, FitState)`` of a run directory, for commands that read it; RunError naming the file."""
+    """``(RunInfo, FitState)`` of a run directory, for commands that read it; RunError naming the file.
+    A run of jaxvae 0.3 or earlier has its own files recorded as jaxvae's first (``adopt_legacy``)."""
+    adopt_legacy(run_dir)
     info = read_run_info(run_dir)
     return info, read_checkpoint(Path(run_dir) / CHECKPOINT_FILE, info)[0]
 
 
-def foreign_entries(directory: str | os.PathLike, own=RUN_ENTRIES) -> list[Path]:
+def foreign_entries(directory: str | os.PathLike, own=RUN_ENTRIES, notes: bool = False,
+                    by_record: bool = True) -> list[Path]:
     """What in ``directory`` jaxvae did not write: entries whose names are not in ``own`` (temporary
-    files of those names aside) and symbolic links, whatever their names."""
+    files of those names aside; with ``notes``, none of these), symbolic links, whatever their names,
+    and, ``by_record``, whatever sits at one of jaxvae's paths without being a file it wrote there
+    (``ownership.unowned``)."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    return [entry for entry in sorted(directory.iterdir())
-            if (temp_of(entry.name) or entry.name) not in own or entry.is_symlink()]
+    own = {*own, OWNERSHIP_FILE}  # the record of what jaxvae wrote there, in every directory it writes
+    by_name = [entry for entry in sorted(directory.iterdir())
+               if entry.is_symlink() or (not notes and (temp_of(entry.name) or entry.name) not in own)]
+    return by_name + [path for path in (unowned(directory) if by_record else ()) if path not in by_name]
 
 
-def refuse_foreign(directory: str | os.PathLike, own=RUN_ENTRIES, links_only: bool = False) -> None:
-    """RunError naming what in ``directory`` jaxvae did not write (only its symbolic links, with
-    ``links_only``: a run being continued may hold the user's notes, never a link where its files go),
-    or saying that ``directory`` exists and is not a directory."""
+def refuse_foreign(directory: str | os.PathLike, own=RUN_ENTRIES, links_only: bool = False,
+                   by_record: bool = True) -> None:
+    """RunError naming what in ``directory`` jaxvae did not write (with ``links_only``, only its symbolic
+    links and what sits at jaxvae's own paths: a run being continued may hold the user's notes, never
+    a link or another's file where its files go), or saying that ``directory`` exists and is not a
+    directory. Not ``by_record``: by names and links only (a caller that checks the run's own files
+    first, for their more telling refusals). The files of a run of jaxvae 0.3 or earlier are recorded
+    as its own first (``ownership.adopt_legacy``)."""
     if Path(directory).exists() and not Path(directory).is_dir():
         raise RunError(f"{directory}: exists and is not a directory", run_dir=directory)
-    foreign = [entry for entry in foreign_entries(directory, own) if entry.is_symlink() or not links_only]
+    adopt_legacy(directory)
+    foreign = foreign_entries(directory, own, notes=links_only, by_record=by_record)
     if foreign:
-        names = ", ".join(entry.name + (" (a symbolic link)" if entry.is_symlink() else "") for entry in foreign[:5])
+        names = ", ".join(str(entry.relative_to(directory)) + (f" ({kind})" if (kind := file_kind(entry)) else "")
+                          for entry in foreign[:5])
         more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
         raise RunError(f"{directory} holds files that jaxvae did not write ({names}{more}); jaxvae writes only where "
                        "nothing else is, leaving them untouched: choose another directory", run_dir=directory)
@@ -124,7 +146,14 @@ def check_new_run_dir(run_dir: str | os.PathLike) -> bool:
     did not write (``refuse_foreign``), a config.json that is not a jaxvae run's among them.
     """
     run_dir = Path(run_dir)
+    refuse_foreign(run_dir, by_record=False)  # foreign names first, then the run's own files, then the record
+    restart = _restartable(run_dir)
     refuse_foreign(run_dir)
+    return restart
+
+
+def _restartable(run_dir: Path) -> bool:
+    """``check_new_run_dir``'s answer from the run's config and checkpoint alone."""
     if not (run_dir / CHECKPOINT_FILE).exists():
         if not (run_dir / CONFIG_FILE).exists():
             return False
@@ -149,6 +178,7 @@ def start_new_run(run_dir: str | os.PathLike, info: RunInfo) -> None:
     ``check_new_run_dir``), clearing what an earlier start that never trained left: its epoch-0
     checkpoint and its metrics."""
     run_dir = Path(run_dir)
+    _remove_stale_temps(run_dir)
     write_run_config(run_dir, info)
     (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
     write_metrics(run_dir, [])
@@ -172,10 +202,13 @@ def resume_point(run_dir: str | os.PathLike, dataset: str | None = None, log=Non
         raise RunError(f"run directory {run_dir} does not exist", run_dir=run_dir, remedy="start")
     if not config.exists() and not checkpoint.exists():
         raise RunError(f"{run_dir} holds no jaxvae run (no {CONFIG_FILE})", run_dir=run_dir, remedy="start")
-    refuse_foreign(run_dir, links_only=True)
+    refuse_foreign(run_dir, links_only=True, by_record=False)  # the record after the run's own files: see below
     try:
         info = read_run_config(run_dir)
     except RunError as e:
+        if kind := file_kind(config):  # not a garbled file of jaxvae's, to set aside: someone else's
+            raise RunError(f"{config}: is {kind}, not a run config; jaxvae leaves it as it is: move it away",
+                           run_dir=run_dir) from None
         if not checkpoint.exists():
             raise RunError(f"{e}; no epoch was saved", run_dir=run_dir, remedy="set_aside_config") from None
         info = _rebuilt_info(checkpoint, dataset)
@@ -183,16 +216,52 @@ def resume_point(run_dir: str | os.PathLike, dataset: str | None = None, log=Non
             raise RunError(f"{e}; {checkpoint} still holds the run, and config.json can be rebuilt from it given "
                            "the name of its dataset", run_dir=run_dir, remedy="rebuild_config") from None
         state = read_checkpoint(checkpoint, info)[0]
+        _prepare_resume(run_dir)
         if config.exists():
-            os.replace(config, config.with_name(CONFIG_FILE + ".bad"))
+            _set_aside(config)
         write_run_config(run_dir, info)
+        _repair_metrics(run_dir, state, log)
         if log:
             log(f"{e}; rebuilt {config} from {checkpoint}" + (" and the dataset name " + dataset
                                                                 if dataset and info.fingerprints is None else ""))
         return info, state
-    if not checkpoint.exists():
-        return info, None
-    return info, read_checkpoint(checkpoint, info)[0]
+    state = read_checkpoint(checkpoint, info)[0] if checkpoint.exists() else None
+    _prepare_resume(run_dir)
+    if state is not None:
+        _repair_metrics(run_dir, state, log)
+    return info, state
+
+
+def _prepare_resume(run_dir: Path) -> None:
+    """Under the lock, once the run's config and checkpoint are read (their refusals say more): refuse
+    another's file at one of jaxvae's paths, and remove the temporaries a killed writer left."""
+    refuse_foreign(run_dir, links_only=True)
+    _remove_stale_temps(run_dir)
+
+
+def _remove_stale_temps(run_dir: Path) -> None:
+    """Under the lock: remove the temporaries of jaxvae's naming that killed writers left in the run."""
+    for directory in (run_dir, run_dir / FIGURES_DIR):
+        remove_stale_temps_in(directory)
+
+
+def _set_aside(path: Path) -> None:
+    """Rename ``path`` to ``path.bad``, which must be free: an earlier one is the user's to keep."""
+    bad = path.with_name(path.name + ".bad")
+    if os.path.lexists(bad):
+        raise RunError(f"{path}: cannot be set aside as {bad.name}, which exists; move that away, then try again",
+                       run_dir=path.parent)
+    os.replace(path, bad)
+
+
+def _repair_metrics(run_dir: Path, state: FitState, log=None) -> None:
+    """Rewrite metrics.jsonl from the checkpoint's history when they differ: a run killed between
+    saving its checkpoint and its metrics left them one epoch short."""
+    if read_metrics(run_dir) != json.loads(json.dumps(json_safe(state.history))):
+        write_metrics(run_dir, state.history)
+        if log:
+            log(f"{run_dir / METRICS_FILE}: rewritten from {run_dir / CHECKPOINT_FILE}'s history "
+                f"({len(state.history)} epochs): the two disagreed, as a run killed between its saves leaves them")
 
 
 def nothing_to_do(vae_config: VAEConfig, train_config: TrainConfig, state: FitState | None) -> str | None:

@@ -11,7 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+from jaxvae.fileio import hold_directory, read_regular_text, release_directory, write_owned_text
 from jaxvae.runs.format import LOCK_FILE, RunError
+from jaxvae.runs.ownership import adopt_legacy
 
 try:
     import fcntl
@@ -27,10 +29,12 @@ def _holder_text(path: Path) -> str:
     """Who holds the lock, from what it wrote to ``path`` (it may be writing it this instant)."""
     for _ in range(20):
         try:
-            holder = json.loads(path.read_text(encoding="utf-8"))
+            holder = json.loads(read_regular_text(path))  # a FIFO or device there is refused, never waited on
             return (f"pid {holder['pid']} on {holder['host']}, since {holder['started']}: "
                     f"{holder['command']}")
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):  # JSON nested past Python's limit
+        except OSError:
+            break
+        except (ValueError, KeyError, TypeError, RecursionError):
             time.sleep(0.05)
     return "a process that has not said who it is"
 
@@ -40,8 +44,13 @@ class RunLock:
     itself, held from ``acquire`` to ``release``. The OS drops it when the process ends in any way
     (SIGKILL too), so nothing is left to clean up. Locking the directory rather than a file in it
     means that deleting or replacing a file cannot let a second writer in. ``RUN_DIR/.lock`` records
-    the holder (pid, host, start time, command) for the refusal, ``RunBusyError``; it is written
-    without following a symlink.
+    the holder (pid, host, start time, command) for the refusal, ``RunBusyError``; it is written like
+    every file of the run (``fileio.write_owned``): replaced whole, never truncated in place (a hard
+    link's other name keeps its content), and only over a ``.lock`` that jaxvae wrote.
+
+    The lock holds a path, too: once locked, the path must name the directory locked, and every
+    write under it checks that it still does (``fileio.hold_directory``), so a run whose directory
+    is moved, and a new one made at its path, stops before writing rather than sharing the path.
 
     Where ``fcntl`` does not exist (Windows) nothing is locked: ``locked`` stays False, and callers
     should say so. Readers (evaluate, plot, export) take no lock; atomic writes keep their view whole.
@@ -67,28 +76,35 @@ class RunLock:
                                    "(Ctrl-C saves its checkpoint), then try again", run_dir=self.run_dir) from None
             raise
         try:
+            self._check_path(fd)
+            hold_directory(self.run_dir, fd)
+            adopt_legacy(self.run_dir)  # a run of jaxvae 0.3 or earlier: its files, .lock included, are its own
             holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
                       "started": time.strftime("%Y-%m-%d %H:%M:%S")}
             self._write_holder(json.dumps(holder) + "\n")
         except BaseException:
+            release_directory(self.run_dir)
             os.close(fd)  # closing releases the lock
             raise
         self._fd, self.locked = fd, True
         return self
 
+    def _check_path(self, fd: int) -> None:
+        """RunError unless ``run_dir`` still names the directory open as ``fd`` (it may have moved meanwhile)."""
+        held, now = os.fstat(fd), os.lstat(self.run_dir)
+        if (held.st_dev, held.st_ino) != (now.st_dev, now.st_ino):
+            raise RunError(f"{self.run_dir} was moved or replaced while jaxvae locked it; nothing was written: "
+                           "try again", run_dir=self.run_dir)
+
     def _write_holder(self, text: str) -> None:
-        path = self.run_dir / LOCK_FILE
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        try:
-            os.write(fd, text.encode("utf-8"))
-        finally:
-            os.close(fd)
+        write_owned_text(self.run_dir / LOCK_FILE, text)
 
     def release(self) -> None:
         if self._fd is None:
             return
         with contextlib.suppress(OSError):
-            self._write_holder("")  # nobody holds it now
+            self._write_holder("")  # nobody holds it now (not where the directory no longer is: check_held)
+        release_directory(self.run_dir)
         os.close(self._fd)  # closing releases the lock
         self._fd, self.locked = None, False
 

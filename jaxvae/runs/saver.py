@@ -28,6 +28,10 @@ class RunSaver:
     previous checkpoint as it was. With a ``writer`` (``fileio.BackgroundWriter``) the writes run on
     its thread while the next epoch trains; a failure surfaces from the next epoch's call, or from
     the writer's ``wait()``/``close()`` after the last. A run directory always holds its last good epoch.
+    Each write goes through ``fileio.write_owned``: refused over a file jaxvae did not write, and, in a
+    locked directory, once its path no longer names the directory locked (it was moved). The
+    checkpoint holds the whole history, so metrics.jsonl lost to a kill between the two writes is
+    rebuilt on resume (``lifecycle.resume_point``).
     """
 
     def __init__(self, run_dirs: Sequence[str | os.PathLike], infos: Sequence[RunInfo],
