@@ -46,8 +46,16 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
+# A temporary's name adds the mark, a pid and mkstemp's 8 random characters to its file's name, and must
+# still fit NAME_MAX (255 bytes on common file systems): a longer name's temporary is named by its digest.
+_TMP_STEM_BYTES = 200
+
+
 def _tmp_prefix(path: Path) -> str:
-    return f".{path.name}{_TMP_MARK}"
+    stem = path.name
+    if len(os.fsencode(stem)) > _TMP_STEM_BYTES:
+        stem = "~" + hashlib.sha256(os.fsencode(stem)).hexdigest()[:32]
+    return f".{stem}{_TMP_MARK}"
 
 
 def _writer_alive(temp_name: str) -> bool:

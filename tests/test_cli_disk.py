@@ -147,3 +147,17 @@ def test_a_full_disk_when_evaluate_writes_its_result(tmp_path, capsys, full_disk
     assert "loss" in out  # the numbers were shown before the write failed
     assert_one_line_error(err, str(run / EVALUATE_FILE), "No space left on device")
     assert not list(run.glob(f"*{EVALUATE_FILE}*"))
+
+
+def test_resume_on_a_full_disk_names_the_file_it_could_not_write(tmp_path, capsys, full_disk):
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train", *TINY, "--epochs", "1", "--out", run)[0] == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != OWNERSHIP_FILE}
+    for name in (".lock", CONFIG_FILE):  # taking the lock, and recording the data used from now on
+        full_disk(name)
+        code, _, err = run_cli(capsys, "train", "--resume", run, "--epochs", "2", "--quiet", "--no-plots")
+        assert code == 2
+        assert_one_line_error(err, str(run / name), "No space left on device")
+        assert {p.name: p.read_bytes() for p in run.iterdir()
+                if p.is_file() and p.name not in (OWNERSHIP_FILE, ".lock")} == {k: v for k, v in before.items()
+                                                                                if k != ".lock"}

@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from jaxvae import fileio
-from jaxvae.fileio import BackgroundWriter
+from jaxvae.fileio import BackgroundWriter, atomic_write_bytes
 
 
 def test_writes_run_in_the_order_given_on_another_thread():
@@ -85,3 +85,16 @@ def test_write_owned_refuses_anothers_file_and_anything_but_a_regular_file(tmp_p
     with pytest.raises(OSError, match="FIFO"):
         fileio.write_owned(fifo, b"")
     assert theirs.read_bytes() == b"{}" and fifo.is_fifo()
+
+
+def test_a_long_file_name_is_written_through_a_temporary_that_fits(tmp_path):
+    # 253 characters is a legal name; its temporary, ".NAME.tmp-PID-XXXXXXXX", would not be
+    path = tmp_path / ("m" * 250 + ".pt")
+    atomic_write_bytes(path, b"first")
+    atomic_write_bytes(path, b"second")
+    assert path.read_bytes() == b"second" and [p.name for p in tmp_path.iterdir()] == [path.name]
+    dead = tmp_path / f"{fileio._tmp_prefix(path)}999999999-abcdefgh"  # a killed writer's temporary
+    dead.write_bytes(b"half")
+    assert len(dead.name.encode()) < 255
+    atomic_write_bytes(path, b"third")
+    assert not dead.exists() and path.read_bytes() == b"third"
