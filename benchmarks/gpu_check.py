@@ -511,7 +511,7 @@ def run_train(section: Section) -> None:
         data = "the bundled MNIST subset (10000 train / 2000 test images): no --data-dir was given"
     epochs = section.sizes.train_epochs
     cmd = [sys.executable, "-m", "jaxvae", "train", *data_args, "--epochs", str(epochs), "--out", str(run_dir),
-           "--no-plots", "--quiet"]
+           "--no-plots", "--progress", "none"]
     section.result.update(command="python -m jaxvae " + " ".join(cmd[3:]), data=data, epochs=epochs)
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=section.scratch, env=train_speed._env({"PYTHONUNBUFFERED": "1"}),

@@ -71,6 +71,8 @@ COMPILE_VARIANTS = {"torch_compile", "torch_cudagraphs", "torch_heroic"}
 GPU_ONLY = {"torch_cudagraphs", "torch_graphed"}
 # glibc keeps freed gradient-sized blocks instead of returning (and page-faulting) them every step.
 HEROIC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 31)}
+# The command line without its progress bar (its epoch lines still printed, which the section times)
+NO_BAR = "jaxvae train --progress none"
 SECTIONS = ("main", "batch1024", "sweep", "burda", "eval", "cli")
 QUICK_SECTIONS = ("main", "burda", "eval", "cli")  # batch1024 and sweep run the same code as main
 BURDA_LAYERS = [(784, 200), (200, 200), (200, 100), (50, 200), (200, 200), (200, 784)]  # heads fused: [200, 2*50]
@@ -483,7 +485,7 @@ def markdown_report(report: dict) -> str:
     if cli:
         lines += ["", f"## `jaxvae train` against the bare compiled epoch (blog model, batch 128, {cli['data']})", "",
                   f"Fresh processes alternate: a bare `train_epoch` loop, then `jaxvae train --epochs "
-                  f"{cli['epochs']}` (progress bar on, and `--quiet`); {cli['rounds']} rounds. Per run: median seconds "
+                  f"{cli['epochs']}` (progress bar on, and `--progress none`); {cli['rounds']} rounds. Per run: median seconds "
                   "per epoch after the first (the CLI's: gaps between its epoch lines, i.e. everything a user waits "
                   "for: training, validation, checkpoint, metrics, progress bar).", "",
                   "| run | median s/epoch (per round) | ratio to the bare epoch: median (min-max) |", "|---|---|---|"]
@@ -637,9 +639,9 @@ class Bench:
                 "rates_per_round": rates}
 
     def cli_section(self, rounds: int, data_dir: Path, data_desc: str) -> dict:
-        """Fresh processes, alternating: bare train_epoch epochs, jaxvae train (bar), jaxvae train --quiet."""
+        """Fresh processes, alternating: bare train_epoch epochs, jaxvae train (bar), and without the bar."""
         epochs = 3 if self.args.quick else self.args.cli_epochs
-        names = ["bare train_epoch", "jaxvae train"] + ([] if self.args.quick else ["jaxvae train --quiet"])
+        names = ["bare train_epoch", "jaxvae train"] + ([] if self.args.quick else [NO_BAR])
         runs: dict[str, dict] = {name: {"per_round": []} for name in names}
         for r in range(rounds):
             for name in runs:
@@ -658,7 +660,7 @@ class Bench:
                     err = next((t["error"] for t in times if "error" in t), None)
                     per_epoch = None if err else _median(t["wall"] for t in times)
                 else:
-                    per_epoch, err = self.run_cli(data_dir, epochs, r, quiet=name.endswith("--quiet"))
+                    per_epoch, err = self.run_cli(data_dir, epochs, r, quiet=name == NO_BAR)
                 if err:
                     runs[name]["error"] = err
                 runs[name]["per_round"].append(per_epoch)
@@ -675,7 +677,7 @@ class Bench:
         """``jaxvae train`` in a fresh process; the median gap between its epoch lines (after the first)."""
         out = self.tmp / f"cli-run-{r}-{int(quiet)}"
         cmd = [sys.executable, "-m", "jaxvae", "train", "--data-dir", str(data_dir), "--require-mnist",
-               "--epochs", str(epochs), "--out", str(out), "--no-plots"] + (["--quiet"] if quiet else [])
+               "--epochs", str(epochs), "--out", str(out), "--no-plots"] + (["--progress", "none"] if quiet else [])
         proc = subprocess.Popen(cmd, env=_env(None), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 cwd=str(self.tmp))
         stamps = []
