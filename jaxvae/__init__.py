@@ -1,8 +1,9 @@
 """jaxvae: the VAE of "A Gentle Introduction to Variational Autoencoders" in JAX/Flax.
 
-The top level holds what most users need; the rest lives in submodules (``jaxvae.losses``,
-``jaxvae.schedules``, ``jaxvae.sweep``, ``jaxvae.model`` (the model protocol), ``jaxvae.vae``, ``jaxvae.data``, ``jaxvae.checkpoint``, ``jaxvae.runs``,
-``jaxvae.interop``, ``jaxvae.plots``, ``jaxvae.parallel``, ``jaxvae.binarize``). Argument order
+The top level holds what most users need; the rest lives in submodules (``jaxvae.model``, the model
+protocol; ``jaxvae.vae`` and ``jaxvae.cvae``, its VAE family; ``jaxvae.losses``, ``jaxvae.schedules``,
+``jaxvae.sweep``, ``jaxvae.data``, ``jaxvae.checkpoint``, ``jaxvae.runs``, ``jaxvae.interop``,
+``jaxvae.plots``, ``jaxvae.parallel``, ``jaxvae.binarize``, ``jaxvae.errors``). Argument order
 everywhere: arrays and state first, then the PRNG key, then the config. See the README for a tour.
 
 Names are imported on first use, so that ``import jaxvae`` (and ``jaxvae --help``) does not load JAX.
