@@ -177,9 +177,9 @@ def evaluate_run(run_dir, *, split: str = "test", seed: int = 0, k: int = 0, lim
 
     Raises:
         InputError: ``split``, ``seed``, ``k``, ``limit`` or ``chunk`` out of range.
-        RunError: The run directory cannot be read, or its data differ from the run's
+        jaxvae.runs.format.RunError: The run directory cannot be read, or its data differ from the run's
             (``jaxvae.runs``).
-        DataError: The dataset cannot be found or read.
+        jaxvae.data.DataError: The dataset cannot be found or read.
         NumericalError: A non-finite estimate.
     """
     if split not in ("test", "train"):
