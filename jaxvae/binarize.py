@@ -31,7 +31,7 @@ def sample_binary(key: jax.Array, x: jax.Array) -> jax.Array:
     return jax.random.bernoulli(key, x).astype(x.dtype)
 
 
-def fixed_binarization(x, seed: int):
+def fixed_binarization(x, seed: int) -> jax.Array:
     """One reproducible draw x ~ Bernoulli(pixel) from ``seed`` (threefry, so the same on every backend).
 
     Args:

@@ -65,7 +65,7 @@ class ConditionalVAE(nnx.Module):
         self.encoder = Encoder(config.replace(input_dim=config.input_dim + num_classes), rngs, dtype)
         self.decoder = Decoder(config.replace(latent_dim=config.latent_dim + num_classes), rngs, dtype)
 
-    def encode(self, x: jax.Array, c: jax.Array):
+    def encode(self, x: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(mu, log_sigma) of q(z | x, c).
 
         Args:
@@ -216,7 +216,7 @@ class ConditionalVAEModel(VAEModel):
         loss, metrics = elbo_loss(Conditioned(module, c), self.likelihood, x, module.encode(x, c), eps, hyper)
         return loss, metrics, state
 
-    def encode(self, params, x, y):
+    def encode(self, params, x: jax.Array, y) -> tuple[jax.Array, jax.Array]:
         """(mu, log_sigma) of q(z | x, y).
 
         Args:
@@ -229,7 +229,7 @@ class ConditionalVAEModel(VAEModel):
         """
         return self.module(params).encode(x, self.condition(y, x.dtype))
 
-    def decode(self, params, z, y):
+    def decode(self, params, z: jax.Array, y) -> jax.Array:
         """The pixel values for latent codes z and labels y (the Gaussian's mean, or the Bernoulli's
         probabilities).
 
@@ -243,7 +243,7 @@ class ConditionalVAEModel(VAEModel):
         """
         return self.likelihood.mean(self.module(params).decoder_output(z, self.condition(y, z.dtype)))
 
-    def sample(self, params, key, y):
+    def sample(self, params, key: jax.Array, y) -> jax.Array:
         """Images generated for labels ``y``: one per row of ``y``, z drawn from the prior N(0, I).
 
         Args:

@@ -38,8 +38,8 @@ BLOCK_ROWS = 2048
 
 
 @partial(jax.jit, static_argnames=("model", "k", "chunk", "batch_size"))
-def importance_sampled(params, x, key, model: VAEModel | VAEConfig, k: int, chunk: int, batch_size: int,
-                       recon_sigma=1.0):
+def importance_sampled(params, x: jax.Array, key: jax.Array, model: VAEModel | VAEConfig, k: int, chunk: int,
+                       batch_size: int, recon_sigma: float = 1.0) -> tuple[jax.Array, jax.Array]:
     """Per-image ``(log_likelihood, elbo)`` estimates with ``k`` importance samples, as arrays [n].
 
     Args:

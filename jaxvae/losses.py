@@ -144,7 +144,7 @@ def sample_eps(key: jax.Array, batch: int, config: VAEConfig, dtype=jnp.float32)
     return normal_noise(key, config.iwae_k if config.objective == "iwae" else None, batch, config.latent_dim, dtype)
 
 
-def elbo_loss(module, likelihood, x: jax.Array, posterior, eps: jax.Array, weights):
+def elbo_loss(module, likelihood, x: jax.Array, posterior, eps: jax.Array, weights) -> tuple[jax.Array, dict]:
     """The blog's loss: mean reconstruction term + kl_weight * mean KL for the encoder's ``posterior``
     ``(mu, log_sigma)`` of ``x`` and the noise ``eps``.
 
@@ -166,7 +166,8 @@ def elbo_loss(module, likelihood, x: jax.Array, posterior, eps: jax.Array, weigh
     return recon + weights.kl_weight * kl, {"recon": recon, "kl": kl}
 
 
-def importance_weights(module, likelihood, x: jax.Array, posterior, eps: jax.Array, weights):
+def importance_weights(module, likelihood, x: jax.Array, posterior, eps: jax.Array,
+                       weights) -> tuple[jax.Array, jax.Array]:
     """log w = log p(x | z) + log p(z) - log q(z | x) for z = mu + sigma * eps, ``eps [k, B, latent]``.
 
     log q is computed from eps directly (log N(eps | 0, I) - sum log sigma), which is exact and avoids
@@ -204,7 +205,7 @@ def iwae_bound(log_w: jax.Array) -> jax.Array:
     return jax.scipy.special.logsumexp(log_w, axis=0) - math.log(log_w.shape[0])
 
 
-def iwae_loss_of(module, likelihood, x: jax.Array, posterior, eps: jax.Array, weights):
+def iwae_loss_of(module, likelihood, x: jax.Array, posterior, eps: jax.Array, weights) -> tuple[jax.Array, dict]:
     """The negative IWAE bound, averaged over the batch, with ``eps [k, B, latent]`` given.
     ``recon`` (mean -log p(x | z)) and ``kl`` (mean log q(z|x) - log p(z), Monte-Carlo) read as the ELBO's.
 
@@ -229,7 +230,8 @@ def _on_config(bound, params: dict, x: jax.Array, eps: jax.Array, config: VAECon
     return bound(module, likelihood_of(config.likelihood), x, module.encode(x), eps, weights)
 
 
-def vae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, *, kl_weight=1.0, recon_sigma=1.0):
+def vae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, *, kl_weight: float | jax.Array = 1.0,
+             recon_sigma: float | jax.Array = 1.0) -> tuple[jax.Array, dict]:
     """``elbo_loss`` of a config's parameters: ``(loss, {"recon", "kl"})``.
 
     Args:
@@ -246,7 +248,8 @@ def vae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, *, k
     return _on_config(elbo_loss, params, x, eps, config, Weights(kl_weight, recon_sigma))
 
 
-def log_importance_weights(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, recon_sigma=1.0):
+def log_importance_weights(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig,
+                           recon_sigma: float | jax.Array = 1.0) -> tuple[jax.Array, jax.Array]:
     """``importance_weights`` of a config's parameters: ``(log_w, log_px_given_z)``, both ``[k, B]``.
 
     Args:
@@ -262,7 +265,8 @@ def log_importance_weights(params: dict, x: jax.Array, eps: jax.Array, config: V
     return _on_config(importance_weights, params, x, eps, config, Weights(recon_sigma=recon_sigma))
 
 
-def iwae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, *, recon_sigma=1.0):
+def iwae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, *,
+              recon_sigma: float | jax.Array = 1.0) -> tuple[jax.Array, dict]:
     """``iwae_loss_of`` a config's parameters: ``(loss, {"recon", "kl"})``.
 
     Args:
@@ -278,7 +282,8 @@ def iwae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, *, 
     return _on_config(iwae_loss_of, params, x, eps, config, Weights(recon_sigma=recon_sigma))
 
 
-def objective_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, *, kl_weight=1.0, recon_sigma=1.0):
+def objective_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, *, kl_weight: float | jax.Array = 1.0,
+                   recon_sigma: float | jax.Array = 1.0) -> tuple[jax.Array, dict]:
     """The training loss the config asks for: ``vae_loss`` (the ELBO; the default) or ``iwae_loss``
     (whose bound has no KL term: ``config.check_configs`` refuses a KL weight for it).
 

@@ -292,7 +292,7 @@ class VAE(nnx.Module):
         z = mu + jnp.exp(log_sigma) * eps
         return self.decode(z), mu, log_sigma
 
-    def encode(self, x: jax.Array):
+    def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(mu, log_sigma) of q(z | x).
 
         Args:
@@ -401,7 +401,7 @@ def param_shapes(config: VAEConfig) -> dict:
     return jax.eval_shape(lambda: init_params(jax.random.PRNGKey(0), config))
 
 
-def encode(params: dict, x: jax.Array, config: VAEConfig):
+def encode(params: dict, x: jax.Array, config: VAEConfig) -> tuple[jax.Array, jax.Array]:
     """(mu, log_sigma) of q(z | x).
 
     Args:

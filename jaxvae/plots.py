@@ -192,7 +192,7 @@ def reconstructions(params, config: VAEConfig, x, image_shape, n: int = 12) -> F
     return _image_figure(canvas, (0.6 * len(x) + 0.4, 1.8), "Inputs (top) and reconstructions decode(mu) (bottom)")
 
 
-def prior_samples(params, config: VAEConfig, image_shape, key, n: int = 8) -> Figure:
+def prior_samples(params, config: VAEConfig, image_shape, key: jax.Array, n: int = 8) -> Figure:
     """Decoder means of n x n latent codes drawn from the prior N(0, I).
 
     Args:

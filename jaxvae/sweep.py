@@ -107,8 +107,9 @@ def _seeds(seeds, base: int) -> list[int]:
     return seeds
 
 
-def sweep_models(vae_config: Model | VAEConfig, train_config: TrainConfig, *, seeds=None, recon_sigma=None,
-                 kl_weight=None, lr=None) -> list[SweepModel]:
+def sweep_models(vae_config: Model | VAEConfig, train_config: TrainConfig, *, seeds: int | Sequence[int] | None = None,
+                 recon_sigma: float | Sequence[float] | None = None, kl_weight: float | Sequence[float] | None = None,
+                 lr: float | Sequence[float] | None = None) -> list[SweepModel]:
     """The models of a sweep, settings in product order (recon_sigma outermost), seeds innermost.
 
     Args:
@@ -190,10 +191,10 @@ def fit_many(
     *,
     model: Model | VAEConfig | None = None,
     train_config: TrainConfig = TrainConfig(),
-    seeds=None,
-    recon_sigma=None,
-    kl_weight=None,
-    lr=None,
+    seeds: int | Sequence[int] | None = None,
+    recon_sigma: float | Sequence[float] | None = None,
+    kl_weight: float | Sequence[float] | None = None,
+    lr: float | Sequence[float] | None = None,
     state: ModelsState | None = None,
     callbacks: Sequence[Callable[[ModelsState, list], None]] = (),
     progress: Callable | None = None,

@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from jaxvae import schedules as sched
-from jaxvae.batching import batch_counts, epoch_indices, steps_per_epoch
+from jaxvae.batching import EpochIndices, batch_counts, epoch_indices, steps_per_epoch
 from jaxvae.binarize import prepare_eval_data, prepare_train_data, sample_binary
 from jaxvae.checks import check_data
 from jaxvae.config import HYPERPARAMETERS, TrainConfig, VAEConfig, check_configs
@@ -229,7 +229,7 @@ class TrainStep:
         """
         return ScheduleStates(self.lr.init(), self.kl_weight.init())
 
-    def values(self, state: TrainState, schedules: ScheduleStates):
+    def values(self, state: TrainState, schedules: ScheduleStates) -> tuple[jax.Array, jax.Array]:
         """(lr, kl_weight) at the state's step: each hyperparameter times its schedule's factor.
 
         Args:
@@ -280,7 +280,8 @@ class TrainStep:
         return self._update(state, schedules, lambda params, hyper: self.model.loss(
             params, state.model_state, batch, key, hyper))
 
-    def with_noise(self, state: TrainState, batch, eps, schedules: ScheduleStates | None = None):
+    def with_noise(self, state: TrainState, batch, eps: jax.Array,
+                   schedules: ScheduleStates | None = None) -> tuple[TrainState, dict]:
         """The step with the reparameterisation noise ``eps`` given, for models that take it
         (``VAEModel.loss_with_noise``): how the parity tests share the noise.
 
@@ -356,7 +357,7 @@ class NonFiniteError(NumericalError):
         self.state = state
 
 
-def epoch_plan(key, n: int, batch_size: int, drop_last: bool = False):
+def epoch_plan(key: jax.Array, n: int, batch_size: int, drop_last: bool = False) -> tuple[EpochIndices, jax.Array]:
     """The batches of one epoch and one noise key per step, both drawn from ``key``: ``(EpochIndices,
     step_keys)``, the partial tail batch (when kept) last. Training, evaluation and the parity tests share it.
 
@@ -457,9 +458,9 @@ _train_epoch_jit = jax.jit(_train_epoch, static_argnames=("train_step", "batch_s
                                                           "batch_sharding"), donate_argnames="state")
 
 
-def train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules: ScheduleStates | None = None, *,
-                batch_size: int, drop_last: bool = False, progress: Callable | None = None,
-                progress_every: int = 20, batch_sharding=None):
+def train_epoch(train_step: TrainStep, state: TrainState, data, key: jax.Array, schedules: ScheduleStates | None = None,
+                *, batch_size: int, drop_last: bool = False, progress: Callable | None = None,
+                progress_every: int = 20, batch_sharding=None) -> tuple[TrainState, dict, jax.Array]:
     """One shuffled pass of ``train_step`` over ``data`` (an array or a pytree of arrays, on the device)
     as a single compiled call.
 
@@ -516,8 +517,8 @@ def _eval_epoch(model: Model, params, model_state, data, key, batch_size: int, h
     return metrics
 
 
-def eval_epoch(params, data, key, model: Model | VAEConfig, batch_size: int = 128, *, kl_weight=1.0, recon_sigma=1.0,
-               model_state=()):
+def eval_epoch(params, data, key: jax.Array, model: Model | VAEConfig, batch_size: int = 128, *,
+               kl_weight: float = 1.0, recon_sigma: float = 1.0, model_state=()) -> dict:
     """Per-batch loss and the model's metrics (the VAE's recon and KL) over every row of ``data`` as one
     compiled call (the last batch may be partial: ``per_image_mean`` weighs batches by rows). As the
     blog's validation loop, the noise and the batches' order are drawn from ``key``.

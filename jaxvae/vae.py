@@ -182,7 +182,7 @@ class VAEModel(Model):
         dtype = dtype or jax.tree.leaves(params)[0].dtype
         return nnx.merge(_graphdef(self.build, jnp.dtype(dtype).name), params)
 
-    def init(self, key, dtype=jnp.float32):
+    def init(self, key: jax.Array, dtype=jnp.float32) -> tuple[dict, tuple]:
         """Fresh parameters from ``key``; the model has no other state.
 
         Args:
@@ -194,7 +194,7 @@ class VAEModel(Model):
         """
         return params_of(self.build(nnx.Rngs(params=jnp.asarray(key)), dtype)), ()
 
-    def noise(self, key, batch: int, dtype=jnp.float32) -> jax.Array:
+    def noise(self, key: jax.Array, batch: int, dtype=jnp.float32) -> jax.Array:
         """eps ~ N(0, I) for one batch: ``[batch, latent]``, or ``[iwae_k, batch, latent]``.
 
         Args:
@@ -207,7 +207,7 @@ class VAEModel(Model):
         """
         return normal_noise(key, self.iwae_k, batch, self.latent_dim, dtype)
 
-    def loss(self, params, state, batch, key, hyper):
+    def loss(self, params, state, batch, key: jax.Array, hyper) -> tuple[jax.Array, dict, Any]:
         """The bound's loss on ``batch``, its noise drawn from ``key`` (``Model.loss``).
 
         Args:
@@ -223,7 +223,7 @@ class VAEModel(Model):
         x = inputs(batch)
         return self.loss_with_noise(params, state, batch, self.noise(key, x.shape[0], x.dtype), hyper)
 
-    def loss_with_noise(self, params, state, batch, eps, hyper):
+    def loss_with_noise(self, params, state, batch, eps: jax.Array, hyper) -> tuple[jax.Array, dict, Any]:
         """``loss`` with the reparameterisation noise ``eps`` given (how the parity tests share it).
 
         Args:
@@ -241,7 +241,7 @@ class VAEModel(Model):
         loss, metrics = bound(module, self.likelihood, x, module.encode(x), eps, hyper)
         return loss, metrics, state
 
-    def encode(self, params, x):
+    def encode(self, params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(mu, log_sigma) of q(z | x).
 
         Args:
@@ -253,7 +253,7 @@ class VAEModel(Model):
         """
         return self.module(params).encode(x)
 
-    def decode(self, params, z):
+    def decode(self, params, z: jax.Array) -> jax.Array:
         """The pixel values for latent codes z: the Gaussian's mean, or the Bernoulli's probabilities.
 
         Args:
@@ -265,7 +265,7 @@ class VAEModel(Model):
         """
         return self.likelihood.mean(self.module(params).decoder_output(z))
 
-    def log_importance_weights(self, params, x, eps, hyper):
+    def log_importance_weights(self, params, x: jax.Array, eps: jax.Array, hyper) -> tuple[jax.Array, jax.Array]:
         """``(log_w, log_px_given_z)``, both ``[k, B]``, for the noise ``eps [k, B, latent]``.
 
         Args:
@@ -347,7 +347,7 @@ class VAEModel(Model):
                                 iwae_k=record["iwae_k"], input_dim=record["input_dim"])
 
 
-def as_model(model) -> Model:
+def as_model(model: Model | VAEConfig) -> Model:
     """``model`` itself, or the ``VAEModel`` of a ``VAEConfig``.
 
     Args:
