@@ -54,9 +54,22 @@ def _key_data(key) -> np.ndarray:
 
 def checkpoint_bytes(state: FitState, vae_config: Model | VAEConfig, train_config: TrainConfig,
                      run: dict | None = None) -> bytes:
-    """The file's bytes for ``state`` (header + checksummed msgpack payload). ``run``: what else the
-    run directory records about the model (a JSON-ready dict: its data and their fingerprints), kept
-    so that the run can be rebuilt from the checkpoint alone (``checkpoint_run_record``)."""
+    """The file's bytes for ``state`` (header + checksummed msgpack payload).
+
+    Args:
+        state: The run's state.
+        vae_config: The model, or a ``VAEConfig`` (recorded by ``model_record``).
+        train_config: The training config.
+        run: What else the run directory records about the model (a JSON-ready dict: its data and their
+            fingerprints), kept so that the run can be rebuilt from the checkpoint alone
+            (``checkpoint_run_record``); None for nothing.
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        InputError: A ``VAEConfig`` whose ``init`` is a pair of functions, which JSON cannot hold.
+    """
     host = jax.device_get(state.train_state)
     payload = serialization.msgpack_serialize({
         "format_version": FORMAT_VERSION,
@@ -81,7 +94,22 @@ def save_checkpoint(path: str | os.PathLike, state: FitState, vae_config: VAECon
                     train_config: TrainConfig, run: dict | None = None) -> Path:
     """Write ``state`` to ``path`` atomically: a killed save leaves the previous checkpoint intact.
     In a multi-process run only process 0 writes (every process holds the same replicated state). A
-    file at ``path`` that jaxvae did not write is refused (``fileio.write_owned``), left as it is."""
+    file at ``path`` that jaxvae did not write is refused (``fileio.write_owned``), left as it is.
+
+    Args:
+        path: The checkpoint file.
+        state: The run's state.
+        vae_config: The model, or a ``VAEConfig``.
+        train_config: The training config.
+        run: The run's record of its data, as for ``checkpoint_bytes``.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        jaxvae.fileio.NotOwnedError: A file at ``path`` that jaxvae did not write.
+        InputError: A ``VAEConfig`` whose ``init`` is a pair of functions.
+    """
     path = Path(path)
     if is_writer():
         write_owned(path, checkpoint_bytes(state, vae_config, train_config, run))
@@ -90,7 +118,18 @@ def save_checkpoint(path: str | os.PathLike, state: FitState, vae_config: VAECon
 
 def checkpoint_run_record(path: str | os.PathLike) -> dict | None:
     """The ``run`` record a checkpoint was saved with, its configs added as "model" and "training"
-    (config.json's layout); None for a checkpoint saved without one. CheckpointError naming the file."""
+    (config.json's layout); None for a checkpoint saved without one.
+
+    Args:
+        path: The checkpoint file.
+
+    Returns:
+        The record, or None.
+
+    Raises:
+        CheckpointError: The file is missing, unreadable or corrupt, or its record is invalid; the
+            message names the file.
+    """
     path = Path(path)
     raw = _read_payload(path)
     if "run" not in raw:
@@ -106,7 +145,17 @@ def checkpoint_run_record(path: str | os.PathLike) -> dict | None:
 
 def model_record(model: Model | VAEConfig) -> dict:
     """The checkpoint's "model" entry: a ``VAEConfig``'s fields (those of a ``VAEModel`` made from one,
-    too), or any other model's ``describe()``: its class path and what rebuilds it."""
+    too), or any other model's ``describe()``: its class path and what rebuilds it.
+
+    Args:
+        model: The model, or a ``VAEConfig``.
+
+    Returns:
+        The JSON-ready record.
+
+    Raises:
+        InputError: A ``VAEConfig`` whose ``init`` is a pair of functions.
+    """
     if type(model) is VAEModel and model.config is not None:
         model = model.config
     return config_to_dict(model) if isinstance(model, VAEConfig) else model.describe()
@@ -134,7 +183,18 @@ def _stored_configs(path: Path, raw: dict, given_model) -> tuple:
 
 
 def read_history(path: str | os.PathLike) -> list[dict]:
-    """The history (one record per finished epoch) a checkpoint holds; CheckpointError naming the file."""
+    """The history (one record per finished epoch) a checkpoint holds.
+
+    Args:
+        path: The checkpoint file.
+
+    Returns:
+        The records.
+
+    Raises:
+        CheckpointError: The file is missing, unreadable or corrupt, or its history is invalid; the
+            message names the file.
+    """
     path = Path(path)
     try:
         history = json.loads(_read_payload(path)["history"])
@@ -315,15 +375,28 @@ def load_checkpoint(path: str | os.PathLike, vae_config: Model | VAEConfig | Non
                     data: dict | None = None) -> tuple[FitState, VAEConfig, TrainConfig]:
     """``(state, vae_config, train_config)`` from a checkpoint file.
 
-    ``vae_config`` is a ``VAEConfig`` or any ``jaxvae.model.Model``; a checkpoint of a model of your
-    own records its class, and loads without one given when that class can be imported (a
-    CheckpointError naming it when not). With ``vae_config`` and ``train_config`` (e.g. from the run's
-    config.json) the checkpoint must have been trained with them (only ``max_epochs`` may differ) and
-    its weights must fit; otherwise the checkpoint's own configs are used. ``train_step`` gives the
-    optimizer and schedules whose state structure to expect (default: what the configs name). ``data``
-    (the run's record, as config.json holds it) must name the data the checkpoint records, if it
-    records any. Weights must be finite and of the model's dtype. Every problem raises
-    ``CheckpointError`` naming the file (and the entry, for a shape or dtype mismatch).
+    A checkpoint of a model of your own records its class, and loads without one given when that class
+    can be imported. Weights must be finite and of the model's dtype.
+
+    Args:
+        path: The checkpoint file.
+        vae_config: A ``VAEConfig`` or any ``jaxvae.model.Model``; with ``train_config`` (e.g. from the
+            run's config.json) the checkpoint must have been trained with them (only ``max_epochs`` may
+            differ) and its weights must fit. None for the checkpoint's own.
+        train_config: The training config; None for the checkpoint's own.
+        train_step: The optimizer and schedules whose state structure to expect; None for what the
+            configs name.
+        data: The run's record, as config.json holds it: it must name the data the checkpoint records,
+            if it records any.
+
+    Returns:
+        ``(state, vae_config, train_config)``: the ``FitState`` and the configs (or model) it was
+        trained with.
+
+    Raises:
+        CheckpointError: Every problem: a missing, corrupt or foreign file, an unsupported format, a
+            model class that cannot be imported, other configs or data, or weights of another shape or
+            dtype (the entry named) or not finite. The message names the file.
     """
     path = Path(path)
     raw = _read_payload(path)

@@ -38,13 +38,29 @@ def _check_count(name: str, value, minimum: int, what: str) -> None:
                          f"got {value}")
 
 
-def check_positive_int(name: str, value) -> None:
-    """InputError naming ``name`` unless ``value`` is an int in [1, ``INT32_MAX``] (not a bool)."""
+def check_positive_int(name: str, value: int) -> None:
+    """InputError naming ``name`` unless ``value`` is an int in [1, ``INT32_MAX``] (not a bool).
+
+    Args:
+        name: The field's name, for the message.
+        value: The value to check.
+
+    Raises:
+        InputError: ``value`` is not such an int.
+    """
     _check_count(name, value, 1, "a positive integer")
 
 
-def check_non_negative_int(name: str, value) -> None:
-    """InputError naming ``name`` unless ``value`` is an int in [0, ``INT32_MAX``] (not a bool)."""
+def check_non_negative_int(name: str, value: int) -> None:
+    """InputError naming ``name`` unless ``value`` is an int in [0, ``INT32_MAX``] (not a bool).
+
+    Args:
+        name: The field's name, for the message.
+        value: The value to check.
+
+    Raises:
+        InputError: ``value`` is not such an int.
+    """
     _check_count(name, value, 0, "an integer >= 0")
 
 
@@ -70,9 +86,18 @@ ADAM_EPS_MAX = 1.0
 SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 
 
-def check_seed(name: str, value, headroom: int = 0) -> None:
+def check_seed(name: str, value: int, headroom: int = 0) -> None:
     """InputError naming ``name`` unless ``value`` is an integer that ``jax.random.PRNGKey`` takes, even
-    after adding up to ``headroom`` (validation data are binarised from ``binarize_seed + 1``)."""
+    after adding up to ``headroom`` (validation data are binarised from ``binarize_seed + 1``).
+
+    Args:
+        name: The field's name, for the message.
+        value: The seed.
+        headroom: How much may be added to the seed.
+
+    Raises:
+        InputError: ``value`` is not an int, or not a 64-bit seed with that headroom.
+    """
     if isinstance(value, bool) or not isinstance(value, int):
         raise InputError(f"{name} must be an integer, got {value!r}")
     if not SEED_MIN <= value <= SEED_MAX - headroom:
@@ -86,7 +111,14 @@ def _one_of(name: str, value, allowed) -> None:
 
 
 def is_custom_init(init) -> bool:
-    """Whether ``VAEConfig.init`` is a (kernel_init, bias_init) pair rather than a named choice."""
+    """Whether ``VAEConfig.init`` is a (kernel_init, bias_init) pair rather than a named choice.
+
+    Args:
+        init: A ``VAEConfig.init`` value.
+
+    Returns:
+        True for a pair.
+    """
     return isinstance(init, tuple)
 
 
@@ -103,22 +135,34 @@ def _check_init(value) -> None:
 class VAEConfig:
     """Architecture and loss of the VAE.
 
-    ``hidden`` are the encoder trunk's widths; the decoder mirrors them (reversed) unless
-    ``decoder_hidden`` is given. What a sweep varies (KL weight, sigma, lr) is in ``TrainConfig``.
+    What a sweep varies (KL weight, sigma, lr) is in ``TrainConfig``. Beyond the blog, the defaults keep
+    it. An ``init`` pair compares by identity, as functions do (reuse it so equal configs share compiled
+    code), and cannot be saved to a file (``config_to_dict`` refuses it): ``fit`` from Python trains
+    such a model.
 
-    Beyond the blog (the defaults keep it): ``likelihood`` is the blog's Gaussian with fixed sigma
-    (``TrainConfig.recon_sigma``) or a Bernoulli whose decoder outputs logits (``output_activation``
-    ignored; ``decode`` returns the pixel probabilities). ``objective`` "iwae" trains the
-    importance-weighted bound with ``iwae_k`` samples (Burda et al. 2015). ``architecture`` "conv"
-    swaps the MLPs for VGG-style 3x3 conv stacks, ``conv_channels`` per block (each halves the image
-    side; ``hidden`` unused). ``compute_dtype`` "bfloat16" runs the matmuls/convs in bfloat16;
-    parameters and loss stay float32.
+    Args:
+        input_dim: Features per example (784 for 28x28 images).
+        hidden: The encoder trunk's widths.
+        latent_dim: The latent's dimension.
+        activation: The hidden layers' activation, one of ``ACTIVATIONS``.
+        negative_slope: LeakyReLU's slope below 0.
+        output_activation: The decoder's output, ``"sigmoid"`` or ``"identity"`` (ignored for a
+            Bernoulli likelihood).
+        decoder_hidden: The decoder's widths; None mirrors ``hidden`` (reversed).
+        likelihood: ``"gaussian"``, the blog's, with fixed sigma (``TrainConfig.recon_sigma``), or
+            ``"bernoulli"``, whose decoder outputs logits (``decode`` returns the pixel probabilities).
+        objective: ``"elbo"``, or ``"iwae"``: the importance-weighted bound (Burda et al. 2015).
+        iwae_k: The IWAE's samples per example; 1 for the ELBO.
+        architecture: ``"mlp"``, or ``"conv"``: VGG-style 3x3 conv stacks (``hidden`` unused).
+        conv_channels: Channels per conv block; each block halves the image side.
+        compute_dtype: ``"bfloat16"`` runs the matmuls/convs in bfloat16; parameters and loss stay
+            float32.
+        init: ``"torch"`` (PyTorch's default per layer kind, uniform in +-1/sqrt(fan_in): the blog's, and
+            what the parity suite compares), ``"flax"`` (lecun-normal kernels, zero biases), or, from
+            Python, a ``(kernel_init, bias_init)`` pair for every layer.
 
-    ``init``: "torch" (PyTorch's default per layer kind, uniform in +-1/sqrt(fan_in): the blog's, and
-    what the parity suite compares), "flax" (lecun-normal kernels, zero biases), or, from Python, a
-    ``(kernel_init, bias_init)`` pair for every layer. A pair compares by identity, as functions do
-    (reuse it so equal configs share compiled code), and cannot be saved to a file (``config_to_dict``
-    refuses it): ``fit`` from Python trains such a model.
+    Raises:
+        InputError: A field out of range or not one of its choices; the message names it.
     """
 
     input_dim: int = 784
@@ -164,7 +208,12 @@ class VAEConfig:
 
     @property
     def image_side(self) -> int:
-        """The side of the square single-channel image for ``architecture="conv"``."""
+        """The side of the square single-channel image for ``architecture="conv"``.
+
+        Raises:
+            InputError: ``input_dim`` is not a square, or its side is not divisible by
+                2 ** len(conv_channels).
+        """
         side = math.isqrt(self.input_dim)
         if side * side != self.input_dim:
             raise InputError(f"input_dim={self.input_dim} is not a square image (side*side); "
@@ -181,6 +230,17 @@ class VAEConfig:
         return self.decoder_hidden if self.decoder_hidden is not None else tuple(reversed(self.hidden))
 
     def replace(self, **changes) -> "VAEConfig":
+        """A copy with the given fields changed.
+
+        Args:
+            **changes: Fields and their new values.
+
+        Returns:
+            The new config, validated.
+
+        Raises:
+            InputError: A new value is out of range.
+        """
         return dataclasses.replace(self, **changes)
 
 
@@ -188,20 +248,41 @@ class VAEConfig:
 class TrainConfig:
     """Optimisation settings and the objective's weights (defaults: the blog's, Adam with PyTorch's).
 
-    ``lr``, ``kl_weight`` (the blog's ``distrib_loss_rate``; a beta-VAE's beta) and ``recon_sigma``
-    (the blog's ``gauss_sigma``) are the ``HYPERPARAMETERS``: data in the train state, so models that
-    differ only in them share one compiled program, and a sweep varies them. ``drop_last=False`` keeps
-    the last partial batch, and an epoch's loss is the unweighted mean of its batches', as the blog's.
+    ``lr``, ``kl_weight`` and ``recon_sigma`` are the ``HYPERPARAMETERS``: data in the train state, so
+    models that differ only in them share one compiled program, and a sweep varies them. Validation and
+    evaluation data of Bernoulli models are binarised once from ``binarize_seed + 1``, comparable
+    between epochs and runs.
 
-    ``lr_schedule`` (``jaxvae.schedules``): "plateau" is PyTorch's ReduceLROnPlateau on the validation
-    loss (``plateau_*``, ``min_lr``; training stops before an epoch whose lr is below ``stop_lr``), the
-    blog's; "constant" keeps ``lr``; "burda" is Burda et al.'s 3**i-epoch stages at ``lr *
-    10**(-i/7)``; "cosine" decays ``lr`` to 0 over ``max_epochs``. ``kl_warmup_epochs`` > 0 raises the
-    KL weight linearly (step by step) from 0 to ``kl_weight`` over that many epochs.
+    Args:
+        batch_size: Rows per batch.
+        lr: The learning rate.
+        kl_weight: The KL term's weight (the blog's ``distrib_loss_rate``; a beta-VAE's beta).
+        recon_sigma: The Gaussian likelihood's sigma (the blog's ``gauss_sigma``).
+        max_epochs: The most epochs a run trains.
+        b1: Adam's first-moment decay.
+        b2: Adam's second-moment decay.
+        adam_eps: Adam's epsilon, at most ``ADAM_EPS_MAX``.
+        plateau_factor: The plateau schedule's lr factor on a plateau, in (0, 1).
+        plateau_patience: Epochs without improvement before the plateau schedule lowers the lr.
+        plateau_threshold: The relative improvement the plateau schedule counts.
+        min_lr: The plateau schedule's lowest lr.
+        stop_lr: The plateau schedule stops training before an epoch whose lr is below this.
+        drop_last: False keeps the last partial batch, and an epoch's loss is the unweighted mean of
+            its batches', as the blog's.
+        seed: Seeds the parameters, the batches' order and the noise.
+        binarize: For Bernoulli models: ``"none"``; ``"dynamic"`` draws x ~ Bernoulli(pixel) afresh for
+            each training batch; ``"fixed"`` binarises the training data once from ``binarize_seed``.
+        binarize_seed: Seeds the fixed binarisation.
+        lr_schedule: ``"plateau"`` is PyTorch's ReduceLROnPlateau on the validation loss, the blog's;
+            ``"constant"`` keeps ``lr``; ``"burda"`` is Burda et al.'s 3**i-epoch stages at
+            ``lr * 10**(-i/7)``; ``"cosine"`` decays ``lr`` to 0 over ``max_epochs``
+            (``jaxvae.schedules``).
+        kl_warmup_epochs: Above 0, the KL weight rises linearly (step by step) from 0 to ``kl_weight``
+            over that many epochs.
 
-    ``binarize`` (Bernoulli models): "dynamic" draws x ~ Bernoulli(pixel) afresh for each training
-    batch; "fixed" binarises the training data once from ``binarize_seed``. Validation and evaluation
-    data are binarised once from ``binarize_seed + 1``, comparable between epochs and runs.
+    Raises:
+        InputError: A field out of range or not one of its choices, or ``stop_lr`` above ``lr`` under
+            the plateau schedule; the message names the field.
     """
 
     batch_size: int = 128
@@ -256,6 +337,17 @@ class TrainConfig:
         _finite_number("kl_warmup_epochs", self.kl_warmup_epochs, positive=False)
 
     def replace(self, **changes) -> "TrainConfig":
+        """A copy with the given fields changed.
+
+        Args:
+            **changes: Fields and their new values.
+
+        Returns:
+            The new config, validated.
+
+        Raises:
+            InputError: A new value is out of range.
+        """
         return dataclasses.replace(self, **changes)
 
 
@@ -264,7 +356,15 @@ HYPERPARAMETERS = ("lr", "kl_weight", "recon_sigma")
 
 
 def check_configs(vae_config: VAEConfig, train_config: TrainConfig) -> None:
-    """The rules that join the two configs: the IWAE bound has no KL term to weight or warm up."""
+    """The rules that join the two configs: the IWAE bound has no KL term to weight or warm up.
+
+    Args:
+        vae_config: The model's config.
+        train_config: The training config.
+
+    Raises:
+        InputError: ``kl_weight`` or ``kl_warmup_epochs`` set for ``objective="iwae"``.
+    """
     if vae_config.objective == "iwae":
         if train_config.kl_weight != 1.0:
             raise InputError(f"kl_weight={train_config.kl_weight} applies to objective='elbo' only; "
@@ -275,7 +375,19 @@ def check_configs(vae_config: VAEConfig, train_config: TrainConfig) -> None:
 
 def configs_from_dicts(model: dict, training: dict) -> tuple[VAEConfig, TrainConfig]:
     """Both configs from their JSON form (``config_to_dict``). Files of jaxvae 0.2 and earlier kept
-    ``kl_weight`` and ``recon_sigma`` in the model's dict: they move to the training config here."""
+    ``kl_weight`` and ``recon_sigma`` in the model's dict: they move to the training config here.
+
+    Args:
+        model: The ``VAEConfig``'s dict.
+        training: The ``TrainConfig``'s dict.
+
+    Returns:
+        ``(vae_config, train_config)``.
+
+    Raises:
+        InputError: Either is not a dict, a field is out of range, or the two do not go together.
+        TypeError: A dict holds a key that is no field of its config.
+    """
     if not isinstance(model, dict) or not isinstance(training, dict):
         raise InputError("the model and training configs must be JSON objects")
     model, training = dict(model), dict(training)
@@ -287,9 +399,18 @@ def configs_from_dicts(model: dict, training: dict) -> tuple[VAEConfig, TrainCon
     return vae_config, train_config
 
 
-def config_to_dict(config) -> dict:
+def config_to_dict(config: VAEConfig | TrainConfig) -> dict:
     """A config as a JSON-ready dict (tuples as lists); ``VAEConfig(**d)`` / ``TrainConfig(**d)`` rebuild it.
-    InputError for a VAEConfig whose ``init`` is a pair of functions, which JSON cannot hold."""
+
+    Args:
+        config: A ``VAEConfig`` or ``TrainConfig``.
+
+    Returns:
+        The fields by name.
+
+    Raises:
+        InputError: A ``VAEConfig`` whose ``init`` is a pair of functions, which JSON cannot hold.
+    """
     if is_custom_init(getattr(config, "init", None)):
         raise InputError("init: a custom (kernel_init, bias_init) pair cannot be saved to a file (config.json, "
                          "checkpoints and torch files hold 'torch' or 'flax'); train such a model from Python with fit()")

@@ -30,7 +30,14 @@ from jaxvae.vae import VAEModel
 
 
 def labels_of(batch):
-    """The labels of a batch: the second entry of a tuple or list, the ``"y"`` of a dict; None if it has none."""
+    """The labels of a batch: the second entry of a tuple or list, the ``"y"`` of a dict; None if it has none.
+
+    Args:
+        batch: An array, a tuple or list, or a dict.
+
+    Returns:
+        The labels, or None.
+    """
     if isinstance(batch, (tuple, list)):
         return batch[1] if len(batch) > 1 else None
     if isinstance(batch, dict):
@@ -44,35 +51,76 @@ def _labels_name(name: str, batch) -> str:
 
 
 class ConditionalVAE(nnx.Module):
-    """The blog's encoder on [x, c] and decoder on [z, c]; ``config`` describes the unconditioned VAE."""
+    """The blog's encoder on [x, c] and decoder on [z, c]; ``config`` describes the unconditioned VAE.
+
+    Args:
+        config: The unconditioned VAE's config.
+        num_classes: The condition's width.
+        rngs: Draws the parameters.
+        dtype: The parameters' float type.
+    """
 
     def __init__(self, config: VAEConfig, num_classes: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
         self.config = config
         self.encoder = Encoder(config.replace(input_dim=config.input_dim + num_classes), rngs, dtype)
         self.decoder = Decoder(config.replace(latent_dim=config.latent_dim + num_classes), rngs, dtype)
 
-    def encode(self, x: jax.Array, c: jax.Array):
-        """(mu, log_sigma) of q(z | x, c)."""
+    def encode(self, x: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(mu, log_sigma) of q(z | x, c).
+
+        Args:
+            x: The inputs ``[B, input_dim]``.
+            c: The condition ``[B, num_classes]``.
+
+        Returns:
+            ``(mu, log_sigma)``, each ``[B, latent_dim]``.
+        """
         return self.encoder(jnp.concatenate([x, c], axis=-1))
 
     def decoder_output(self, z: jax.Array, c: jax.Array) -> jax.Array:
-        """The parameter of p(x | z, c) (``models.output_parameter``)."""
+        """The parameter of p(x | z, c) (``models.output_parameter``).
+
+        Args:
+            z: Latent codes ``[B, latent_dim]``.
+            c: The condition ``[B, num_classes]``.
+
+        Returns:
+            ``[B, input_dim]``: the Gaussian's mean or the Bernoulli's logits.
+        """
         return output_parameter(self.config, self.decoder(jnp.concatenate([z, c], axis=-1)))
 
 
 class Conditioned:
-    """The module with its condition fixed: a decoder of z alone, as ``losses.elbo_loss`` reads one."""
+    """The module with its condition fixed: a decoder of z alone, as ``losses.elbo_loss`` reads one.
+
+    Args:
+        module: The conditional module.
+        c: The condition ``[B, num_classes]``.
+    """
 
     def __init__(self, module: ConditionalVAE, c: jax.Array):
         self.module, self.c = module, c
 
     def decoder_output(self, z: jax.Array) -> jax.Array:
+        """The module's decoder output for z under the fixed condition.
+
+        Args:
+            z: Latent codes ``[B, latent_dim]``.
+
+        Returns:
+            ``[B, input_dim]``.
+        """
         return self.module.decoder_output(z, self.c)
 
 
 @dataclass(frozen=True)
 class ConditionalModules:
-    """Builds the ``ConditionalVAE`` of a ``VAEConfig`` and a condition width."""
+    """Builds the ``ConditionalVAE`` of a ``VAEConfig`` and a condition width.
+
+    Args:
+        config: The unconditioned VAE's config.
+        num_classes: The condition's width.
+    """
 
     config: VAEConfig
     num_classes: int
@@ -84,11 +132,26 @@ class ConditionalModules:
 @dataclass(frozen=True)
 class ConditionalVAEModel(VAEModel):
     """A conditional VAE trained with the ELBO (its KL weight makes a conditional beta-VAE). The labels
-    are integers in [0, num_classes), one-hot coded, or float vectors of ``num_classes`` entries."""
+    are integers in [0, num_classes), one-hot coded, or float vectors of ``num_classes`` entries.
+
+    Build one with ``from_config``; the fields are ``VAEModel``'s.
+    """
 
     @classmethod
     def from_config(cls, config: VAEConfig, num_classes: int) -> "ConditionalVAEModel":
-        """The conditional VAE of the blog's MLP that ``config`` describes, for ``num_classes`` classes."""
+        """The conditional VAE of the blog's MLP that ``config`` describes, for ``num_classes`` classes.
+
+        Args:
+            config: The unconditioned VAE's config; ``architecture="mlp"``, ``objective="elbo"``.
+            num_classes: The condition's width, a positive integer.
+
+        Returns:
+            The ``ConditionalVAEModel``.
+
+        Raises:
+            InputError: ``num_classes`` is not a positive integer, or the config names the conv
+                architecture or the IWAE bound.
+        """
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
             raise InputError(f"num_classes must be a positive integer, got {num_classes!r}")
         if config.architecture != "mlp":
@@ -102,7 +165,11 @@ class ConditionalVAEModel(VAEModel):
 
     @classmethod
     def from_modules(cls, *args, **kwargs):
-        """Not for this class: its modules are the blog's, widened by the condition (``from_config``)."""
+        """Not for this class: its modules are the blog's, widened by the condition (``from_config``).
+
+        Raises:
+            InputError: Always.
+        """
         raise InputError("ConditionalVAEModel is built from a VAEConfig: ConditionalVAEModel.from_config(config, "
                          "num_classes)")
 
@@ -117,37 +184,98 @@ class ConditionalVAEModel(VAEModel):
         return self.build.num_classes
 
     def condition(self, y, dtype=jnp.float32) -> jax.Array:
-        """c for labels ``y``: the one-hot codes of integer labels ``[B]``, or the vectors ``[B, num_classes]``."""
+        """c for labels ``y``: the one-hot codes of integer labels ``[B]``, or the vectors ``[B, num_classes]``.
+
+        Args:
+            y: Integer labels ``[B]`` or condition vectors ``[B, num_classes]``.
+            dtype: c's float type.
+
+        Returns:
+            c, ``[B, num_classes]``.
+        """
         y = jnp.asarray(y)
         if y.ndim == 1:
             return jax.nn.one_hot(y.astype(jnp.int32), self.num_classes, dtype=dtype)
         return y.astype(dtype)
 
     def loss_with_noise(self, params, state, batch, eps, hyper):
+        """The ELBO's loss on ``batch`` with the noise ``eps`` given, conditioned on the batch's labels.
+
+        Args:
+            params: The parameters.
+            state: Passed through.
+            batch: ``(x, y)`` or ``{"x": x, "y": y}``.
+            eps: The noise ``[B, latent_dim]``.
+            hyper: A ``training.Hyper``.
+
+        Returns:
+            ``(loss, metrics, state)``; the metrics are ``recon`` and ``kl``.
+        """
         module, x = self.module(params), inputs(batch)
         c = self.condition(labels_of(batch), x.dtype)
         loss, metrics = elbo_loss(Conditioned(module, c), self.likelihood, x, module.encode(x, c), eps, hyper)
         return loss, metrics, state
 
-    def encode(self, params, x, y):
-        """(mu, log_sigma) of q(z | x, y)."""
+    def encode(self, params, x: jax.Array, y) -> tuple[jax.Array, jax.Array]:
+        """(mu, log_sigma) of q(z | x, y).
+
+        Args:
+            params: The parameters.
+            x: The inputs ``[B, input_dim]``.
+            y: Labels ``[B]`` or condition vectors ``[B, num_classes]``.
+
+        Returns:
+            ``(mu, log_sigma)``, each ``[B, latent_dim]``.
+        """
         return self.module(params).encode(x, self.condition(y, x.dtype))
 
-    def decode(self, params, z, y):
+    def decode(self, params, z: jax.Array, y) -> jax.Array:
         """The pixel values for latent codes z and labels y (the Gaussian's mean, or the Bernoulli's
-        probabilities)."""
+        probabilities).
+
+        Args:
+            params: The parameters.
+            z: Latent codes ``[B, latent_dim]``.
+            y: Labels ``[B]`` or condition vectors ``[B, num_classes]``.
+
+        Returns:
+            ``[B, input_dim]``.
+        """
         return self.likelihood.mean(self.module(params).decoder_output(z, self.condition(y, z.dtype)))
 
-    def sample(self, params, key, y):
-        """Images generated for labels ``y``: one per row of ``y``, z drawn from the prior N(0, I)."""
+    def sample(self, params, key: jax.Array, y) -> jax.Array:
+        """Images generated for labels ``y``: one per row of ``y``, z drawn from the prior N(0, I).
+
+        Args:
+            params: The parameters.
+            key: Draws z.
+            y: Labels ``[B]`` or condition vectors ``[B, num_classes]``.
+
+        Returns:
+            ``[B, input_dim]``.
+        """
         y = jnp.asarray(y)
         dtype = jax.tree.leaves(params)[0].dtype
         return self.decode(params, jax.random.normal(key, (y.shape[0], self.latent_dim), dtype), y)
 
     def log_importance_weights(self, params, x, eps, hyper):
+        """Not available: the importance-sampled estimate needs each image's label.
+
+        Raises:
+            InputError: Always.
+        """
         raise InputError("the conditional VAE has no importance-sampled estimate yet: it needs each image's label")
 
     def check_shapes(self, name: str, batch) -> None:
+        """``VAEModel``'s checks of x, then the labels: present, ``[B]`` or ``[B, num_classes]``.
+
+        Args:
+            name: The data's name, for the message.
+            batch: ``(x, y)`` or ``{"x": x, "y": y}``.
+
+        Raises:
+            InputError: The batch has no labels, or their shape does not suit the model.
+        """
         super().check_shapes(name, batch)
         y = labels_of(batch)
         if y is None:
@@ -161,6 +289,16 @@ class ConditionalVAEModel(VAEModel):
                              f"got shape {shape}")
 
     def check_values(self, name: str, batch) -> None:
+        """``VAEModel``'s checks of x, then the labels: integers in [0, num_classes), or float vectors.
+
+        Args:
+            name: The data's name, for the message.
+            batch: ``(x, y)`` or ``{"x": x, "y": y}``.
+
+        Raises:
+            InputError: A label out of range or not an integer (the first five named), or condition vectors
+                that are not floats.
+        """
         super().check_values(name, batch)
         y = np.asarray(labels_of(batch))
         if y.ndim == 2:
@@ -173,8 +311,24 @@ class ConditionalVAEModel(VAEModel):
                              f"{', '.join(f'{y[i]:g} (row {i})' for i in bad[:5])}{' ...' if bad.size > 5 else ''}")
 
     def describe(self) -> dict:
+        """``VAEModel``'s record of the config, with ``num_classes``.
+
+        Returns:
+            The JSON-ready record.
+        """
         return {**super().describe(), "num_classes": self.num_classes}
 
     @classmethod
     def from_record(cls, record: dict) -> "ConditionalVAEModel":
+        """The model ``describe`` recorded.
+
+        Args:
+            record: The record, with ``config`` and ``num_classes``.
+
+        Returns:
+            The ``ConditionalVAEModel``.
+
+        Raises:
+            InputError: A config field or ``num_classes`` is out of range.
+        """
         return cls.from_config(VAEConfig(**record["config"]), record["num_classes"])

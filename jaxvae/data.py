@@ -114,7 +114,12 @@ class DataError(InputError):
 
 
 class DownloadError(DataError):
-    """No mirror delivered a verified archive; ``failures`` holds (url, reason) for each try."""
+    """No mirror delivered a verified archive; ``failures`` holds (url, reason) for each try.
+
+    Args:
+        message: What failed.
+        failures: ``(url, reason)`` for each try.
+    """
 
     def __init__(self, message: str, failures: Sequence[tuple[str, str]] = ()):
         self.failures = list(failures)
@@ -123,7 +128,12 @@ class DownloadError(DataError):
 
 class MnistNotFoundError(DataError):
     """MNIST is neither on disk nor downloadable: ``places`` lists the directories searched,
-    ``download_error`` is the ``DownloadError`` (None when downloading was disabled)."""
+    ``download_error`` is the ``DownloadError`` (None when downloading was disabled).
+
+    Args:
+        places: The directories searched.
+        download_error: Why the download failed; None when downloading was disabled.
+    """
 
     def __init__(self, places: Sequence[str], download_error: DownloadError | None = None):
         self.places = list(places)
@@ -138,7 +148,11 @@ class MnistNotFoundError(DataError):
         super().__init__(msg)
 
     def summary(self) -> str:
-        """One short line for logs: where it looked and why the download failed."""
+        """One short line for logs: where it looked and why the download failed.
+
+        Returns:
+            The line.
+        """
         error = self.download_error
         if not error:
             why = " (download disabled)"
@@ -240,8 +254,18 @@ def read_idx(path: str | os.PathLike, kind: str | None = None) -> np.ndarray:
     """Read one IDX file of unsigned bytes (gzip-compressed or not) into a uint8 array.
 
     Validates the header, element type and exact byte count (truncated data or trailing bytes are
-    errors); ``kind="images"`` or ``"labels"`` also checks the MNIST magic number (2051 / 2049).
-    A header declaring more than ``MAX_IDX_BYTES`` is refused. Raises ``DataError`` naming the file.
+    errors). A header declaring more than ``MAX_IDX_BYTES`` is refused.
+
+    Args:
+        path: The IDX file.
+        kind: ``"images"`` or ``"labels"`` also checks the MNIST magic number (2051 / 2049); None does not.
+
+    Returns:
+        The array, shaped as the header declares.
+
+    Raises:
+        DataError: The file is missing, unreadable or malformed; the message names it.
+        InputError: ``kind`` is none of the three.
     """
     if kind is not None and kind not in _MAGIC:
         raise InputError(f"kind must be 'images', 'labels' or None, got {kind!r}")
@@ -260,7 +284,14 @@ def _base_dirs(root) -> list[Path]:
 
 
 def mnist_search_dirs(root: str | os.PathLike | None = None) -> list[Path]:
-    """Every directory ``find_mnist_dir`` looks in, in order."""
+    """Every directory ``find_mnist_dir`` looks in, in order.
+
+    Args:
+        root: A directory to search first; None for ``$JAXVAE_DATA_DIR``, then the cache directory.
+
+    Returns:
+        Each base directory and its ``MNIST/raw``.
+    """
     return [d for base in _base_dirs(root) for d in (base, base / "MNIST" / "raw")]
 
 
@@ -274,7 +305,15 @@ def _names(splits: Sequence[str]) -> list[str]:
 
 
 def find_mnist_dir(root: str | os.PathLike | None = None, splits: Sequence[str] = ("train", "test")) -> Path | None:
-    """The first search directory holding the IDX files of ``splits`` (each as name or name.gz), or None."""
+    """The first search directory holding the IDX files of ``splits`` (each as name or name.gz), or None.
+
+    Args:
+        root: As for ``mnist_search_dirs``.
+        splits: ``"train"`` and/or ``"test"``.
+
+    Returns:
+        The directory, or None.
+    """
     names = _names(splits)
     return next((d for d in mnist_search_dirs(root) if all(_locate(d, n) for n in names)), None)
 
@@ -289,7 +328,11 @@ def _check_split(split: str) -> str:
 
 
 def mnist_mirrors() -> list[str]:
-    """Base URLs to try: ``$JAXVAE_MNIST_MIRRORS`` (comma-separated) if set, else ``MNIST_MIRRORS``."""
+    """Base URLs to try: ``$JAXVAE_MNIST_MIRRORS`` (comma-separated) if set, else ``MNIST_MIRRORS``.
+
+    Returns:
+        The URLs.
+    """
     env = [u.strip() for u in os.environ.get(ENV_MIRRORS, "").split(",") if u.strip()]
     return env or list(MNIST_MIRRORS)
 
@@ -326,9 +369,22 @@ def download_mnist(
 ) -> Path:
     """Download the MNIST archives of ``splits`` that ``dest`` lacks, as ``dest/<name>.gz``.
 
-    Each file is tried on every mirror in turn (``mirrors`` or ``mnist_mirrors()``); an archive is
-    kept only if its MD5 matches ``checksums[name]`` (None skips that check) and it parses as the
-    expected IDX file. Raises ``DownloadError`` listing every URL tried and why it failed.
+    Each file is tried on every mirror in turn; an archive is kept only if its MD5 matches and it
+    parses as the expected IDX file.
+
+    Args:
+        dest: The directory to download into (created if needed; removed again if the download fails).
+        mirrors: Base URLs; None for ``mnist_mirrors()``.
+        splits: ``"train"`` and/or ``"test"``.
+        checksums: The MD5 expected of each archive by name; a None entry skips that check.
+        timeout: Seconds per socket operation, per mirror.
+        log: Called with a line per file downloaded; None for silence.
+
+    Returns:
+        ``dest``.
+
+    Raises:
+        DownloadError: No mirror delivered a file; it lists every URL tried and why it failed.
     """
     dest = Path(dest).expanduser()
     mirrors = list(mirrors) if mirrors is not None else mnist_mirrors()
@@ -387,11 +443,23 @@ def load_mnist(
 ) -> tuple[np.ndarray, np.ndarray]:
     """MNIST ``split`` ("train" or "test") as ``(images, labels)``: uint8 (N, 28, 28) and uint8 (N,).
 
-    ``root`` is a directory holding the IDX files, directly or as ``MNIST/raw/`` (torchvision); it
-    must exist (else ``DataError``, before any search or download). None searches
-    ``$JAXVAE_DATA_DIR`` then the cache directory. Missing files are downloaded when ``download`` is
-    true (see ``download_mnist`` for ``mirrors``, ``checksums``, ``timeout``, ``log``); if that is
-    impossible, raises ``MnistNotFoundError``.
+    Args:
+        root: A directory holding the IDX files, directly or as ``MNIST/raw/`` (torchvision); it must
+            exist. None searches ``$JAXVAE_DATA_DIR`` then the cache directory.
+        split: ``"train"`` or ``"test"``.
+        download: Whether missing files are downloaded.
+        mirrors: As for ``download_mnist``.
+        checksums: As for ``download_mnist``.
+        timeout: As for ``download_mnist``.
+        log: As for ``download_mnist``.
+
+    Returns:
+        ``(images, labels)``.
+
+    Raises:
+        InputError: ``split`` is neither ``"train"`` nor ``"test"``.
+        DataError: ``root`` does not exist (before any search or download), or a file is malformed.
+        MnistNotFoundError: MNIST is neither found nor downloadable.
     """
     _check_split(split)
     # a directory the caller named must exist: a typo in --data-dir is an error, not a quiet fallback
@@ -443,8 +511,18 @@ def _read_images_and_labels(directory: Path, names: Sequence[str], image_shape: 
 def load_mnist_subset(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """The MNIST subset bundled with jaxvae, as ``load_mnist`` returns a split, with no search and no
     network: "train" holds the first 1000 images of each digit of MNIST's training split (10000),
-    "test" the first 200 of each digit of its test split (2000), in MNIST's order. Each file's content
-    is checked against ``MNIST_SUBSET_SHA256``: a damaged or missing file raises ``DataError`` naming it.
+    "test" the first 200 of each digit of its test split (2000), in MNIST's order.
+
+    Args:
+        split: ``"train"`` or ``"test"``.
+
+    Returns:
+        ``(images, labels)``: uint8 (N, 28, 28) and uint8 (N,).
+
+    Raises:
+        InputError: ``split`` is neither ``"train"`` nor ``"test"``.
+        DataError: A file is damaged or missing (its content is checked against
+            ``MNIST_SUBSET_SHA256``); the message names it.
     """
     return _read_images_and_labels(MNIST_SUBSET_DIR, MNIST_FILES[_check_split(split)], _MNIST_IMAGE_SHAPE,
                                    MNIST_SUBSET_SHA256)
@@ -453,13 +531,28 @@ def load_mnist_subset(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
     """The 8x8 digits bundled with jaxvae (the UCI test set that scikit-learn ships, in its order):
     uint8 images (1797, 8, 8) in 0..16 and uint8 labels, checked against ``DIGITS_SHA256`` like the
-    MNIST subset."""
+    MNIST subset.
+
+    Returns:
+        ``(images, labels)``.
+
+    Raises:
+        DataError: A file is damaged or missing.
+    """
     return _read_images_and_labels(DIGITS_DIR, DIGITS_FILES, (8, 8), DIGITS_SHA256)
 
 
 def verify_mnist_dir(path: str | os.PathLike, splits: Sequence[str] = ("train", "test")) -> None:
     """Check the uncompressed MNIST files in ``path`` (any compression) against the canonical content
-    MD5s; raises ``DataError`` listing missing or differing files."""
+    MD5s.
+
+    Args:
+        path: The directory.
+        splits: ``"train"`` and/or ``"test"``.
+
+    Raises:
+        DataError: Files are missing or differ; the message lists them.
+    """
     path = Path(path)
     problems = []
     for base in _names(splits):
@@ -484,7 +577,18 @@ def to_unit_float(images, max_value: int | float = 255) -> np.ndarray:
     """Flatten (N, H, W) or (N, D) images to float32 (N, H*W) in [0, 1].
 
     Same arithmetic as torchvision's ``ToDtype(float32, scale=True)`` used by the blog:
-    ``float32(x) * float32(1 / max_value)`` (255 for MNIST, 16 for digits).
+    ``float32(x) * float32(1 / max_value)``.
+
+    Args:
+        images: Integer or float pixels in [0, ``max_value``].
+        max_value: The brightest pixel (255 for MNIST, 16 for digits).
+
+    Returns:
+        float32 (N, H*W).
+
+    Raises:
+        InputError: ``max_value`` not positive, an empty or 1-D batch, pixels that are not numbers, or
+            values outside [0, ``max_value``].
     """
     x = np.asarray(images)
     if not max_value > 0:
@@ -501,7 +605,16 @@ def to_unit_float(images, max_value: int | float = 255) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-    """Arrays ready for training: x float32 (N, D) in [0, 1], y uint8 labels (for plots)."""
+    """Arrays ready for training: x float32 (N, D) in [0, 1], y uint8 labels (for plots).
+
+    Attributes:
+        name: ``"mnist"``, ``"mnist-subset"`` or ``"digits"``.
+        train_x: The training images.
+        train_y: Their labels.
+        test_x: The test images.
+        test_y: Their labels.
+        image_shape: ``(height, width)`` of one image.
+    """
 
     name: str
     train_x: np.ndarray
@@ -527,13 +640,27 @@ def load_dataset(
 ) -> Dataset:
     """Load ``name`` ("mnist", "mnist-subset" or "digits") as a ``Dataset``.
 
-    For MNIST, a ``data_dir`` that does not exist raises ``DataError``. If MNIST can be neither found
-    nor downloaded, ``require=False`` logs one line and returns the bundled subset ("mnist-subset",
-    see ``load_mnist_subset``) instead, unless a ``data_dir`` was named: MNIST was asked for there,
-    so its absence raises ``MnistNotFoundError``, as ``require=True`` does. Malformed local files
-    always raise ``DataError``. Digits: first 1500 images train, last 297 test. ``words`` is the
-    vocabulary of the fallback line ("python", or "cli" for the command line's flags).
-    ``mnist_kwargs`` (mirrors, checksums, timeout) go to ``load_mnist``.
+    If MNIST can be neither found nor downloaded, ``require=False`` logs one line and returns the
+    bundled subset ("mnist-subset", see ``load_mnist_subset``) instead, unless a ``data_dir`` was named:
+    MNIST was asked for there, so its absence raises ``MnistNotFoundError``, as ``require=True`` does.
+    Digits: first 1500 images train, last 297 test.
+
+    Args:
+        name: ``"mnist"``, ``"mnist-subset"`` or ``"digits"``.
+        data_dir: MNIST's directory (as ``load_mnist``'s ``root``); None searches.
+        download: Whether MNIST may be downloaded.
+        require: Whether MNIST's absence is an error rather than the subset.
+        log: Called with the fallback line; None for silence.
+        words: The vocabulary of the fallback line: ``"python"``, or ``"cli"`` for the command line's flags.
+        **mnist_kwargs: ``mirrors``, ``checksums``, ``timeout``, for ``load_mnist``.
+
+    Returns:
+        The ``Dataset``.
+
+    Raises:
+        InputError: An unknown ``name``.
+        DataError: ``data_dir`` does not exist, or a file is malformed.
+        MnistNotFoundError: MNIST is not found and ``require`` or ``data_dir`` was given.
     """
     if name not in DATASETS:
         raise InputError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
@@ -572,6 +699,14 @@ class Fingerprint:
 
     A run can record ``fingerprint(train_x).to_dict()`` and later refuse other data with
     ``recorded.mismatch(fingerprint(x))``.
+
+    Args:
+        shape: The array's shape (a JSON list is taken).
+        dtype: A NumPy dtype name, such as ``"float32"``.
+        sha256: 64 lowercase hex digits.
+
+    Raises:
+        InputError: A field of the wrong form; the message names it.
     """
 
     shape: tuple[int, ...]
@@ -597,12 +732,26 @@ class Fingerprint:
         return f"shape {self.shape} {self.dtype} sha256 {self.sha256[:12]}..."
 
     def to_dict(self) -> dict:
-        """JSON-ready: ``{"shape": [...], "dtype": "float32", "sha256": "<64 hex digits>"}``."""
+        """JSON-ready: ``{"shape": [...], "dtype": "float32", "sha256": "<64 hex digits>"}``.
+
+        Returns:
+            The dict.
+        """
         return {"shape": list(self.shape), "dtype": self.dtype, "sha256": self.sha256}
 
     @classmethod
     def from_dict(cls, d) -> "Fingerprint":
-        """The inverse of ``to_dict``; ``ValueError`` naming the missing, unknown or bad field."""
+        """The inverse of ``to_dict``.
+
+        Args:
+            d: The dict.
+
+        Returns:
+            The ``Fingerprint``.
+
+        Raises:
+            InputError: ``d`` is not a dict, or a field is missing, unknown or bad; the message names it.
+        """
         if not isinstance(d, dict):
             raise InputError(f"fingerprint: expected a mapping with shape, dtype and sha256, got {type(d).__name__}")
         fields = ("shape", "dtype", "sha256")
@@ -614,7 +763,14 @@ class Fingerprint:
 
     def mismatch(self, other: "Fingerprint") -> str | None:
         """None if ``other`` is the same data, else one line naming what differs and both fingerprints,
-        e.g. ``shape and sha256 differ: shape (60000, 784) float32 sha256 1a2b... vs shape (1500, 64) ...``."""
+        e.g. ``shape and sha256 differ: shape (60000, 784) float32 sha256 1a2b... vs shape (1500, 64) ...``.
+
+        Args:
+            other: The fingerprint of the data found.
+
+        Returns:
+            The line, or None.
+        """
         differ = [f for f in ("shape", "dtype", "sha256") if getattr(self, f) != getattr(other, f)]
         if not differ:
             return None
@@ -631,6 +787,15 @@ def fingerprint(x) -> Fingerprint:
 
     Hashes the values' bytes without copying when ``x`` is already C-contiguous and little-endian
     (about 0.1 s for 60000 x 784 float32).
+
+    Args:
+        x: The array.
+
+    Returns:
+        Its ``Fingerprint``.
+
+    Raises:
+        InputError: An array of Python objects.
     """
     a = np.asarray(x)
     if a.dtype.hasobject:
@@ -647,8 +812,21 @@ def numpy_batches(
 ) -> Iterator:
     """One epoch of batches of ``x`` (or ``(x, y)`` pairs when ``y`` is given) as NumPy arrays.
 
-    Shuffled with ``np.random.default_rng(seed)`` unless ``shuffle=False``; the last partial batch
-    is kept unless ``drop_last``. For a plain host-side loop; training uses ``jaxvae.batching``.
+    For a plain host-side loop; training uses ``jaxvae.batching``.
+
+    Args:
+        x: The examples, with a leading batch axis.
+        batch_size: Rows per batch.
+        seed: Seeds ``np.random.default_rng`` for the shuffle.
+        shuffle: Whether the order is shuffled.
+        drop_last: Whether the last partial batch is dropped.
+        y: Labels, one per row of ``x``; None for batches of ``x`` alone.
+
+    Returns:
+        An iterator of batches.
+
+    Raises:
+        InputError: ``batch_size`` below 1, ``x`` without a batch axis, or ``y`` of another length.
     """
     # validate now, not at the first next(): errors should point at the call
     if not _is_count(batch_size) or batch_size < 1:

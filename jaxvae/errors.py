@@ -16,7 +16,11 @@ EXIT_NONFINITE, EXIT_USAGE, EXIT_RESOURCES = 1, 2, 3
 
 class JaxvaeError(Exception):
     """An error jaxvae raises on purpose; the message names what is at fault and, where one exists,
-    the way forward. ``exit_code`` is the command line's code for it."""
+    the way forward. ``exit_code`` is the command line's code for it.
+
+    Attributes:
+        exit_code: The command line's exit code: 2 (usage) unless a subclass says otherwise.
+    """
 
     exit_code = EXIT_USAGE
 

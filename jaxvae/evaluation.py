@@ -38,11 +38,24 @@ BLOCK_ROWS = 2048
 
 
 @partial(jax.jit, static_argnames=("model", "k", "chunk", "batch_size"))
-def importance_sampled(params, x, key, model: VAEModel | VAEConfig, k: int, chunk: int, batch_size: int,
-                       recon_sigma=1.0):
-    """Per-image ``(log_likelihood, elbo)`` estimates with ``k`` importance samples, as arrays [n]
-    (``model``: a ``VAEConfig``, a ``VAEModel``, or any model with its ``latent_dim`` and
-    ``log_importance_weights``)."""
+def importance_sampled(params, x: jax.Array, key: jax.Array, model: VAEModel | VAEConfig, k: int, chunk: int,
+                       batch_size: int, recon_sigma: float = 1.0) -> tuple[jax.Array, jax.Array]:
+    """Per-image ``(log_likelihood, elbo)`` estimates with ``k`` importance samples, as arrays [n].
+
+    Args:
+        params: The model's parameters.
+        x: The images ``[n, ...]``.
+        key: Draws the samples.
+        model: A ``VAEConfig``, a ``VAEModel``, or any model with its ``latent_dim`` and
+            ``log_importance_weights``.
+        k: Samples per image.
+        chunk: Samples per image decoded in one step of the scan.
+        batch_size: Images per batch of the map.
+        recon_sigma: The Gaussian's sigma.
+
+    Returns:
+        ``(log_likelihood, elbo)``, each ``[n]``.
+    """
     model = as_model(model)
     n, shape = x.shape[0], x.shape[1:]
     n_batches = -(-n // batch_size)
@@ -88,13 +101,27 @@ def evaluate(params, x, config: VAEModel | VAEConfig, *, k: int = 5000, key: jax
              batch_size: int = 100, chunk: int | None = None, train_config: TrainConfig | None = None) -> dict:
     """The negative ELBO and the k-sample log-likelihood estimate of ``x`` ([n, input_dim]) under ``params``.
 
-    With ``train_config`` (the model's) ``x`` is binarised as that run saw its validation data (once,
-    from ``binarize_seed + 1``; see ``jaxvae.binarize``) and its ``recon_sigma`` is the Gaussian's
-    sigma; without, ``x`` is used as given, sigma 1. ``key`` (or ``seed``) fixes the samples; ``chunk``
-    samples per image are in memory at once (default: a 64 MB budget). Returns a dict:
-    ``log_likelihood``, ``neg_elbo`` (means over images, nats), their ``*_stderr``, ``n``, ``k`` and
-    the per-image arrays ``log_likelihood_per_image`` and ``elbo_per_image``. ``config``: a
-    ``VAEConfig``, or a ``VAEModel`` (your own encoder and decoder, too).
+    Args:
+        params: The model's parameters.
+        x: The images ``[n, input_dim]``, floats in [0, 1].
+        config: A ``VAEConfig``, or a ``VAEModel`` (your own encoder and decoder, too).
+        k: Importance samples per image.
+        key: Fixes the samples; None draws them from ``seed``.
+        seed: Fixes the samples when ``key`` is None.
+        batch_size: Images per batch.
+        chunk: Samples per image in memory at once; None for a 64 MB budget.
+        train_config: The model's: ``x`` is binarised as that run saw its validation data (once, from
+            ``binarize_seed + 1``; see ``jaxvae.binarize``) and its ``recon_sigma`` is the Gaussian's
+            sigma. None uses ``x`` as given, sigma 1.
+
+    Returns:
+        A dict: ``log_likelihood``, ``neg_elbo`` (means over images, nats), their ``*_stderr``, ``n``,
+        ``k`` and the per-image arrays ``log_likelihood_per_image`` and ``elbo_per_image``.
+
+    Raises:
+        InputError: ``x`` the model cannot take, or ``k``, ``batch_size``, ``chunk`` or ``seed`` out of
+            range.
+        NumericalError: A non-finite estimate.
     """
     model = as_model(config)
     check_data("x", x, model)
@@ -129,7 +156,32 @@ def evaluate_run(run_dir, *, split: str = "test", seed: int = 0, k: int = 0, lim
                  chunk: int | None = None, data_dir=None, download: bool = True, log=None) -> dict:
     """A run's model on its dataset's ``split``, as the run saw it (binarised likewise): the loss,
     reconstruction and KL with noise and batch order fixed by ``seed`` and, with ``k`` > 0, the
-    k-sample log-likelihood (``evaluate``). ``limit`` takes the first images only."""
+    k-sample log-likelihood (``evaluate``).
+
+    Args:
+        run_dir: The run directory.
+        split: ``"test"`` or ``"train"``.
+        seed: Fixes the noise, the batches' order and the samples.
+        k: Importance samples per image; 0 for none.
+        limit: Takes the first images only; None for all.
+        chunk: As for ``evaluate``.
+        data_dir: Where the run's dataset is (``jaxvae.runs.run_dataset``); None for where the run
+            recorded it.
+        download: Whether MNIST may be downloaded when not found.
+        log: Called with messages about the data; None for none.
+
+    Returns:
+        A dict: ``run_dir``, ``dataset``, ``split``, ``samples``, ``epoch``, ``seed``, ``batch_size``,
+        the model's metrics (``loss``, ``recon``, ``kl`` for a VAE) and, with ``k``, ``evaluate``'s
+        ``k``, ``log_likelihood``, ``neg_elbo`` and their ``*_stderr``.
+
+    Raises:
+        InputError: ``split``, ``seed``, ``k``, ``limit`` or ``chunk`` out of range.
+        jaxvae.runs.format.RunError: The run directory cannot be read, or its data differ from the run's
+            (``jaxvae.runs``).
+        jaxvae.data.DataError: The dataset cannot be found or read.
+        NumericalError: A non-finite estimate.
+    """
     if split not in ("test", "train"):
         raise InputError(f"split must be 'test' or 'train', got {split!r}")
     check_seed("seed", seed)

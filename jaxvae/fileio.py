@@ -75,7 +75,14 @@ def _writer_alive(temp_name: str) -> bool:
 
 
 def temp_of(name: str) -> str | None:
-    """The final name whose temporary file ``name`` is, or None when it is not one."""
+    """The final name whose temporary file ``name`` is, or None when it is not one.
+
+    Args:
+        name: A file name.
+
+    Returns:
+        The final name, or None.
+    """
     if name.startswith(".") and _TMP_MARK in name:
         return name[1:name.index(_TMP_MARK)]
     return None
@@ -83,7 +90,14 @@ def temp_of(name: str) -> str | None:
 
 def refuse_symlink(path: Path) -> None:
     """OSError naming ``path`` when it is a symbolic link: jaxvae writes only files it made itself, and
-    never through or over a link (its target may be anyone's file)."""
+    never through or over a link (its target may be anyone's file).
+
+    Args:
+        path: The path to write.
+
+    Raises:
+        OSError: ``path`` is a symbolic link (errno ELOOP).
+    """
     if path.is_symlink():
         raise OSError(errno.ELOOP, "is a symbolic link, not a file jaxvae wrote; refusing to write through or "
                       "over it (remove the link to let jaxvae write there)", str(path))
@@ -91,7 +105,11 @@ def refuse_symlink(path: Path) -> None:
 
 def user_cache_dir() -> Path:
     """jaxvae's per-user cache: ``$XDG_CACHE_HOME/jaxvae``, or ``~/.cache/jaxvae`` when XDG_CACHE_HOME
-    is unset (downloaded MNIST, the compilation cache). Nothing is created here."""
+    is unset (downloaded MNIST, the compilation cache). Nothing is created here.
+
+    Returns:
+        The directory's path.
+    """
     xdg = os.environ.get("XDG_CACHE_HOME", "")
     # the XDG spec says relative values are invalid and must be ignored
     base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
@@ -99,7 +117,11 @@ def user_cache_dir() -> Path:
 
 
 def remove_stale_temps(path: str | os.PathLike) -> None:
-    """Delete temporary files that a killed writer of ``path`` left behind (a live writer's are kept)."""
+    """Delete temporary files that a killed writer of ``path`` left behind (a live writer's are kept).
+
+    Args:
+        path: The final file whose temporaries are looked for.
+    """
     path = Path(path)
     for entry in path.parent.glob(_glob_escape(_tmp_prefix(path)) + "*"):
         if not _writer_alive(entry.name):
@@ -108,7 +130,14 @@ def remove_stale_temps(path: str | os.PathLike) -> None:
 
 
 def remove_stale_temps_in(directory: str | os.PathLike) -> list[Path]:
-    """Delete every temporary of jaxvae's naming in ``directory`` whose writer is dead; the paths removed."""
+    """Delete every temporary of jaxvae's naming in ``directory`` whose writer is dead; the paths removed.
+
+    Args:
+        directory: The directory.
+
+    Returns:
+        The paths removed.
+    """
     removed = []
     for entry in Path(directory).glob(f".*{_TMP_MARK}*"):
         if temp_of(entry.name) and not entry.is_dir() and not _writer_alive(entry.name):
@@ -138,9 +167,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
     Writes a temporary file in the same directory, flushes and fsyncs it, renames it over ``path``
     (atomic on POSIX and Windows) and fsyncs the directory so the rename itself survives a crash.
-    A symbolic link at ``path`` is refused (``refuse_symlink``). An OSError (a full disk, no
-    permission, ...) leaves ``path`` as it was, removes the temporary file and is raised naming
-    ``path`` itself, not the temporary name.
+
+    Args:
+        path: The file.
+        data: Its new content.
+
+    Raises:
+        OSError: ``path`` is a symbolic link (``refuse_symlink``), or the write failed (a full disk, no
+            permission, ...): ``path`` is left as it was, the temporary file removed, and the error
+            names ``path`` itself, not the temporary name.
     """
     path = Path(path)
     refuse_symlink(path)
@@ -174,6 +209,15 @@ def _naming(error: OSError, path: Path) -> OSError:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """``atomic_write_bytes`` of ``text`` in UTF-8.
+
+    Args:
+        path: The file.
+        text: Its new content.
+
+    Raises:
+        OSError: As ``atomic_write_bytes``.
+    """
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
@@ -185,7 +229,14 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSO
 
 def file_kind(path: str | os.PathLike) -> str | None:
     """What ``path`` is when it is no regular file ("a FIFO", "a symbolic link", ...); None for a regular
-    file or nothing at all."""
+    file or nothing at all.
+
+    Args:
+        path: The path.
+
+    Returns:
+        The words, or None.
+    """
     try:
         mode = os.lstat(path).st_mode
     except OSError:
@@ -205,7 +256,17 @@ def _not_regular(path: Path, mode: int) -> OSError:
 
 def read_regular(path: str | os.PathLike) -> bytes:
     """The bytes of ``path``, opened only if it is a regular file: never through a symbolic link, and
-    without blocking (a FIFO or a device is refused before it is opened). OSError naming ``path``."""
+    without blocking (a FIFO or a device is refused before it is opened).
+
+    Args:
+        path: The file.
+
+    Returns:
+        Its content.
+
+    Raises:
+        OSError: ``path`` is missing, no regular file, or unreadable; the message names it.
+    """
     path = Path(path)
     try:
         before = os.lstat(path)
@@ -225,6 +286,18 @@ def read_regular(path: str | os.PathLike) -> bytes:
 
 
 def read_regular_text(path: str | os.PathLike) -> str:
+    """``read_regular`` decoded as UTF-8.
+
+    Args:
+        path: The file.
+
+    Returns:
+        Its text.
+
+    Raises:
+        OSError: As ``read_regular``.
+        UnicodeDecodeError: The content is not UTF-8.
+    """
     return read_regular(path).decode("utf-8")
 
 
@@ -232,7 +305,12 @@ def read_regular_text(path: str | os.PathLike) -> str:
 
 
 class NotOwnedError(OSError):
-    """A file at one of jaxvae's paths holds content jaxvae did not write there; it is left as it is."""
+    """A file at one of jaxvae's paths holds content jaxvae did not write there; it is left as it is.
+
+    Args:
+        path: The file.
+        why: What is wrong with it.
+    """
 
     def __init__(self, path: Path, why: str = "holds content that jaxvae did not write"):
         super().__init__(errno.EEXIST, f"{why}; jaxvae replaces only its own files and leaves this one as it is: "
@@ -244,7 +322,14 @@ def _digest(data: bytes) -> str:
 
 
 def has_record(directory: str | os.PathLike) -> bool:
-    """Whether jaxvae keeps a record of its files in ``directory`` (jaxvae 0.3 and earlier kept none)."""
+    """Whether jaxvae keeps a record of its files in ``directory`` (jaxvae 0.3 and earlier kept none).
+
+    Args:
+        directory: The directory.
+
+    Returns:
+        True when ``OWNERSHIP_FILE`` is there.
+    """
     return os.path.lexists(Path(directory) / OWNERSHIP_FILE)
 
 
@@ -258,7 +343,15 @@ def _recorded(directory: Path) -> set[tuple[str, str]]:
 
 
 def record(path: str | os.PathLike, data: bytes) -> None:
-    """Add ``data`` to the contents jaxvae wrote at ``path`` (to its directory's record), durably."""
+    """Add ``data`` to the contents jaxvae wrote at ``path`` (to its directory's record), durably.
+
+    Args:
+        path: The file that will hold ``data``.
+        data: The content.
+
+    Raises:
+        OSError: The record cannot be written, or is no regular file; the message names it.
+    """
     path = Path(path)
     line = f"{_digest(data)} {path.name}\n".encode("utf-8")
     record_path = path.parent / OWNERSHIP_FILE
@@ -281,15 +374,34 @@ def record(path: str | os.PathLike, data: bytes) -> None:
 
 def owns(path: str | os.PathLike) -> bool:
     """Whether the regular file at ``path`` holds a content jaxvae wrote there (by its directory's record).
-    OSError naming ``path`` when it is no regular file."""
+
+    Args:
+        path: The file.
+
+    Returns:
+        True when its content is in the record.
+
+    Raises:
+        OSError: ``path`` is no regular file; the message names it.
+    """
     path = Path(path)
     return (path.name, _digest(read_regular(path))) in _recorded(path.parent)
 
 
 def check_replaceable(path: str | os.PathLike) -> set[tuple[str, str]]:
     """OSError naming ``path`` unless jaxvae may write it: nothing is there, or a regular file whose content
-    jaxvae wrote (``NotOwnedError`` for anything else; a symbolic link is refused by ``refuse_symlink``).
-    Returns the directory's record, as read for the check."""
+    jaxvae wrote.
+
+    Args:
+        path: The file to write.
+
+    Returns:
+        The directory's record, as read for the check: ``{(name, sha256 hex)}``.
+
+    Raises:
+        NotOwnedError: Anything else is at ``path``.
+        OSError: ``path`` is a symbolic link (``refuse_symlink``) or no regular file.
+    """
     path = Path(path)
     refuse_symlink(path)
     recorded = _recorded(path.parent)
@@ -302,7 +414,17 @@ def write_owned(path: str | os.PathLike, data: bytes) -> None:
     """``atomic_write_bytes`` of a file jaxvae owns: refused (``check_replaceable``) unless ``path`` is free
     or holds a content jaxvae wrote, under a held directory only while its path still names it
     (``check_held``). The new content is recorded before it is renamed into place, so a kill at any
-    point leaves a file that the record accounts for."""
+    point leaves a file that the record accounts for.
+
+    Args:
+        path: The file.
+        data: Its new content.
+
+    Raises:
+        NotOwnedError: ``path`` holds a file that jaxvae did not write.
+        OSError: ``path`` is a symbolic link or no regular file, a held directory above it was moved,
+            or the write failed; the message names the path.
+    """
     path = Path(path)
     check_held(path)
     if (path.name, _digest(data)) not in check_replaceable(path):
@@ -311,6 +433,17 @@ def write_owned(path: str | os.PathLike, data: bytes) -> None:
 
 
 def write_owned_text(path: str | os.PathLike, text: str) -> None:
+    """``write_owned`` of ``text`` in UTF-8.
+
+    Args:
+        path: The file.
+        text: Its new content.
+
+    Raises:
+        NotOwnedError: ``path`` holds a file that jaxvae did not write.
+        OSError: ``path`` is a symbolic link or no regular file, a held directory above it was moved,
+            or the write failed; the message names the path.
+    """
     write_owned(path, text.encode("utf-8"))
 
 
@@ -320,18 +453,35 @@ _held: dict[str, tuple[int, int]] = {}  # absolute path of a locked directory ->
 
 
 def hold_directory(directory: str | os.PathLike, fd: int) -> None:
-    """From now on, writes under ``directory`` check that its path still names the directory open as ``fd``."""
+    """From now on, writes under ``directory`` check that its path still names the directory open as ``fd``.
+
+    Args:
+        directory: The locked directory.
+        fd: A descriptor of it, open.
+    """
     st = os.fstat(fd)
     _held[os.path.abspath(directory)] = (st.st_dev, st.st_ino)
 
 
 def release_directory(directory: str | os.PathLike) -> None:
+    """Writes under ``directory`` no longer check it (``hold_directory`` undone).
+
+    Args:
+        directory: The directory held.
+    """
     _held.pop(os.path.abspath(directory), None)
 
 
 def check_held(path: str | os.PathLike) -> None:
     """OSError naming a held directory above ``path`` whose path no longer names the directory held (it was
-    moved or replaced): another process may write at that path now, so nothing is written there."""
+    moved or replaced): another process may write at that path now, so nothing is written there.
+
+    Args:
+        path: The path to write.
+
+    Raises:
+        OSError: A held directory above ``path`` was moved or replaced (errno ESTALE).
+    """
     where = os.path.abspath(path)
     for directory, identity in list(_held.items()):
         if where.startswith(directory + os.sep):
@@ -347,7 +497,14 @@ def check_held(path: str | os.PathLike) -> None:
 
 
 def json_safe(value):
-    """``value`` with non-finite floats as strings ("inf", "nan"): JSON has no inf/nan."""
+    """``value`` with non-finite floats as strings ("inf", "nan"): JSON has no inf/nan.
+
+    Args:
+        value: JSON-ready data, floats possibly non-finite.
+
+    Returns:
+        The same data (tuples as lists).
+    """
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
@@ -358,12 +515,30 @@ def json_safe(value):
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
-    """``obj`` as indented strict JSON, atomically, into a file jaxvae owns (``write_owned``)."""
+    """``obj`` as indented strict JSON, atomically, into a file jaxvae owns (``write_owned``).
+
+    Args:
+        path: The file.
+        obj: JSON-ready data.
+
+    Raises:
+        NotOwnedError: ``path`` holds a file that jaxvae did not write.
+        OSError: ``path`` is a symbolic link or no regular file, a held directory above it was moved,
+            or the write failed; the message names the path.
+    """
     write_owned_text(path, json.dumps(json_safe(obj), indent=2) + "\n")
 
 
 def frame(magic: bytes, payload: bytes) -> bytes:
-    """``magic + sha256(payload) + payload``: a file that ``unframe`` can check before parsing."""
+    """``magic + sha256(payload) + payload``: a file that ``unframe`` can check before parsing.
+
+    Args:
+        magic: The file kind's magic bytes.
+        payload: The content.
+
+    Returns:
+        The framed bytes.
+    """
     return magic + hashlib.sha256(payload).digest() + payload
 
 
@@ -372,7 +547,18 @@ class FrameError(ValueError):
 
 
 def unframe(magic: bytes, data: bytes) -> bytes:
-    """The payload of ``frame(magic, payload)``; FrameError for a foreign, truncated or corrupt file."""
+    """The payload of ``frame(magic, payload)``; FrameError for a foreign, truncated or corrupt file.
+
+    Args:
+        magic: The expected magic bytes.
+        data: The file's bytes.
+
+    Returns:
+        The payload.
+
+    Raises:
+        FrameError: A bad header, or a checksum that does not match.
+    """
     header = len(magic) + hashlib.sha256().digest_size
     if len(data) < header or not data.startswith(magic):
         raise FrameError(f"bad header; {len(data)} bytes")
@@ -386,10 +572,12 @@ class BackgroundWriter:
     """Runs writes (any callables) on one background thread, in the order given, so that the caller
     can go on computing while a checkpoint is serialised, hashed and fsynced.
 
-    ``submit(fn, *args)`` queues ``fn(*args)``; at most ``max_pending`` writes wait at once (a further
-    ``submit`` first waits for the oldest). A failed write raises from the next ``submit`` or from
-    ``wait()``, never silently. ``wait()`` and leaving a ``with`` block (also when it raises) block
-    until everything queued is on disk.
+    A failed write raises from the next ``submit`` or from ``wait()``, never silently. ``wait()`` and
+    leaving a ``with`` block (also when it raises) block until everything queued is on disk.
+
+    Args:
+        max_pending: At most this many writes wait at once (a further ``submit`` first waits for the
+            oldest).
     """
 
     def __init__(self, max_pending: int = 4):
@@ -399,18 +587,37 @@ class BackgroundWriter:
         self._lock = threading.Lock()
 
     def submit(self, fn, *args, **kwargs) -> None:
+        """Queue ``fn(*args, **kwargs)``, first waiting for the oldest write when ``max_pending`` wait.
+
+        Args:
+            fn: The write.
+            *args: Its arguments.
+            **kwargs: Its keyword arguments.
+
+        Raises:
+            Exception: A failed earlier write's error.
+        """
         with self._lock:
             while self._pending and (self._pending[0].done() or len(self._pending) >= self.max_pending):
                 self._pending.popleft().result()  # re-raises a failed write
             self._pending.append(self._pool.submit(fn, *args, **kwargs))
 
     def wait(self) -> None:
-        """Block until every queued write has finished; raise the first failure."""
+        """Block until every queued write has finished; raise the first failure.
+
+        Raises:
+            Exception: A failed write's error.
+        """
         with self._lock:
             while self._pending:
                 self._pending.popleft().result()
 
     def close(self) -> None:
+        """``wait()``, then stop the thread.
+
+        Raises:
+            Exception: A failed write's error (the thread is stopped all the same).
+        """
         try:
             self.wait()
         finally:

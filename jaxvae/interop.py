@@ -48,7 +48,17 @@ def _put(tree: dict, name: str, value) -> None:
 
 def layers_of(part: Mapping) -> dict[str, Mapping]:
     """The layers of one part of a params tree (``params["encoder"]``), flat: ``{"trunk/0": {"kernel",
-    "bias"}, ..., "mu": ...}``. A layer is a mapping that holds a kernel."""
+    "bias"}, ..., "mu": ...}``. A layer is a mapping that holds a kernel.
+
+    Args:
+        part: One part of a params tree.
+
+    Returns:
+        The layers by path.
+
+    Raises:
+        InputTypeError: An entry is neither a layer nor a stack of layers.
+    """
     flat = {}
     for key, value in part.items():
         if not isinstance(value, Mapping):
@@ -124,7 +134,15 @@ def _layer_names(state: Mapping[str, Any], part: str) -> list[tuple[str, str]]:
 
 
 def layer_table(encoder_state, decoder_state) -> list[tuple[str, str, str]]:
-    """[(part, torch layer name, jaxvae layer name)] for both halves of the model."""
+    """[(part, torch layer name, jaxvae layer name)] for both halves of the model.
+
+    Args:
+        encoder_state: torchref's encoder, or its state dict.
+        decoder_state: torchref's decoder, or its state dict.
+
+    Returns:
+        The triples, encoder first.
+    """
     states = {"encoder": _state_dict(encoder_state), "decoder": _state_dict(decoder_state)}
     return [(part, t, j) for part, state in states.items() for t, j in _layer_names(state, part)]
 
@@ -133,7 +151,18 @@ def from_torch(encoder, decoder, config=None) -> dict:
     """jaxvae params from torchref's blog encoder and decoder (modules or state dicts).
 
     Kernels are the torch weights transposed; dtypes are kept (float64 stays float64 under jax x64).
-    With ``config``, shapes are checked against that architecture and a mismatch names the layer.
+
+    Args:
+        encoder: torchref's encoder, or its state dict.
+        decoder: torchref's decoder, or its state dict.
+        config: A ``VAEConfig`` to check the shapes against (a mismatch names the layer); None for no check.
+
+    Returns:
+        The params tree.
+
+    Raises:
+        InputError: An unexpected tensor, a weight and bias that form no Linear layer, or a shape that
+            differs from ``config``'s; the message names the tensor or layer.
     """
     states = {"encoder": _state_dict(encoder), "decoder": _state_dict(decoder)}
     for part, state in states.items():
@@ -160,7 +189,15 @@ def from_torch(encoder, decoder, config=None) -> dict:
 
 
 def check_params_shapes(params: dict, config) -> None:
-    """Raise ValueError naming the first layer whose shape differs from ``config``'s architecture."""
+    """Raise ValueError naming the first layer whose shape differs from ``config``'s architecture.
+
+    Args:
+        params: The params tree.
+        config: The ``VAEConfig`` it should fit.
+
+    Raises:
+        InputError: Other layers, or a layer of another shape.
+    """
     expected = param_shapes(config)
     for part in ("encoder", "decoder"):
         got_layers, want_layers = layers_of(params.get(part, {})), layers_of(expected[part])
@@ -176,7 +213,16 @@ def check_params_shapes(params: dict, config) -> None:
 def to_torch(params: dict, encoder, decoder):
     """Write jaxvae ``params`` into torchref's blog modules in place (shapes checked per layer).
 
-    ``encoder`` and ``decoder`` may also be state dicts; new state dicts are returned in every case.
+    Args:
+        params: The params tree.
+        encoder: torchref's encoder (loaded in place), or its state dict.
+        decoder: torchref's decoder (loaded in place), or its state dict.
+
+    Returns:
+        ``(encoder_state, decoder_state)``: new state dicts, in every case.
+
+    Raises:
+        InputError: A layer without a counterpart, or of another shape; the message names it.
     """
     import torch
 
@@ -212,7 +258,17 @@ def _stack(part: Mapping, name: str) -> list[Mapping]:
 
 
 def infer_config(params: dict) -> VAEConfig:
-    """The blog-style VAEConfig that the layer shapes of ``params`` imply (for files without a config)."""
+    """The blog-style VAEConfig that the layer shapes of ``params`` imply (for files without a config).
+
+    Args:
+        params: The params tree of an MLP.
+
+    Returns:
+        The ``VAEConfig``.
+
+    Raises:
+        InputError: The encoder has no trunk layers.
+    """
     enc, dec = params["encoder"], params["decoder"]
     trunk = _stack(enc, "trunk")
     if not trunk:
@@ -226,7 +282,14 @@ def infer_config(params: dict) -> VAEConfig:
 
 def check_torch_compatible(config: VAEConfig) -> None:
     """ValueError unless torchref's blog modules can hold this model: LeakyReLU(0.01) hidden layers,
-    a sigmoid output, a mirrored decoder, the MLP architecture."""
+    a sigmoid output, a mirrored decoder, the MLP architecture.
+
+    Args:
+        config: The model's config.
+
+    Raises:
+        InputError: The fields that differ, named.
+    """
     problems = []
     if config.architecture != "mlp":
         problems.append(f"architecture={config.architecture}")
@@ -254,8 +317,21 @@ def _torch():
 def save_torch(path: str | os.PathLike, params: dict, config: VAEConfig, **extra) -> Path:
     """``torch.save`` of ``{"encoder": state_dict, "decoder": state_dict, "config": ..., **extra}`` for
     torchref's blog modules, written atomically, and only over an earlier export (by record:
-    ``fileio.write_owned``). ValueError if the model does not fit them, OSError naming a file at
-    ``path`` that jaxvae did not write."""
+    ``fileio.write_owned``).
+
+    Args:
+        path: The file to write.
+        params: The params tree.
+        config: The model's config.
+        **extra: More entries of the file (``dataset``, ``image_shape``, ``epoch``, ``data_dir``).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        InputError: The model does not fit torchref's modules, or ``path``'s directory does not exist.
+        jaxvae.fileio.NotOwnedError: A file at ``path`` that jaxvae did not write.
+    """
     check_torch_compatible(config)
     torch, torchref = _torch()
     path = Path(path)
@@ -274,7 +350,18 @@ def save_torch(path: str | os.PathLike, params: dict, config: VAEConfig, **extra
 def load_torch(path: str | os.PathLike) -> tuple[dict, VAEConfig, dict]:
     """``(params, config, file contents)`` from a file of torchref blog state dicts (``save_torch``'s
     or any ``torch.save({"encoder": ..., "decoder": ...})``); the config is the file's, or inferred
-    from the shapes. ValueError naming the file and the tensor at fault."""
+    from the shapes.
+
+    Args:
+        path: The torch file.
+
+    Returns:
+        ``(params, config, blob)``: the params tree, the ``VAEConfig`` and the file's dict.
+
+    Raises:
+        InputError: The file is missing, empty, not a torch file or not such a dict, or a tensor or
+            field does not fit; the message names the file and the tensor at fault.
+    """
     torch, _ = _torch()
     path = Path(path)
     if not path.is_file():
@@ -303,7 +390,15 @@ def load_torch(path: str | os.PathLike) -> tuple[dict, VAEConfig, dict]:
 
 def check_metadata(blob: Mapping, config: VAEConfig) -> None:
     """ValueError naming the first metadata field of a torch file (``save_torch``'s ``extra``) that is
-    malformed: a run directory made from it would be refused later by the commands that read it."""
+    malformed: a run directory made from it would be refused later by the commands that read it.
+
+    Args:
+        blob: The file's dict.
+        config: The model's config (``image_shape`` must match its input size).
+
+    Raises:
+        InputError: ``dataset``, ``image_shape``, ``epoch`` or ``data_dir`` malformed.
+    """
     def natural(value) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 

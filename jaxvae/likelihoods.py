@@ -24,7 +24,14 @@ _LOG_2PI = math.log(2.0 * math.pi)
 def softplus(x: jax.Array) -> jax.Array:
     """log(1 + e^x): ``jax.nn.softplus``'s value and gradient bit for bit, as max(x, 0) + log1p(exp(-|x|))
     without ``logaddexp``'s NaN select: ~3x faster on XLA's CPU backend, which counts in the
-    importance-sampled evaluation (benchmarks/README.md)."""
+    importance-sampled evaluation (benchmarks/README.md).
+
+    Args:
+        x: Any array.
+
+    Returns:
+        softplus(x), elementwise.
+    """
     return jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
 
 
@@ -42,7 +49,16 @@ def _softplus_jvp(primals, tangents):
 
 def gauss_similarity_loss(x: jax.Array, x_hat: jax.Array, sigma: float = 1.0) -> jax.Array:
     """Per-sample -log N(x | x_hat, sigma^2 I) without its constant: sum (x - x_hat)^2 / (2 sigma^2),
-    inputs flattened from axis 1 as the blog's loss does."""
+    inputs flattened from axis 1 as the blog's loss does.
+
+    Args:
+        x: The inputs ``[B, ...]``.
+        x_hat: The reconstructions, as ``x``.
+        sigma: The Gaussian's sigma.
+
+    Returns:
+        ``[B]``.
+    """
     x = x.reshape(x.shape[0], -1)
     x_hat = x_hat.reshape(x_hat.shape[0], -1)
     return jnp.sum((x - x_hat) ** 2, axis=-1) / (2.0 * sigma**2)
@@ -50,20 +66,45 @@ def gauss_similarity_loss(x: jax.Array, x_hat: jax.Array, sigma: float = 1.0) ->
 
 def gaussian_log_likelihood(x: jax.Array, mean: jax.Array, sigma: float = 1.0) -> jax.Array:
     """Per-sample log N(x | mean, sigma^2 I), normalising constant included:
-    -sum (x - mean)^2 / (2 sigma^2) - D/2 log(2 pi sigma^2). Broadcasts over leading axes."""
+    -sum (x - mean)^2 / (2 sigma^2) - D/2 log(2 pi sigma^2). Broadcasts over leading axes.
+
+    Args:
+        x: The inputs ``[..., D]``.
+        mean: The Gaussian's mean, broadcastable to ``x``.
+        sigma: The Gaussian's sigma.
+
+    Returns:
+        The log-density, summed over the last axis.
+    """
     sq = jnp.sum((x - mean) ** 2, axis=-1)
     return -sq / (2.0 * sigma**2) - 0.5 * x.shape[-1] * (_LOG_2PI + 2.0 * jnp.log(sigma))
 
 
 def bernoulli_log_likelihood(x: jax.Array, logits: jax.Array) -> jax.Array:
     """Per-sample log Bernoulli(x | sigmoid(logits)) = sum x*l - softplus(l), stable for any logit
-    (no sigmoid-then-log). ``x`` may be fractional (then it is the cross-entropy). Broadcasts."""
+    (no sigmoid-then-log). ``x`` may be fractional (then it is the cross-entropy). Broadcasts.
+
+    Args:
+        x: The inputs ``[..., D]`` in [0, 1].
+        logits: The decoder's logits, broadcastable to ``x``.
+
+    Returns:
+        The log-likelihood, summed over the last axis.
+    """
     return jnp.sum(x * logits - softplus(logits), axis=-1)
 
 
 @dataclass(frozen=True)
 class Gaussian:
-    """The blog's N(x | decoder mean, sigma^2 I), sigma the ``recon_sigma`` hyperparameter."""
+    """The blog's N(x | decoder mean, sigma^2 I), sigma the ``recon_sigma`` hyperparameter.
+
+    Attributes:
+        name: ``"gaussian"``, as ``VAEConfig.likelihood`` names it.
+        hyperparameters: The ``Hyper`` fields it reads: ``recon_sigma``.
+        outputs_logits: False: the decoder outputs the mean.
+        loss_drops_constant: The training loss leaves out the normalising constant D/2 log(2 pi sigma^2),
+            as the blog's does.
+    """
 
     name: ClassVar[str] = "gaussian"
     hyperparameters: ClassVar[tuple[str, ...]] = ("recon_sigma",)
@@ -72,23 +113,62 @@ class Gaussian:
     loss_drops_constant: ClassVar[bool] = True
 
     def reconstruction_loss(self, x, out, hyper) -> jax.Array:
-        """The ELBO's per-sample -log p(x | z) without its constant (which has no gradient)."""
+        """The ELBO's per-sample -log p(x | z) without its constant (which has no gradient).
+
+        Args:
+            x: The inputs ``[B, ...]``.
+            out: The decoder's mean.
+            hyper: A ``training.Hyper`` (its ``recon_sigma``).
+
+        Returns:
+            ``[B]``.
+        """
         return gauss_similarity_loss(x, out, hyper.recon_sigma)
 
     def log_prob(self, x, out, hyper) -> jax.Array:
-        """Per-sample log p(x | z), constant included; broadcasts over leading axes."""
+        """Per-sample log p(x | z), constant included; broadcasts over leading axes.
+
+        Args:
+            x: The inputs ``[..., D]``.
+            out: The decoder's mean.
+            hyper: A ``training.Hyper`` (its ``recon_sigma``).
+
+        Returns:
+            The log-density over the last axis.
+        """
         return gaussian_log_likelihood(x, out, hyper.recon_sigma)
 
     def mean(self, out) -> jax.Array:
+        """The pixel values: the decoder's output itself.
+
+        Args:
+            out: The decoder's output.
+
+        Returns:
+            ``out``.
+        """
         return out
 
     def check(self, name: str, lo: float, hi: float) -> None:
-        """Any finite values will do."""
+        """Any finite values will do.
+
+        Args:
+            name: The data's name.
+            lo: The smallest value.
+            hi: The largest value.
+        """
 
 
 @dataclass(frozen=True)
 class Bernoulli:
-    """Bernoulli(x | sigmoid(logits)) per pixel: the decoder outputs logits, x lies in [0, 1]."""
+    """Bernoulli(x | sigmoid(logits)) per pixel: the decoder outputs logits, x lies in [0, 1].
+
+    Attributes:
+        name: ``"bernoulli"``, as ``VAEConfig.likelihood`` names it.
+        hyperparameters: None of the ``Hyper`` fields.
+        outputs_logits: True: the decoder outputs logits.
+        loss_drops_constant: False: the loss is the exact negative log-likelihood.
+    """
 
     name: ClassVar[str] = "bernoulli"
     hyperparameters: ClassVar[tuple[str, ...]] = ()
@@ -96,18 +176,53 @@ class Bernoulli:
     loss_drops_constant: ClassVar[bool] = False
 
     def reconstruction_loss(self, x, out, hyper) -> jax.Array:
-        """The exact per-sample Bernoulli negative log-likelihood, from logits."""
+        """The exact per-sample Bernoulli negative log-likelihood, from logits.
+
+        Args:
+            x: The inputs ``[B, ...]`` in [0, 1].
+            out: The decoder's logits ``[B, D]``.
+            hyper: Unused.
+
+        Returns:
+            ``[B]``.
+        """
         return -bernoulli_log_likelihood(x.reshape(x.shape[0], -1), out)
 
     def log_prob(self, x, out, hyper) -> jax.Array:
+        """Per-sample log p(x | z); broadcasts over leading axes.
+
+        Args:
+            x: The inputs ``[..., D]``.
+            out: The decoder's logits.
+            hyper: Unused.
+
+        Returns:
+            The log-likelihood over the last axis.
+        """
         return bernoulli_log_likelihood(x, out)
 
     def mean(self, out) -> jax.Array:
-        """The pixel probabilities."""
+        """The pixel probabilities.
+
+        Args:
+            out: The decoder's logits.
+
+        Returns:
+            sigmoid(out).
+        """
         return jax.nn.sigmoid(out)
 
     def check(self, name: str, lo: float, hi: float) -> None:
-        """ValueError unless the values (``lo`` to ``hi``) are probabilities."""
+        """ValueError unless the values (``lo`` to ``hi``) are probabilities.
+
+        Args:
+            name: The data's name, for the message.
+            lo: The smallest value.
+            hi: The largest value.
+
+        Raises:
+            InputError: ``lo`` below 0 or ``hi`` above 1.
+        """
         if lo < 0 or hi > 1:
             raise InputError(f"{name} has values in [{lo:g}, {hi:g}]; a Bernoulli likelihood (and binarisation) "
                              "reads them as probabilities in [0, 1]")
@@ -117,7 +232,17 @@ LIKELIHOODS = {likelihood.name: likelihood for likelihood in (Gaussian(), Bernou
 
 
 def likelihood_of(name: str):
-    """The likelihood called ``name`` (``VAEConfig.likelihood``: "gaussian" or "bernoulli")."""
+    """The likelihood called ``name`` (``VAEConfig.likelihood``: "gaussian" or "bernoulli").
+
+    Args:
+        name: ``"gaussian"`` or ``"bernoulli"``.
+
+    Returns:
+        The ``Gaussian`` or ``Bernoulli``.
+
+    Raises:
+        InputError: Another name.
+    """
     try:
         return LIKELIHOODS[name]
     except KeyError:

@@ -29,7 +29,14 @@ from jaxvae.errors import InputError
 
 def inputs(batch):
     """The array a model encodes in ``batch``: the batch itself, its first entry (a tuple or list),
-    or its ``"x"`` (a dict)."""
+    or its ``"x"`` (a dict).
+
+    Args:
+        batch: An array, a tuple or list, or a dict with ``"x"``.
+
+    Returns:
+        The inputs array.
+    """
     if isinstance(batch, (tuple, list)):
         return batch[0]
     if isinstance(batch, dict):
@@ -38,7 +45,15 @@ def inputs(batch):
 
 
 def with_inputs(batch, x):
-    """``batch`` with its inputs (``inputs``) replaced by ``x``, the rest kept."""
+    """``batch`` with its inputs (``inputs``) replaced by ``x``, the rest kept.
+
+    Args:
+        batch: An array, a tuple or list, or a dict with ``"x"``.
+        x: The new inputs.
+
+    Returns:
+        A batch of the same kind.
+    """
     if isinstance(batch, (tuple, list)):
         return type(batch)([x, *batch[1:]])
     if isinstance(batch, dict):
@@ -47,22 +62,54 @@ def with_inputs(batch, x):
 
 
 def batch_size_of(batch) -> int:
-    """The number of examples in ``batch``: the leading axis that all its leaves share."""
+    """The number of examples in ``batch``: the leading axis that all its leaves share.
+
+    Args:
+        batch: An array or a pytree of arrays.
+
+    Returns:
+        The first leaf's leading size.
+    """
     return jax.tree.leaves(batch)[0].shape[0]
 
 
 def take(batch, rows):
-    """The examples ``rows`` of every leaf of ``batch``."""
+    """The examples ``rows`` of every leaf of ``batch``.
+
+    Args:
+        batch: An array or a pytree of arrays.
+        rows: An index array, a slice or an int.
+
+    Returns:
+        A batch of the same structure.
+    """
     return jax.tree.map(lambda leaf: leaf[rows], batch)
 
 
 def class_path(obj) -> str:
-    """``module:qualname`` of a class or function: where ``import_path`` finds it again."""
+    """``module:qualname`` of a class or function: where ``import_path`` finds it again.
+
+    Args:
+        obj: A class or function.
+
+    Returns:
+        The path, e.g. ``"jaxvae.vae:VAEModel"``.
+    """
     return f"{obj.__module__}:{obj.__qualname__}"
 
 
 def import_path(path: str):
-    """The class or function a ``class_path`` names; InputError naming it when it cannot be imported."""
+    """The class or function a ``class_path`` names; InputError naming it when it cannot be imported.
+
+    Args:
+        path: ``module:qualname``.
+
+    Returns:
+        The object found.
+
+    Raises:
+        InputError: The module cannot be imported or has no such name.
+    """
     module_name, _, qualname = str(path).partition(":")
     try:
         found = importlib.import_module(module_name)
@@ -75,7 +122,17 @@ def import_path(path: str):
 
 
 def model_from_record(record: dict) -> "Model":
-    """The model a ``Model.describe`` record names, built again by its class's ``from_record``."""
+    """The model a ``Model.describe`` record names, built again by its class's ``from_record``.
+
+    Args:
+        record: A ``Model.describe`` record, with ``"class"``.
+
+    Returns:
+        The model.
+
+    Raises:
+        InputError: The class cannot be imported, is not a ``Model``, or cannot be built from the record.
+    """
     cls = import_path(record["class"])
     if not (isinstance(cls, type) and issubclass(cls, Model)):
         raise InputError(f"{record['class']} is not a jaxvae.model.Model")
@@ -84,36 +141,90 @@ def model_from_record(record: dict) -> "Model":
 
 class Model(abc.ABC):
     """A model jaxvae can train. Subclasses are hashable (frozen dataclasses, say): equal models
-    share compiled code."""
+    share compiled code.
+
+    Attributes:
+        hyperparameters: The ``training.Hyper`` fields besides ``lr`` that ``loss`` reads (a sweep may
+            vary them).
+    """
 
     #: The ``training.Hyper`` fields besides ``lr`` that ``loss`` reads (a sweep may vary them).
     hyperparameters: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def init(self, key: jax.Array, dtype=jnp.float32) -> tuple[Any, Any]:
-        """Fresh ``(params, state)`` from ``key``: the trainable pytree, and the rest (``()`` if none)."""
+        """Fresh ``(params, state)`` from ``key``: the trainable pytree, and the rest (``()`` if none).
+
+        Args:
+            key: Draws the initial parameters.
+            dtype: The parameters' float type.
+
+        Returns:
+            ``(params, state)``.
+        """
 
     @abc.abstractmethod
     def loss(self, params, state, batch, key: jax.Array, hyper) -> tuple[jax.Array, dict, Any]:
         """``(loss, metrics, state)`` on ``batch``, its randomness drawn from ``key``. Pure; the loss
-        is differentiated with respect to ``params``, and the returned ``state`` is kept in training."""
+        is differentiated with respect to ``params``, and the returned ``state`` is kept in training.
+
+        Args:
+            params: The trainable parameters.
+            state: The model's own state (``()`` if none).
+            batch: An array or a pytree of arrays with a leading example axis.
+            key: Draws the loss's randomness.
+            hyper: A ``training.Hyper``: the KL weight already times its schedule.
+
+        Returns:
+            ``(loss, metrics, state)``: a scalar, a dict of scalars, the new state.
+        """
 
     def check_shapes(self, name: str, batch) -> None:
         """ValueError naming ``name`` when the shapes of ``batch`` do not suit this model; nothing by
-        default (``checks.check_data`` has checked that every leaf has the same rows)."""
+        default (``checks.check_data`` has checked that every leaf has the same rows).
+
+        Args:
+            name: The data's name, for the message (``train_x``).
+            batch: The data.
+
+        Raises:
+            InputError: In subclasses, a shape the model cannot take.
+        """
 
     def check_values(self, name: str, batch) -> None:
         """ValueError naming ``name`` when the values of ``batch`` (finite, inputs floating point) do
-        not suit this model; nothing by default."""
+        not suit this model; nothing by default.
+
+        Args:
+            name: The data's name, for the message.
+            batch: The data.
+
+        Raises:
+            InputError: In subclasses, values the model cannot take.
+        """
 
     def describe(self) -> dict:
         """This model as a JSON-ready record (checkpoints keep it): its class as ``module:qualname``, and
-        what ``from_record`` needs to build it again."""
+        what ``from_record`` needs to build it again.
+
+        Returns:
+            The record, ``{"class": ...}`` by default.
+        """
         return {"class": class_path(type(self))}
 
     @classmethod
     def from_record(cls, record: dict) -> "Model":
-        """The model ``describe`` recorded; by default ``cls()``, for models without fields."""
+        """The model ``describe`` recorded; by default ``cls()``, for models without fields.
+
+        Args:
+            record: The record ``describe`` wrote.
+
+        Returns:
+            The model.
+
+        Raises:
+            InputError: The class cannot be built without arguments.
+        """
         try:
             return cls()
         except TypeError as e:
@@ -121,5 +232,12 @@ class Model(abc.ABC):
                              "itself") from None
 
     def param_shapes(self, dtype=jnp.float32):
-        """The params pytree as ``jax.ShapeDtypeStruct`` leaves: nothing is allocated."""
+        """The params pytree as ``jax.ShapeDtypeStruct`` leaves: nothing is allocated.
+
+        Args:
+            dtype: The parameters' float type.
+
+        Returns:
+            The pytree of shapes.
+        """
         return jax.eval_shape(lambda: self.init(jax.random.PRNGKey(0), dtype)[0])

@@ -34,7 +34,18 @@ from jaxvae.likelihoods import likelihood_of, softplus
 
 
 def activation_fn(name: str, negative_slope: float = 0.01):
-    """The element-wise non-linearity called ``name`` in VAEConfig."""
+    """The element-wise non-linearity called ``name`` in VAEConfig.
+
+    Args:
+        name: One of ``config.ACTIVATIONS``.
+        negative_slope: LeakyReLU's slope below 0.
+
+    Returns:
+        The function.
+
+    Raises:
+        KeyError: An unknown name (``VAEConfig`` has checked it).
+    """
     if name == "leaky_relu":
         return functools.partial(jax.nn.leaky_relu, negative_slope=negative_slope)
     return {
@@ -114,7 +125,13 @@ def _fused_heads(mu: nnx.Linear, log_sigma: nnx.Linear, h: jax.Array):
 
 
 class Encoder(nnx.Module):
-    """x -> (mu, log_sigma): an MLP trunk and two linear heads, as the blog's SimpleGaussVAEFCEncoder."""
+    """x -> (mu, log_sigma): an MLP trunk and two linear heads, as the blog's SimpleGaussVAEFCEncoder.
+
+    Args:
+        config: The model's config.
+        rngs: Draws the parameters (the ``params`` stream).
+        dtype: The dense layers' parameter type.
+    """
 
     def __init__(self, config: VAEConfig, rngs: nnx.Rngs, dtype=jnp.float32):
         self.config = config
@@ -129,7 +146,13 @@ class Encoder(nnx.Module):
 
 class Decoder(nnx.Module):
     """z -> the pre-activation of the output layer: an MLP mirroring the encoder's trunk
-    (``VAEConfig.decoder_widths``). ``VAE.decoder_output`` applies the output non-linearity."""
+    (``VAEConfig.decoder_widths``). ``VAE.decoder_output`` applies the output non-linearity.
+
+    Args:
+        config: The model's config.
+        rngs: Draws the parameters (the ``params`` stream).
+        dtype: The dense layers' parameter type.
+    """
 
     def __init__(self, config: VAEConfig, rngs: nnx.Rngs, dtype=jnp.float32):
         self.config = config
@@ -142,7 +165,14 @@ class Decoder(nnx.Module):
 
 
 class ConvBlock(nnx.Module):
-    """Two 3x3 convolutions (``conv0``, ``conv1``) and a 2x2 average pool that halves the side."""
+    """Two 3x3 convolutions (``conv0``, ``conv1``) and a 2x2 average pool that halves the side.
+
+    Args:
+        in_channels: Input channels.
+        features: Output channels.
+        config: Gives the initialisation and the compute dtype.
+        rngs: Draws the parameters.
+    """
 
     def __init__(self, in_channels: int, features: int, config: VAEConfig, rngs: nnx.Rngs):
         self.conv0 = _conv(in_channels, features, config, rngs)
@@ -155,7 +185,14 @@ class ConvBlock(nnx.Module):
 
 
 class UpBlock(nnx.Module):
-    """A stride-2 transposed convolution that doubles the side (``up``), then a 3x3 one (``conv``)."""
+    """A stride-2 transposed convolution that doubles the side (``up``), then a 3x3 one (``conv``).
+
+    Args:
+        in_channels: Input channels.
+        features: Output channels.
+        config: Gives the initialisation and the compute dtype.
+        rngs: Draws the parameters.
+    """
 
     def __init__(self, in_channels: int, features: int, config: VAEConfig, rngs: nnx.Rngs):
         # torch stores a transposed convolution's weight as [in, out, kh, kw]: its fan_in is features * 4
@@ -171,7 +208,13 @@ class UpBlock(nnx.Module):
 
 class ConvEncoder(nnx.Module):
     """x -> (mu, log_sigma) for ``architecture="conv"``: per entry of ``conv_channels`` a VGG-style
-    ``ConvBlock``, then the two linear heads."""
+    ``ConvBlock``, then the two linear heads.
+
+    Args:
+        config: The model's config.
+        rngs: Draws the parameters (the ``params`` stream).
+        dtype: The dense layers' parameter type.
+    """
 
     def __init__(self, config: VAEConfig, rngs: nnx.Rngs, dtype=jnp.float32):
         self.config = config
@@ -195,7 +238,13 @@ class ConvEncoder(nnx.Module):
 class ConvDecoder(nnx.Module):
     """z -> output pre-activation for ``architecture="conv"``, the encoder mirrored: a linear map
     (``input``) to the smallest feature map, an ``UpBlock`` per block (reversed), and a last 3x3
-    conv to one channel (``output``)."""
+    conv to one channel (``output``).
+
+    Args:
+        config: The model's config.
+        rngs: Draws the parameters (the ``params`` stream).
+        dtype: The dense layers' parameter type.
+    """
 
     def __init__(self, config: VAEConfig, rngs: nnx.Rngs, dtype=jnp.float32):
         self.config = config
@@ -220,8 +269,13 @@ class ConvDecoder(nnx.Module):
 class VAE(nnx.Module):
     """Encoder, reparameterised sample z = mu + sigma * eps, decoder.
 
-    ``rngs`` is an ``nnx.Rngs`` whose ``params`` stream gives every layer its keys, or a PRNG key:
-    the key of that stream (``init_params`` and ``fit`` pass one, so a seed gives the same weights).
+    Calling it, ``model(x, eps)``, gives ``(decode(z), mu, log_sigma)`` for z = mu + exp(log_sigma) * eps.
+
+    Args:
+        config: The model's config.
+        rngs: An ``nnx.Rngs`` whose ``params`` stream gives every layer its keys, or a PRNG key: the key
+            of that stream (``init_params`` and ``fit`` pass one, so a seed gives the same weights).
+        dtype: The dense layers' parameter type.
     """
 
     def __init__(self, config: VAEConfig, *, rngs: nnx.Rngs | jax.Array, dtype=jnp.float32):
@@ -238,28 +292,64 @@ class VAE(nnx.Module):
         z = mu + jnp.exp(log_sigma) * eps
         return self.decode(z), mu, log_sigma
 
-    def encode(self, x: jax.Array):
-        """(mu, log_sigma) of q(z | x)."""
+    def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(mu, log_sigma) of q(z | x).
+
+        Args:
+            x: The inputs ``[B, input_dim]``.
+
+        Returns:
+            ``(mu, log_sigma)``, each ``[B, latent_dim]``.
+        """
         return self.encoder(x)
 
     def decode(self, z: jax.Array) -> jax.Array:
-        """Pixel means (Gaussian; in [0, 1] with the sigmoid output) or probabilities (Bernoulli)."""
+        """Pixel means (Gaussian; in [0, 1] with the sigmoid output) or probabilities (Bernoulli).
+
+        Args:
+            z: Latent codes ``[B, latent_dim]``.
+
+        Returns:
+            ``[B, input_dim]``.
+        """
         return likelihood_of(self.config.likelihood).mean(self.decoder_output(z))
 
     def decoder_output(self, z: jax.Array) -> jax.Array:
         """The parameter of p(x | z) that the likelihood takes: the mean for the Gaussian, the logits
-        for the Bernoulli (so the loss never takes the log of a sigmoid)."""
+        for the Bernoulli (so the loss never takes the log of a sigmoid).
+
+        Args:
+            z: Latent codes ``[B, latent_dim]``.
+
+        Returns:
+            ``[B, input_dim]``.
+        """
         return output_parameter(self.config, self.decoder(z))
 
 
 def output_parameter(config: VAEConfig, out: jax.Array) -> jax.Array:
     """The likelihood's parameter from the decoder's last layer ``out``: the logits as they are (Bernoulli),
-    else ``config.output_activation`` of them (the Gaussian's mean)."""
+    else ``config.output_activation`` of them (the Gaussian's mean).
+
+    Args:
+        config: Gives the likelihood and the output activation.
+        out: The decoder's last layer's output.
+
+    Returns:
+        The parameter, shaped as ``out``.
+    """
     return out if likelihood_of(config.likelihood).outputs_logits else activation_fn(config.output_activation)(out)
 
 
 def params_of(model: VAE) -> dict:
-    """The model's parameters as a plain nested dict (the layout in this module's docstring)."""
+    """The model's parameters as a plain nested dict (the layout in this module's docstring).
+
+    Args:
+        model: The module.
+
+    Returns:
+        The parameters.
+    """
     return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
@@ -269,7 +359,15 @@ def _graphdef(config: VAEConfig):
 
 
 def bind(params: dict, config: VAEConfig) -> VAE:
-    """The VAE module of ``config`` holding ``params`` (cheap: inside jit it costs only trace time)."""
+    """The VAE module of ``config`` holding ``params`` (cheap: inside jit it costs only trace time).
+
+    Args:
+        params: Parameters in this module's layout.
+        config: The model's config.
+
+    Returns:
+        The ``VAE`` module.
+    """
     return nnx.merge(_graphdef(config), params)
 
 
@@ -279,26 +377,68 @@ def init_params(key: jax.Array, config: VAEConfig, dtype=jnp.float32) -> dict:
     Built eagerly, not under one jit: the eager per-layer draws reuse their compiled programs across
     configs of the same layer shapes, where a jitted init compiles again for each (measured: 3x slower
     for four configs that differ only in the activation).
+
+    Args:
+        key: Draws the parameters.
+        config: The model's config.
+        dtype: The dense layers' parameter type.
+
+    Returns:
+        The parameters as a plain nested dict.
     """
     return params_of(VAE(config, rngs=key, dtype=dtype))
 
 
 def param_shapes(config: VAEConfig) -> dict:
-    """The float32 params pytree of ``config`` as ``jax.ShapeDtypeStruct`` leaves: nothing is allocated."""
+    """The float32 params pytree of ``config`` as ``jax.ShapeDtypeStruct`` leaves: nothing is allocated.
+
+    Args:
+        config: The model's config.
+
+    Returns:
+        The pytree of shapes.
+    """
     return jax.eval_shape(lambda: init_params(jax.random.PRNGKey(0), config))
 
 
-def encode(params: dict, x: jax.Array, config: VAEConfig):
-    """(mu, log_sigma) of q(z | x)."""
+def encode(params: dict, x: jax.Array, config: VAEConfig) -> tuple[jax.Array, jax.Array]:
+    """(mu, log_sigma) of q(z | x).
+
+    Args:
+        params: The parameters.
+        x: The inputs ``[B, input_dim]``.
+        config: The model's config.
+
+    Returns:
+        ``(mu, log_sigma)``, each ``[B, latent_dim]``.
+    """
     return bind(params, config).encode(x)
 
 
 def decode(params: dict, z: jax.Array, config: VAEConfig) -> jax.Array:
     """The decoder's output for latent codes z (pixel means in [0, 1] with the sigmoid output;
-    pixel probabilities with a Bernoulli likelihood)."""
+    pixel probabilities with a Bernoulli likelihood).
+
+    Args:
+        params: The parameters.
+        z: Latent codes ``[B, latent_dim]``.
+        config: The model's config.
+
+    Returns:
+        ``[B, input_dim]``.
+    """
     return bind(params, config).decode(z)
 
 
 def decoder_output(params: dict, z: jax.Array, config: VAEConfig) -> jax.Array:
-    """The parameter of p(x | z) that the likelihood takes (``VAE.decoder_output``)."""
+    """The parameter of p(x | z) that the likelihood takes (``VAE.decoder_output``).
+
+    Args:
+        params: The parameters.
+        z: Latent codes ``[B, latent_dim]``.
+        config: The model's config.
+
+    Returns:
+        ``[B, input_dim]``: the Gaussian's mean or the Bernoulli's logits.
+    """
     return bind(params, config).decoder_output(z)

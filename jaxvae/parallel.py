@@ -28,12 +28,17 @@ DATA_AXIS = "data"
 
 @dataclass(frozen=True)
 class DataParallel:
-    """A 1-D device mesh over which batches are split (axis ``"data"``)."""
+    """A 1-D device mesh over which batches are split (axis ``"data"``).
+
+    Args:
+        mesh: The mesh, its one axis named ``"data"``.
+    """
 
     mesh: Mesh
 
     @property
     def num_devices(self) -> int:
+        """The devices in the mesh."""
         return self.mesh.devices.size
 
     @property
@@ -43,10 +48,18 @@ class DataParallel:
 
     @property
     def replicated(self) -> NamedSharding:
+        """A full copy on every device."""
         return NamedSharding(self.mesh, PartitionSpec())
 
     def replicate(self, tree):
-        """Every array of ``tree`` as a global array with a full copy on each device of the mesh."""
+        """Every array of ``tree`` as a global array with a full copy on each device of the mesh.
+
+        Args:
+            tree: A pytree of arrays (on the host or a device).
+
+        Returns:
+            The same pytree of replicated global arrays.
+        """
         def put(leaf):
             host = np.asarray(leaf)
             return jax.make_array_from_callback(host.shape, self.replicated, lambda index: host[index])
@@ -59,6 +72,16 @@ def make_data_parallel(batch_size: int, devices=None) -> DataParallel | None:
 
     Full batches must split evenly: when ``batch_size`` is not divisible by the device count, the
     mesh uses the largest number of devices that divides it (None if that is 1).
+
+    Args:
+        batch_size: Rows per batch.
+        devices: The devices; None for ``jax.devices()``.
+
+    Returns:
+        The ``DataParallel``, or None.
+
+    Raises:
+        InputError: ``batch_size`` below 1.
     """
     devices = list(jax.devices() if devices is None else devices)
     if batch_size < 1:
@@ -72,5 +95,9 @@ def make_data_parallel(batch_size: int, devices=None) -> DataParallel | None:
 def is_writer() -> bool:
     """Whether this process writes run files (checkpoints, metrics, configs, figures): always in a
     single-process run; in a multi-process run (``jax.distributed.initialize``) process 0 only, so
-    that the processes, which all hold the same replicated state, never race on one file."""
+    that the processes, which all hold the same replicated state, never race on one file.
+
+    Returns:
+        True on process 0.
+    """
     return jax.process_index() == 0

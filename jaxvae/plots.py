@@ -69,7 +69,17 @@ def _scatter_latents(ax, params, config: VAEConfig, x, labels, size: float = 3) 
 
 
 def latent_scatter(params, config: VAEConfig, x, labels) -> Figure:
-    """The test set's latent means coloured by digit label (the blog's scatter plot)."""
+    """The test set's latent means coloured by digit label (the blog's scatter plot).
+
+    Args:
+        params: The model's parameters.
+        config: The model's config.
+        x: The images ``[N, input_dim]``.
+        labels: Their digit labels ``[N]``.
+
+    Returns:
+        The figure.
+    """
     fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=DPI)
     _scatter_latents(ax, params, config, x, labels)
     ax.set(xlabel="z[0] (mean of q(z|x))", ylabel="z[1]" if config.latent_dim > 1 else "label (jittered)")
@@ -81,7 +91,16 @@ def latent_scatter(params, config: VAEConfig, x, labels) -> Figure:
 
 
 def manifold_grid(config: VAEConfig, n: int = 11, span: float = 2.0) -> np.ndarray:
-    """The latent points of the manifold figure, row-major, top row = largest z[1] (as the blog draws it)."""
+    """The latent points of the manifold figure, row-major, top row = largest z[1] (as the blog draws it).
+
+    Args:
+        config: Gives the latent size (one row of n points when it is 1).
+        n: Points per side.
+        span: The grid covers [-span, span] in each of the first two latent dims.
+
+    Returns:
+        float32 ``[n * n, latent_dim]`` (``[n, 1]`` for one latent dim), the other dims 0.
+    """
     values = np.linspace(-span, span, n, dtype=np.float32)
     if config.latent_dim == 1:
         return values[:, None]
@@ -92,7 +111,18 @@ def manifold_grid(config: VAEConfig, n: int = 11, span: float = 2.0) -> np.ndarr
 
 
 def manifold(params, config: VAEConfig, image_shape, n: int = 11, span: float = 2.0) -> Figure:
-    """Decoder outputs on an n x n grid over [-span, span]^2 of the first two latent dims, as one image."""
+    """Decoder outputs on an n x n grid over [-span, span]^2 of the first two latent dims, as one image.
+
+    Args:
+        params: The model's parameters.
+        config: The model's config.
+        image_shape: ``(height, width)`` of one image.
+        n: Images per side.
+        span: The grid's half-width in latent units.
+
+    Returns:
+        The figure.
+    """
     z = manifold_grid(config, n, span)
     images = np.asarray(_decode(params, jnp.asarray(z), config))
     rows = 1 if config.latent_dim == 1 else n
@@ -113,7 +143,14 @@ def manifold(params, config: VAEConfig, image_shape, n: int = 11, span: float = 
 
 
 def loss_curves(history: list[dict]) -> Figure:
-    """Training and validation loss per epoch (log scale) with the learning rate on a twin axis."""
+    """Training and validation loss per epoch (log scale) with the learning rate on a twin axis.
+
+    Args:
+        history: The run's records (``epoch``, ``train_loss``, ``val_loss``, ``lr``).
+
+    Returns:
+        The figure.
+    """
     epochs = [r["epoch"] for r in history]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=DPI)
     ax.plot(epochs, [r["train_loss"] for r in history], "o-", ms=3, label="train loss")
@@ -136,7 +173,18 @@ def loss_curves(history: list[dict]) -> Figure:
 
 
 def reconstructions(params, config: VAEConfig, x, image_shape, n: int = 12) -> Figure:
-    """The first ``n`` inputs (top row) and their reconstructions decode(mu) (bottom row)."""
+    """The first ``n`` inputs (top row) and their reconstructions decode(mu) (bottom row).
+
+    Args:
+        params: The model's parameters.
+        config: The model's config.
+        x: The images ``[N, input_dim]``.
+        image_shape: ``(height, width)`` of one image.
+        n: How many.
+
+    Returns:
+        The figure.
+    """
     x = np.asarray(x)[:n]
     mu, _ = _encode(params, jnp.asarray(x), config)
     x_hat = np.asarray(_decode(params, mu, config))
@@ -144,8 +192,19 @@ def reconstructions(params, config: VAEConfig, x, image_shape, n: int = 12) -> F
     return _image_figure(canvas, (0.6 * len(x) + 0.4, 1.8), "Inputs (top) and reconstructions decode(mu) (bottom)")
 
 
-def prior_samples(params, config: VAEConfig, image_shape, key, n: int = 8) -> Figure:
-    """Decoder means of n x n latent codes drawn from the prior N(0, I)."""
+def prior_samples(params, config: VAEConfig, image_shape, key: jax.Array, n: int = 8) -> Figure:
+    """Decoder means of n x n latent codes drawn from the prior N(0, I).
+
+    Args:
+        params: The model's parameters.
+        config: The model's config.
+        image_shape: ``(height, width)`` of one image.
+        key: Draws the codes.
+        n: Images per side.
+
+    Returns:
+        The figure.
+    """
     z = jax.random.normal(key, (n * n, config.latent_dim))
     images = np.asarray(_decode(params, z, config))
     return _image_figure(_tile(images, n, n, image_shape), (4.5, 4.8), "Samples: decoder(z), z ~ N(0, I)")
@@ -154,7 +213,18 @@ def prior_samples(params, config: VAEConfig, image_shape, key, n: int = 8) -> Fi
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     """PNG at the figure's dpi, written atomically, and only where nothing or a figure jaxvae wrote is
     (``fileio.write_owned``); the figure is closed. Only process 0 of a multi-process run writes
-    (``jaxvae.parallel.is_writer``)."""
+    (``jaxvae.parallel.is_writer``).
+
+    Args:
+        fig: The figure.
+        path: The PNG file.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        jaxvae.fileio.NotOwnedError: A file at ``path`` that jaxvae did not write.
+    """
     if is_writer():
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=fig.dpi)
@@ -183,7 +253,26 @@ def _save_all(directory: str | os.PathLike, names, make_figures) -> list[Path]:
 def save_figures(directory: str | os.PathLike, params, config: VAEConfig, test_x, test_y, image_shape,
                  history: list[dict], seed: int = 0) -> list[Path]:
     """Every figure of a run into ``directory`` (created); returns the paths written (none on a
-    process other than 0 of a multi-process run)."""
+    process other than 0 of a multi-process run).
+
+    Every name is checked before any is written, so a refusal writes none of them.
+
+    Args:
+        directory: The figures directory.
+        params: The model's parameters.
+        config: The model's config.
+        test_x: The test images ``[N, input_dim]``.
+        test_y: Their labels.
+        image_shape: ``(height, width)`` of one image.
+        history: The run's records; empty for no loss curves.
+        seed: Draws the prior samples.
+
+    Returns:
+        The paths written.
+
+    Raises:
+        jaxvae.fileio.NotOwnedError: A figure's path holds a file that jaxvae did not write.
+    """
     return _save_all(directory, FIGURE_NAMES, lambda: [
         latent_scatter(params, config, test_x, test_y),
         manifold(params, config, image_shape),
@@ -209,7 +298,16 @@ def _setting_members(summary: dict) -> list[tuple[dict, list[int], set[int]]]:
 def sweep_loss_curves(summary: dict, histories: list[list[dict]], cols: int = 4) -> Figure:
     """Training and validation loss per epoch, one panel per setting (each with its own scale, so
     that the seed spread shows): the mean over its seeds (line) and their range, min to max (band).
-    Models stopped by a non-finite epoch are left out (the panel's title counts them)."""
+    Models stopped by a non-finite epoch are left out (the panel's title counts them).
+
+    Args:
+        summary: ``jaxvae.sweep.summarize``'s data.
+        histories: Each model's records, in the summary's order.
+        cols: Panels per row, at most.
+
+    Returns:
+        The figure.
+    """
     groups = _setting_members(summary)
     cols = min(cols, len(groups))
     rows = -(-len(groups) // cols)
@@ -243,7 +341,14 @@ def sweep_rate_distortion(summary: dict) -> Figure:
     """The final validation reconstruction error against the KL (the rate), one small point per
     model and per setting the mean over its seeds with one sd as error bars, the settings joined in
     sweep order. For the Gaussian the error is the sum of squared errors per image, 2 sigma^2 times the
-    recon term, so that every sigma is on one scale; for the Bernoulli, the recon term -log p(x|z)."""
+    recon term, so that every sigma is on one scale; for the Bernoulli, the recon term -log p(x|z).
+
+    Args:
+        summary: ``jaxvae.sweep.summarize``'s data.
+
+    Returns:
+        The figure.
+    """
     gaussian = "val_squared_error" in summary["settings"][0]  # the sweep's models read a sigma
     metric = "val_squared_error" if gaussian else "val_recon"
     rows = summary["models"]
@@ -279,9 +384,21 @@ def sweep_rate_distortion(summary: dict) -> Figure:
 
 def sweep_latent_scatters(summary: dict, params: list, config: VAEConfig, x, labels, max_seeds: int = 4,
                           max_points: int = 5000) -> Figure:
-    """The latent means of ``x`` (its first ``max_points`` rows) for each model, side by side: one
-    column per setting, one row per seed (the first ``max_seeds``). ``params[i]`` belongs to
-    ``summary["models"][i]``; a model stopped by a non-finite epoch shows its last good state, titled so."""
+    """The latent means of ``x`` for each model, side by side: one column per setting, one row per
+    seed. A model stopped by a non-finite epoch shows its last good state, titled so.
+
+    Args:
+        summary: ``jaxvae.sweep.summarize``'s data.
+        params: ``params[i]`` belongs to ``summary["models"][i]``.
+        config: The architecture every model shares.
+        x: The images.
+        labels: Their digit labels.
+        max_seeds: Rows: the first seeds of each setting.
+        max_points: Only the first rows of ``x`` are drawn.
+
+    Returns:
+        The figure.
+    """
     x, labels = np.asarray(x)[:max_points], np.asarray(labels)[:max_points]
     groups = _setting_members(summary)
     rows = min(max_seeds, max(len(entry["models"]) for entry, _, _ in groups))
@@ -313,7 +430,23 @@ SWEEP_FIGURE_NAMES = ("sweep_loss_curves.png", "sweep_rate_distortion.png", "swe
 def save_sweep_figures(directory: str | os.PathLike, summary: dict, histories: list[list[dict]], params: list,
                        config: VAEConfig, test_x, test_y) -> list[Path]:
     """The sweep's figures into ``directory`` (created); returns the paths written (none on a
-    process other than 0 of a multi-process run). ``config``: the architecture every model shares."""
+    process other than 0 of a multi-process run).
+
+    Args:
+        directory: The figures directory.
+        summary: ``jaxvae.sweep.summarize``'s data.
+        histories: Each model's records.
+        params: Each model's parameters.
+        config: The architecture every model shares.
+        test_x: The test images.
+        test_y: Their labels.
+
+    Returns:
+        The paths written.
+
+    Raises:
+        jaxvae.fileio.NotOwnedError: A figure's path holds a file that jaxvae did not write.
+    """
     return _save_all(directory, SWEEP_FIGURE_NAMES, lambda: (
         sweep_loss_curves(summary, histories), sweep_rate_distortion(summary),
         sweep_latent_scatters(summary, params, config, test_x, test_y)))

@@ -37,15 +37,50 @@ class Schedule:
     """The interface; stateless schedules only implement ``value``."""
 
     def init(self) -> Any:
+        """The state before the first epoch.
+
+        Returns:
+            ``()`` for stateless schedules.
+        """
         return ()
 
     def value(self, state, step, steps_per_epoch: int | None):
+        """The factor at the global step ``step``, inside the compiled step.
+
+        Args:
+            state: The schedule's state (``()`` for stateless ones).
+            step: The global step, from 0 (an array inside the compiled step).
+            steps_per_epoch: Steps per epoch, for schedules that count in epochs; None when unknown.
+
+        Returns:
+            The factor at ``step``.
+        """
         raise NotImplementedError
 
     def update(self, state, val_loss: float, base: float):
+        """The state after an epoch, on the host; stateless schedules keep ``state``.
+
+        Args:
+            state: The state before the epoch.
+            val_loss: The epoch's validation loss.
+            base: The hyperparameter the schedule multiplies (the model's lr).
+
+        Returns:
+            The new state.
+        """
         return state
 
     def finished(self, state, epochs_done: int, base: float) -> bool:
+        """Whether the schedule ends the run after ``epochs_done`` epochs; never, by default.
+
+        Args:
+            state: The schedule's state.
+            epochs_done: Epochs trained so far.
+            base: The hyperparameter the schedule multiplies.
+
+        Returns:
+            True when the run should stop.
+        """
         return False
 
 
@@ -58,17 +93,37 @@ def _steps(steps_per_epoch: int | None, who: str) -> int:
 
 @dataclass(frozen=True)
 class Constant(Schedule):
-    """The same factor at every step (1: the hyperparameter as it is)."""
+    """The same factor at every step (1: the hyperparameter as it is).
+
+    Args:
+        factor: The factor.
+    """
 
     factor: float = 1.0
 
     def value(self, state, step, steps_per_epoch):
+        """``factor``, whatever the step.
+
+        Args:
+            state: The schedule's state (``()`` for stateless ones).
+            step: The global step, from 0 (an array inside the compiled step).
+            steps_per_epoch: Steps per epoch, for schedules that count in epochs; None when unknown.
+
+        Returns:
+            The factor at ``step``.
+        """
         return self.factor
 
 
 class PlateauState(NamedTuple):
     """The state of PyTorch's ``ReduceLROnPlateau`` (mode min, relative threshold, no cooldown):
-    ``scale`` is the current lr over the configured one."""
+    ``scale`` is the current lr over the configured one.
+
+    Attributes:
+        scale: The current lr over the model's lr.
+        best: The best validation loss so far.
+        num_bad_epochs: Epochs since the last improvement.
+    """
 
     scale: float = 1.0
     best: float = math.inf
@@ -81,7 +136,17 @@ class Plateau(Schedule):
     threshold)``; after more than ``patience`` epochs without improvement the lr is multiplied by
     ``factor`` (floored at ``min_lr``; changes under 1e-8 skipped). The run ends before an epoch whose
     lr is below ``stop_lr`` (the blog's rule). ``min_lr`` and ``stop_lr`` are learning rates, compared
-    with ``base`` (the model's lr) times the state's scale."""
+    with ``base`` (the model's lr) times the state's scale.
+
+    The defaults are the blog's settings, ``TrainConfig``'s.
+
+    Args:
+        factor: Multiplies the lr on a plateau.
+        patience: Epochs without improvement before the lr falls.
+        threshold: The relative improvement that counts.
+        min_lr: The lowest lr.
+        stop_lr: The run ends before an epoch whose lr is below this.
+    """
 
     # The blog's settings, kept in one place: TrainConfig's defaults.
     factor: float = TrainConfig.plateau_factor
@@ -91,12 +156,37 @@ class Plateau(Schedule):
     stop_lr: float = TrainConfig.stop_lr
 
     def init(self) -> PlateauState:
+        """A fresh state: scale 1, no best loss yet.
+
+        Returns:
+            ``PlateauState()``.
+        """
         return PlateauState()
 
     def value(self, state: PlateauState, step, steps_per_epoch):
+        """The state's scale.
+
+        Args:
+            state: The schedule's state (``()`` for stateless ones).
+            step: The global step, from 0 (an array inside the compiled step).
+            steps_per_epoch: Steps per epoch, for schedules that count in epochs; None when unknown.
+
+        Returns:
+            The factor at ``step``.
+        """
         return state.scale
 
     def update(self, state: PlateauState, val_loss: float, base: float) -> PlateauState:
+        """The state after an epoch, as ``ReduceLROnPlateau.step(val_loss)`` leaves it.
+
+        Args:
+            state: The state before the epoch.
+            val_loss: The epoch's validation loss.
+            base: The hyperparameter the schedule multiplies (the model's lr).
+
+        Returns:
+            The new state.
+        """
         best, bad, scale = state.best, state.num_bad_epochs + 1, state.scale
         if val_loss < best * (1.0 - self.threshold):
             best, bad = val_loss, 0
@@ -109,42 +199,104 @@ class Plateau(Schedule):
         return PlateauState(scale=scale, best=best, num_bad_epochs=bad)
 
     def finished(self, state: PlateauState, epochs_done: int, base: float) -> bool:
+        """Whether the lr (``base`` times the scale) is below ``stop_lr``.
+
+        Args:
+            state: The schedule's state.
+            epochs_done: Epochs trained so far.
+            base: The hyperparameter the schedule multiplies.
+
+        Returns:
+            True when the run should stop.
+        """
         return base * state.scale < self.stop_lr
 
 
 @dataclass(frozen=True)
 class Stages(Schedule):
     """Piecewise constant in epochs: ``stages`` is ((factor, epochs), ...); after the last stage the
-    run is finished (the last factor holds if training goes on)."""
+    run is finished (the last factor holds if training goes on).
+
+    Args:
+        stages: ``(factor, epochs)`` pairs, in order.
+    """
 
     stages: tuple[tuple[float, int], ...]
 
     @classmethod
     def burda(cls, n_stages: int = 8) -> "Stages":
-        """Burda, Grosse & Salakhutdinov (2015): stage i runs 3**i epochs at 10**(-i/7) times the lr."""
+        """Burda, Grosse & Salakhutdinov (2015): stage i runs 3**i epochs at 10**(-i/7) times the lr.
+
+        Args:
+            n_stages: The number of stages (8: 3280 epochs).
+
+        Returns:
+            The ``Stages``.
+        """
         return cls(tuple((10 ** (-i / 7), 3**i) for i in range(n_stages)))
 
     @property
     def total_epochs(self) -> int:
+        """The epochs of all the stages together."""
         return sum(epochs for _, epochs in self.stages)
 
     def value(self, state, step, steps_per_epoch):
+        """The factor of the stage that the step's epoch falls in (the last one after the end).
+
+        Args:
+            state: The schedule's state (``()`` for stateless ones).
+            step: The global step, from 0 (an array inside the compiled step).
+            steps_per_epoch: Steps per epoch, for schedules that count in epochs; None when unknown.
+
+        Returns:
+            The factor at ``step``.
+
+        Raises:
+            InputError: ``steps_per_epoch`` is None: this schedule counts in epochs.
+        """
         epoch = jnp.asarray(step) // _steps(steps_per_epoch, "Stages")  # integer: exact at stage ends
         ends = jnp.cumsum(jnp.asarray([epochs for _, epochs in self.stages]))
         index = jnp.minimum(jnp.searchsorted(ends, epoch, side="right"), len(self.stages) - 1)
         return jnp.asarray([factor for factor, _ in self.stages])[index]
 
     def finished(self, state, epochs_done: int, base: float) -> bool:
+        """Whether the stages' epochs are done.
+
+        Args:
+            state: The schedule's state.
+            epochs_done: Epochs trained so far.
+            base: The hyperparameter the schedule multiplies.
+
+        Returns:
+            True when the run should stop.
+        """
         return epochs_done >= self.total_epochs
 
 
 @dataclass(frozen=True)
 class Cosine(Schedule):
-    """Cosine decay from 1 to 0 over ``epochs`` (``optax.cosine_decay_schedule``, per step)."""
+    """Cosine decay from 1 to 0 over ``epochs`` (``optax.cosine_decay_schedule``, per step).
+
+    Args:
+        epochs: Epochs to decay over.
+    """
 
     epochs: float
 
     def value(self, state, step, steps_per_epoch):
+        """The cosine's factor at ``step``.
+
+        Args:
+            state: The schedule's state (``()`` for stateless ones).
+            step: The global step, from 0 (an array inside the compiled step).
+            steps_per_epoch: Steps per epoch, for schedules that count in epochs; None when unknown.
+
+        Returns:
+            The factor at ``step``.
+
+        Raises:
+            InputError: ``steps_per_epoch`` is None: this schedule counts in epochs.
+        """
         decay_steps = max(1, round(self.epochs * _steps(steps_per_epoch, "Cosine")))
         return optax.cosine_decay_schedule(1.0, decay_steps)(step)
 
@@ -152,12 +304,29 @@ class Cosine(Schedule):
 @dataclass(frozen=True)
 class LinearWarmup(Schedule):
     """``min(1, epochs_done / epochs)``, step by step: 0 at the first step (the KL warm-up of
-    Sonderby et al.'s Ladder VAE and Bowman et al.)."""
+    Sonderby et al.'s Ladder VAE and Bowman et al.).
+
+    Args:
+        epochs: Epochs to rise from 0 to 1 over.
+    """
 
     epochs: float
 
     def value(self, state, step, steps_per_epoch):
         # In the default float type (float64 under x64): an int32 step over a Python float is float32 under jit.
+        """``min(1, step / (steps_per_epoch * epochs))``.
+
+        Args:
+            state: The schedule's state (``()`` for stateless ones).
+            step: The global step, from 0 (an array inside the compiled step).
+            steps_per_epoch: Steps per epoch, for schedules that count in epochs; None when unknown.
+
+        Returns:
+            The factor at ``step``.
+
+        Raises:
+            InputError: ``steps_per_epoch`` is None: this schedule counts in epochs.
+        """
         progress = jnp.asarray(step, jnp.result_type(float)) / (_steps(steps_per_epoch, "LinearWarmup") * self.epochs)
         return jnp.minimum(1.0, progress)
 
@@ -165,11 +334,25 @@ class LinearWarmup(Schedule):
 @dataclass(frozen=True, eq=False)
 class FromOptax(Schedule):
     """Any optax schedule of the step count as factors: ``optax.exponential_decay(1.0, ...)``. Two are
-    equal when they compute the same function (``structure_key``), so a fresh one reuses the compiled epoch."""
+    equal when they compute the same function (``structure_key``), so a fresh one reuses the compiled epoch.
+
+    Args:
+        fn: The optax schedule, called as ``fn(step)``.
+    """
 
     fn: Callable
 
     def value(self, state, step, steps_per_epoch):
+        """``fn(step)``.
+
+        Args:
+            state: The schedule's state (``()`` for stateless ones).
+            step: The global step, from 0 (an array inside the compiled step).
+            steps_per_epoch: Steps per epoch, for schedules that count in epochs; None when unknown.
+
+        Returns:
+            The factor at ``step``.
+        """
         return self.fn(step)
 
     def _key(self):
@@ -183,7 +366,17 @@ class FromOptax(Schedule):
 
 
 def as_schedule(value) -> Schedule:
-    """A Schedule from a Schedule, a number (a Constant factor) or an optax schedule function (FromOptax)."""
+    """A Schedule from a Schedule, a number (a Constant factor) or an optax schedule function (FromOptax).
+
+    Args:
+        value: A ``Schedule``, a number or a callable of the step.
+
+    Returns:
+        The ``Schedule``.
+
+    Raises:
+        InputTypeError: ``value`` is none of these.
+    """
     if isinstance(value, Schedule):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -194,7 +387,14 @@ def as_schedule(value) -> Schedule:
 
 
 def lr_from_config(train_config: TrainConfig) -> Schedule:
-    """The learning-rate schedule ``train_config.lr_schedule`` names (factors of ``train_config.lr``)."""
+    """The learning-rate schedule ``train_config.lr_schedule`` names (factors of ``train_config.lr``).
+
+    Args:
+        train_config: Gives ``lr_schedule`` and the plateau's settings or ``max_epochs``.
+
+    Returns:
+        A ``Plateau``, ``Stages``, ``Cosine`` or ``Constant``.
+    """
     tc = train_config
     if tc.lr_schedule == "plateau":
         return Plateau(tc.plateau_factor, tc.plateau_patience, tc.plateau_threshold, tc.min_lr, tc.stop_lr)
@@ -207,7 +407,14 @@ def lr_from_config(train_config: TrainConfig) -> Schedule:
 
 def kl_from_config(train_config: TrainConfig) -> Schedule:
     """The KL weight's schedule (factors of ``train_config.kl_weight``): warmed up over
-    ``kl_warmup_epochs``, else constant."""
+    ``kl_warmup_epochs``, else constant.
+
+    Args:
+        train_config: Gives ``kl_warmup_epochs``.
+
+    Returns:
+        A ``LinearWarmup`` or ``Constant``.
+    """
     if train_config.kl_warmup_epochs > 0:
         return LinearWarmup(train_config.kl_warmup_epochs)
     return Constant()

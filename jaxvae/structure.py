@@ -17,7 +17,15 @@ import numpy as np
 def structure_key(fn, *example_args) -> str:
     """A digest of the computation ``fn(*example_args)`` performs: its jaxpr's text and the values of
     the constants it closes over. Functions with equal keys compute the same outputs from the same
-    inputs (of the example's shapes and dtypes)."""
+    inputs (of the example's shapes and dtypes).
+
+    Args:
+        fn: The function to trace.
+        *example_args: Arguments of the shapes and dtypes to trace it with.
+
+    Returns:
+        A SHA-256 hex digest.
+    """
     closed = jax.make_jaxpr(fn)(*example_args)
     digest = hashlib.sha256(str(closed.jaxpr).encode())
     for const in closed.consts:

@@ -50,7 +50,15 @@ SUMMARY_FILE = "summary.json"
 class SweepModel:
     """One model of a sweep: its name (``sigma0.5_seed2``: the values that vary in the sweep, then the
     seed; also its run directory) and what a lone ``fit`` of it takes: the model as given (a
-    ``VAEConfig`` for the blog's family, also read as ``vae_config``) and its train config."""
+    ``VAEConfig`` for the blog's family, also read as ``vae_config``) and its train config.
+
+    The properties ``seed``, ``recon_sigma``, ``kl_weight`` and ``lr`` read the train config.
+
+    Args:
+        name: The model's name and run directory.
+        model: The model as given, or a ``VAEConfig``.
+        train_config: The model's train config: its seed and swept values.
+    """
 
     name: str
     model: Model | VAEConfig
@@ -99,13 +107,26 @@ def _seeds(seeds, base: int) -> list[int]:
     return seeds
 
 
-def sweep_models(vae_config: Model | VAEConfig, train_config: TrainConfig, *, seeds=None, recon_sigma=None,
-                 kl_weight=None, lr=None) -> list[SweepModel]:
+def sweep_models(vae_config: Model | VAEConfig, train_config: TrainConfig, *, seeds: int | Sequence[int] | None = None,
+                 recon_sigma: float | Sequence[float] | None = None, kl_weight: float | Sequence[float] | None = None,
+                 lr: float | Sequence[float] | None = None) -> list[SweepModel]:
     """The models of a sweep, settings in product order (recon_sigma outermost), seeds innermost.
 
-    ``seeds``: a count (``train_config.seed`` onwards) or a list; ``recon_sigma``, ``kl_weight``,
-    ``lr``: a value or a list (None: the config's). Every model's configs are validated (ValueError
-    naming the field); a value swept that the model does not read (``Model.hyperparameters``) is an error.
+    Args:
+        vae_config: The model, or a ``VAEConfig``.
+        train_config: The base config: its seed and values where none are given.
+        seeds: A count (``train_config.seed`` onwards) or a list of seeds; None for the config's seed.
+        recon_sigma: A value or a list; None for the config's.
+        kl_weight: A value or a list; None for the config's.
+        lr: A value or a list; None for the config's.
+
+    Returns:
+        One ``SweepModel`` per setting and seed.
+
+    Raises:
+        InputError: An empty or repeated list, a value that is not a number, a config field out of
+            range (the message names it), or a value swept that the model does not read
+            (``Model.hyperparameters``).
     """
     given = {"recon_sigma": recon_sigma, "kl_weight": kl_weight, "lr": lr}
     values = {q: _values(q, given[q], getattr(train_config, q)) for q in SWEPT}
@@ -139,7 +160,14 @@ def _reads_sigma(model: SweepModel) -> bool:
 
 
 def varying_values(models: Sequence[SweepModel]) -> list[str]:
-    """The names (of ``SWEPT``) whose value differs between the models."""
+    """The names (of ``SWEPT``) whose value differs between the models.
+
+    Args:
+        models: The sweep's models.
+
+    Returns:
+        The names, in ``SWEPT``'s order.
+    """
     return [q for q in SWEPT if len({getattr(m, q) for m in models}) > 1]
 
 
@@ -148,7 +176,11 @@ def varying_values(models: Sequence[SweepModel]) -> list[str]:
 
 @dataclass
 class SweepResult(ModelsResult):
-    """``fit_models``'s result with the sweep's ``models``."""
+    """``fit_models``'s result with the sweep's ``models``.
+
+    Attributes:
+        models: The ``SweepModel`` of each model, in the result's order.
+    """
 
     models: list[SweepModel] = None
 
@@ -159,10 +191,10 @@ def fit_many(
     *,
     model: Model | VAEConfig | None = None,
     train_config: TrainConfig = TrainConfig(),
-    seeds=None,
-    recon_sigma=None,
-    kl_weight=None,
-    lr=None,
+    seeds: int | Sequence[int] | None = None,
+    recon_sigma: float | Sequence[float] | None = None,
+    kl_weight: float | Sequence[float] | None = None,
+    lr: float | Sequence[float] | None = None,
     state: ModelsState | None = None,
     callbacks: Sequence[Callable[[ModelsState, list], None]] = (),
     progress: Callable | None = None,
@@ -171,8 +203,31 @@ def fit_many(
     vae_config: VAEConfig | None = None,
 ) -> SweepResult:
     """Train every model of the sweep (``sweep_models``) at once, as ``fit`` would train each:
-    ``training.fit_models`` over their train configs (see it for the other arguments, ``model`` and
-    ``vae_config`` too). Never raises ``NonFiniteError``: see ``SweepResult.stop_reasons``."""
+    ``training.fit_models`` over their train configs. Never raises ``NonFiniteError``: see
+    ``SweepResult.stop_reasons``.
+
+    Args:
+        train_x: The training data, as for ``fit``.
+        val_x: The validation data, as for ``fit``.
+        model: The model, as for ``fit``.
+        train_config: The base config of ``sweep_models``.
+        seeds: As for ``sweep_models``.
+        recon_sigma: As for ``sweep_models``.
+        kl_weight: As for ``sweep_models``.
+        lr: As for ``sweep_models``.
+        state: A ``ModelsState`` to resume, as for ``fit_models``.
+        callbacks: As for ``fit_models``.
+        progress: As for ``fit``.
+        progress_every: As for ``fit``.
+        data_parallel: As for ``fit``.
+        vae_config: As for ``fit``.
+
+    Returns:
+        The ``SweepResult``.
+
+    Raises:
+        InputError: As ``sweep_models`` and ``fit_models`` raise it.
+    """
     model = given_model(model, vae_config)
     models = sweep_models(model, train_config, seeds=seeds, recon_sigma=recon_sigma, kl_weight=kl_weight, lr=lr)
     result = fit_models(train_x, val_x, model=model, train_configs=[m.train_config for m in models],
@@ -195,7 +250,15 @@ def _spread(values: list[float]) -> dict:
 
 def squared_error(record: dict, model: SweepModel) -> float | None:
     """The validation reconstruction error as the sum of squared errors per image, 2 sigma^2 * val_recon:
-    one scale for every sigma (the recon term itself is divided by 2 sigma^2). None for Bernoulli models."""
+    one scale for every sigma (the recon term itself is divided by 2 sigma^2). None for Bernoulli models.
+
+    Args:
+        record: A record with ``val_recon``.
+        model: The record's model (its sigma).
+
+    Returns:
+        The squared error, or None.
+    """
     if not _reads_sigma(model):
         return None
     return 2.0 * model.recon_sigma**2 * record["val_recon"]
@@ -203,7 +266,14 @@ def squared_error(record: dict, model: SweepModel) -> float | None:
 
 def summary_metrics(record: dict) -> list[str]:
     """The fields of a final record that the summary gives statistics of: the training loss and
-    every validation metric (the VAE's: ``val_loss``, ``val_recon``, ``val_kl``)."""
+    every validation metric (the VAE's: ``val_loss``, ``val_recon``, ``val_kl``).
+
+    Args:
+        record: A final record.
+
+    Returns:
+        The field names.
+    """
     return ["train_loss", *(key for key in record if key.startswith("val_"))]
 
 
@@ -211,7 +281,17 @@ def summarize(models: Sequence[SweepModel], histories: Sequence[list[dict]], err
               stop_reasons: Sequence[str] | None = None) -> dict:
     """The sweep as JSON-ready data: per model its values and final record; per setting the mean,
     sd, min and max over its seeds of the final ``summary_metrics`` and the squared error. Models
-    stopped by a non-finite epoch are listed (``failed``) and left out of every statistic."""
+    stopped by a non-finite epoch are listed (``failed``) and left out of every statistic.
+
+    Args:
+        models: The sweep's models.
+        histories: Each model's records.
+        errors: Each model's non-finite message, or None.
+        stop_reasons: Each model's stop reason; None to read ``"non_finite"`` from ``errors``.
+
+    Returns:
+        A dict: ``varying``, ``likelihood``, ``models`` (one row each) and ``settings``.
+    """
     varying = varying_values(models)
     rows = []
     for i, (m, history) in enumerate(zip(models, histories)):
@@ -238,7 +318,15 @@ def summarize(models: Sequence[SweepModel], histories: Sequence[list[dict]], err
 
 
 def setting_label(entry: dict, varying: Sequence[str]) -> str:
-    """``sigma=0.5``, ``kl=4, lr=0.001``, or ``all`` for a sweep over seeds only."""
+    """``sigma=0.5``, ``kl=4, lr=0.001``, or ``all`` for a sweep over seeds only.
+
+    Args:
+        entry: The setting's values by name.
+        varying: The names that vary in the sweep.
+
+    Returns:
+        The label.
+    """
     return ", ".join(f"{NAME_PREFIX[q]}={entry[q]:g}" for q in varying) or "all"
 
 
@@ -249,7 +337,13 @@ def setting_label(entry: dict, varying: Sequence[str]) -> str:
 class SweepInfo:
     """What ``sweep.json`` holds: the arguments of ``sweep_models`` that made the sweep, and per model
     its name (its run directory) and fit's message if it stopped on a non-finite epoch. Each model's
-    configs and data live in its own run directory."""
+    configs and data live in its own run directory.
+
+    Attributes:
+        grid: ``seeds`` and the swept values, as ``sweep_models`` takes them.
+        names: Each model's name.
+        errors: Each model's non-finite message, or None.
+    """
 
     grid: dict
     names: tuple[str, ...]
@@ -257,7 +351,15 @@ class SweepInfo:
 
 
 def write_summary(sweep_dir: str | os.PathLike, summary: dict) -> Path:
-    """``SWEEP_DIR/summary/summary.json`` (process 0 only in a multi-process run); returns its path."""
+    """``SWEEP_DIR/summary/summary.json`` (process 0 only in a multi-process run); returns its path.
+
+    Args:
+        sweep_dir: The sweep directory.
+        summary: ``summarize``'s data.
+
+    Returns:
+        The file's path.
+    """
     path = Path(sweep_dir) / SUMMARY_DIR / SUMMARY_FILE
     if is_writer():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -266,7 +368,12 @@ def write_summary(sweep_dir: str | os.PathLike, summary: dict) -> Path:
 
 
 def write_sweep_info(sweep_dir: str | os.PathLike, info: SweepInfo) -> None:
-    """``sweep.json``, atomically (process 0 only in a multi-process run)."""
+    """``sweep.json``, atomically (process 0 only in a multi-process run).
+
+    Args:
+        sweep_dir: The sweep directory.
+        info: What the file holds.
+    """
     if is_writer():
         write_json(Path(sweep_dir) / SWEEP_FILE, {
             "jaxvae_version": __version__, "grid": info.grid,
@@ -275,7 +382,18 @@ def write_sweep_info(sweep_dir: str | os.PathLike, info: SweepInfo) -> None:
 
 def read_sweep_info(sweep_dir: str | os.PathLike) -> tuple[SweepInfo, RunInfo]:
     """``sweep.json`` of a sweep directory and the run info of its first model (the base configs of
-    ``sweep_models`` and the data); RunError naming the file for anything wrong."""
+    ``sweep_models`` and the data); RunError naming the file for anything wrong.
+
+    Args:
+        sweep_dir: The sweep directory.
+
+    Returns:
+        ``(SweepInfo, RunInfo)``.
+
+    Raises:
+        RunError: The directory or ``sweep.json`` is missing or invalid, or its models are not those its
+            grid makes.
+    """
     path = require_run_dir(sweep_dir) / SWEEP_FILE
     if not path.is_file():
         raise RunError(f"{path}: missing; is {sweep_dir} a jaxvae sweep directory?")

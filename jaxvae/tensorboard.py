@@ -15,7 +15,11 @@ INSTALL_HINT = "pip install 'jaxvae[tensorboard]'"
 
 
 def missing() -> str | None:
-    """Why event files cannot be written here (tensorboardX is not installed), or None."""
+    """Why event files cannot be written here (tensorboardX is not installed), or None.
+
+    Returns:
+        The reason with the install hint, or None.
+    """
     if importlib.util.find_spec("tensorboardX") is None:
         return f"writing TensorBoard event files needs tensorboardX: {INSTALL_HINT}"
     return None
@@ -24,7 +28,14 @@ def missing() -> str | None:
 def scalar_tag(name: str) -> str:
     """The TensorBoard tag of a record field: ``train_loss`` -> ``loss/train``, ``val_kl`` -> ``kl/val``
     (TensorBoard groups tags by their first part, so train and validation sit side by side);
-    other fields keep their name (``lr``, ``kl_weight``, ``seconds``)."""
+    other fields keep their name (``lr``, ``kl_weight``, ``seconds``).
+
+    Args:
+        name: The record's field.
+
+    Returns:
+        The tag.
+    """
     split, underscore, field = name.partition("_")
     return f"{field}/{split}" if split in ("train", "val") and underscore else name
 
@@ -34,6 +45,9 @@ class TensorBoardLogger:
 
     The writer (and its import, which also loads torch when torch is installed) starts at the first
     epoch's end, so it never delays training's start. ``close()`` ends the event file.
+
+    Args:
+        log_dir: The directory of the event files.
     """
 
     def __init__(self, log_dir: str | os.PathLike):
@@ -54,6 +68,7 @@ class TensorBoardLogger:
         self._writer.flush()
 
     def close(self) -> None:
+        """End the event file; the next epoch would start a new one."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from jaxvae import schedules as sched
-from jaxvae.batching import batch_counts, epoch_indices, steps_per_epoch
+from jaxvae.batching import EpochIndices, batch_counts, epoch_indices, steps_per_epoch
 from jaxvae.binarize import prepare_eval_data, prepare_train_data, sample_binary
 from jaxvae.checks import check_data
 from jaxvae.config import HYPERPARAMETERS, TrainConfig, VAEConfig, check_configs
@@ -40,7 +40,13 @@ EVAL_GROUP_ROWS = 1024
 
 class Hyper(NamedTuple):
     """The hyperparameters as data of the compiled step: lr and KL weight (each times its schedule's
-    factor) and the Gaussian's sigma. Arrays in the train state, Python floats on the host."""
+    factor) and the Gaussian's sigma. Arrays in the train state, Python floats on the host.
+
+    Attributes:
+        lr: The learning rate (before its schedule's factor).
+        kl_weight: The KL term's weight (before its schedule's factor).
+        recon_sigma: The Gaussian likelihood's sigma.
+    """
 
     lr: Any = TrainConfig.lr
     kl_weight: Any = TrainConfig.kl_weight
@@ -48,16 +54,39 @@ class Hyper(NamedTuple):
 
     @classmethod
     def from_config(cls, train_config: TrainConfig) -> "Hyper":
-        """The config's values, as Python floats."""
+        """The config's values, as Python floats.
+
+        Args:
+            train_config: The config whose ``lr``, ``kl_weight`` and ``recon_sigma`` are taken.
+
+        Returns:
+            A ``Hyper`` of Python floats.
+        """
         return cls(*(float(getattr(train_config, name)) for name in HYPERPARAMETERS))
 
     def as_arrays(self, dtype=jnp.float32) -> "Hyper":
+        """The values as scalar arrays.
+
+        Args:
+            dtype: The arrays' float type.
+
+        Returns:
+            A ``Hyper`` of 0-d arrays.
+        """
         return Hyper(*(jnp.asarray(v, dtype) for v in self))
 
 
 class TrainState(NamedTuple):
     """Parameters, optimizer state, step count (the schedules' clock), ``Hyper`` (never changed by the
-    step) and the model's own state (``Model.init``'s: an EMA codebook, say; ``()`` for most models)."""
+    step) and the model's own state (``Model.init``'s: an EMA codebook, say; ``()`` for most models).
+
+    Attributes:
+        params: The model's parameters (a pytree).
+        opt_state: The optimizer's state.
+        step: Steps taken, an int32 scalar.
+        hyper: The hyperparameters, as arrays.
+        model_state: The model's own state; ``()`` for most models.
+    """
 
     params: Any
     opt_state: Any
@@ -67,7 +96,12 @@ class TrainState(NamedTuple):
 
 
 class ScheduleStates(NamedTuple):
-    """The host-side states of the lr and KL-weight schedules (``()`` for stateless ones)."""
+    """The host-side states of the lr and KL-weight schedules (``()`` for stateless ones).
+
+    Attributes:
+        lr: The lr schedule's state.
+        kl_weight: The KL-weight schedule's state.
+    """
 
     lr: Any = ()
     kl_weight: Any = ()
@@ -79,6 +113,14 @@ def adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.Gradien
     The coefficients live in the optimizer state as float32 (``inject_hyperparams``) so that 1 - b2
     and the bias correction 1 - b2**t round alike, as in PyTorch: plain ``optax.scale_by_adam`` drifts
     6e-5 from PyTorch in 50 float32 steps (measured), this form stays within the 1e-5 bound.
+
+    Args:
+        b1: The first moment's decay.
+        b2: The second moment's decay.
+        eps: Added to the root of the second moment.
+
+    Returns:
+        The optax transformation.
     """
     return optax.inject_hyperparams(optax.scale_by_adam)(b1=b1, b2=b2, eps=eps)
 
@@ -87,12 +129,17 @@ def adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.Gradien
 class TrainStep:
     """One optimisation step: params <- params - lr_t * optimizer(grad loss(params; kl_weight_t)).
 
-    ``model``: a ``jaxvae.model.Model`` (a ``VAEConfig`` is taken as its ``VAEModel``). ``optimizer``:
-    an optax transformation without a learning rate (default ``adam()``); ``lr`` and
-    ``kl_weight``: schedules of factors of the state's ``Hyper`` values (``jaxvae.schedules``; numbers
-    and optax schedules too). ``steps_per_epoch`` lets schedules count in epochs; ``binarize`` draws a
-    fresh binary image of each batch. Steps that compute the same thing compare equal (the optimizer
-    by ``structure_key``), so a fresh but equal step does not compile the epoch again.
+    Steps that compute the same thing compare equal (the optimizer by ``structure_key``), so a fresh but
+    equal step does not compile the epoch again.
+
+    Args:
+        model: A ``jaxvae.model.Model``; a ``VAEConfig`` is taken as its ``VAEModel``.
+        optimizer: An optax transformation without a learning rate (default ``adam()``).
+        lr: A schedule of factors of the state's ``Hyper.lr`` (``jaxvae.schedules``; numbers and optax
+            schedules too).
+        kl_weight: A schedule of factors of the state's ``Hyper.kl_weight``, as ``lr``.
+        steps_per_epoch: Steps in an epoch, so that schedules can count in epochs; None when unknown.
+        binarize: Whether each step draws a fresh binary image of its batch.
     """
 
     model: Model
@@ -110,7 +157,23 @@ class TrainStep:
     @classmethod
     def from_configs(cls, model: Model | VAEConfig, train_config: TrainConfig, steps_per_epoch: int | None = None, *,
                      optimizer=None, lr_schedule=None, kl_schedule=None) -> "TrainStep":
-        """The step a TrainConfig describes for ``model``; ``optimizer`` and the schedules replace its choices."""
+        """The step a TrainConfig describes for ``model``; ``optimizer`` and the schedules replace its choices.
+
+        Args:
+            model: The model, or a ``VAEConfig``.
+            train_config: Gives Adam's coefficients, the schedules and the binarisation.
+            steps_per_epoch: Steps in an epoch, for schedules that count in epochs.
+            optimizer: Replaces ``adam(b1, b2, adam_eps)`` when given.
+            lr_schedule: Replaces the config's lr schedule when given.
+            kl_schedule: Replaces the config's KL-weight schedule when given.
+
+        Returns:
+            The ``TrainStep``.
+
+        Raises:
+            InputError: ``train_config`` sets a hyperparameter the model does not read
+                (``check_hyperparameters``).
+        """
         tc = train_config
         model = as_model(model)
         check_hyperparameters(model, tc)
@@ -144,26 +207,66 @@ class TrainStep:
 
     def init(self, params, hyper: Hyper = Hyper(), model_state=()) -> TrainState:
         """A fresh run's state from ``params``, ``hyper`` (default: the blog's) and the model's state,
-        in the parameters' float type."""
+        in the parameters' float type.
+
+        Args:
+            params: The model's parameters.
+            hyper: The hyperparameters.
+            model_state: The model's own state (``Model.init``'s).
+
+        Returns:
+            The ``TrainState`` at step 0.
+        """
         dtype = jax.tree.leaves(params)[0].dtype
         return TrainState(params, self.optimizer.init(params), jnp.zeros((), jnp.int32), Hyper(*hyper).as_arrays(dtype),
                           model_state)
 
     def init_schedules(self) -> ScheduleStates:
+        """The schedules' initial states.
+
+        Returns:
+            ``ScheduleStates`` of the lr and KL-weight schedules.
+        """
         return ScheduleStates(self.lr.init(), self.kl_weight.init())
 
-    def values(self, state: TrainState, schedules: ScheduleStates):
-        """(lr, kl_weight) at the state's step: each hyperparameter times its schedule's factor."""
+    def values(self, state: TrainState, schedules: ScheduleStates) -> tuple[jax.Array, jax.Array]:
+        """(lr, kl_weight) at the state's step: each hyperparameter times its schedule's factor.
+
+        Args:
+            state: The train state (its ``step`` and ``hyper``).
+            schedules: The schedules' states.
+
+        Returns:
+            The pair ``(lr, kl_weight)``.
+        """
         return (state.hyper.lr * self.lr.value(schedules.lr, state.step, self.steps_per_epoch),
                 state.hyper.kl_weight * self.kl_weight.value(schedules.kl_weight, state.step, self.steps_per_epoch))
 
     def update_schedules(self, schedules: ScheduleStates, val_loss: float, hyper: Hyper) -> ScheduleStates:
-        """The schedule states after an epoch whose validation loss was ``val_loss`` (on the host)."""
+        """The schedule states after an epoch whose validation loss was ``val_loss`` (on the host).
+
+        Args:
+            schedules: The states before the epoch's update.
+            val_loss: The epoch's validation loss.
+            hyper: The run's hyperparameters.
+
+        Returns:
+            The new ``ScheduleStates``.
+        """
         return ScheduleStates(self.lr.update(schedules.lr, val_loss, hyper.lr),
                               self.kl_weight.update(schedules.kl_weight, val_loss, hyper.kl_weight))
 
     def finished(self, schedules: ScheduleStates, epochs_done: int, hyper: Hyper) -> bool:
-        """Whether a schedule ends the run after ``epochs_done`` epochs (e.g. the plateau's lr fell below stop_lr)."""
+        """Whether a schedule ends the run after ``epochs_done`` epochs (e.g. the plateau's lr fell below stop_lr).
+
+        Args:
+            schedules: The schedules' states.
+            epochs_done: Epochs trained so far.
+            hyper: The run's hyperparameters.
+
+        Returns:
+            True when either schedule is finished.
+        """
         return (self.lr.finished(schedules.lr, epochs_done, hyper.lr)
                 or self.kl_weight.finished(schedules.kl_weight, epochs_done, hyper.kl_weight))
 
@@ -177,9 +280,20 @@ class TrainStep:
         return self._update(state, schedules, lambda params, hyper: self.model.loss(
             params, state.model_state, batch, key, hyper))
 
-    def with_noise(self, state: TrainState, batch, eps, schedules: ScheduleStates | None = None):
+    def with_noise(self, state: TrainState, batch, eps: jax.Array,
+                   schedules: ScheduleStates | None = None) -> tuple[TrainState, dict]:
         """The step with the reparameterisation noise ``eps`` given, for models that take it
-        (``VAEModel.loss_with_noise``): how the parity tests share the noise."""
+        (``VAEModel.loss_with_noise``): how the parity tests share the noise.
+
+        Args:
+            state: The train state.
+            batch: The batch (an array or a pytree of them).
+            eps: The noise, as the model's ``loss_with_noise`` takes it.
+            schedules: The schedules' states; None for their initial states.
+
+        Returns:
+            ``(state, metrics)``, as ``__call__``.
+        """
         return self._update(state, schedules, lambda params, hyper: self.model.loss_with_noise(
             params, state.model_state, batch, eps, hyper))
 
@@ -209,7 +323,16 @@ def _in_order(loss, metrics: dict) -> OrderedDict:
 def check_hyperparameters(model: Model, train_config: TrainConfig) -> None:
     """ValueError naming the field when ``train_config`` sets a hyperparameter ``model`` does not read
     (``Model.hyperparameters``): a value that would silently do nothing. A ``VAEConfig``'s model
-    keeps its config's own wording (``config.check_configs``)."""
+    keeps its config's own wording (``config.check_configs``).
+
+    Args:
+        model: The model.
+        train_config: The config to check against it.
+
+    Raises:
+        InputError: A hyperparameter other than lr, or ``kl_warmup_epochs``, is set away from its
+            default and the model's loss does not read it.
+    """
     if getattr(model, "config", None) is not None:
         check_configs(model.config, train_config)
         return
@@ -222,16 +345,32 @@ def check_hyperparameters(model: Model, train_config: TrainConfig) -> None:
 
 
 class NonFiniteError(NumericalError):
-    """Training produced a non-finite loss or parameter; ``state`` is the last good FitState."""
+    """Training produced a non-finite loss or parameter; ``state`` is the last good FitState.
+
+    Args:
+        message: What went non-finite, and where.
+        state: The last good ``FitState``.
+    """
 
     def __init__(self, message: str, state: "FitState"):
         super().__init__(message)
         self.state = state
 
 
-def epoch_plan(key, n: int, batch_size: int, drop_last: bool = False):
+def epoch_plan(key: jax.Array, n: int, batch_size: int, drop_last: bool = False) -> tuple[EpochIndices, jax.Array]:
     """The batches of one epoch and one noise key per step, both drawn from ``key``: ``(EpochIndices,
-    step_keys)``, the partial tail batch (when kept) last. Training, evaluation and the parity tests share it."""
+    step_keys)``, the partial tail batch (when kept) last. Training, evaluation and the parity tests share it.
+
+    Args:
+        key: The epoch's PRNG key.
+        n: Rows in the data.
+        batch_size: Rows per batch.
+        drop_last: Whether the partial tail batch is dropped.
+
+    Returns:
+        ``(EpochIndices, step_keys)``: the rows of the full batches and of the tail, and one key per
+        step (at least one).
+    """
     perm_key, noise_key = jax.random.split(key)
     n_steps = steps_per_epoch(n, batch_size, drop_last)
     return epoch_indices(perm_key, n, batch_size, drop_last), jax.random.split(noise_key, max(n_steps, 1))
@@ -274,7 +413,11 @@ def _report_progress(step, running_loss) -> None:
 
 
 def set_progress_hook(progress: Callable | None) -> None:
-    """Where the compiled epochs' reports go: ``progress(step, running_mean_loss)``, or nowhere."""
+    """Where the compiled epochs' reports go: ``progress(step, running_mean_loss)``, or nowhere.
+
+    Args:
+        progress: The callable, or None for nowhere.
+    """
     _progress_hook[0] = progress
 
 
@@ -315,17 +458,33 @@ _train_epoch_jit = jax.jit(_train_epoch, static_argnames=("train_step", "batch_s
                                                           "batch_sharding"), donate_argnames="state")
 
 
-def train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules: ScheduleStates | None = None, *,
-                batch_size: int, drop_last: bool = False, progress: Callable | None = None,
-                progress_every: int = 20, batch_sharding=None):
+def train_epoch(train_step: TrainStep, state: TrainState, data, key: jax.Array, schedules: ScheduleStates | None = None,
+                *, batch_size: int, drop_last: bool = False, progress: Callable | None = None,
+                progress_every: int = 20, batch_sharding=None) -> tuple[TrainState, dict, jax.Array]:
     """One shuffled pass of ``train_step`` over ``data`` (an array or a pytree of arrays, on the device)
     as a single compiled call.
 
-    Returns the new state, per-batch metrics (``loss`` and the model's; the partial batch last)
-    and whether every parameter is finite. ``progress(step, running_mean_loss)`` is called on the
-    host every ``progress_every`` steps (and after the last full batch). The state is donated (3-4%
-    faster per epoch on CPU): pass a copy to keep it. ``batch_sharding`` (``jaxvae.parallel``) splits
-    each full batch over devices.
+    The state is donated (3-4% faster per epoch on CPU): pass a copy to keep it.
+
+    Args:
+        train_step: The step to run.
+        state: The train state before the epoch (donated).
+        data: An array or a pytree of arrays with one row per example, on the device.
+        key: Draws the batches' order and each step's noise.
+        schedules: The schedules' states; None for their initial states.
+        batch_size: Rows per batch.
+        drop_last: Whether the partial tail batch is dropped.
+        progress: Called on the host as ``progress(step, running_mean_loss)`` every ``progress_every``
+            steps (and after the last full batch); None for no reports.
+        progress_every: Steps between reports.
+        batch_sharding: Splits each full batch over devices (``jaxvae.parallel``); None for one device.
+
+    Returns:
+        ``(state, metrics, finite)``: the new state, per-batch metrics (``loss`` and the model's; the
+        partial batch last) and whether every parameter is finite.
+
+    Raises:
+        InputError: ``train_step.steps_per_epoch`` is not the number of steps ``data`` makes.
     """
     n = batch_size_of(data)
     expected = steps_per_epoch(n, batch_size, drop_last)
@@ -358,11 +517,24 @@ def _eval_epoch(model: Model, params, model_state, data, key, batch_size: int, h
     return metrics
 
 
-def eval_epoch(params, data, key, model: Model | VAEConfig, batch_size: int = 128, *, kl_weight=1.0, recon_sigma=1.0,
-               model_state=()):
+def eval_epoch(params, data, key: jax.Array, model: Model | VAEConfig, batch_size: int = 128, *,
+               kl_weight: float = 1.0, recon_sigma: float = 1.0, model_state=()) -> dict:
     """Per-batch loss and the model's metrics (the VAE's recon and KL) over every row of ``data`` as one
     compiled call (the last batch may be partial: ``per_image_mean`` weighs batches by rows). As the
     blog's validation loop, the noise and the batches' order are drawn from ``key``.
+
+    Args:
+        params: The model's parameters.
+        data: An array or a pytree of arrays with one row per example.
+        key: Draws the batches' order and the noise.
+        model: The model, or a ``VAEConfig``.
+        batch_size: Rows per batch (at most the number of rows).
+        kl_weight: The KL term's weight in the loss.
+        recon_sigma: The Gaussian likelihood's sigma.
+        model_state: The model's own state (read, never updated).
+
+    Returns:
+        A dict of per-batch metrics: ``loss`` and the model's.
     """
     hyper = Hyper(TrainConfig.lr, kl_weight, recon_sigma)
     return _eval_epoch_jit(as_model(model), params, model_state, data, key, min(batch_size, batch_size_of(data)), hyper)
@@ -372,7 +544,16 @@ _eval_epoch_jit = jax.jit(_eval_epoch, static_argnames=("model", "batch_size"))
 
 
 def per_image_mean(per_batch, n: int, batch_size: int) -> float:
-    """The mean over ``n`` rows of per-batch means from ``eval_epoch`` (full batches, then the rest)."""
+    """The mean over ``n`` rows of per-batch means from ``eval_epoch`` (full batches, then the rest).
+
+    Args:
+        per_batch: One mean per batch.
+        n: Rows in the data.
+        batch_size: Rows per batch.
+
+    Returns:
+        The mean per row.
+    """
     n_full, tail = batch_counts(n, min(batch_size, n), drop_last=False)
     weights = np.asarray([min(batch_size, n)] * n_full + ([tail] if tail else []), np.float64)
     return float(np.dot(np.asarray(per_batch, np.float64), weights) / n)
@@ -395,11 +576,26 @@ def models_epoch(train_step: TrainStep, states: TrainState, keys, active, schedu
                  batch_size: int, drop_last: bool = False, report_every: int | None = None, batch_sharding=None):
     """One epoch of every model as one compiled call: training then validation, each as a lone fit runs it.
 
-    ``states``, ``keys`` (loop keys), ``active`` and ``schedules`` have a leading model axis. Model i
-    splits ``keys[i]`` into its next loop key and its training and validation keys; one not ``active``,
-    or whose epoch went non-finite, keeps its state and key. Returns ``(states, keys, metrics,
-    val_metrics, finite, values)``: per-batch metrics ``[models, batches]``, whether each model's
-    parameters are finite, and its starting (lr, kl_weight). ``states`` and ``keys`` are donated.
+    Model i splits ``keys[i]`` into its next loop key and its training and validation keys; one not
+    ``active``, or whose epoch went non-finite, keeps its state and key. ``states`` and ``keys`` are
+    donated.
+
+    Args:
+        train_step: The step every model runs.
+        states: The models' train states, every leaf with a leading model axis.
+        keys: Each model's loop key, ``[models, 2]``.
+        active: Which models train this epoch, ``[models]`` booleans.
+        schedules: The schedules' states, stacked along the model axis.
+        data: The training data, on the device.
+        val_data: The validation data, on the device.
+        batch_size: Rows per batch.
+        drop_last: Whether the partial tail batch of training is dropped.
+        report_every: Steps between progress reports; None for none.
+        batch_sharding: Splits each full batch over devices; None for one device.
+
+    Returns:
+        ``(states, keys, metrics, val_metrics, finite, values)``: per-batch metrics ``[models, batches]``,
+        whether each model's parameters are finite, and its starting (lr, kl_weight).
     """
     def one(state, key, active, schedules):
         next_key, train_key, val_key = jax.random.split(key, 3)
@@ -419,7 +615,15 @@ def models_epoch(train_step: TrainStep, states: TrainState, keys, active, schedu
 
 @dataclass
 class FitState:
-    """Everything needed to continue one model's run exactly: checkpoints save and restore this."""
+    """Everything needed to continue one model's run exactly: checkpoints save and restore this.
+
+    Attributes:
+        train_state: Parameters, optimizer state, step and hyperparameters.
+        schedules: The schedules' host-side states.
+        key: The loop key the next epoch splits.
+        epoch: Epochs done.
+        history: One record per epoch done.
+    """
 
     train_state: TrainState
     schedules: ScheduleStates
@@ -429,11 +633,22 @@ class FitState:
 
     @property
     def params(self):
+        """The model's parameters (``train_state.params``)."""
         return self.train_state.params
 
 
 def init_fit_state(train_step: TrainStep, train_config: TrainConfig, *, params=None, dtype=jnp.float32) -> FitState:
-    """A fresh run of ``train_config`` (its seed and hyperparameters), or from the given ``params``."""
+    """A fresh run of ``train_config`` (its seed and hyperparameters), or from the given ``params``.
+
+    Args:
+        train_step: Gives the model, the optimizer and the schedules.
+        train_config: Gives the seed and the hyperparameters.
+        params: Starting parameters; None for the model's initialisation from the seed.
+        dtype: The float type of freshly initialised parameters.
+
+    Returns:
+        The ``FitState`` at epoch 0.
+    """
     init_key, loop_key = jax.random.split(jax.random.PRNGKey(train_config.seed))
     fresh_params, model_state = train_step.model.init(init_key, dtype)
     params = fresh_params if params is None else params
@@ -449,7 +664,16 @@ def _stack(trees):
 @dataclass
 class ModelsState:
     """The state of N models trained together: their train states stacked along a leading axis, and
-    per model what its ``FitState`` holds besides, and the message of a model stopped non-finite."""
+    per model what its ``FitState`` holds besides, and the message of a model stopped non-finite.
+
+    Attributes:
+        train_state: Every leaf ``[n_models, ...]``.
+        keys: Each model's loop key, ``[n_models, 2]``.
+        schedules: Each model's schedule states.
+        epochs: Each model's epochs done.
+        histories: Each model's records.
+        errors: Each model's non-finite message, or None.
+    """
 
     train_state: TrainState  # every leaf [n_models, ...]
     keys: jax.Array  # [n_models, 2]: each model's loop key
@@ -464,21 +688,41 @@ class ModelsState:
 
     @property
     def num_models(self) -> int:
+        """How many models are trained together."""
         return len(self.epochs)
 
     def schedule_arrays(self) -> ScheduleStates:
         """Every model's schedule states stacked along the model axis, as ``models_epoch`` takes them
-        (host values: one transfer per leaf)."""
+        (host values: one transfer per leaf).
+
+        Returns:
+            ``ScheduleStates`` whose leaves have a leading model axis.
+        """
         return jax.tree.map(lambda *leaves: jnp.asarray(np.stack([np.asarray(v) for v in leaves])), *self.schedules)
 
     def fit_state(self, i: int) -> FitState:
-        """Model ``i``'s ``FitState`` (new arrays: what ``fit(state=...)`` and checkpoints take)."""
+        """Model ``i``'s ``FitState`` (new arrays: what ``fit(state=...)`` and checkpoints take).
+
+        Args:
+            i: The model's index.
+
+        Returns:
+            The model's ``FitState``.
+        """
         return FitState(jax.tree.map(lambda leaf: leaf[i], self.train_state), self.schedules[i], self.keys[i],
                         self.epochs[i], list(self.histories[i]))
 
     @classmethod
     def stack(cls, states: Sequence[FitState], errors: Sequence[str | None] | None = None) -> "ModelsState":
-        """The state of the models whose ``FitState``s are given (from checkpoints, say)."""
+        """The state of the models whose ``FitState``s are given (from checkpoints, say).
+
+        Args:
+            states: One ``FitState`` per model, of one architecture.
+            errors: Each model's non-finite message, or None; None for no errors.
+
+        Returns:
+            The ``ModelsState``.
+        """
         return cls(_stack([s.train_state for s in states]), _stack([s.key for s in states]),
                    [s.schedules for s in states], [s.epoch for s in states], [list(s.history) for s in states],
                    list(errors) if errors is not None else [])
@@ -487,7 +731,14 @@ class ModelsState:
 @dataclass
 class FitResult:
     """``params`` and ``history`` of the run, the ``state`` to resume from, and why it stopped
-    ("max_epochs" or "schedule": the lr schedule's end, e.g. the lr fell below ``stop_lr``)."""
+    ("max_epochs" or "schedule": the lr schedule's end, e.g. the lr fell below ``stop_lr``).
+
+    Attributes:
+        params: The trained parameters.
+        history: One record (a dict) per epoch.
+        state: The ``FitState`` to resume from.
+        stop_reason: ``"max_epochs"`` or ``"schedule"``.
+    """
 
     params: Any
     history: list[dict]
@@ -498,13 +749,19 @@ class FitResult:
 @dataclass
 class ModelsResult:
     """The ``state`` of the N models and per model why it stopped: "max_epochs", "schedule" (its lr
-    schedule ended) or "non_finite" (``state.errors[i]`` says where)."""
+    schedule ended) or "non_finite" (``state.errors[i]`` says where).
+
+    Attributes:
+        state: The models' ``ModelsState``.
+        stop_reasons: Per model, ``"max_epochs"``, ``"schedule"`` or ``"non_finite"``.
+    """
 
     state: ModelsState
     stop_reasons: list[str]
 
     @property
     def histories(self) -> list[list[dict]]:
+        """Each model's records (``state.histories``)."""
         return self.state.histories
 
     @property
@@ -514,10 +771,18 @@ class ModelsResult:
 
     @property
     def errors(self) -> list[str | None]:
+        """Each model's non-finite message, or None (``state.errors``)."""
         return self.state.errors
 
     def fit_result(self, i: int) -> FitResult:
-        """Model ``i`` as the ``FitResult`` of its lone ``fit``."""
+        """Model ``i`` as the ``FitResult`` of its lone ``fit``.
+
+        Args:
+            i: The model's index.
+
+        Returns:
+            The model's ``FitResult``.
+        """
         state = self.state.fit_state(i)
         return FitResult(state.params, state.history, state, self.stop_reasons[i])
 
@@ -546,7 +811,18 @@ def _epoch_record(epoch: int, metrics, val, n_val: int, batch_size: int, lr: flo
 
 
 def given_model(model: Model | VAEConfig | None, vae_config: VAEConfig | None) -> Model | VAEConfig:
-    """``fit``'s model as given: ``model`` or ``vae_config`` (at most one), or else the blog's ``VAEConfig()``."""
+    """``fit``'s model as given: ``model`` or ``vae_config`` (at most one), or else the blog's ``VAEConfig()``.
+
+    Args:
+        model: The model, or None.
+        vae_config: A ``VAEConfig``, or None.
+
+    Returns:
+        The model or config to train.
+
+    Raises:
+        InputError: Both are given.
+    """
     if model is not None and vae_config is not None:
         raise InputError("give model or vae_config, not both")
     return model if model is not None else vae_config if vae_config is not None else VAEConfig()
@@ -554,7 +830,15 @@ def given_model(model: Model | VAEConfig | None, vae_config: VAEConfig | None) -
 
 def check_batchable(train_configs: Sequence[TrainConfig]) -> None:
     """ValueError unless the configs differ only in what is data of the compiled step: the
-    hyperparameters and the seed (one program trains them together)."""
+    hyperparameters and the seed (one program trains them together).
+
+    Args:
+        train_configs: The configs, at least one.
+
+    Raises:
+        InputError: Two configs differ in a field other than the hyperparameters and the seed; the
+            message names it.
+    """
     first = train_configs[0]
     free = {*HYPERPARAMETERS, "seed"}
     for tc in train_configs[1:]:
@@ -581,17 +865,37 @@ def fit_models(
     vae_config: VAEConfig | None = None,
 ) -> ModelsResult:
     """Train N models of one architecture together, model i as ``fit`` with ``train_configs[i]``
-    would: per epoch one compiled call for all, then each model's record and schedules. The configs
-    may differ in the hyperparameters and the seed only (``check_batchable``). ``model``,
-    ``vae_config`` and the data as for ``fit``.
+    would: per epoch one compiled call for all, then each model's record and schedules.
 
-    Pass ``state`` (a ``ModelsResult.state``, or ``ModelsState.stack`` of checkpoints) to resume
-    exactly; it is copied, never changed. Each of ``callbacks`` runs as ``callback(state, records)``
-    after every epoch, ``records[i]`` being model i's new record or None when it did not train;
-    ``state`` is the live one, whose arrays the next epoch reuses (keep ``state.fit_state(i)``, a copy).
     A model whose epoch goes non-finite stops at its last good state (message in ``state.errors[i]``)
-    while the others go on; nothing is raised. ``progress``, ``progress_every`` and ``data_parallel``
-    as for ``fit``.
+    while the others go on; nothing is raised.
+
+    Args:
+        train_x: The training data, as for ``fit``.
+        val_x: The validation data, as for ``fit``; None for the training data.
+        model: As for ``fit``.
+        train_configs: One config per model; they may differ in the hyperparameters and the seed only
+            (``check_batchable``).
+        optimizer: As for ``fit``.
+        lr_schedule: As for ``fit``.
+        kl_schedule: As for ``fit``.
+        state: A ``ModelsResult.state``, or ``ModelsState.stack`` of checkpoints, to resume exactly; it
+            is copied, never changed.
+        callbacks: Each runs as ``callback(state, records)`` after every epoch, ``records[i]`` being
+            model i's new record or None when it did not train; ``state`` is the live one, whose arrays
+            the next epoch reuses (keep ``state.fit_state(i)``, a copy).
+        progress: As for ``fit``.
+        progress_every: As for ``fit``.
+        data_parallel: As for ``fit``.
+        vae_config: As for ``fit``.
+
+    Returns:
+        The ``ModelsResult``: the models' state and why each stopped.
+
+    Raises:
+        InputError: No config, configs that differ in more than the hyperparameters and the seed, a
+            hyperparameter the model does not read, data the model cannot take, both ``model`` and
+            ``vae_config``, or a ``state`` holding another number of models.
     """
     configs = list(train_configs)
     if not configs:
@@ -691,23 +995,38 @@ def fit(
 ) -> FitResult:
     """Train ``model`` on ``train_x``; the blog's VAE and schedule by default.
 
-    ``model`` is any ``jaxvae.model.Model`` (``jaxvae.vae.VAEModel.from_modules`` trains your own NNX
-    encoder and decoder) or a ``VAEConfig``; ``vae_config=`` names the latter too (give one of the
-    two). ``train_x`` and ``val_x`` are float arrays in [0, 1] ([N, input_dim] for a ``VAEConfig``), or
-    pytrees of arrays with one row per example (``(x, y)``, ``{"x": x, "y": y}``): the batches the
-    model's loss receives; binarisation and the checks of [0, 1] read ``x``.
+    Each epoch: one compiled training pass, one validation pass on ``val_x``, then the schedules see
+    the validation loss (the mean over every image). Training stops after ``max_epochs`` or when the lr
+    schedule is finished (the plateau: before an epoch whose lr is below ``stop_lr``). This is
+    ``fit_models`` with one model.
 
-    Each epoch: one compiled training pass, one validation pass on ``val_x`` (the training data when
-    None), then the schedules see the validation loss (the mean over every image). Training stops
-    after ``max_epochs`` or when the lr schedule is finished (the plateau: before an epoch whose lr is
-    below ``stop_lr``). ``optimizer``, ``lr_schedule`` and ``kl_schedule`` replace what
-    ``train_config`` names (see ``TrainStep``). Pass ``state`` to resume; each of ``callbacks`` runs
-    as ``callback(state, record)`` after every epoch (``print_epoch`` prints the record). Raises
-    ``NonFiniteError`` (holding the last good state) when the loss or a parameter goes non-finite.
+    Args:
+        train_x: Float arrays in [0, 1] ([N, input_dim] for a ``VAEConfig``), or pytrees of arrays
+            with one row per example (``(x, y)``, ``{"x": x, "y": y}``): the batches the model's loss
+            receives; binarisation and the checks of [0, 1] read ``x``.
+        val_x: The validation data, as ``train_x``; None for the training data.
+        model: Any ``jaxvae.model.Model`` (``jaxvae.vae.VAEModel.from_modules`` trains your own NNX
+            encoder and decoder) or a ``VAEConfig``; None for ``vae_config``, or the blog's VAE.
+        train_config: The hyperparameters, seed, batch size, epochs and schedules.
+        optimizer: Replaces the Adam that ``train_config`` names (see ``TrainStep``).
+        lr_schedule: Replaces the lr schedule that ``train_config`` names.
+        kl_schedule: Replaces the KL-weight schedule that ``train_config`` names.
+        state: A ``FitState`` (``FitResult.state``, or a checkpoint's) to resume from.
+        callbacks: Each runs as ``callback(state, record)`` after every epoch (``print_epoch`` prints
+            the record).
+        progress: Called from inside the compiled epoch as ``progress(step, running_mean_loss)``.
+        progress_every: Steps between ``progress`` calls.
+        data_parallel: ``"auto"`` splits each batch over all devices when there are several
+            (``jaxvae.parallel``); a ``DataParallel`` names them; None stays on one device.
+        vae_config: The model as a ``VAEConfig``; give this or ``model``, not both.
 
-    ``progress(step, running_mean_loss)`` is called from inside the compiled epoch every
-    ``progress_every`` steps. ``data_parallel="auto"`` splits each batch over all devices when there
-    are several (``jaxvae.parallel``); None stays on one device. This is ``fit_models`` with one model.
+    Returns:
+        The ``FitResult``: parameters, history, the state to resume from and why training stopped.
+
+    Raises:
+        NonFiniteError: The loss or a parameter went non-finite; it holds the last good state.
+        InputError: Both ``model`` and ``vae_config``, a hyperparameter the model does not read, or
+            data the model cannot take (``jaxvae.checks``).
     """
     def each_epoch(states: ModelsState, records: list) -> None:
         if records[0] is not None and callbacks:
@@ -732,7 +1051,14 @@ COLLAPSE_KL = 0.1
 
 def posterior_collapsed(record: dict) -> bool:
     """Whether an epoch's record shows posterior collapse (validation KL below ``COLLAPSE_KL``); False
-    for a model that reports no KL."""
+    for a model that reports no KL.
+
+    Args:
+        record: One epoch's record.
+
+    Returns:
+        True when the record's ``val_kl`` is below ``COLLAPSE_KL``.
+    """
     return record.get("val_kl", COLLAPSE_KL) < COLLAPSE_KL
 
 
@@ -744,7 +1070,12 @@ def _metric_words(record: dict) -> str:
 
 def print_epoch(state: FitState, record: dict) -> None:
     """A ``fit`` callback that prints one line per epoch: the losses, the model's other metrics (the
-    VAE's reconstruction and KL terms) and the lr."""
+    VAE's reconstruction and KL terms) and the lr.
+
+    Args:
+        state: The run's state (unused: the record holds what is printed).
+        record: The epoch's record.
+    """
     collapse = "  posterior collapse: KL near 0" if posterior_collapsed(record) else ""
     metrics = f"  ({words})" if (words := _metric_words(record)) else ""
     print(f"epoch {record['epoch']:>3}  train {record['train_loss']:.4f}  val {record['val_loss']:.4f}{metrics}  "

@@ -30,7 +30,11 @@ from jaxvae.models import VAE, params_of
 
 @dataclass(frozen=True)
 class ConfigModules:
-    """Builds the blog's modules (``jaxvae.models.VAE``) of a ``VAEConfig``."""
+    """Builds the blog's modules (``jaxvae.models.VAE``) of a ``VAEConfig``.
+
+    Args:
+        config: The model's config.
+    """
 
     config: VAEConfig
 
@@ -39,23 +43,49 @@ class ConfigModules:
 
 
 class EncoderDecoder(nnx.Module):
-    """A user's encoder and decoder as one module: ``encode(x) -> (mu, log_sigma)``, ``decoder_output(z)``."""
+    """A user's encoder and decoder as one module: ``encode(x) -> (mu, log_sigma)``, ``decoder_output(z)``.
+
+    Args:
+        encoder: Maps x to ``(mu, log_sigma)``.
+        decoder: Maps z to the likelihood's parameter.
+    """
 
     def __init__(self, encoder: nnx.Module, decoder: nnx.Module):
         self.encoder = encoder
         self.decoder = decoder
 
     def encode(self, x):
+        """(mu, log_sigma) of q(z | x): the encoder's output.
+
+        Args:
+            x: The inputs ``[B, ...]``.
+
+        Returns:
+            ``(mu, log_sigma)``, each ``[B, latent_dim]``.
+        """
         return self.encoder(x)
 
     def decoder_output(self, z):
+        """The likelihood's parameter for z: the decoder's output.
+
+        Args:
+            z: Latent codes ``[B, latent_dim]``.
+
+        Returns:
+            The decoder's output.
+        """
         return self.decoder(z)
 
 
 @dataclass(frozen=True)
 class ModulePair:
     """Builds ``EncoderDecoder(encoder(rngs=rngs), decoder(rngs=rngs))``: two NNX module classes, or
-    any callables taking ``rngs`` (compared by identity: reuse them so equal models share compiled code)."""
+    any callables taking ``rngs`` (compared by identity: reuse them so equal models share compiled code).
+
+    Args:
+        encoder: Called as ``encoder(rngs=rngs)``.
+        decoder: Called as ``decoder(rngs=rngs)``.
+    """
 
     encoder: Callable[..., nnx.Module]
     decoder: Callable[..., nnx.Module]
@@ -75,9 +105,17 @@ def _graphdef(build: Callable, dtype_name: str):
 
 @dataclass(frozen=True)
 class VAEModel(Model):
-    """A Gaussian-encoder VAE: ``build(rngs, dtype)`` makes the module (``ConfigModules`` or
-    ``ModulePair``), ``latent_dim`` is z's size, ``likelihood`` p(x | z)'s family, ``iwae_k`` the
-    IWAE bound's samples (None: the ELBO), ``input_dim`` x's features where known (batches are checked)."""
+    """A Gaussian-encoder VAE: the module, z's size, p(x | z)'s family and the bound.
+
+    Build one with ``from_config`` or ``from_modules``.
+
+    Args:
+        build: ``build(rngs, dtype)`` makes the module (``ConfigModules`` or ``ModulePair``).
+        latent_dim: z's size.
+        likelihood: p(x | z)'s family (``jaxvae.likelihoods``).
+        iwae_k: The IWAE bound's samples; None for the ELBO.
+        input_dim: x's features where known (batches are checked); None otherwise.
+    """
 
     build: Callable
     latent_dim: int
@@ -87,16 +125,38 @@ class VAEModel(Model):
 
     @classmethod
     def from_config(cls, config: VAEConfig) -> "VAEModel":
-        """The model a ``VAEConfig`` describes (the blog's by default)."""
+        """The model a ``VAEConfig`` describes (the blog's by default).
+
+        Args:
+            config: The model's config.
+
+        Returns:
+            The ``VAEModel``.
+        """
         return cls(ConfigModules(config), config.latent_dim, likelihood_of(config.likelihood),
                    config.iwae_k if config.objective == "iwae" else None, config.input_dim)
 
     @classmethod
     def from_modules(cls, encoder, decoder, *, latent_dim: int, likelihood: str = "gaussian",
                      iwae_k: int | None = None, input_dim: int | None = None) -> "VAEModel":
-        """Your own NNX encoder and decoder: ``encoder(rngs=rngs)`` builds a module mapping x ``[B, ...]``
-        to ``(mu, log_sigma)``, each ``[B, latent_dim]``; ``decoder(rngs=rngs)`` one mapping z to the
-        likelihood's parameter, flattened to ``[B, features]`` (the Gaussian's mean, or Bernoulli logits)."""
+        """Your own NNX encoder and decoder.
+
+        Args:
+            encoder: ``encoder(rngs=rngs)`` builds a module mapping x ``[B, ...]`` to ``(mu, log_sigma)``,
+                each ``[B, latent_dim]``.
+            decoder: ``decoder(rngs=rngs)`` builds a module mapping z to the likelihood's parameter,
+                flattened to ``[B, features]`` (the Gaussian's mean, or Bernoulli logits).
+            latent_dim: z's size.
+            likelihood: ``"gaussian"`` or ``"bernoulli"``.
+            iwae_k: The IWAE bound's samples; None for the ELBO.
+            input_dim: x's features, to check batches against; None for no check.
+
+        Returns:
+            The ``VAEModel``.
+
+        Raises:
+            InputError: ``likelihood`` is not a known name.
+        """
         return cls(ModulePair(encoder, decoder), latent_dim, likelihood_of(likelihood), iwae_k, input_dim)
 
     @property
@@ -106,45 +166,130 @@ class VAEModel(Model):
 
     @property
     def hyperparameters(self) -> tuple[str, ...]:
+        """The ``Hyper`` fields the loss reads besides lr: the likelihood's, and ``kl_weight`` for the ELBO."""
         return (*self.likelihood.hyperparameters, *(() if self.iwae_k else ("kl_weight",)))
 
     def module(self, params, dtype=None):
-        """The module holding ``params`` (cheap inside jit: trace time only)."""
+        """The module holding ``params`` (cheap inside jit: trace time only).
+
+        Args:
+            params: ``{"encoder": ..., "decoder": ...}``.
+            dtype: The parameters' float type; None reads it from ``params``.
+
+        Returns:
+            The NNX module.
+        """
         dtype = dtype or jax.tree.leaves(params)[0].dtype
         return nnx.merge(_graphdef(self.build, jnp.dtype(dtype).name), params)
 
-    def init(self, key, dtype=jnp.float32):
+    def init(self, key: jax.Array, dtype=jnp.float32) -> tuple[dict, tuple]:
+        """Fresh parameters from ``key``; the model has no other state.
+
+        Args:
+            key: Draws the parameters.
+            dtype: Their float type.
+
+        Returns:
+            ``(params, ())``.
+        """
         return params_of(self.build(nnx.Rngs(params=jnp.asarray(key)), dtype)), ()
 
-    def noise(self, key, batch: int, dtype=jnp.float32) -> jax.Array:
-        """eps ~ N(0, I) for one batch: ``[batch, latent]``, or ``[iwae_k, batch, latent]``."""
+    def noise(self, key: jax.Array, batch: int, dtype=jnp.float32) -> jax.Array:
+        """eps ~ N(0, I) for one batch: ``[batch, latent]``, or ``[iwae_k, batch, latent]``.
+
+        Args:
+            key: Draws the noise.
+            batch: Examples in the batch.
+            dtype: The noise's float type.
+
+        Returns:
+            The noise.
+        """
         return normal_noise(key, self.iwae_k, batch, self.latent_dim, dtype)
 
-    def loss(self, params, state, batch, key, hyper):
+    def loss(self, params, state, batch, key: jax.Array, hyper) -> tuple[jax.Array, dict, Any]:
+        """The bound's loss on ``batch``, its noise drawn from ``key`` (``Model.loss``).
+
+        Args:
+            params: The parameters.
+            state: Passed through (``()``).
+            batch: The inputs, or a pytree holding them (``jaxvae.model.inputs``).
+            key: Draws the reparameterisation noise.
+            hyper: A ``training.Hyper``.
+
+        Returns:
+            ``(loss, metrics, state)``; the ELBO's metrics are ``recon`` and ``kl``.
+        """
         x = inputs(batch)
         return self.loss_with_noise(params, state, batch, self.noise(key, x.shape[0], x.dtype), hyper)
 
-    def loss_with_noise(self, params, state, batch, eps, hyper):
-        """``loss`` with the reparameterisation noise ``eps`` given (how the parity tests share it)."""
+    def loss_with_noise(self, params, state, batch, eps: jax.Array, hyper) -> tuple[jax.Array, dict, Any]:
+        """``loss`` with the reparameterisation noise ``eps`` given (how the parity tests share it).
+
+        Args:
+            params: The parameters.
+            state: Passed through.
+            batch: The inputs, or a pytree holding them.
+            eps: The noise, as ``noise`` draws it.
+            hyper: A ``training.Hyper``.
+
+        Returns:
+            ``(loss, metrics, state)``.
+        """
         module, x = self.module(params), inputs(batch)
         bound = iwae_loss_of if self.iwae_k else elbo_loss
         loss, metrics = bound(module, self.likelihood, x, module.encode(x), eps, hyper)
         return loss, metrics, state
 
-    def encode(self, params, x):
-        """(mu, log_sigma) of q(z | x)."""
+    def encode(self, params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(mu, log_sigma) of q(z | x).
+
+        Args:
+            params: The parameters.
+            x: The inputs.
+
+        Returns:
+            ``(mu, log_sigma)``, each ``[B, latent_dim]``.
+        """
         return self.module(params).encode(x)
 
-    def decode(self, params, z):
-        """The pixel values for latent codes z: the Gaussian's mean, or the Bernoulli's probabilities."""
+    def decode(self, params, z: jax.Array) -> jax.Array:
+        """The pixel values for latent codes z: the Gaussian's mean, or the Bernoulli's probabilities.
+
+        Args:
+            params: The parameters.
+            z: Latent codes ``[B, latent_dim]``.
+
+        Returns:
+            The pixel values ``[B, features]``.
+        """
         return self.likelihood.mean(self.module(params).decoder_output(z))
 
-    def log_importance_weights(self, params, x, eps, hyper):
-        """``(log_w, log_px_given_z)``, both ``[k, B]``, for the noise ``eps [k, B, latent]``."""
+    def log_importance_weights(self, params, x: jax.Array, eps: jax.Array, hyper) -> tuple[jax.Array, jax.Array]:
+        """``(log_w, log_px_given_z)``, both ``[k, B]``, for the noise ``eps [k, B, latent]``.
+
+        Args:
+            params: The parameters.
+            x: The inputs ``[B, features]``.
+            eps: The noise ``[k, B, latent]``.
+            hyper: A ``training.Hyper`` (the Gaussian's sigma).
+
+        Returns:
+            ``(log_w, log_px_given_z)``.
+        """
         module = self.module(params)
         return importance_weights(module, self.likelihood, x, module.encode(x), eps, hyper)
 
     def check_shapes(self, name: str, batch) -> None:
+        """InputError naming ``name`` unless the inputs are ``[N, input_dim]`` (when ``input_dim`` is known).
+
+        Args:
+            name: The data's name, for the message.
+            batch: The data.
+
+        Raises:
+            InputError: The inputs are not 2-D, or have another number of features.
+        """
         x = inputs(batch)
         if self.input_dim is None:
             return
@@ -154,12 +299,28 @@ class VAEModel(Model):
             raise InputError(f"{name} has {x.shape[1]} features but the model expects input_dim={self.input_dim}")
 
     def check_values(self, name: str, batch) -> None:
+        """InputError naming ``name`` when the likelihood cannot take the inputs' values.
+
+        Args:
+            name: The data's name, for the message.
+            batch: The data.
+
+        Raises:
+            InputError: Values outside [0, 1] for a Bernoulli likelihood.
+        """
         x = inputs(batch)
         self.likelihood.check(name, float(x.min()), float(x.max()))
 
     def describe(self) -> dict:
         """Your own modules' record: their classes, the latent size, the likelihood and the bound. (A
-        ``VAEConfig``'s model is recorded as its config.)"""
+        ``VAEConfig``'s model is recorded as its config.)
+
+        Returns:
+            The JSON-ready record.
+
+        Raises:
+            InputError: The config's ``init`` is a pair of functions, which JSON cannot hold.
+        """
         if self.config is not None:
             return {**super().describe(), "config": config_to_dict(self.config)}
         return {**super().describe(), "encoder": class_path(self.build.encoder),
@@ -168,6 +329,17 @@ class VAEModel(Model):
 
     @classmethod
     def from_record(cls, record: dict) -> "VAEModel":
+        """The model ``describe`` recorded: from its config, or by importing its modules' classes.
+
+        Args:
+            record: The record.
+
+        Returns:
+            The ``VAEModel``.
+
+        Raises:
+            InputError: A module class cannot be imported, or a config field is out of range.
+        """
         if "config" in record:
             return cls.from_config(VAEConfig(**record["config"]))
         return cls.from_modules(import_path(record["encoder"]), import_path(record["decoder"]),
@@ -175,8 +347,18 @@ class VAEModel(Model):
                                 iwae_k=record["iwae_k"], input_dim=record["input_dim"])
 
 
-def as_model(model) -> Model:
-    """``model`` itself, or the ``VAEModel`` of a ``VAEConfig``."""
+def as_model(model: Model | VAEConfig) -> Model:
+    """``model`` itself, or the ``VAEModel`` of a ``VAEConfig``.
+
+    Args:
+        model: A ``Model`` or a ``VAEConfig``.
+
+    Returns:
+        The ``Model``.
+
+    Raises:
+        InputTypeError: ``model`` is neither.
+    """
     if isinstance(model, Model):
         return model
     if isinstance(model, VAEConfig):
