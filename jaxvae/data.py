@@ -138,14 +138,11 @@ class MnistNotFoundError(DataError):
     def __init__(self, places: Sequence[str], download_error: DownloadError | None = None):
         self.places = list(places)
         self.download_error = download_error
-        msg = "MNIST not found: looked in " + ", ".join(self.places)
-        msg += f"; download failed: {download_error}" if download_error else " (download disabled)"
-        msg += (
-            ". To supply it, put the four IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte,"
-            " t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; .gz or not) in a directory and pass it as"
-            f" root / --data-dir, or set {ENV_DATA_DIR}; or use the bundled subset 'mnist-subset' (or the 8x8 'digits')."
-        )
-        super().__init__(msg)
+        super().__init__(
+            f"{self.summary()}. To supply it, put the four MNIST IDX files (train-/t10k-images-idx3-ubyte, "
+            "train-/t10k-labels-idx1-ubyte; .gz or not) in a directory and pass it "
+            f"as --data-dir (data_dir= from Python), or set {ENV_DATA_DIR}; or use the bundled 'mnist-subset' "
+            "(or the 8x8 'digits')")
 
     def summary(self) -> str:
         """One short line for logs: where it looked and why the download failed.
@@ -157,7 +154,8 @@ class MnistNotFoundError(DataError):
         if not error:
             why = " (download disabled)"
         elif error.failures:
-            why = f" and {len(error.failures)} download attempt(s) failed (first: {error.failures[0][1]})"
+            first = error.failures[0][1]
+            why = f" and {len(error.failures)} download attempt(s) failed (first: {first[:100]})"
         else:
             why = f" and the download failed ({error})"
         return ("MNIST not found in " + ", ".join(self.places) + why).replace("\n", " ")
