@@ -78,6 +78,6 @@ def test_a_named_data_dir_without_mnist_is_an_error_not_the_subset(offline, caps
     err = capsys.readouterr().err
     assert code == 2 and "MNIST not found" in err and str(offline / "empty") in err and not (offline / "r").exists()
     # one short line: the places, why the download failed in brief, and the ways to supply the data
-    assert len(err.strip().replace(str(offline), "")) < 450 and "--data-dir" in err and "root" not in err and "https://" not in err
+    assert len(err.strip().replace(str(offline), "")) < 450 and "--data-dir" in err and "pass it as root" not in err and "https://" not in err
     code = cli.main(["train", "--dataset", "digits", "--data-dir", str(offline / "empty"), "--epochs", "1"])
     assert code == 2 and "--data-dir" in capsys.readouterr().err
