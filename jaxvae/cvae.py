@@ -24,25 +24,9 @@ from jaxvae.config import VAEConfig
 from jaxvae.errors import InputError
 from jaxvae.likelihoods import likelihood_of
 from jaxvae.losses import elbo_loss
-from jaxvae.model import inputs
+from jaxvae.model import inputs, labels
 from jaxvae.models import Decoder, Encoder, output_parameter
 from jaxvae.vae import VAEModel
-
-
-def labels_of(batch):
-    """The labels of a batch: the second entry of a tuple or list, the ``"y"`` of a dict; None if it has none.
-
-    Args:
-        batch: An array, a tuple or list, or a dict.
-
-    Returns:
-        The labels, or None.
-    """
-    if isinstance(batch, (tuple, list)):
-        return batch[1] if len(batch) > 1 else None
-    if isinstance(batch, dict):
-        return batch.get("y")
-    return None
 
 
 def _labels_name(name: str, batch) -> str:
@@ -212,7 +196,7 @@ class ConditionalVAEModel(VAEModel):
             ``(loss, metrics, state)``; the metrics are ``recon`` and ``kl``.
         """
         module, x = self.module(params), inputs(batch)
-        c = self.condition(labels_of(batch), x.dtype)
+        c = self.condition(labels(batch), x.dtype)
         loss, metrics = elbo_loss(Conditioned(module, c), self.likelihood, x, module.encode(x, c), eps, hyper)
         return loss, metrics, state
 
@@ -277,7 +261,7 @@ class ConditionalVAEModel(VAEModel):
             InputError: The batch has no labels, or their shape does not suit the model.
         """
         super().check_shapes(name, batch)
-        y = labels_of(batch)
+        y = labels(batch)
         if y is None:
             raise InputError(f"{name} has no labels: a conditional VAE trains on batches (x, y) or {{'x': x, 'y': y}}")
         where, shape = _labels_name(name, batch), np.shape(y)
@@ -300,7 +284,7 @@ class ConditionalVAEModel(VAEModel):
                 that are not floats.
         """
         super().check_values(name, batch)
-        y = np.asarray(labels_of(batch))
+        y = np.asarray(labels(batch))
         if y.ndim == 2:
             if not np.issubdtype(y.dtype, np.floating):
                 raise InputError(f"{_labels_name(name, batch)} holds {y.dtype} vectors; condition vectors are floats")

@@ -7,7 +7,7 @@ pair of pure functions) whose methods are pure functions of arrays::
     loss, metrics, state = model.loss(params, state, batch, key, hyper)
 
 ``batch`` is any pytree of arrays with a leading example axis: ``x``, ``(x, y)`` or ``{"x": ..., "y": ...}``
-(``inputs`` finds x in it). ``hyper`` is ``training.Hyper``: the hyperparameters as data, the KL weight
+(``inputs`` finds x in it, ``labels`` y). ``hyper`` is ``training.Hyper``: the hyperparameters as data, the KL weight
 already times its schedule. ``metrics`` is a dict of scalars: the history, the epoch line, the sweep
 summary and TensorBoard show whatever it holds. ``hyperparameters`` names the fields of ``Hyper`` the
 loss reads besides the learning rate; the others must stay at their defaults (``check_hyperparameters``).
@@ -42,6 +42,23 @@ def inputs(batch):
     if isinstance(batch, dict):
         return batch["x"]
     return batch
+
+
+def labels(batch):
+    """The labels in ``batch``, beside its inputs: the second entry of a tuple or list, the ``"y"`` of a
+    dict; None if it has none.
+
+    Args:
+        batch: An array, a tuple or list, or a dict.
+
+    Returns:
+        The labels, or None.
+    """
+    if isinstance(batch, (tuple, list)):
+        return batch[1] if len(batch) > 1 else None
+    if isinstance(batch, dict):
+        return batch.get("y")
+    return None
 
 
 def with_inputs(batch, x):
