@@ -54,6 +54,7 @@ def remedy_text(error: RunError, resume: str | None = None) -> str:
     checkpoint, config = error.run_dir / CHECKPOINT_FILE, error.run_dir / CONFIG_FILE
     return {
         "resume": f"; continue it with '{resume}' or choose another directory",
+        "resume_sweep": f"; continue a sweep with '{resume_command('sweep', error.run_dir)}' or choose another --out",
         "start": f"; start a run there with: {PROG} train --out {where}",
         "rebuild_config": f"; rebuild {CONFIG_FILE} from it with: {resume} --dataset NAME (the data it was trained on)",
         "rebuild_config_from_checkpoint": (f"; rebuild {CONFIG_FILE} from it (and train on, if the run has "
