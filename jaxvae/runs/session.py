@@ -133,7 +133,7 @@ def train_run(
     download: bool = True,
     figures: bool = True,
     callbacks: Sequence[Callable[[ModelsState, list], None]] = (),
-    on_start: Callable[[TrainRun], None] | None = None,
+    on_start: Callable[[TrainRun], Callable | None] | None = None,
     check_resumed: Callable[[RunInfo], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     log: Log | None = None,
