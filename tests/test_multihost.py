@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from jaxvae import TrainConfig, VAEConfig, fit
+from jaxvae.fileio import OWNERSHIP_FILE
 from jaxvae.runs import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, read_metrics
 from tolerances import rel_err
 
@@ -93,8 +94,8 @@ def test_two_processes_train_data_parallel_like_one_and_only_process_0_writes(tm
     assert [p.returncode for p in procs] == [0, 0], "\n".join(outputs)[-4000:]
 
     writer, other = tmp_path / "run-of-process-0", tmp_path / "run-of-process-1"
-    assert {p.name for p in writer.iterdir()} == {CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, "figures"}
-    assert len(list((writer / "figures").iterdir())) == 5
+    assert {p.name for p in writer.iterdir()} == {CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, "figures", OWNERSHIP_FILE}
+    assert len(list((writer / "figures").glob("*.png"))) == 5
     assert list(other.iterdir()) == []  # process 1 trained as much and wrote nothing
 
     train_x, val_x = data()
