@@ -60,14 +60,14 @@ from jaxvae.runs.lifecycle import (
     resumed_info,
     start_new_run,
 )
-from jaxvae.runs.lock import RunBusyError, RunLock
+from jaxvae.runs.lock import RunBusyError, RunLock, hold_lock
 from jaxvae.runs.saver import RunSaver
 from jaxvae.runs.session import TrainRun, train_run
 
 __all__ = [
     "CHECKPOINT_FILE", "CONFIG_FILE", "EVALUATE_FILE", "EXPORT_FILE", "FIGURES_DIR", "LOCK_FILE", "METRICS_FILE",
     "RUN_ENTRIES", "SPLITS", "SWEEP_FILE", "TENSORBOARD_DIR", "evaluation_key", "write_evaluation",
-    "RunError", "RunBusyError", "RunInfo", "RunLock", "RunSaver",
+    "RunError", "RunBusyError", "RunInfo", "RunLock", "RunSaver", "hold_lock",
     "check_new_run_dir", "check_run_data", "checkpoint_record", "data_fingerprints", "default_image_shape", "fingerprints_from_dict", "foreign_entries",
     "load_run", "nothing_to_do", "read_checkpoint", "read_metrics", "read_run_config", "read_run_info", "refuse_foreign", "require_run_dir",
     "resume_point", "resumed_info", "run_dataset", "start_new_run", "write_metrics", "write_run_config",

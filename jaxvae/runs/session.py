@@ -47,7 +47,7 @@ from jaxvae.runs.lifecycle import (
     resumed_info,
     start_new_run,
 )
-from jaxvae.runs.lock import RunLock
+from jaxvae.runs.lock import hold_lock
 from jaxvae.runs.saver import RunSaver
 from jaxvae.training import FitState, ModelsResult, ModelsState, TrainStep, fit_models, init_fit_state
 from jaxvae.vae import as_model
@@ -198,12 +198,6 @@ def _vae_config(model: Model | VAEConfig | None) -> VAEConfig:
     return config
 
 
-def _lock(directory: Path, holder: str | None, locks: contextlib.ExitStack, log: Log | None) -> None:
-    lock = locks.enter_context(RunLock(directory, holder))
-    if not lock.locked and log:
-        log(f"jaxvae: note: this platform has no advisory file locks; make sure no other jaxvae writes {directory}")
-
-
 def _check_memory(vae_config: VAEConfig, batch_size: int, dataset: Dataset, models: int) -> None:
     # the models and both splits of the data, which training keeps on the device
     check_memory(vae_config, batch_size, int(dataset.train_x.size + dataset.test_x.size), models)
@@ -250,7 +244,7 @@ def _new(root: Path, vae_config: VAEConfig, dataset, train_config: TrainConfig, 
         for directory in dict.fromkeys([root, *run_dirs]):
             if is_writer():
                 directory.mkdir(parents=True, exist_ok=True)
-            _lock(directory, holder, locks, log)
+            hold_lock(locks, directory, holder, log)
         for run_dir, run_info in zip(run_dirs, run.infos):
             if check_new_run_dir(run_dir) and log:  # again, under the lock: nobody trained here meanwhile
                 log(f"{run_dir} holds a run that never saved a trained epoch: starting afresh in its place")
@@ -303,13 +297,13 @@ def _resume(root: Path, sweep: bool, model, dataset, train_config, max_epochs, d
     grid, errors, run_dirs = None, [None], [root]
     if sweep:
         require_run_dir(root)
-        _lock(root, holder, locks, log)
+        hold_lock(locks, root, holder, log)
         saved = _read_sweep_file(root)
         grid, errors = saved.grid, list(saved.errors)
         run_dirs = [root / name for name in saved.names]
     for run_dir in run_dirs:
         if run_dir.is_dir():
-            _lock(run_dir, holder, locks, log)  # before reading anything: a second writer is refused at once
+            hold_lock(locks, run_dir, holder, log)  # before reading anything: a second writer is refused at once
     name = dataset.name if isinstance(dataset, Dataset) else dataset
     points = [resume_point(d, None if sweep else name, log) for d in run_dirs]
     infos, states = [info for info, _ in points], [state for _, state in points]
