@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from cli_helpers import TINY, assert_one_line_error, run_cli, suggested_command
 
-from jaxvae.cli import train as train_flow
 from jaxvae.checkpoint import load_checkpoint, save_checkpoint
 from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.data import MNIST_FILES
 from jaxvae.fileio import OWNERSHIP_FILE, write_owned_text
 from jaxvae.runs import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, RunInfo, read_metrics, read_run_config, write_run_config
+from jaxvae.runs import session as train_flow
 from jaxvae.training import TrainStep, init_fit_state
 
 TINY_VAE = VAEConfig(input_dim=64, hidden=(32,))

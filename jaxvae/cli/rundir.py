@@ -10,7 +10,7 @@ from pathlib import Path
 from jaxvae.cli.console import warn
 from jaxvae.cli.flags import PROG, UsageError
 from jaxvae.layout import CHECKPOINT_FILE, CONFIG_FILE
-from jaxvae.runs import RunError, RunLock, check_new_run_dir
+from jaxvae.runs import RunError, check_new_run_dir, hold_lock
 
 
 def default_run_dir(dataset_name: str, prefix: str = "") -> Path:
@@ -34,9 +34,7 @@ def check_out_dir(out: Path) -> bool:
 
 def lock_run(run_dir: Path, command_line: str | None, stack: contextlib.ExitStack) -> None:
     """Hold the run directory's lock until ``stack`` closes (the end of the command)."""
-    lock = stack.enter_context(RunLock(run_dir, command_line))
-    if not lock.locked:
-        warn(f"{PROG}: note: this platform has no advisory file locks; make sure no other jaxvae writes {run_dir}")
+    hold_lock(stack, run_dir, command_line, warn)
 
 
 def resume_command(command: str, root) -> str:
@@ -54,6 +52,7 @@ def remedy_text(error: RunError, resume: str | None = None) -> str:
     checkpoint, config = error.run_dir / CHECKPOINT_FILE, error.run_dir / CONFIG_FILE
     return {
         "resume": f"; continue it with '{resume}' or choose another directory",
+        "resume_sweep": f"; continue a sweep with '{resume_command('sweep', error.run_dir)}' or choose another --out",
         "start": f"; start a run there with: {PROG} train --out {where}",
         "rebuild_config": f"; rebuild {CONFIG_FILE} from it with: {resume} --dataset NAME (the data it was trained on)",
         "rebuild_config_from_checkpoint": (f"; rebuild {CONFIG_FILE} from it (and train on, if the run has "

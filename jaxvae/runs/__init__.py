@@ -16,7 +16,9 @@ Layout (names are the constants of ``jaxvae.runs.format``)::
 One module per job: ``format`` (the files and ``RunInfo``), ``data`` (finding a run's data again and
 checking its fingerprints), ``lock`` (one writer per directory and path), ``lifecycle`` (new run,
 resume or nothing to do), ``ownership`` (which files are jaxvae's, and adopting those of older
-runs) and ``saver`` (``RunSaver``: the checkpoints and metrics of N models as they train).
+runs), ``saver`` (``RunSaver``: the checkpoints and metrics of N models as they train) and
+``session`` (``train_run``: a new run, a resumed one or nothing to do, locked, trained and saved:
+the one flow behind ``jaxvae train`` and ``jaxvae sweep``).
 Errors are ``RunError``s that say what is wrong; their ``remedy`` lets the command line name the
 command that fixes it.
 """
@@ -58,14 +60,16 @@ from jaxvae.runs.lifecycle import (
     resumed_info,
     start_new_run,
 )
-from jaxvae.runs.lock import RunBusyError, RunLock
+from jaxvae.runs.lock import RunBusyError, RunLock, hold_lock
 from jaxvae.runs.saver import RunSaver
+from jaxvae.runs.session import TrainRun, train_run
 
 __all__ = [
     "CHECKPOINT_FILE", "CONFIG_FILE", "EVALUATE_FILE", "EXPORT_FILE", "FIGURES_DIR", "LOCK_FILE", "METRICS_FILE",
     "RUN_ENTRIES", "SPLITS", "SWEEP_FILE", "TENSORBOARD_DIR", "evaluation_key", "write_evaluation",
-    "RunError", "RunBusyError", "RunInfo", "RunLock", "RunSaver",
+    "RunError", "RunBusyError", "RunInfo", "RunLock", "RunSaver", "hold_lock",
     "check_new_run_dir", "check_run_data", "checkpoint_record", "data_fingerprints", "default_image_shape", "fingerprints_from_dict", "foreign_entries",
     "load_run", "nothing_to_do", "read_checkpoint", "read_metrics", "read_run_config", "read_run_info", "refuse_foreign", "require_run_dir",
     "resume_point", "resumed_info", "run_dataset", "start_new_run", "write_metrics", "write_run_config",
+    "TrainRun", "train_run",
 ]

@@ -39,7 +39,8 @@ SPLITS = ("train", "test")
 class RunError(InputError):
     """A run directory or one of its files is missing, unreadable or not what was asked for; the
     message names the path. ``remedy`` names what would fix it, for a front end that can spell it
-    as a command (the command line does): "resume" (continue the run in ``run_dir``), "start" (start
+    as a command (the command line does): "resume" (continue the run in ``run_dir``), "resume_sweep"
+    (continue the sweep in ``run_dir``, or choose another directory), "start" (start
     a run there), "rebuild_config" (rebuild config.json from the checkpoint, naming the dataset),
     "rebuild_config_from_checkpoint" (rebuild config.json from the checkpoint's own record),
     "set_aside_checkpoint" (move the unreadable checkpoint away and start again), "set_aside_config"

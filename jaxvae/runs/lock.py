@@ -113,3 +113,13 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def hold_lock(stack: contextlib.ExitStack, run_dir: str | os.PathLike, holder: str | None = None,
+              log=None) -> RunLock:
+    """``RunLock(run_dir, holder)``, held until ``stack`` closes; ``log`` is told when this platform
+    has no advisory file locks (the directory is then not locked)."""
+    lock = stack.enter_context(RunLock(run_dir, holder))
+    if not lock.locked and log:
+        log(f"jaxvae: note: this platform has no advisory file locks; make sure no other jaxvae writes {run_dir}")
+    return lock
