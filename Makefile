@@ -31,7 +31,7 @@ train: install
 test: install
 	$(PYTEST)
 
-# the fast tier: every test not marked slow (51-59 s on a 2-core Intel Xeon VM; the full suite 5-6 min)
+# the fast tier: every test not marked slow (64 s on a 2-core AMD EPYC VM; the full suite 5 min)
 test-fast: install
 	$(PYTEST) -m "not slow"
 
