@@ -433,17 +433,7 @@ def write_owned(path: str | os.PathLike, data: bytes) -> None:
 
 
 def write_owned_text(path: str | os.PathLike, text: str) -> None:
-    """``write_owned`` of ``text`` in UTF-8.
-
-    Args:
-        path: The file.
-        text: Its new content.
-
-    Raises:
-        NotOwnedError: ``path`` holds a file that jaxvae did not write.
-        OSError: ``path`` is a symbolic link or no regular file, a held directory above it was moved,
-            or the write failed; the message names the path.
-    """
+    """``write_owned(path, text)`` of ``text`` in UTF-8, with its errors."""
     write_owned(path, text.encode("utf-8"))
 
 

@@ -171,15 +171,7 @@ def importance_weights(module, likelihood, x: jax.Array, posterior, eps: jax.Arr
     """log w = log p(x | z) + log p(z) - log q(z | x) for z = mu + sigma * eps, ``eps [k, B, latent]``.
 
     log q is computed from eps directly (log N(eps | 0, I) - sum log sigma), which is exact and avoids
-    dividing by a tiny sigma.
-
-    Args:
-        module: Anything with ``decoder_output(z)`` (a bound module).
-        likelihood: The observation model (``jaxvae.likelihoods``).
-        x: The inputs ``[B, ...]``.
-        posterior: The encoder's ``(mu, log_sigma)`` of ``x``, each ``[B, latent]``.
-        eps: The noise ``[k, B, latent]``.
-        weights: ``Weights`` or a ``training.Hyper`` (the Gaussian's sigma).
+    dividing by a tiny sigma. The arguments are ``elbo_loss``'s, with ``eps`` ``[k, B, latent]``.
 
     Returns:
         ``(log_w, log_px_given_z)``, both ``[k, B]``.
@@ -208,14 +200,7 @@ def iwae_bound(log_w: jax.Array) -> jax.Array:
 def iwae_loss_of(module, likelihood, x: jax.Array, posterior, eps: jax.Array, weights) -> tuple[jax.Array, dict]:
     """The negative IWAE bound, averaged over the batch, with ``eps [k, B, latent]`` given.
     ``recon`` (mean -log p(x | z)) and ``kl`` (mean log q(z|x) - log p(z), Monte-Carlo) read as the ELBO's.
-
-    Args:
-        module: Anything with ``decoder_output(z)`` (a bound module).
-        likelihood: The observation model (``jaxvae.likelihoods``).
-        x: The inputs ``[B, ...]``.
-        posterior: The encoder's ``(mu, log_sigma)`` of ``x``, each ``[B, latent]``.
-        eps: The noise ``[k, B, latent]``.
-        weights: ``Weights`` or a ``training.Hyper`` (the Gaussian's sigma).
+    The arguments are ``elbo_loss``'s, with ``eps`` ``[k, B, latent]``.
 
     Returns:
         ``(loss, {"recon": ..., "kl": ...})``.
@@ -267,14 +252,8 @@ def log_importance_weights(params: dict, x: jax.Array, eps: jax.Array, config: V
 
 def iwae_loss(params: dict, x: jax.Array, eps: jax.Array, config: VAEConfig, *,
               recon_sigma: float | jax.Array = 1.0) -> tuple[jax.Array, dict]:
-    """``iwae_loss_of`` a config's parameters: ``(loss, {"recon", "kl"})``.
-
-    Args:
-        params: A ``VAEConfig``'s parameters.
-        x: The inputs ``[B, input_dim]``.
-        eps: The noise ``[k, B, latent]``.
-        config: The model's config.
-        recon_sigma: The Gaussian's sigma.
+    """``iwae_loss_of`` a config's parameters: ``(loss, {"recon", "kl"})``. The arguments are
+    ``log_importance_weights``'.
 
     Returns:
         ``(loss, {"recon": ..., "kl": ...})``.

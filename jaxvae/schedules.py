@@ -34,7 +34,8 @@ from jaxvae.structure import structure_key
 
 
 class Schedule:
-    """The interface; stateless schedules only implement ``value``."""
+    """The interface; stateless schedules only implement ``value``. The subclasses' methods take and
+    return what these document."""
 
     def init(self) -> Any:
         """The state before the first epoch.
@@ -54,6 +55,9 @@ class Schedule:
 
         Returns:
             The factor at ``step``.
+
+        Raises:
+            InputError: ``steps_per_epoch`` is None for a schedule that counts in epochs.
         """
         raise NotImplementedError
 
@@ -102,16 +106,7 @@ class Constant(Schedule):
     factor: float = 1.0
 
     def value(self, state, step, steps_per_epoch):
-        """``factor``, whatever the step.
-
-        Args:
-            state: The schedule's state (``()`` for stateless ones).
-            step: The global step, from 0 (an array inside the compiled step).
-            steps_per_epoch: Steps per epoch, for schedules that count in epochs; None when unknown.
-
-        Returns:
-            The factor at ``step``.
-        """
+        """``factor``, whatever the step."""
         return self.factor
 
 
@@ -156,37 +151,15 @@ class Plateau(Schedule):
     stop_lr: float = TrainConfig.stop_lr
 
     def init(self) -> PlateauState:
-        """A fresh state: scale 1, no best loss yet.
-
-        Returns:
-            ``PlateauState()``.
-        """
+        """A fresh state: scale 1, no best loss yet."""
         return PlateauState()
 
     def value(self, state: PlateauState, step, steps_per_epoch):
-        """The state's scale.
-
-        Args:
-            state: The schedule's state (``()`` for stateless ones).
-            step: The global step, from 0 (an array inside the compiled step).
-            steps_per_epoch: Steps per epoch, for schedules that count in epochs; None when unknown.
-
-        Returns:
-            The factor at ``step``.
-        """
+        """The state's scale."""
         return state.scale
 
     def update(self, state: PlateauState, val_loss: float, base: float) -> PlateauState:
-        """The state after an epoch, as ``ReduceLROnPlateau.step(val_loss)`` leaves it.
-
-        Args:
-            state: The state before the epoch.
-            val_loss: The epoch's validation loss.
-            base: The hyperparameter the schedule multiplies (the model's lr).
-
-        Returns:
-            The new state.
-        """
+        """The state after an epoch, as ``ReduceLROnPlateau.step(val_loss)`` leaves it."""
         best, bad, scale = state.best, state.num_bad_epochs + 1, state.scale
         if val_loss < best * (1.0 - self.threshold):
             best, bad = val_loss, 0
@@ -199,16 +172,7 @@ class Plateau(Schedule):
         return PlateauState(scale=scale, best=best, num_bad_epochs=bad)
 
     def finished(self, state: PlateauState, epochs_done: int, base: float) -> bool:
-        """Whether the lr (``base`` times the scale) is below ``stop_lr``.
-
-        Args:
-            state: The schedule's state.
-            epochs_done: Epochs trained so far.
-            base: The hyperparameter the schedule multiplies.
-
-        Returns:
-            True when the run should stop.
-        """
+        """Whether the lr (``base`` times the scale) is below ``stop_lr``."""
         return base * state.scale < self.stop_lr
 
 
@@ -241,35 +205,14 @@ class Stages(Schedule):
         return sum(epochs for _, epochs in self.stages)
 
     def value(self, state, step, steps_per_epoch):
-        """The factor of the stage that the step's epoch falls in (the last one after the end).
-
-        Args:
-            state: The schedule's state (``()`` for stateless ones).
-            step: The global step, from 0 (an array inside the compiled step).
-            steps_per_epoch: Steps per epoch, for schedules that count in epochs; None when unknown.
-
-        Returns:
-            The factor at ``step``.
-
-        Raises:
-            InputError: ``steps_per_epoch`` is None: this schedule counts in epochs.
-        """
+        """The factor of the stage that the step's epoch falls in (the last one after the end)."""
         epoch = jnp.asarray(step) // _steps(steps_per_epoch, "Stages")  # integer: exact at stage ends
         ends = jnp.cumsum(jnp.asarray([epochs for _, epochs in self.stages]))
         index = jnp.minimum(jnp.searchsorted(ends, epoch, side="right"), len(self.stages) - 1)
         return jnp.asarray([factor for factor, _ in self.stages])[index]
 
     def finished(self, state, epochs_done: int, base: float) -> bool:
-        """Whether the stages' epochs are done.
-
-        Args:
-            state: The schedule's state.
-            epochs_done: Epochs trained so far.
-            base: The hyperparameter the schedule multiplies.
-
-        Returns:
-            True when the run should stop.
-        """
+        """Whether the stages' epochs are done."""
         return epochs_done >= self.total_epochs
 
 
@@ -284,19 +227,7 @@ class Cosine(Schedule):
     epochs: float
 
     def value(self, state, step, steps_per_epoch):
-        """The cosine's factor at ``step``.
-
-        Args:
-            state: The schedule's state (``()`` for stateless ones).
-            step: The global step, from 0 (an array inside the compiled step).
-            steps_per_epoch: Steps per epoch, for schedules that count in epochs; None when unknown.
-
-        Returns:
-            The factor at ``step``.
-
-        Raises:
-            InputError: ``steps_per_epoch`` is None: this schedule counts in epochs.
-        """
+        """The cosine's factor at ``step``."""
         decay_steps = max(1, round(self.epochs * _steps(steps_per_epoch, "Cosine")))
         return optax.cosine_decay_schedule(1.0, decay_steps)(step)
 
@@ -314,19 +245,7 @@ class LinearWarmup(Schedule):
 
     def value(self, state, step, steps_per_epoch):
         # In the default float type (float64 under x64): an int32 step over a Python float is float32 under jit.
-        """``min(1, step / (steps_per_epoch * epochs))``.
-
-        Args:
-            state: The schedule's state (``()`` for stateless ones).
-            step: The global step, from 0 (an array inside the compiled step).
-            steps_per_epoch: Steps per epoch, for schedules that count in epochs; None when unknown.
-
-        Returns:
-            The factor at ``step``.
-
-        Raises:
-            InputError: ``steps_per_epoch`` is None: this schedule counts in epochs.
-        """
+        """``min(1, step / (steps_per_epoch * epochs))``."""
         progress = jnp.asarray(step, jnp.result_type(float)) / (_steps(steps_per_epoch, "LinearWarmup") * self.epochs)
         return jnp.minimum(1.0, progress)
 
@@ -343,16 +262,7 @@ class FromOptax(Schedule):
     fn: Callable
 
     def value(self, state, step, steps_per_epoch):
-        """``fn(step)``.
-
-        Args:
-            state: The schedule's state (``()`` for stateless ones).
-            step: The global step, from 0 (an array inside the compiled step).
-            steps_per_epoch: Steps per epoch, for schedules that count in epochs; None when unknown.
-
-        Returns:
-            The factor at ``step``.
-        """
+        """``fn(step)``."""
         return self.fn(step)
 
     def _key(self):
