@@ -138,7 +138,8 @@ def info_from_record(raw: dict) -> RunInfo:
         The ``RunInfo``.
 
     Raises:
-        InputError: A config, the image shape, ``data_dir``, the fingerprints or ``imported_from`` is invalid.
+        ValueError: A config, the image shape, ``data_dir``, the fingerprints or ``imported_from`` is
+            invalid (an ``InputError`` where jaxvae checks the value).
         KeyError: A required key is missing.
         TypeError: An entry has the wrong type.
     """

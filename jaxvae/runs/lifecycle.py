@@ -151,7 +151,8 @@ def foreign_entries(directory: str | os.PathLike, own: Iterable[str] = RUN_ENTRI
         by_record: Whether to name what sits at jaxvae's paths without being a file it wrote there.
 
     Returns:
-        The entries, sorted by name first; empty when ``directory`` is not a directory.
+        The entries named by name or link (sorted), then the others at jaxvae's paths; empty when
+        ``directory`` is not a directory.
     """
     directory = Path(directory)
     if not directory.is_dir():

@@ -182,8 +182,10 @@ def train_run(
         resume: True continues the run in ``directory``, False starts a new one there, None continues
             it when there is one. A continued run keeps its config: ``model`` and ``train_config``, when
             given, must be the recorded ones except for ``max_epochs``, its new epoch limit.
-        max_epochs: A continued run's new epoch limit; None for ``train_config``'s, else the recorded one.
-        data_dir: Where the data are (recorded by a new run; on resume, another location of the same data).
+        max_epochs: A continued run's new epoch limit; None for ``train_config``'s, else the recorded
+            one. A new run takes ``train_config``'s.
+        data_dir: Where the data are: recorded by a new run; on resume, where to load them from (another
+            location of the same data) or where the given ``Dataset`` was found, recorded too.
         download: Whether MNIST may be downloaded when a resumed run's data are loaded.
         figures: Whether to draw each model's figures (and a sweep's) after training.
         callbacks: Run after each epoch's save, as ``fit_models``' are.
