@@ -7,7 +7,7 @@ import dataclasses
 import difflib
 import functools
 import sys
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, NoReturn, Sequence
 
 from jaxvae.config import (
     ACTIVATIONS,
@@ -147,15 +147,38 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self._commands = None
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
+        """Print ``message`` as one line (``PROG: error: ... (see PROG --help)``) and exit with code 2.
+
+        Args:
+            message: The error.
+
+        Raises:
+            SystemExit: Always, with code 2.
+        """
         message = " ".join(str(message).split())
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
     def add_subparsers(self, **kwargs):  # argparse makes each subcommand's parser a Parser too
+        """``argparse.ArgumentParser.add_subparsers``, kept for the typo hint on a command's name."""
         self._commands = super().add_subparsers(**kwargs)
         return self._commands
 
-    def parse_args(self, args=None, namespace=None):
+    def parse_args(self, args: Sequence[str] | None = None,
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        """``argparse``'s, with a hint for a mistyped command and unknown arguments reported in the words
+        of the subcommand they were given to.
+
+        Args:
+            args: The arguments; None for ``sys.argv[1:]``.
+            namespace: Where to put the values; None for a new one.
+
+        Returns:
+            The parsed arguments.
+
+        Raises:
+            SystemExit: An unknown command or argument, a bad value, --help or --version.
+        """
         args = sys.argv[1:] if args is None else list(args)
         command = None
         if self._commands is not None:  # argparse's message for a mistyped command suggests none
