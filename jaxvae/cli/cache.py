@@ -15,7 +15,11 @@ COMPILE_CACHE_MAX_BYTES = 256 << 20  # least recently used entries go first; one
 
 def compile_cache_dir() -> Path | None:
     """Where jaxvae keeps JAX's persistent compilation cache: ``user_cache_dir()/jax-cache``, or None
-    when ``$JAXVAE_NO_COMPILE_CACHE`` is set (to anything but "" or "0")."""
+    when ``$JAXVAE_NO_COMPILE_CACHE`` is set (to anything but "" or "0").
+
+    Returns:
+        The directory (not created here), or None.
+    """
     if os.environ.get(NO_COMPILE_CACHE_ENV, "") not in ("", "0"):
         return None
     return user_cache_dir() / "jax-cache"
@@ -24,7 +28,12 @@ def compile_cache_dir() -> Path | None:
 def enable_compile_cache() -> Path | None:
     """Turn on JAX's persistent compilation cache (before anything is compiled): a second start of the
     same configuration loads its compiled epoch. A directory the user gave JAX
-    (``JAX_COMPILATION_CACHE_DIR``) is kept. Returns the directory in use, or None (off, or not creatable)."""
+    (``JAX_COMPILATION_CACHE_DIR``) is kept. A cache entry that cannot be read is reported once per
+    directory, not once per entry.
+
+    Returns:
+        The directory in use, or None (off, or not creatable).
+    """
     import jax
 
     if jax.config.jax_compilation_cache_dir:

@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import threading
+from typing import Callable, Iterator, TextIO
 
 from jaxvae.config import VAEConfig
 from jaxvae.entry import EXIT_INTERRUPTED, raise_if_interrupted
@@ -24,7 +25,14 @@ def _write(stream, message: str) -> None:
 
 
 def os_error_text(e: OSError) -> str:
-    """``FILE: reason`` for an OSError (a full disk, a read-only or missing directory, no permission)."""
+    """``FILE: reason`` for an OSError (a full disk, a read-only or missing directory, no permission).
+
+    Args:
+        e: The error.
+
+    Returns:
+        ``FILE: reason`` when the error names both, else its own text.
+    """
     if e.filename is not None and e.strerror:
         return f"{e.filename}: {e.strerror}"
     return str(e)
@@ -34,8 +42,15 @@ _quiet = False  # --quiet: stdout gets only the closing line
 
 
 @contextlib.contextmanager
-def quiet(on: bool = True):
-    """While inside, ``say`` prints only the lines marked ``closing`` (``--quiet``); ``warn`` is unchanged."""
+def quiet(on: bool = True) -> Iterator[None]:
+    """While inside, ``say`` prints only the lines marked ``closing`` (``--quiet``); ``warn`` is unchanged.
+
+    Args:
+        on: Whether to be quiet; False leaves every line printed.
+
+    Yields:
+        Nothing; the previous setting is restored on leaving.
+    """
     global _quiet
     previous, _quiet = _quiet, bool(on)
     try:
@@ -45,13 +60,23 @@ def quiet(on: bool = True):
 
 
 def say(message: str = "", *, closing: bool = False) -> None:
-    """A line on stdout. ``closing``: the line that ends a command (its result), printed even under --quiet."""
+    """A line on stdout, printed below any progress bar.
+
+    Args:
+        message: The line.
+        closing: Whether it is the line that ends a command (its result), printed even under --quiet.
+    """
     if _quiet and not closing:
         return
     _write(sys.stdout, message)
 
 
 def warn(message: str) -> None:
+    """A line on stderr, printed below any progress bar, even under --quiet.
+
+    Args:
+        message: The line.
+    """
     _write(sys.stderr, message)
 
 
@@ -68,10 +93,18 @@ class EpochProgress:
     ``kind`` "epochs": one bar over the run's epochs, advanced after each. "steps": a bar within each
     epoch, fed by fit's ``progress(step, running_loss)`` host callback (``step_hook``), which keeps the
     epoch out of JAX's persistent compilation cache. "none": nothing.
+
+    Args:
+        kind: "epochs", "steps" or "none"; "none" whenever ``stream`` is not a terminal.
+        steps_per_epoch: The steps of one epoch (the "steps" bar's total).
+        first_epoch: The first epoch to be trained.
+        max_epochs: The epoch limit.
+        stream: Where the bars go; None for stderr.
+        models: How many models train together; with several, the bar shows their number, not a loss.
     """
 
-    def __init__(self, kind: str, steps_per_epoch: int, first_epoch: int, max_epochs: int, stream=None,
-                 models: int = 1):
+    def __init__(self, kind: str, steps_per_epoch: int, first_epoch: int, max_epochs: int,
+                 stream: TextIO | None = None, models: int = 1):
         self.stream = sys.stderr if stream is None else stream
         self.models = models  # several: every model reports each step; the bar counts steps, not losses
         self.kind = kind if _is_terminal(self.stream) else "none"
@@ -101,6 +134,7 @@ class EpochProgress:
             self.bar.set_postfix(loss=f"{float(running_loss):.4f}", refresh=False)
 
     def end_epoch(self) -> None:
+        """Advance the run's bar ("epochs"), or take the epoch's bar off the screen, after an epoch."""
         if self.kind == "epochs" and self.bar is not None:
             self.bar.update(1)
             if not self._timed:
@@ -132,7 +166,14 @@ class EpochProgress:
 
 
 def model_shape(vc: VAEConfig) -> str:
-    """784-400-2 for an MLP; conv 32-64, latent 2 for the conv architecture (whose ``hidden`` is unused)."""
+    """784-400-2 for an MLP; conv 32-64, latent 2 for the conv architecture (whose ``hidden`` is unused).
+
+    Args:
+        vc: The model's config.
+
+    Returns:
+        The shape, as text.
+    """
     if vc.architecture == "conv":
         return f"conv {'-'.join(map(str, vc.conv_channels))}, latent {vc.latent_dim}"
     return f"{vc.input_dim}-{'-'.join(map(str, vc.hidden))}-{vc.latent_dim}"
@@ -149,9 +190,19 @@ class SigintFlag:
     Python runs signal handlers only between bytecodes of the main thread, which sits inside XLA for a
     whole epoch. So the Python handler does nothing: the C-level handler writes each signal's number to
     a socket (``signal.set_wakeup_fd``) at once, and a watcher thread reading it acts on it.
+
+    Used as a context manager: the handling is installed on entering (in the main thread only) and the
+    previous handler restored on leaving. Entering raises ``KeyboardInterrupt`` for a Ctrl-C that came
+    while the run was being prepared.
+
+    Args:
+        second_line: Returns the line printed on the second Ctrl-C.
+
+    Attributes:
+        requested: Whether a first Ctrl-C asked to stop after the epoch.
     """
 
-    def __init__(self, second_line):
+    def __init__(self, second_line: Callable[[], str]):
         self.second_line = second_line
         self.requested = False
         self._active = False

@@ -7,6 +7,7 @@ import dataclasses
 import difflib
 import functools
 import sys
+from typing import Callable, Iterable, Iterator, NoReturn, Sequence
 
 from jaxvae.config import (
     ACTIVATIONS,
@@ -97,14 +98,29 @@ class UsageError(InputError):
     """Bad command-line input; reported as one line with exit code 2."""
 
 
-def did_you_mean(word: str, candidates) -> str:
-    """``"; did you mean X?"`` for the closest candidate, or "" when none is close."""
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """``"; did you mean X?"`` for the closest candidate, or "" when none is close.
+
+    Args:
+        word: What was typed.
+        candidates: The valid words.
+
+    Returns:
+        The hint, to append to an error message.
+    """
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f"; did you mean {close[0]}?" if close else ""
 
 
-def choice_type(choices):
-    """An argparse ``type`` that accepts one of ``choices`` and names the closest one on a typo."""
+def choice_type(choices: Sequence[str]) -> Callable[[str], str]:
+    """An argparse ``type`` that accepts one of ``choices`` and names the closest one on a typo.
+
+    Args:
+        choices: The valid values.
+
+    Returns:
+        The ``type`` function; it raises ``argparse.ArgumentTypeError`` for any other value.
+    """
 
     def parse(value: str) -> str:
         if value in choices:
@@ -117,7 +133,13 @@ def choice_type(choices):
 
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (``jaxvae train: error: ...``, exit code 2, no usage dump) and
-    a suggestion for a mistyped command, flag or choice, for every subcommand."""
+    a suggestion for a mistyped command, flag or choice, for every subcommand.
+
+    Args:
+        *args: As for ``argparse.ArgumentParser``.
+        **kwargs: As for ``argparse.ArgumentParser``; ``formatter_class`` defaults to one with a wider
+            flag column.
+    """
 
     def __init__(self, *args, **kwargs):
         # A wider flag column. Each flag writes its default into its help (ArgumentDefaultsHelpFormatter doubled them).
@@ -125,15 +147,38 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self._commands = None
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
+        """Print ``message`` as one line (``PROG: error: ... (see PROG --help)``) and exit with code 2.
+
+        Args:
+            message: The error.
+
+        Raises:
+            SystemExit: Always, with code 2.
+        """
         message = " ".join(str(message).split())
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
     def add_subparsers(self, **kwargs):  # argparse makes each subcommand's parser a Parser too
+        """``argparse.ArgumentParser.add_subparsers``, kept for the typo hint on a command's name."""
         self._commands = super().add_subparsers(**kwargs)
         return self._commands
 
-    def parse_args(self, args=None, namespace=None):
+    def parse_args(self, args: Sequence[str] | None = None,
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        """``argparse``'s, with a hint for a mistyped command and unknown arguments reported in the words
+        of the subcommand they were given to.
+
+        Args:
+            args: The arguments; None for ``sys.argv[1:]``.
+            namespace: Where to put the values; None for a new one.
+
+        Returns:
+            The parsed arguments.
+
+        Raises:
+            SystemExit: An unknown command or argument, a bad value, --help or --version.
+        """
         args = sys.argv[1:] if args is None else list(args)
         command = None
         if self._commands is not None:  # argparse's message for a mistyped command suggests none
@@ -148,8 +193,15 @@ class Parser(argparse.ArgumentParser):
             parser.error(parser.unrecognized(extras))
         return parsed
 
-    def unrecognized(self, extras) -> str:
-        """The error for arguments this parser does not know, naming the flag it was probably meant as."""
+    def unrecognized(self, extras: Sequence[str]) -> str:
+        """The error for arguments this parser does not know, naming the flag it was probably meant as.
+
+        Args:
+            extras: The arguments it did not know.
+
+        Returns:
+            The message: the first unknown flag with a hint, or every argument when none is a flag.
+        """
         flags = [a.split("=", 1)[0] for a in extras if a.startswith("--")]
         if not flags:
             return f"unrecognized arguments: {' '.join(extras)}"
@@ -157,19 +209,38 @@ class Parser(argparse.ArgumentParser):
         return f"unrecognized argument {flags[0]}{did_you_mean(flags[0], known)}"
 
 
-def config_fields():
+def config_fields() -> Iterator[tuple[type, dataclasses.Field]]:
+    """Every field of VAEConfig, then of TrainConfig.
+
+    Yields:
+        ``(config class, field)`` pairs.
+    """
     for cls in (VAEConfig, TrainConfig):
         for f in dataclasses.fields(cls):
             yield cls, f
 
 
 def flag_of(name: str) -> str:
-    """The command-line flag of a config field: ``max_epochs`` -> ``--epochs``, ``latent_dim`` -> ``--latent-dim``."""
+    """The command-line flag of a config field: ``max_epochs`` -> ``--epochs``, ``latent_dim`` -> ``--latent-dim``.
+
+    Args:
+        name: The field's name.
+
+    Returns:
+        The flag.
+    """
     return "--" + FLAG_NAMES.get(name, name).replace("_", "-")
 
 
 def field_help(field: dataclasses.Field) -> str:
-    """A config flag's help: what it does and its default (the dataclass's, so config.py stays the one place)."""
+    """A config flag's help: what it does and its default (the dataclass's, so config.py stays the one place).
+
+    Args:
+        field: The config field.
+
+    Returns:
+        The help text.
+    """
     default = field.default
     if field.name in DEFAULT_TEXT:
         default = DEFAULT_TEXT[field.name]
@@ -180,9 +251,14 @@ def field_help(field: dataclasses.Field) -> str:
     return f"{FIELD_HELP[field.name]} (default: {default})"
 
 
-def add_field_flag(container, field: dataclasses.Field) -> None:
+def add_field_flag(container: argparse.ArgumentParser | argparse._ArgumentGroup, field: dataclasses.Field) -> None:
     """The flag of one config field on a parser or argument group. Its default is SUPPRESSed in the
-    namespace, which tells the flags given apart (input_dim otherwise follows the dataset; --resume)."""
+    namespace, which tells the flags given apart (input_dim otherwise follows the dataset; --resume).
+
+    Args:
+        container: The parser or argument group.
+        field: The config field.
+    """
     kwargs = {"dest": field.name, "default": argparse.SUPPRESS, "help": field_help(field)}
     default = field.default
     if field.name in FIELD_CHOICES:
@@ -197,20 +273,44 @@ def add_field_flag(container, field: dataclasses.Field) -> None:
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field, grouped by config, with that field's default (shown in --help)."""
+    """One flag per config field, grouped by config, with that field's default (shown in --help).
+
+    Args:
+        parser: The parser to add them to.
+    """
     model = parser.add_argument_group("model (VAEConfig)")
     training = parser.add_argument_group("training (TrainConfig)")
     for cls, f in config_fields():
         add_field_flag(model if cls is VAEConfig else training, f)
 
 
-def given_fields(args) -> dict:
+def given_fields(args: argparse.Namespace) -> dict:
+    """The config fields whose flags were given.
+
+    Args:
+        args: The parsed command line.
+
+    Returns:
+        Their values by field name.
+    """
     return {f.name: getattr(args, f.name) for _, f in config_fields() if hasattr(args, f.name)}
 
 
-def configs_from_args(args, base_vae: VAEConfig = VAEConfig(),
+def configs_from_args(args: argparse.Namespace, base_vae: VAEConfig = VAEConfig(),
                       base_train: TrainConfig = TrainConfig()) -> tuple[VAEConfig, TrainConfig]:
-    """The configs: ``base_*`` with the flags that were given; ValueError naming a bad field."""
+    """The configs: ``base_*`` with the flags that were given; ValueError naming a bad field.
+
+    Args:
+        args: The parsed command line.
+        base_vae: The model config the flags change.
+        base_train: The training config the flags change.
+
+    Returns:
+        The model config and the training config.
+
+    Raises:
+        InputError: A value a config does not accept; the message names the field.
+    """
     given = given_fields(args)
     vae_names = {f.name for f in dataclasses.fields(VAEConfig)}
     vae = dataclasses.replace(base_vae, **{k: v for k, v in given.items() if k in vae_names})
@@ -219,7 +319,13 @@ def configs_from_args(args, base_vae: VAEConfig = VAEConfig(),
 
 
 class TensorBoardFlag(argparse.Action):
-    """``--tensorboard``: refused at parse time, before anything is written, when tensorboardX is missing."""
+    """``--tensorboard``: refused at parse time, before anything is written, when tensorboardX is missing.
+
+    Args:
+        option_strings: As for ``argparse.Action``.
+        dest: As for ``argparse.Action``.
+        **kwargs: As for ``argparse.Action`` (it takes no value and defaults to False).
+    """
 
     def __init__(self, option_strings, dest, **kwargs):
         super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
@@ -230,8 +336,20 @@ class TensorBoardFlag(argparse.Action):
         setattr(namespace, self.dest, True)
 
 
-def add_run_flags(parser, metavar: str, out_help: str, resume_what: str, plots_what: str):
-    """The flags train and sweep share: where to write, resuming, figures, progress. Returns the group."""
+def add_run_flags(parser: argparse.ArgumentParser, metavar: str, out_help: str, resume_what: str,
+                  plots_what: str) -> argparse._ArgumentGroup:
+    """The flags train and sweep share: where to write, resuming, figures, progress.
+
+    Args:
+        parser: The command's parser.
+        metavar: The name of --out's and --resume's value (RUN_DIR, SWEEP_DIR).
+        out_help: --out's help.
+        resume_what: What --resume continues, in its help ("the run in RUN_DIR from its checkpoint", say).
+        plots_what: What --no-plots skips, in its help.
+
+    Returns:
+        The "run" argument group holding them.
+    """
     run = parser.add_argument_group("run")
     run.add_argument("--out", metavar=metavar, help=out_help)
     run.add_argument("--resume", metavar=metavar, help=f"continue {resume_what} (its config is kept; --epochs may "

@@ -8,6 +8,7 @@ import os
 import shlex
 import sys
 import traceback
+from typing import Callable
 
 from jaxvae import __version__
 from jaxvae.cli.cache import enable_compile_cache
@@ -47,8 +48,14 @@ COMMANDS = {
 }
 
 
-def add_sweep_parser(sub, data_flags) -> None:
-    """``jaxvae sweep``: train's flags, except that --recon-sigma, --kl-weight and --lr take several values."""
+def add_sweep_parser(sub: argparse._SubParsersAction,
+                     data_flags: Callable[[argparse.ArgumentParser, bool], None]) -> None:
+    """``jaxvae sweep``: train's flags, except that --recon-sigma, --kl-weight and --lr take several values.
+
+    Args:
+        sub: The subcommands to add it to.
+        data_flags: Adds the data flags to a parser (True: those of a command that trains).
+    """
     sweep = sub.add_parser("sweep", help="train many models at once: --seeds N and several values of --recon-sigma, "
                            "--kl-weight or --lr (one compiled program)", conflict_handler="resolve")
     data_flags(sweep, True)
@@ -66,6 +73,11 @@ def add_sweep_parser(sub, data_flags) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every ``jaxvae`` command; building it imports no JAX.
+
+    Returns:
+        The parser (a ``flags.Parser``: one-line errors with exit code 2).
+    """
     parser = Parser(prog=PROG, description="Train, evaluate, plot and export the VAE of 'A Gentle "
                      "Introduction to Variational Autoencoders' (JAX/Flax).")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -173,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     memory (refused before allocating, or an allocation failed); 130 interrupted. Each failure is one
     line on stderr naming the flag or file, no traceback (``jaxvae.errors``). Any other exception is a
     bug: its traceback, a line asking to report it, and exit code 1.
+
+    Args:
+        argv: The arguments after the program's name; None for ``sys.argv[1:]``.
+
+    Returns:
+        The exit code.
     """
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     parser = build_parser()

@@ -1,6 +1,7 @@
 """``jaxvae evaluate``, ``plot``, ``export`` and ``import``: commands on an existing run directory."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import json
@@ -40,7 +41,23 @@ def _model_line(info: RunInfo, epoch: int) -> str:
     return f"model after epoch {epoch}"
 
 
-def cmd_evaluate(args) -> int:
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``jaxvae evaluate``: score a run on a split, print the table (or JSON) and add the result to its
+    ``evaluate.json``.
+
+    Args:
+        args: The parsed command line.
+
+    Returns:
+        The exit code, 0.
+
+    Raises:
+        RunError: The run directory cannot be read, or its data differ from the run's.
+        InputError: ``--split``, ``--seed``, ``--k``, ``--limit`` or ``--chunk`` out of range, or the data
+            cannot be found or read.
+        NumericalError: A non-finite estimate.
+        OSError: ``evaluate.json`` cannot be written, or holds a file that jaxvae did not write.
+    """
     info = read_run_info(args.run_dir)
     result = evaluate_run(args.run_dir, split=args.split, seed=args.seed, k=args.k, limit=args.limit, chunk=args.chunk,
                           data_dir=args.data_dir, download=not args.no_download, log=warn)
@@ -65,7 +82,20 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def cmd_plot(args) -> int:
+def cmd_plot(args: argparse.Namespace) -> int:
+    """``jaxvae plot``: redraw a run's figures from its checkpoint.
+
+    Args:
+        args: The parsed command line.
+
+    Returns:
+        The exit code, 0.
+
+    Raises:
+        RunError: The run directory cannot be read, or its data differ from the run's.
+        InputError: The data cannot be found or read.
+        OSError: A figure cannot be written, or its path holds a file that jaxvae did not write.
+    """
     from jaxvae.plots import save_figures  # deferred: matplotlib is ~0.6 s of a start; only this command needs it
 
     info, state = load_run(args.run_dir)
@@ -80,7 +110,20 @@ def cmd_plot(args) -> int:
 # --------------------------------------------------------------------------- torch export / import
 
 
-def cmd_export(args) -> int:
+def cmd_export(args: argparse.Namespace) -> int:
+    """``jaxvae export``: write a run's model as torchref's encoder and decoder state dicts.
+
+    Args:
+        args: The parsed command line.
+
+    Returns:
+        The exit code, 0.
+
+    Raises:
+        RunError: The run directory cannot be read.
+        InputError: The model does not fit torchref's modules, or the output's directory does not exist.
+        OSError: The file cannot be written, or holds a file that jaxvae did not write.
+    """
     info, state = load_run(args.run_dir)
     # what an import needs to report the model truthfully and to find and check its data again
     fingerprints = checkpoint_record(info).get("data_fingerprints") or None
@@ -95,7 +138,22 @@ def cmd_export(args) -> int:
     return 0
 
 
-def cmd_import(args) -> int:
+def cmd_import(args: argparse.Namespace) -> int:
+    """``jaxvae import``: make a run directory (config.json and a checkpoint) from torchref state dicts,
+    under the directory's lock.
+
+    Args:
+        args: The parsed command line.
+
+    Returns:
+        The exit code, 0.
+
+    Raises:
+        InputError: The file is not one ``interop.load_torch`` reads, or a --flag value is invalid.
+        UsageError: ``--data-dir`` is not a directory, the file's data fingerprints are invalid, ``--out``
+            cannot take a new run, or the run directory cannot be written.
+        RunError: Another process holds ``--out``'s lock, or it was moved while being locked.
+    """
     with warnings.catch_warnings(record=True) as casts:
         warnings.simplefilter("always")
         params, config, blob = load_torch(args.torch_file)

@@ -3,6 +3,7 @@ that a library ``RunError``'s remedy stands for."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import time
 from pathlib import Path
@@ -15,7 +16,15 @@ from jaxvae.runs import RunError, check_new_run_dir, hold_lock
 
 def default_run_dir(dataset_name: str, prefix: str = "") -> Path:
     """``runs/<prefix><dataset>-<YYYYmmdd-HHMMSS>`` named after the data actually used (the fallback's
-    too), with ``-2``, ``-3``, ... when that directory exists (two runs started within one second)."""
+    too), with ``-2``, ``-3``, ... when that directory exists (two runs started within one second).
+
+    Args:
+        dataset_name: The name of the data used.
+        prefix: Put before the name ("sweep-", say).
+
+    Returns:
+        The path, relative to the working directory; not created.
+    """
     stem = Path("runs") / f"{prefix}{dataset_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out, n = stem, 1
     while out.exists():
@@ -25,7 +34,17 @@ def default_run_dir(dataset_name: str, prefix: str = "") -> Path:
 
 
 def check_out_dir(out: Path) -> bool:
-    """``runs.check_new_run_dir`` for ``--out``: whether a run that never trained is there to restart."""
+    """``runs.check_new_run_dir`` for ``--out``: whether a run that never trained is there to restart.
+
+    Args:
+        out: The --out directory.
+
+    Returns:
+        True when it holds a run that never saved a trained epoch, which the new run replaces.
+
+    Raises:
+        UsageError: A new run may not start there; the message says why and the command that fixes it.
+    """
     try:
         return check_new_run_dir(out)
     except RunError as e:
@@ -33,18 +52,44 @@ def check_out_dir(out: Path) -> bool:
 
 
 def lock_run(run_dir: Path, command_line: str | None, stack: contextlib.ExitStack) -> None:
-    """Hold the run directory's lock until ``stack`` closes (the end of the command)."""
+    """Hold the run directory's lock until ``stack`` closes (the end of the command).
+
+    Args:
+        run_dir: The run directory.
+        command_line: What a second writer's refusal names; None for this process's command line.
+        stack: The stack that releases the lock when it closes.
+
+    Raises:
+        RunBusyError: Another process holds the lock.
+        RunError: ``run_dir`` was moved or replaced while it was being locked.
+        OSError: ``run_dir`` cannot be opened as a directory, or its ``.lock`` cannot be written.
+    """
     hold_lock(stack, run_dir, command_line, warn)
 
 
-def resume_command(command: str, root) -> str:
-    """The command line that continues the run or sweep in ``root``: ``jaxvae train|sweep --resume ROOT``."""
+def resume_command(command: str, root: str | os.PathLike) -> str:
+    """The command line that continues the run or sweep in ``root``: ``jaxvae train|sweep --resume ROOT``.
+
+    Args:
+        command: "train" or "sweep".
+        root: The run or sweep directory.
+
+    Returns:
+        The command line, ``root`` shell-quoted.
+    """
     return f"{PROG} {command} --resume {shlex.quote(str(root))}"
 
 
 def remedy_text(error: RunError, resume: str | None = None) -> str:
     """The command that fixes ``error``, as ``; <what to do>: <command>``, or "" when none applies.
-    ``resume`` is the command that continues the run (default: ``jaxvae train --resume RUN_DIR``)."""
+
+    Args:
+        error: The error, whose ``remedy`` and ``run_dir`` are used.
+        resume: The command that continues the run; None for ``jaxvae train --resume RUN_DIR``.
+
+    Returns:
+        The text to append to the error's message, or "" when it has no remedy or no run directory.
+    """
     if error.remedy is None or error.run_dir is None:
         return ""
     where = shlex.quote(str(error.run_dir))

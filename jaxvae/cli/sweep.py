@@ -9,7 +9,16 @@ from jaxvae.sweep import SWEPT, SweepModel, setting_label, varying_values
 
 def epoch_line(records: list, models: list[SweepModel], max_epochs: int) -> str | None:
     """The line printed after an epoch: a lone model's losses, or for a sweep each setting's mean
-    validation loss over its seeds (a loss compares only within a setting: sigma rescales it)."""
+    validation loss over its seeds (a loss compares only within a setting: sigma rescales it).
+
+    Args:
+        records: Model i's history record for the epoch at index i; None for a model that did not train it.
+        models: A sweep's models; empty for a lone run.
+        max_epochs: The epoch limit, shown as the denominator.
+
+    Returns:
+        The line, or None when no model trained the epoch.
+    """
     done = [(i, r) for i, r in enumerate(records) if r is not None]
     if not done:
         return None
@@ -33,7 +42,14 @@ def epoch_line(records: list, models: list[SweepModel], max_epochs: int) -> str 
 
 
 def settings_table(summary: dict) -> list[str]:
-    """The closing table: per setting the final val loss, recon and KL, mean +- sd over its seeds."""
+    """The closing table: per setting the final val loss, recon and KL, mean +- sd over its seeds.
+
+    Args:
+        summary: The sweep's summary (``sweep.summarize``).
+
+    Returns:
+        The table's lines, the header first.
+    """
     def cell(stats):
         if not stats or not stats["n"]:  # no model of the setting trained an epoch
             return f"{'-':>20}"

@@ -4,6 +4,7 @@ sweep's models each get ``SWEEP_DIR/<name>``, beside ``sweep.json``.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import shlex
@@ -295,8 +296,29 @@ def _closing(args, command: str, run: TrainRun) -> int:
     return 0
 
 
-def run_command(args) -> int:
-    """``jaxvae train`` or ``jaxvae sweep``, as ``args.command`` says."""
+def run_command(args: argparse.Namespace) -> int:
+    """``jaxvae train`` or ``jaxvae sweep``, as ``args.command`` says: a new run or sweep, or the one
+    --resume names, trained by ``runs.train_run`` with the command's lines, progress bars, TensorBoard
+    and Ctrl-C handling. A full disk or a failed allocation during training, a Ctrl-C and a
+    non-finite loss end it with one line saying what is kept and how to go on.
+
+    Args:
+        args: The parsed command line.
+
+    Returns:
+        The exit code: 0, 1 (a non-finite loss), 2 (a write failed during training), 3 (out of memory
+        during training) or 130 (interrupted).
+
+    Raises:
+        UsageError: A flag the run cannot take (a resumed run's config or data changed, --out and
+            --resume differ, --data-dir for other data), or a new run's --out is refused.
+        InputError: A config value or data that the model cannot train on.
+        RunError: The run or sweep to resume cannot be read or continued, or its data differ.
+        RunBusyError: Another process holds a directory's lock.
+        MemoryLimitError: The models and data would not fit the device's memory.
+        KeyboardInterrupt: Ctrl-C before training started.
+        OSError: A write failed before training started.
+    """
     command = args.command
     with contextlib.ExitStack() as stack:  # the Ctrl-C handling, to the end
         stack.enter_context(quiet(args.quiet))  # --quiet: stdout gets the closing line only

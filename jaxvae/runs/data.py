@@ -11,19 +11,46 @@ from jaxvae.runs.format import RunError, RunInfo
 
 
 def data_fingerprints(dataset: Dataset) -> dict:
-    """``{"train": Fingerprint, "test": Fingerprint}`` of a dataset's arrays."""
+    """``{"train": Fingerprint, "test": Fingerprint}`` of a dataset's arrays.
+
+    Args:
+        dataset: The dataset.
+
+    Returns:
+        The fingerprints of its train and test inputs, by split name.
+    """
     return {"train": fingerprint(dataset.train_x), "test": fingerprint(dataset.test_x)}
 
 
 def check_arrays(dataset: Dataset, vae_config: VAEConfig, batch_size: int | None = None) -> None:
     """fit's own checks of both splits against the model (and the train split against ``batch_size``),
-    run before anything is written (fit repeats them: cheap)."""
+    run before anything is written (fit repeats them: cheap).
+
+    Args:
+        dataset: The dataset; its name is in the messages.
+        vae_config: The model's config.
+        batch_size: The training batch size, which the train split must hold; None for no check.
+
+    Raises:
+        InputError: A split is not data the model can train on, or holds fewer rows than ``batch_size``.
+    """
     check_data(f"{dataset.name} train split", dataset.train_x, vae_config, batch_size)
     check_data(f"{dataset.name} test split", dataset.test_x, vae_config)
 
 
-def check_run_data(info: RunInfo, dataset: Dataset, data_dir=None, run_dir=None) -> None:
-    """RunError unless ``dataset`` has the fingerprints ``info`` recorded (none recorded: accepted)."""
+def check_run_data(info: RunInfo, dataset: Dataset, data_dir: str | os.PathLike | None = None,
+                   run_dir: str | os.PathLike | None = None) -> None:
+    """RunError unless ``dataset`` has the fingerprints ``info`` recorded (none recorded: accepted).
+
+    Args:
+        info: The run's record.
+        dataset: The data found.
+        data_dir: Where they were found, for the message; None for the default search.
+        run_dir: The run directory, for the message and the error.
+
+    Raises:
+        RunError: A split's fingerprint differs from the recorded one (remedy "data_dir").
+    """
     if not info.fingerprints:
         return
     found = data_fingerprints(dataset)
@@ -40,8 +67,25 @@ def run_dataset(info: RunInfo, data_dir: str | os.PathLike | None = None, downlo
                 run_dir: str | os.PathLike | None = None) -> Dataset:
     """The dataset a run was trained on, checked against its model (MNIST is required for an MNIST
     run: no silent swap to other data) and against the fingerprints the run recorded (runs of jaxvae
-    0.1.0 recorded none: nothing to compare). ``data_dir`` overrides the run's recorded one: another
-    location of the same data is fine, other data is a RunError naming both fingerprints."""
+    0.1.0 recorded none: nothing to compare).
+
+    Args:
+        info: The run's record.
+        data_dir: Overrides the run's recorded location: another location of the same data is fine,
+            other data is a RunError naming both fingerprints. None for the recorded one.
+        download: Whether MNIST may be downloaded.
+        log: Called with the lines loading writes; None for silence.
+        run_dir: The run directory, for the messages.
+
+    Returns:
+        The dataset.
+
+    Raises:
+        RunError: The data found are not the data the run recorded.
+        InputError: An unknown dataset name, or data the model cannot train on.
+        DataError: ``data_dir`` does not exist, or a file is malformed.
+        MnistNotFoundError: MNIST is not found.
+    """
     dataset = load_dataset(info.dataset, data_dir=data_dir or info.data_dir, download=download, require=True, log=log)
     check_arrays(dataset, info.vae_config)
     check_run_data(info, dataset, data_dir or info.data_dir, run_dir)

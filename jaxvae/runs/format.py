@@ -45,7 +45,17 @@ class RunError(InputError):
     "rebuild_config_from_checkpoint" (rebuild config.json from the checkpoint's own record),
     "set_aside_checkpoint" (move the unreadable checkpoint away and start again), "set_aside_config"
     (move a config.json that is not a jaxvae run's away and start a run there), "data_dir" (name
-    where the run's data are)."""
+    where the run's data are).
+
+    Args:
+        message: What is wrong; it names the path.
+        run_dir: The run directory at fault, or None.
+        remedy: One of the names above, or None when no command fixes it.
+
+    Attributes:
+        run_dir: ``run_dir`` as a ``Path``, or None.
+        remedy: ``remedy``.
+    """
 
     def __init__(self, message: str, *, run_dir: str | os.PathLike | None = None, remedy: str | None = None):
         super().__init__(message)
@@ -55,7 +65,20 @@ class RunError(InputError):
 
 @dataclass(frozen=True)
 class RunInfo:
-    """What ``config.json`` holds: enough to rebuild the model and find its data again."""
+    """What ``config.json`` holds: enough to rebuild the model and find its data again.
+
+    Attributes:
+        vae_config: The model's config.
+        train_config: The training config.
+        dataset: The name of the dataset the run trained on.
+        image_shape: The (height, width) of its images.
+        data_dir: Where its data were found, or None for the default search.
+        version: The jaxvae version that wrote the record ("" when it names none).
+        fingerprints: ``{"train": Fingerprint, "test": Fingerprint}`` of the arrays trained on; None for
+            runs of jaxvae 0.1.0.
+        imported_from: For ``jaxvae import``: ``{"file": the torch file, "epoch": the epoch it was
+            exported after, or None}``; None otherwise.
+    """
 
     vae_config: VAEConfig
     train_config: TrainConfig
@@ -70,7 +93,14 @@ class RunInfo:
 
 
 def run_record(info: RunInfo) -> dict:
-    """``info`` as config.json holds it (JSON-ready)."""
+    """``info`` as config.json holds it (JSON-ready).
+
+    Args:
+        info: The run's record.
+
+    Returns:
+        The JSON-ready dict, naming this jaxvae's version.
+    """
     record = {
         "jaxvae_version": __version__,
         "dataset": info.dataset,
@@ -87,12 +117,32 @@ def run_record(info: RunInfo) -> dict:
 
 
 def checkpoint_record(info: RunInfo) -> dict:
-    """What a checkpoint keeps of its run's config.json: all but the configs, which it holds itself."""
+    """What a checkpoint keeps of its run's config.json: all but the configs, which it holds itself.
+
+    Args:
+        info: The run's record.
+
+    Returns:
+        ``run_record(info)`` without its "model" and "training" entries.
+    """
     return {k: v for k, v in run_record(info).items() if k not in ("model", "training")}
 
 
 def info_from_record(raw: dict) -> RunInfo:
-    """The RunInfo of a ``run_record`` dict, validated; ValueError, KeyError or TypeError naming the problem."""
+    """The RunInfo of a ``run_record`` dict, validated; ValueError, KeyError or TypeError naming the problem.
+
+    Args:
+        raw: The dict, as read from config.json.
+
+    Returns:
+        The ``RunInfo``.
+
+    Raises:
+        ValueError: A config, the image shape, ``data_dir``, the fingerprints or ``imported_from`` is
+            invalid (an ``InputError`` where jaxvae checks the value).
+        KeyError: A required key is missing.
+        TypeError: An entry has the wrong type.
+    """
     vae, train = configs_from_dicts(raw["model"], raw["training"])
     shape = tuple(int(s) for s in raw["image_shape"])
     if len(shape) != 2 or shape[0] * shape[1] != vae.input_dim:
@@ -105,13 +155,34 @@ def info_from_record(raw: dict) -> RunInfo:
 
 
 def write_run_config(run_dir: str | os.PathLike, info: RunInfo) -> None:
-    """``config.json``, over nothing or a valid run config only (``ownership.claim_config``)."""
+    """``config.json``, over nothing or a valid run config only (``ownership.claim_config``). In a
+    multi-process run only process 0 writes.
+
+    Args:
+        run_dir: The run directory.
+        info: What to record.
+
+    Raises:
+        NotOwnedError: ``config.json`` holds something that is not a valid run config.
+        OSError: It is a symbolic link or no regular file, or the write failed; the message names the path.
+    """
     if is_writer():  # multi-process run: process 0 writes
         claim_config(run_dir)
         write_json(Path(run_dir) / CONFIG_FILE, run_record(info))
 
 
 def require_run_dir(run_dir: str | os.PathLike) -> Path:
+    """``run_dir`` as a ``Path``, when it is a directory.
+
+    Args:
+        run_dir: The run directory.
+
+    Returns:
+        ``Path(run_dir)``.
+
+    Raises:
+        RunError: ``run_dir`` does not exist or is not a directory.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run directory {run_dir} does not exist (or is not a directory)", run_dir=run_dir)
@@ -119,7 +190,18 @@ def require_run_dir(run_dir: str | os.PathLike) -> Path:
 
 
 def read_run_config(run_dir: str | os.PathLike) -> RunInfo:
-    """``config.json`` of a run, validated; RunError naming the file for anything wrong with it."""
+    """``config.json`` of a run, validated; RunError naming the file for anything wrong with it.
+
+    Args:
+        run_dir: The run directory.
+
+    Returns:
+        The run's ``RunInfo``.
+
+    Raises:
+        RunError: ``run_dir`` is not a directory, or is a sweep directory, or its config.json is missing,
+            unreadable or invalid.
+    """
     path = require_run_dir(run_dir) / CONFIG_FILE
     if not os.path.lexists(path):
         models = sorted(p for p in Path(run_dir).iterdir() if (p / CONFIG_FILE).is_file())
@@ -139,8 +221,18 @@ def read_run_config(run_dir: str | os.PathLike) -> RunInfo:
         raise RunError(f"{path}: not a valid jaxvae run config ({detail})", run_dir=run_dir) from None
 
 
-def fingerprints_from_dict(raw) -> dict | None:
-    """``{"train": Fingerprint, "test": Fingerprint}`` from their JSON form (None stays None); ValueError."""
+def fingerprints_from_dict(raw: dict | None) -> dict | None:
+    """``{"train": Fingerprint, "test": Fingerprint}`` from their JSON form (None stays None); ValueError.
+
+    Args:
+        raw: The JSON form (a dict of split to fingerprint dict), or None.
+
+    Returns:
+        The split's ``Fingerprint``s by split name, or None.
+
+    Raises:
+        InputError: ``raw`` is not a dict of known splits, or a fingerprint is invalid.
+    """
     if raw is None:
         return None
     if not isinstance(raw, dict) or not set(raw) <= set(SPLITS):
@@ -159,13 +251,34 @@ def _read_imported_from(raw) -> dict | None:
 
 
 def write_metrics(run_dir: str | os.PathLike, history: list[dict]) -> None:
-    """Rewrite ``metrics.jsonl`` with the whole history (small: one line per epoch), atomically."""
+    """Rewrite ``metrics.jsonl`` with the whole history (small: one line per epoch), atomically. In a
+    multi-process run only process 0 writes.
+
+    Args:
+        run_dir: The run directory.
+        history: One record per finished epoch.
+
+    Raises:
+        NotOwnedError: ``metrics.jsonl`` holds a file that jaxvae did not write.
+        OSError: It is a symbolic link or no regular file, or the write failed; the message names the path.
+    """
     if is_writer():  # multi-process run: process 0 writes
         lines = "".join(json.dumps(json_safe(record)) + "\n" for record in history)
         write_owned_text(Path(run_dir) / METRICS_FILE, lines)
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The records of ``metrics.jsonl`` (blank lines skipped).
+
+    Args:
+        run_dir: The run directory.
+
+    Returns:
+        One dict per line; an empty list when the file does not exist.
+
+    Raises:
+        RunError: The file cannot be read, is no regular file, or is not valid JSON lines.
+    """
     path = Path(run_dir) / METRICS_FILE
     if not os.path.lexists(path):
         return []
@@ -178,7 +291,14 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
 
 
 def evaluation_key(result: dict) -> tuple:
-    """What an evaluation scored: the split, how many of its images, k and the noise seed."""
+    """What an evaluation scored: the split, how many of its images, k and the noise seed.
+
+    Args:
+        result: One evaluation's result, as ``evaluate.json`` keeps it.
+
+    Returns:
+        ``(split, samples, k, seed)``; k is 0 and the others None where ``result`` lacks them.
+    """
     return (result.get("split"), result.get("samples"), result.get("k", 0), result.get("seed"))
 
 
@@ -186,7 +306,19 @@ def write_evaluation(run_dir: str | os.PathLike, result: dict) -> Path:
     """Add ``result`` to ``evaluate.json``, which keeps one result per ``evaluation_key``: another
     split, a --limit or another k is kept beside the others, the same one is replaced. A file of
     jaxvae 0.2 (a single result) is read as a list of one; an unreadable one is started afresh, and one
-    that jaxvae did not write is refused (``fileio.write_owned``), left as it is."""
+    that jaxvae did not write is refused (``fileio.write_owned``), left as it is.
+
+    Args:
+        run_dir: The run directory.
+        result: The evaluation's result (JSON-ready).
+
+    Returns:
+        The path of ``evaluate.json``.
+
+    Raises:
+        NotOwnedError: ``evaluate.json`` holds a file that jaxvae did not write.
+        OSError: It is a symbolic link or no regular file, or the write failed; the message names the path.
+    """
     path = Path(run_dir) / EVALUATE_FILE
     try:
         raw = json.loads(read_regular_text(path))
@@ -199,6 +331,13 @@ def write_evaluation(run_dir: str | os.PathLike, result: dict) -> Path:
 
 
 def default_image_shape(input_dim: int) -> tuple[int, int]:
-    """A square image when ``input_dim`` is a square number (784 -> 28x28), else one row of pixels."""
+    """A square image when ``input_dim`` is a square number (784 -> 28x28), else one row of pixels.
+
+    Args:
+        input_dim: The number of pixels.
+
+    Returns:
+        The (height, width).
+    """
     side = math.isqrt(input_dim)
     return (side, side) if side * side == input_dim else (1, input_dim)

@@ -11,9 +11,11 @@ import json
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable, Iterable
 
 from jaxvae.checkpoint import CheckpointError, checkpoint_run_record, load_checkpoint
 from jaxvae.config import TrainConfig, VAEConfig
+from jaxvae.data import Dataset
 from jaxvae.fileio import OWNERSHIP_FILE, file_kind, json_safe, remove_stale_temps_in, temp_of
 from jaxvae.runs.data import data_fingerprints
 from jaxvae.runs.format import (
@@ -36,10 +38,22 @@ from jaxvae.runs.ownership import adopt_legacy, unowned
 from jaxvae.training import FitState, Hyper, TrainStep
 
 
-def read_checkpoint(path: Path, info: RunInfo | None = None):
+def read_checkpoint(path: Path, info: RunInfo | None = None) -> tuple[FitState, VAEConfig, TrainConfig]:
     """``(FitState, VAEConfig, TrainConfig)`` from ``path`` (checked against ``info``'s configs, else its
-    own); a RunError whose remedy is to set the file aside and start again when it cannot be read. With
-    ``info``, a checkpoint that records other data than ``info`` is refused too (another run's)."""
+    own); a RunError whose remedy is to set the file aside and start again when it cannot be read.
+
+    Args:
+        path: The checkpoint file.
+        info: The run's record, whose configs the checkpoint must match; with it, a checkpoint that
+            records other data than ``info`` is refused too (another run's). None for the checkpoint's own.
+
+    Returns:
+        The state and the configs.
+
+    Raises:
+        RunError: The checkpoint is missing, unreadable, corrupt or another run's (remedy
+            "set_aside_checkpoint").
+    """
     try:
         if info is None:
             return load_checkpoint(path)
@@ -51,7 +65,18 @@ def read_checkpoint(path: Path, info: RunInfo | None = None):
 def read_run_info(run_dir: str | os.PathLike) -> RunInfo:
     """``config.json`` of a run that commands read. When it is lost but the checkpoint is there, the
     RunError's remedy is "rebuild_config_from_checkpoint" (the checkpoint carries config.json's
-    record), or "rebuild_config" for a checkpoint saved without one (the dataset must be named)."""
+    record), or "rebuild_config" for a checkpoint saved without one (the dataset must be named).
+
+    Args:
+        run_dir: The run directory.
+
+    Returns:
+        The run's ``RunInfo``.
+
+    Raises:
+        RunError: config.json is missing, unreadable or invalid (with one of the remedies above when a
+            checkpoint is there), or the checkpoint cannot be read (remedy "set_aside_checkpoint").
+    """
     checkpoint = Path(run_dir) / CHECKPOINT_FILE
     try:
         return read_run_config(run_dir)
@@ -95,18 +120,40 @@ def _rebuilt_info(checkpoint: Path, dataset: str | None) -> RunInfo | None:
 
 def load_run(run_dir: str | os.PathLike) -> tuple[RunInfo, FitState]:
     """``(RunInfo, FitState)`` of a run directory, for commands that read it; RunError naming the file.
-    A run of jaxvae 0.3 or earlier has its own files recorded as jaxvae's first (``adopt_legacy``)."""
+    A run of jaxvae 0.3 or earlier has its own files recorded as jaxvae's first (``adopt_legacy``).
+
+    Args:
+        run_dir: The run directory.
+
+    Returns:
+        The run's record and its checkpoint's state.
+
+    Raises:
+        RunError: config.json or the checkpoint is missing, unreadable or invalid (see ``read_run_info``
+            and ``read_checkpoint``).
+    """
     adopt_legacy(run_dir)
     info = read_run_info(run_dir)
     return info, read_checkpoint(Path(run_dir) / CHECKPOINT_FILE, info)[0]
 
 
-def foreign_entries(directory: str | os.PathLike, own=RUN_ENTRIES, notes: bool = False,
+def foreign_entries(directory: str | os.PathLike, own: Iterable[str] = RUN_ENTRIES, notes: bool = False,
                     by_record: bool = True) -> list[Path]:
     """What in ``directory`` jaxvae did not write: entries whose names are not in ``own`` (temporary
-    files of those names aside; with ``notes``, none of these), symbolic links, whatever their names,
-    and, ``by_record``, whatever sits at one of jaxvae's paths without being a file it wrote there
-    (``ownership.unowned``)."""
+    files of those names aside), symbolic links, whatever their names, and whatever sits at one of
+    jaxvae's paths without being a file it wrote there (``ownership.unowned``).
+
+    Args:
+        directory: The directory.
+        own: The names jaxvae writes there (its record's name is added).
+        notes: Whether other names are allowed (the user's notes): then only links and, ``by_record``,
+            what sits at jaxvae's paths are named.
+        by_record: Whether to name what sits at jaxvae's paths without being a file it wrote there.
+
+    Returns:
+        The entries named by name or link (sorted), then the others at jaxvae's paths; empty when
+        ``directory`` is not a directory.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         return []
@@ -116,14 +163,24 @@ def foreign_entries(directory: str | os.PathLike, own=RUN_ENTRIES, notes: bool =
     return by_name + [path for path in (unowned(directory) if by_record else ()) if path not in by_name]
 
 
-def refuse_foreign(directory: str | os.PathLike, own=RUN_ENTRIES, links_only: bool = False,
+def refuse_foreign(directory: str | os.PathLike, own: Iterable[str] = RUN_ENTRIES, links_only: bool = False,
                    by_record: bool = True) -> None:
-    """RunError naming what in ``directory`` jaxvae did not write (with ``links_only``, only its symbolic
-    links and what sits at jaxvae's own paths: a run being continued may hold the user's notes, never
-    a link or another's file where its files go), or saying that ``directory`` exists and is not a
-    directory. Not ``by_record``: by names and links only (a caller that checks the run's own files
-    first, for their more telling refusals). The files of a run of jaxvae 0.3 or earlier are recorded
-    as its own first (``ownership.adopt_legacy``)."""
+    """RunError naming what in ``directory`` jaxvae did not write, or saying that ``directory`` exists
+    and is not a directory. The files of a run of jaxvae 0.3 or earlier are recorded as its own first
+    (``ownership.adopt_legacy``).
+
+    Args:
+        directory: The directory.
+        own: The names jaxvae writes there.
+        links_only: Name only its symbolic links and what sits at jaxvae's own paths: a run being
+            continued may hold the user's notes, never a link or another's file where its files go.
+        by_record: False: by names and links only (for a caller that checks the run's own files first,
+            for their more telling refusals).
+
+    Raises:
+        RunError: ``directory`` holds entries jaxvae did not write, or is not a directory.
+        OSError: The record of what jaxvae wrote cannot be written while adopting an older run's files.
+    """
     if Path(directory).exists() and not Path(directory).is_dir():
         raise RunError(f"{directory}: exists and is not a directory", run_dir=directory)
     adopt_legacy(directory)
@@ -144,6 +201,18 @@ def check_new_run_dir(run_dir: str | os.PathLike) -> bool:
     replaces it in place, losing nothing. RunError (remedy "resume") when it holds a trained or
     imported model, or when it is not a directory; RunError without remedy when it holds files jaxvae
     did not write (``refuse_foreign``), a config.json that is not a jaxvae run's among them.
+
+    Args:
+        run_dir: The directory.
+
+    Returns:
+        Whether it holds a start that the new run replaces.
+
+    Raises:
+        RunError: ``run_dir`` holds a trained or imported model, or is not a directory (remedy "resume"
+            for the model; none otherwise); it holds files jaxvae did not write; its config.json is
+            invalid and there is no checkpoint (remedy "set_aside_config"); its checkpoint cannot be
+            read (remedy "set_aside_checkpoint").
     """
     run_dir = Path(run_dir)
     refuse_foreign(run_dir, by_record=False)  # foreign names first, then the run's own files, then the record
@@ -176,7 +245,16 @@ def _restartable(run_dir: Path) -> bool:
 def start_new_run(run_dir: str | os.PathLike, info: RunInfo) -> None:
     """Write a new run's config.json into ``run_dir`` (made and locked, and passed by
     ``check_new_run_dir``), clearing what an earlier start that never trained left: its epoch-0
-    checkpoint and its metrics."""
+    checkpoint and its metrics.
+
+    Args:
+        run_dir: The run directory.
+        info: The new run's record.
+
+    Raises:
+        NotOwnedError: config.json or metrics.jsonl holds a file that jaxvae did not write.
+        OSError: A file cannot be written or removed; the message names it.
+    """
     run_dir = Path(run_dir)
     _remove_stale_temps(run_dir)
     write_run_config(run_dir, info)
@@ -184,7 +262,8 @@ def start_new_run(run_dir: str | os.PathLike, info: RunInfo) -> None:
     write_metrics(run_dir, [])
 
 
-def resume_point(run_dir: str | os.PathLike, dataset: str | None = None, log=None) -> tuple[RunInfo, FitState | None]:
+def resume_point(run_dir: str | os.PathLike, dataset: str | None = None,
+                 log: Callable[[str], None] | None = None) -> tuple[RunInfo, FitState | None]:
     """``(RunInfo, FitState or None)``: the run to continue and its checkpoint; None when no epoch was
     saved yet (the run then starts from scratch with its recorded config). RunError naming the file.
 
@@ -193,6 +272,22 @@ def resume_point(run_dir: str | os.PathLike, dataset: str | None = None, log=Non
     ``log`` is told). A checkpoint saved without a record (jaxvae 0.2 and earlier) lacks the name of
     its data: given ``dataset``, config.json is rebuilt from its configs and that name; without it,
     the RunError's remedy is "rebuild_config".
+
+    Args:
+        run_dir: The run directory (locked by the caller).
+        dataset: The name of the run's dataset, for a checkpoint saved without a record; None if not known.
+        log: Told when config.json is rebuilt or metrics.jsonl rewritten from the checkpoint; None for silence.
+
+    Returns:
+        The run's record and the state to continue from, or None for a run with no saved epoch.
+
+    Raises:
+        RunError: ``run_dir`` does not exist or holds no run (remedy "start"), is a file, holds links or
+            files jaxvae did not write at its paths, has a config.json that cannot be read and no
+            checkpoint (remedy "set_aside_config") or none that can be rebuilt (remedy "rebuild_config"
+            or "rebuild_config_from_checkpoint"), or a checkpoint that cannot be read (remedy
+            "set_aside_checkpoint"); or config.json.bad is in the way.
+        OSError: A file cannot be written or renamed; the message names it.
     """
     run_dir = Path(run_dir)
     checkpoint, config = run_dir / CHECKPOINT_FILE, run_dir / CONFIG_FILE
@@ -266,7 +361,16 @@ def _repair_metrics(run_dir: Path, state: FitState, log=None) -> None:
 
 def nothing_to_do(vae_config: VAEConfig, train_config: TrainConfig, state: FitState | None) -> str | None:
     """Why continuing ``state`` (None: a fresh start) would train no epoch, or None: the host loop's
-    own test (``TrainStep.finished`` and the epoch limit)."""
+    own test (``TrainStep.finished`` and the epoch limit).
+
+    Args:
+        vae_config: The model's config.
+        train_config: The training config, with the epoch limit.
+        state: The state to continue, or None for a fresh start.
+
+    Returns:
+        The reason, one line, or None when there is an epoch to train.
+    """
     epoch = state.epoch if state is not None else 0
     if epoch >= train_config.max_epochs:
         return f"the checkpoint is after epoch {epoch} and the epoch limit is {train_config.max_epochs}"
@@ -277,10 +381,22 @@ def nothing_to_do(vae_config: VAEConfig, train_config: TrainConfig, state: FitSt
     return None
 
 
-def resumed_info(info: RunInfo, train_config: TrainConfig, dataset, data_dir: str | None) -> RunInfo:
+def resumed_info(info: RunInfo, train_config: TrainConfig, dataset: Dataset,
+                 data_dir: str | os.PathLike | None) -> RunInfo:
     """``info`` as a resumed run records it: its (possibly longer) train config, the data location
-    used now (``data_dir``, resolved, when given: ``run_dataset`` has checked it holds the same data)
-    and, for runs that recorded none (jaxvae 0.1.0), the fingerprints of the data used from now on."""
+    used now and, for runs that recorded none (jaxvae 0.1.0), the fingerprints of the data used from
+    now on.
+
+    Args:
+        info: The run's record.
+        train_config: The train config the run continues with.
+        dataset: The data it continues on.
+        data_dir: The data location used now, recorded resolved (``run_dataset`` has checked it holds
+            the same data); None keeps the recorded one.
+
+    Returns:
+        The new ``RunInfo``.
+    """
     changes = {"train_config": train_config}
     if data_dir is not None:
         changes["data_dir"] = str(Path(data_dir).resolve())

@@ -10,6 +10,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from jaxvae.fileio import hold_directory, read_regular_text, release_directory, write_owned_text
 from jaxvae.runs.format import LOCK_FILE, RunError
@@ -54,6 +55,15 @@ class RunLock:
 
     Where ``fcntl`` does not exist (Windows) nothing is locked: ``locked`` stays False, and callers
     should say so. Readers (evaluate, plot, export) take no lock; atomic writes keep their view whole.
+
+    Args:
+        run_dir: The run directory to lock.
+        command: What the holder is doing, recorded in ``.lock``; None for this process's command line.
+
+    Attributes:
+        run_dir: ``run_dir`` as a ``Path``.
+        command: The command recorded.
+        locked: Whether the lock is held (always False where ``fcntl`` does not exist).
     """
 
     def __init__(self, run_dir: str | os.PathLike, command: str | None = None):
@@ -63,6 +73,20 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> "RunLock":
+        """Take the lock, hold the directory's path, adopt the files of a run of jaxvae 0.3 or earlier
+        and record the holder in ``.lock``. Nothing happens where ``fcntl`` does not exist or the lock is
+        already held.
+
+        Returns:
+            This lock.
+
+        Raises:
+            RunBusyError: Another process holds the lock; the message names it.
+            RunError: ``run_dir`` was moved or replaced while it was being locked.
+            NotOwnedError: ``.lock`` holds a file that jaxvae did not write.
+            OSError: ``run_dir`` cannot be opened as a directory (a symbolic link is refused), or ``.lock``
+                cannot be written.
+        """
         if fcntl is None or self._fd is not None:
             return self
         fd = os.open(self.run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0))
@@ -100,6 +124,8 @@ class RunLock:
         write_owned_text(self.run_dir / LOCK_FILE, text)
 
     def release(self) -> None:
+        """Empty ``.lock`` (where it can still be written) and release the lock; nothing happens when
+        it is not held."""
         if self._fd is None:
             return
         with contextlib.suppress(OSError):
@@ -116,9 +142,24 @@ class RunLock:
 
 
 def hold_lock(stack: contextlib.ExitStack, run_dir: str | os.PathLike, holder: str | None = None,
-              log=None) -> RunLock:
-    """``RunLock(run_dir, holder)``, held until ``stack`` closes; ``log`` is told when this platform
-    has no advisory file locks (the directory is then not locked)."""
+              log: Callable[[str], None] | None = None) -> RunLock:
+    """``RunLock(run_dir, holder)``, held until ``stack`` closes.
+
+    Args:
+        stack: The stack that releases the lock when it closes.
+        run_dir: The run directory.
+        holder: What the holder is doing (``RunLock``'s ``command``); None for this process's command line.
+        log: Told when this platform has no advisory file locks (the directory is then not locked); None
+            for silence.
+
+    Returns:
+        The lock, acquired.
+
+    Raises:
+        RunBusyError: Another process holds the lock.
+        RunError: ``run_dir`` was moved or replaced while it was being locked.
+        OSError: ``run_dir`` cannot be opened as a directory, or ``.lock`` cannot be written.
+    """
     lock = stack.enter_context(RunLock(run_dir, holder))
     if not lock.locked and log:
         log(f"jaxvae: note: this platform has no advisory file locks; make sure no other jaxvae writes {run_dir}")

@@ -26,7 +26,15 @@ _ZIP = b"PK\x03\x04"  # torch.save's archive: an export
 
 
 def owned_paths(directory: str | os.PathLike) -> list[Path]:
-    """The paths in ``directory`` where jaxvae writes files: its names at the top, every entry of its folders."""
+    """The paths in ``directory`` where jaxvae writes files: its names at the top, every entry of its folders.
+
+    Args:
+        directory: A run or sweep directory.
+
+    Returns:
+        The paths of ``OWNED_FILES`` (whether or not they exist), then every entry of the ``OWNED_FOLDERS``
+        that are folders (not links), their record and temporary files aside.
+    """
     directory = Path(directory)
     folders = [directory / name for name in OWNED_FOLDERS if (directory / name).is_dir()
                and not (directory / name).is_symlink()]
@@ -38,7 +46,14 @@ def owned_paths(directory: str | os.PathLike) -> list[Path]:
 def unowned(directory: str | os.PathLike) -> list[Path]:
     """What sits at one of jaxvae's paths in ``directory`` and is not jaxvae's: a content it did not write,
     or anything other than a regular file (a FIFO, a device, a link, a folder where a file goes).
-    config.json is judged by its validity (see the module's note)."""
+    config.json is judged by its validity (see the module's note).
+
+    Args:
+        directory: A run or sweep directory.
+
+    Returns:
+        The paths, in ``owned_paths``' order; config.json is never among them.
+    """
     found = []
     for path in owned_paths(directory):
         if not os.path.lexists(path) or path == Path(directory) / CONFIG_FILE:
@@ -53,7 +68,14 @@ def unowned(directory: str | os.PathLike) -> list[Path]:
 
 def claim_config(run_dir: str | os.PathLike) -> None:
     """Record a valid run config at ``run_dir/config.json`` as jaxvae's (see the module's note), so that
-    the run's next config may replace it; anything else there stays unrecorded, and refused."""
+    the run's next config may replace it; anything else there stays unrecorded, and refused.
+
+    Args:
+        run_dir: The run directory.
+
+    Raises:
+        OSError: The record cannot be written; the message names it.
+    """
     path = Path(run_dir) / CONFIG_FILE
     data = _read(path) if path.is_file() and not path.is_symlink() else None
     if data is not None and _is_run_config(data) and not owns(path):
@@ -134,7 +156,18 @@ def adopt_legacy(directory: str | os.PathLike) -> list[Path]:
     """Record as jaxvae's the files of a directory jaxvae 0.3 or earlier wrote, which kept no record: only
     where a valid config.json, checkpoint or sweep.json shows a run or sweep of jaxvae's, and only files
     that run accounts for (its metrics no longer than its checkpoint's history, JSON of jaxvae's shape,
-    PNGs in its figure folders). Nothing happens where a record exists. The paths adopted."""
+    PNGs in its figure folders). Nothing happens where a record exists, nor in a process other than
+    the writer.
+
+    Args:
+        directory: A run or sweep directory.
+
+    Returns:
+        The paths adopted.
+
+    Raises:
+        OSError: The record cannot be written; the message names it.
+    """
     directory = Path(directory)
     if not is_writer() or not directory.is_dir() or directory.is_symlink() or has_record(directory):
         return []

@@ -32,6 +32,18 @@ class RunSaver:
     locked directory, once its path no longer names the directory locked (it was moved). The
     checkpoint holds the whole history, so metrics.jsonl lost to a kill between the two writes is
     rebuilt on resume (``lifecycle.resume_point``).
+
+    Args:
+        run_dirs: Model i's run directory at index i.
+        infos: Model i's record (its config.json) at index i.
+        saved_epochs: The epoch each model's checkpoint on disk holds; None for 0 each.
+        writer: The background writer to save on; None to save in the calling thread.
+
+    Attributes:
+        run_dirs: The run directories, as ``Path``s.
+        infos: The records.
+        saved_epochs: The epoch each model's checkpoint on disk holds.
+        writer: The background writer, or None.
     """
 
     def __init__(self, run_dirs: Sequence[str | os.PathLike], infos: Sequence[RunInfo],
@@ -42,9 +54,29 @@ class RunSaver:
         self.writer = writer
 
     def checkpoint_path(self, i: int = 0) -> Path:
+        """The checkpoint file of model ``i``.
+
+        Args:
+            i: The model's index.
+
+        Returns:
+            ``run_dirs[i] / CHECKPOINT_FILE``.
+        """
         return self.run_dirs[i] / CHECKPOINT_FILE
 
     def __call__(self, state: ModelsState, records: Sequence[dict | None]) -> None:
+        """Save every model that finished the epoch: at once, or on the writer's thread once the
+        previous epoch's save is done.
+
+        Args:
+            state: The models' state after the epoch.
+            records: Model i's history record for the epoch at index i; None for a model that did not
+                train it.
+
+        Raises:
+            NotOwnedError: A checkpoint or metrics.jsonl holds a file that jaxvae did not write.
+            OSError: A write failed (with a writer: the previous epoch's); the message names the file.
+        """
         # Copies of the models that trained: the next epoch donates the live state's arrays.
         done = [(i, state.fit_state(i)) for i, record in enumerate(records) if record is not None]
         if self.writer is None:

@@ -64,6 +64,24 @@ class TrainRun:
     its config.json. ``nothing_to_do`` says why no epoch was trained (nothing else is set then
     beyond the configs and ``states``); otherwise ``result`` is ``fit_models``' result, or None when
     ``interrupted`` stopped it (``should_stop``) before it returned.
+
+    Attributes:
+        root: The run or sweep directory.
+        run_dirs: Model i's run directory at index i.
+        infos: Model i's record (its config.json) at index i.
+        dataset: The data trained on; None until loaded (and when there is nothing to do on resume).
+        errors: Per model: why it stopped on a non-finite loss, or None.
+        states: The checkpoints resumed from (None for a model without one); None for a new run.
+        models: A sweep's models.
+        grid: A sweep's grid (sweep.json); None for a lone run.
+        nothing_to_do: Why no epoch was trained, or None.
+        saver: The ``RunSaver`` that saved the epochs, once training started.
+        result: ``fit_models``' result, or None.
+        interrupted: Whether ``should_stop`` stopped the training.
+        figures: Per model: the figures drawn.
+        summary: A sweep's summary.
+        summary_path: Where a sweep's summary was written.
+        sweep_figures: A sweep's figures.
     """
 
     root: Path
@@ -85,14 +103,17 @@ class TrainRun:
 
     @property
     def vae_config(self) -> VAEConfig:  # one architecture for all (checked when the run is planned)
+        """The models' config, which they share."""
         return self.infos[0].vae_config
 
     @property
     def train_configs(self) -> list[TrainConfig]:
+        """Model i's train config at index i."""
         return [info.train_config for info in self.infos]
 
     @property
     def is_sweep(self) -> bool:
+        """Whether this is a sweep (it has a grid)."""
         return self.grid is not None
 
     @property
@@ -109,6 +130,7 @@ class TrainRun:
 
     @property
     def steps_per_epoch(self) -> int:
+        """The optimiser steps of one epoch over the train split (by the first model's batch size)."""
         tc = self.train_configs[0]
         return steps_per_epoch(len(self.dataset.train_x), tc.batch_size, tc.drop_last)
 
@@ -144,25 +166,48 @@ def train_run(
     ``RunBusyError``); each finished epoch is saved by ``RunSaver``, so a killed run resumes where
     its last epoch ended.
 
-    - ``model``: a ``VAEConfig`` or a model built from one (run directories record a VAEConfig);
-      ``dataset``: the data (a new run records its fingerprints; a resumed one checks them), or on
-      resume the name of the data for a checkpoint of jaxvae 0.2 that lacks it (its data are then
-      loaded from ``data_dir``, or where the run recorded); ``train_config`` as for ``fit``.
-    - ``sweep``: a new sweep's grid (``seeds`` and value lists, as for ``sweep.sweep_models``);
-      True to continue the sweep in ``directory``.
-    - ``resume``: True continues the run in ``directory``, False starts a new one there, None
-      (default) continues it when there is one. A continued run keeps its config: ``model`` and
-      ``train_config``, when given, must be the recorded ones except for ``max_epochs``, its new
-      epoch limit (or pass ``max_epochs``). ``check_resumed(info)`` may refuse the recorded run
-      before anything is loaded.
-    - ``callbacks`` run after each epoch's save, as ``fit_models``' do; ``on_start(run)`` once before
-      the first epoch (what it returns, if not None, is fit's per-step ``progress`` hook);
-      ``should_stop()`` after each epoch: True stops there (``interrupted``).
-    - ``log`` gets every note (a repaired file, data that were found elsewhere); ``holder`` is what
-      a second writer's refusal names (a command line, say); ``figures`` draws each model's.
-
     A new run with ``max_epochs`` 0 checks the configs and data and writes nothing. A disk that fills
     up raises its ``OSError`` with every directory at its last saved epoch.
+
+    Args:
+        directory: The run directory, or the sweep directory.
+        model: A ``VAEConfig`` or a model built from one (run directories record a VAEConfig); a new
+            run needs one.
+        dataset: The data (a new run records its fingerprints; a resumed one checks them), or on
+            resume the name of the data for a checkpoint of jaxvae 0.2 that lacks it (its data are then
+            loaded from ``data_dir``, or where the run recorded); None on resume for the recorded data.
+        train_config: As for ``fit``; None for the defaults (a new run) or the recorded one (on resume).
+        sweep: A new sweep's grid (``seeds`` and value lists, as for ``sweep.sweep_models``); True to
+            continue the sweep in ``directory``; None for a lone run.
+        resume: True continues the run in ``directory``, False starts a new one there, None continues
+            it when there is one. A continued run keeps its config: ``model`` and ``train_config``, when
+            given, must be the recorded ones except for ``max_epochs``, its new epoch limit.
+        max_epochs: A continued run's new epoch limit; None for ``train_config``'s, else the recorded
+            one. A new run takes ``train_config``'s.
+        data_dir: Where the data are: recorded by a new run; on resume, where to load them from (another
+            location of the same data) or where the given ``Dataset`` was found, recorded too.
+        download: Whether MNIST may be downloaded when a resumed run's data are loaded.
+        figures: Whether to draw each model's figures (and a sweep's) after training.
+        callbacks: Run after each epoch's save, as ``fit_models``' are.
+        on_start: Called with the ``TrainRun`` once before the first epoch; what it returns, if not
+            None, is fit's per-step ``progress`` hook.
+        check_resumed: Called with the recorded run's ``RunInfo``; it may refuse it (by raising) before
+            the data are loaded.
+        should_stop: Called after each epoch: True stops there (``interrupted``).
+        log: Gets every note (a repaired file, data that were found elsewhere); None for silence.
+        holder: What a second writer's refusal names (a command line, say); None for this process's.
+
+    Returns:
+        The ``TrainRun``: what was trained, saved and drawn, or why nothing was.
+
+    Raises:
+        InputError: A new run without a ``VAEConfig`` model or a ``Dataset``, a ``sweep`` that is not a
+            grid, a resumed run given another config, or data the model cannot train on.
+        RunBusyError: Another process holds a directory's lock.
+        RunError: A directory cannot take a new run (it holds one, or files jaxvae did not write), holds
+            no run to resume, has files that cannot be read, or its data are not the recorded ones.
+        MemoryLimitError: The models and data would not fit the device's memory.
+        OSError: A write failed (a full disk, say); every directory holds its last saved epoch.
     """
     root = Path(directory)
     with contextlib.ExitStack() as locks:  # every directory stays locked to the end, figures included
@@ -206,9 +251,17 @@ def _check_memory(vae_config: VAEConfig, batch_size: int, dataset: Dataset, mode
 # --------------------------------------------------------------------------- a new run or sweep
 
 
-def check_new_sweep_dir(root: Path, names) -> None:
-    """RunError unless a new sweep of models ``names`` may start in ``root`` (remedy "resume_sweep"
-    when it holds a run or a sweep already)."""
+def check_new_sweep_dir(root: Path, names: Sequence[str]) -> None:
+    """RunError unless a new sweep of models ``names`` may start in ``root``.
+
+    Args:
+        root: The sweep directory.
+        names: The names of its models' run directories.
+
+    Raises:
+        RunError: ``root`` holds a run or a sweep already (remedy "resume_sweep"), holds files jaxvae did
+            not write, or is not a directory.
+    """
     refuse_foreign(root, {SWEEP_FILE, sw.SUMMARY_DIR, LOCK_FILE, *names})
     for path in (root / SWEEP_FILE, root / CONFIG_FILE, *(root / name / CHECKPOINT_FILE for name in names)):
         if path.exists():
