@@ -45,12 +45,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """``jaxvae evaluate``: score a run on a split, print the table (or JSON) and add the result to its
     ``evaluate.json``.
 
-    Args:
-        args: The parsed command line.
-
-    Returns:
-        The exit code, 0.
-
     Raises:
         RunError: The run directory cannot be read, or its data differ from the run's.
         InputError: ``--split``, ``--seed``, ``--k``, ``--limit`` or ``--chunk`` out of range, or the data
@@ -85,12 +79,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     """``jaxvae plot``: redraw a run's figures from its checkpoint.
 
-    Args:
-        args: The parsed command line.
-
-    Returns:
-        The exit code, 0.
-
     Raises:
         RunError: The run directory cannot be read, or its data differ from the run's.
         InputError: The data cannot be found or read.
@@ -112,12 +100,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``jaxvae export``: write a run's model as torchref's encoder and decoder state dicts.
-
-    Args:
-        args: The parsed command line.
-
-    Returns:
-        The exit code, 0.
 
     Raises:
         RunError: The run directory cannot be read.
@@ -141,12 +123,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     """``jaxvae import``: make a run directory (config.json and a checkpoint) from torchref state dicts,
     under the directory's lock.
-
-    Args:
-        args: The parsed command line.
-
-    Returns:
-        The exit code, 0.
 
     Raises:
         InputError: The file is not one ``interop.load_torch`` reads, or a --flag value is invalid.
