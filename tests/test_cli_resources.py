@@ -8,7 +8,7 @@ from jaxvae.checkpoint import load_checkpoint
 from jaxvae.cli.flags import EXIT_RESOURCES
 from jaxvae.config import VAEConfig
 from jaxvae.runs import CHECKPOINT_FILE
-from jaxvae.runs import session as train_flow
+from jaxvae.runs import trainer as train_flow
 
 
 def test_check_memory_names_the_parameters_the_batch_and_the_data():

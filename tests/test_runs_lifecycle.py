@@ -21,7 +21,7 @@ from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.data import MNIST_FILES
 from jaxvae.fileio import OWNERSHIP_FILE, write_owned_text
 from jaxvae.runs import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, RunInfo, read_metrics, read_run_config, write_run_config
-from jaxvae.runs import session as train_flow
+from jaxvae.runs import trainer as train_flow
 from jaxvae.training import TrainStep, init_fit_state
 
 TINY_VAE = VAEConfig(input_dim=64, hidden=(32,))

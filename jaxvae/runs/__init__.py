@@ -17,7 +17,7 @@ One module per job: ``format`` (the files and ``RunInfo``), ``data`` (finding a 
 checking its fingerprints), ``lock`` (one writer per directory and path), ``lifecycle`` (new run,
 resume or nothing to do), ``ownership`` (which files are jaxvae's, and adopting those of older
 runs), ``saver`` (``RunSaver``: the checkpoints and metrics of N models as they train) and
-``session`` (``train_run``: a new run, a resumed one or nothing to do, locked, trained and saved:
+``trainer`` (``train_run``: a new run, a resumed one or nothing to do, locked, trained and saved:
 the one flow behind ``jaxvae train`` and ``jaxvae sweep``).
 Errors are ``RunError``s that say what is wrong; their ``remedy`` lets the command line name the
 command that fixes it.
@@ -62,7 +62,7 @@ from jaxvae.runs.lifecycle import (
 )
 from jaxvae.runs.lock import RunBusyError, RunLock, hold_lock
 from jaxvae.runs.saver import RunSaver
-from jaxvae.runs.session import TrainRun, train_run
+from jaxvae.runs.trainer import TrainRun, train_run
 
 __all__ = [
     "CHECKPOINT_FILE", "CONFIG_FILE", "EVALUATE_FILE", "EXPORT_FILE", "FIGURES_DIR", "LOCK_FILE", "METRICS_FILE",

@@ -24,7 +24,7 @@ from jaxvae.checks import check_memory
 from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.data import Dataset
 from jaxvae.errors import InputError
-from jaxvae.fileio import BackgroundWriter
+from jaxvae.fileio import BackgroundWriter, os_error_text
 from jaxvae.model import Model
 from jaxvae.parallel import is_writer
 from jaxvae.runs.data import check_arrays, check_run_data, data_fingerprints, run_dataset
@@ -303,14 +303,10 @@ def _new(root: Path, vae_config: VAEConfig, dataset, train_config: TrainConfig, 
                 log(f"{run_dir} holds a run that never saved a trained epoch: starting afresh in its place")
             start_new_run(run_dir, run_info)
     except OSError as e:
-        raise RunError(f"{root}: cannot write the run directory ({_os_error_text(e)})", run_dir=root) from None
+        raise RunError(f"{root}: cannot write the run directory ({os_error_text(e)})", run_dir=root) from None
     if run.is_sweep:
         _write_sweep_file(run)
     return run
-
-
-def _os_error_text(e: OSError) -> str:
-    return f"{e.filename}: {e.strerror}" if e.filename is not None and e.strerror else str(e)
 
 
 # --------------------------------------------------------------------------- a resumed run or sweep
