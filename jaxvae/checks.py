@@ -54,7 +54,7 @@ def check_data(name: str, batch, model=None, batch_size: int | None = None, *, p
         if jnp.issubdtype(leaf.dtype, jnp.floating) and not np.isfinite(float(leaf.min()) + float(leaf.max())):
             raise InputError(f"{where} contains NaN or inf values")
     if probabilities:
-        Bernoulli().check(name, float(x.min()), float(x.max()))
+        Bernoulli().check(name, x)
     if model is not None:
         model.check_values(name, batch)
 

@@ -201,6 +201,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def os_error_text(e: OSError) -> str:
+    """``FILE: reason`` for an OSError (a full disk, a read-only or missing directory, no permission).
+
+    Args:
+        e: The error.
+
+    Returns:
+        ``FILE: reason`` when the error names both, else its own text.
+    """
+    if e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
+
+
 def _naming(error: OSError, path: Path) -> OSError:
     """``error``'s errno and text with ``path`` as the file name (OSError picks the subclass by errno)."""
     if error.errno is None:

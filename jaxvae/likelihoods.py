@@ -149,13 +149,12 @@ class Gaussian:
         """
         return out
 
-    def check(self, name: str, lo: float, hi: float) -> None:
-        """Any finite values will do.
+    def check(self, name: str, x) -> None:
+        """Any finite values will do: nothing to read.
 
         Args:
             name: The data's name.
-            lo: The smallest value.
-            hi: The largest value.
+            x: The data.
         """
 
 
@@ -212,17 +211,17 @@ class Bernoulli:
         """
         return jax.nn.sigmoid(out)
 
-    def check(self, name: str, lo: float, hi: float) -> None:
-        """ValueError unless the values (``lo`` to ``hi``) are probabilities.
+    def check(self, name: str, x) -> None:
+        """InputError unless the values of ``x`` are probabilities.
 
         Args:
             name: The data's name, for the message.
-            lo: The smallest value.
-            hi: The largest value.
+            x: The data (a host or device array).
 
         Raises:
-            InputError: ``lo`` below 0 or ``hi`` above 1.
+            InputError: A value below 0 or above 1.
         """
+        lo, hi = float(x.min()), float(x.max())
         if lo < 0 or hi > 1:
             raise InputError(f"{name} has values in [{lo:g}, {hi:g}]; a Bernoulli likelihood (and binarisation) "
                              "reads them as probabilities in [0, 1]")

@@ -24,20 +24,6 @@ def _write(stream, message: str) -> None:
         stream.flush()
 
 
-def os_error_text(e: OSError) -> str:
-    """``FILE: reason`` for an OSError (a full disk, a read-only or missing directory, no permission).
-
-    Args:
-        e: The error.
-
-    Returns:
-        ``FILE: reason`` when the error names both, else its own text.
-    """
-    if e.filename is not None and e.strerror:
-        return f"{e.filename}: {e.strerror}"
-    return str(e)
-
-
 _quiet = False  # --quiet: stdout gets only the closing line
 
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 from jaxvae import __version__
 from jaxvae.cli.cache import enable_compile_cache
-from jaxvae.cli.console import os_error_text, warn
+from jaxvae.cli.console import warn
 from jaxvae.cli.flags import (
     EXIT_RESOURCES,
     EXIT_USAGE,
@@ -32,7 +32,7 @@ from jaxvae.cli.flags import (
 from jaxvae.data import DATASETS
 from jaxvae.entry import EXIT_INTERRUPTED, raise_if_interrupted
 from jaxvae.errors import JaxvaeError
-from jaxvae.fileio import user_cache_dir
+from jaxvae.fileio import os_error_text, user_cache_dir
 from jaxvae.layout import EXPORT_FILE
 
 EXIT_BUG = 1  # an exception jaxvae did not raise on purpose (a bug), as Python's own exit code for one

@@ -10,11 +10,12 @@ import warnings
 from pathlib import Path
 
 from jaxvae.checkpoint import save_checkpoint
-from jaxvae.cli.console import model_shape, os_error_text, say, warn
+from jaxvae.cli.console import model_shape, say, warn
 from jaxvae.cli.flags import IMPORT_FIELDS, PROG, UsageError, given_fields
 from jaxvae.cli.rundir import check_out_dir, default_run_dir, lock_run
 from jaxvae.config import TrainConfig
 from jaxvae.evaluation import evaluate_run
+from jaxvae.fileio import os_error_text
 from jaxvae.interop import load_torch, save_torch
 from jaxvae.likelihoods import likelihood_of
 from jaxvae.runs import (

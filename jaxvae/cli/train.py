@@ -18,7 +18,6 @@ from jaxvae.cli.console import (
     EpochProgress,
     SigintFlag,
     model_shape,
-    os_error_text,
     quiet,
     say,
     warn,
@@ -41,6 +40,7 @@ from jaxvae.cli.sweep import epoch_line, settings_table
 from jaxvae.config import VAEConfig
 from jaxvae.data import Dataset
 from jaxvae.entry import EXIT_INTERRUPTED
+from jaxvae.fileio import os_error_text
 from jaxvae.runs import CONFIG_FILE, TENSORBOARD_DIR, RunBusyError, RunError, RunInfo, TrainRun, train_run
 from jaxvae.tensorboard import TensorBoardLogger
 from jaxvae.training import COLLAPSE_KL, ModelsState, posterior_collapsed
