@@ -18,11 +18,12 @@ __version__ = "0.3.0"
 _EXPORTS = {
     "VAEConfig": "jaxvae.config", "TrainConfig": "jaxvae.config",
     "Model": "jaxvae.model", "VAEModel": "jaxvae.vae",
+    "Hyper": "jaxvae.hyper", "Hyperparameter": "jaxvae.hyper",
     "VAE": "jaxvae.models", "init_params": "jaxvae.models", "params_of": "jaxvae.models", "bind": "jaxvae.models",
     "encode": "jaxvae.models", "decode": "jaxvae.models",
     "vae_loss": "jaxvae.losses", "objective_loss": "jaxvae.losses", "sample_eps": "jaxvae.losses",
     **{name: "jaxvae.training" for name in (
-        "Hyper", "TrainStep", "TrainState", "ScheduleStates", "train_epoch", "eval_epoch", "fit", "FitResult",
+        "TrainStep", "TrainState", "ScheduleStates", "train_epoch", "eval_epoch", "fit", "FitResult",
         "FitState", "NonFiniteError", "init_fit_state", "print_epoch", "fit_models", "ModelsState", "ModelsResult")},
     "evaluate": "jaxvae.evaluation", "evaluate_run": "jaxvae.evaluation",
 }

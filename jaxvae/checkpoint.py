@@ -10,7 +10,7 @@ magic, a SHA-256 of the payload, the payload), the payload being Flax's msgpack 
 The checksum makes a truncated or corrupted file an error instead of silently wrong weights.
 Loading rebuilds the structure from the train step (a template) and checks every array's shape
 against it, so a checkpoint from another architecture is refused with the entry named. The
-hyperparameters of the train state (``training.Hyper``) are the training config's. Older formats
+hyperparameters of the train state (``jaxvae.hyper.Hyper``) are the training config's. Older formats
 are upgraded as they are read: 3 (flat layer names such as ``trunk_0``, ``block0_conv0``), 2
 (jaxvae 0.2: the plateau's absolute lr, kl_weight and recon_sigma in the model's config) and 1
 (jaxvae 0.1.0).
@@ -33,7 +33,7 @@ from jaxvae.errors import InputError
 from jaxvae.fileio import FrameError, frame, read_regular, unframe, write_owned
 from jaxvae.model import Model, model_from_record
 from jaxvae.parallel import is_writer
-from jaxvae.training import FitState, Hyper, ScheduleStates, TrainState, TrainStep
+from jaxvae.training import FitState, ScheduleStates, TrainState, TrainStep, hyper_of
 from jaxvae.vae import VAEModel
 
 MAGIC = b"JAXVAECK"
@@ -431,7 +431,7 @@ def load_checkpoint(path: str | os.PathLike, vae_config: Model | VAEConfig | Non
         raise CheckpointError(f"{path}: incomplete checkpoint ({type(e).__name__}: {e})") from None
     _check_weights(path, restored["params"])
     params, opt_state = jax.tree.map(jnp.asarray, (restored["params"], restored["opt_state"]))
-    hyper = Hyper.from_config(train_config).as_arrays(jax.tree.leaves(params)[0].dtype)
+    hyper = hyper_of(train_step.model, train_config).as_arrays(jax.tree.leaves(params)[0].dtype)
     train_state = TrainState(params, opt_state, jnp.asarray(step, jnp.int32), hyper,
                              jax.tree.map(jnp.asarray, restored.get("model_state", ())))
     schedules = ScheduleStates(*restored["schedules"])

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from jaxvae.errors import InputError
 
@@ -132,6 +134,78 @@ def _check_init(value) -> None:
 
 
 @dataclass(frozen=True)
+class Hyperparameter:
+    """One hyperparameter a model's loss reads: its name, default and valid range.
+
+    Attributes:
+        name: The name: a ``Hyper`` key, a ``TrainConfig`` field or ``TrainConfig.hyper`` key, and the
+            command line's flag (``--kl-weight`` for ``kl_weight``).
+        default: The value when none is given.
+        help: One line for ``--help`` and the docs.
+        low: The smallest valid value (excluded when ``low_open``).
+        low_open: True: values must be above ``low``; False: at least ``low``.
+        high: The largest valid value (included); infinite for none.
+        short: The name in a sweep's model names and labels (``sigma0.5_seed1``); empty for ``name``.
+    """
+
+    name: str
+    default: float
+    help: str
+    low: float = 0.0
+    low_open: bool = False
+    high: float = math.inf
+    short: str = ""
+
+    @property
+    def label(self) -> str:
+        """The name in a sweep's model names and labels: ``short``, else ``name``."""
+        return self.short or self.name
+
+    @property
+    def flag(self) -> str:
+        """The command line's flag: ``--`` and the name with dashes."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def valid(self) -> str:
+        """The valid range in words, e.g. ``"> 0"`` or ``"in [0, 1]"``."""
+        if math.isinf(self.high):
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+
+    def check(self, value, where: str = "") -> float:
+        """``value`` as a float, or InputError naming the hyperparameter, the value and its range.
+
+        Args:
+            value: The value to check.
+            where: Where it was given (``"TrainConfig.hyper"``, say), for the message.
+
+        Returns:
+            The value as a Python float.
+
+        Raises:
+            InputError: Not a finite real number in the valid range.
+        """
+        label = f"{where}{'.' if where else ''}{self.name}"
+        number = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+        if not number or (value <= self.low if self.low_open else value < self.low) or value > self.high:
+            raise InputError(f"{label} must be a finite number {self.valid}, got {value!r}")
+        return float(value)
+
+
+#: Adam's learning rate (before its schedule's factor); every model has it.
+LR = Hyperparameter("lr", 1e-3, "the learning rate (before its schedule's factor)", low_open=True)
+#: The KL term's weight (before its schedule's factor): the blog's ``distrib_loss_rate``, a beta-VAE's beta.
+KL_WEIGHT = Hyperparameter("kl_weight", 1.0, "the KL term's weight: the blog's distrib_loss_rate, a beta-VAE's beta",
+                           short="kl")
+#: The Gaussian likelihood's sigma (the blog's ``gauss_sigma``).
+RECON_SIGMA = Hyperparameter("recon_sigma", 1.0, "the Gaussian likelihood's sigma (the blog's gauss_sigma)",
+                             low_open=True, short="sigma")
+#: Every hyperparameter a model of the blog's family (``jaxvae.vae.VAEModel``) may read besides lr.
+VAE_HYPERPARAMETERS = (RECON_SIGMA, KL_WEIGHT)
+
+
+@dataclass(frozen=True)
 class VAEConfig:
     """Architecture and loss of the VAE.
 
@@ -248,8 +322,10 @@ class VAEConfig:
 class TrainConfig:
     """Optimisation settings and the objective's weights (defaults: the blog's, Adam with PyTorch's).
 
-    ``lr``, ``kl_weight`` and ``recon_sigma`` are the ``HYPERPARAMETERS``: data in the train state, so
-    models that differ only in them share one compiled program, and a sweep varies them. Validation and
+    ``lr``, ``kl_weight``, ``recon_sigma`` and ``hyper`` are the hyperparameters: data in the train state,
+    so models that differ only in them share one compiled program, and a sweep varies them. Each model
+    declares which it reads (``Model.hyperparameters``); the blog's family has fields of its own here,
+    any other model's go in ``hyper`` by name. Validation and
     evaluation data of Bernoulli models are binarised once from ``binarize_seed + 1``, comparable
     between epochs and runs.
 
@@ -279,6 +355,8 @@ class TrainConfig:
             (``jaxvae.schedules``).
         kl_warmup_epochs: Above 0, the KL weight rises linearly (step by step) from 0 to ``kl_weight``
             over that many epochs.
+        hyper: The values of a model's other hyperparameters by name (a beta-TCVAE's ``{"beta": 6.0}``),
+            checked against the model's declaration when it trains; missing ones take their defaults.
 
     Raises:
         InputError: A field out of range or not one of its choices, or ``stop_lr`` above ``lr`` under
@@ -286,9 +364,9 @@ class TrainConfig:
     """
 
     batch_size: int = 128
-    lr: float = 1e-3
-    kl_weight: float = 1.0
-    recon_sigma: float = 1.0
+    lr: float = LR.default
+    kl_weight: float = KL_WEIGHT.default
+    recon_sigma: float = RECON_SIGMA.default
     max_epochs: int = 100
     b1: float = 0.9
     b2: float = 0.999
@@ -304,12 +382,20 @@ class TrainConfig:
     binarize_seed: int = 0
     lr_schedule: str = "plateau"
     kl_warmup_epochs: float = 0.0
+    hyper: Mapping[str, float] = field(default_factory=dict, hash=False, metadata={"flag": False})
 
     def __post_init__(self):
         check_positive_int("batch_size", self.batch_size)
-        _finite_number("lr", self.lr, positive=True)
-        _finite_number("kl_weight", self.kl_weight, positive=False)
-        _finite_number("recon_sigma", self.recon_sigma, positive=True)
+        for declared in OWN_HYPERPARAMETERS:
+            declared.check(getattr(self, declared.name))
+        if not isinstance(self.hyper, Mapping):
+            raise InputError(f"hyper must be a mapping of hyperparameter names to numbers, got {self.hyper!r}")
+        for name, value in self.hyper.items():
+            if name in TRAIN_FIELDS:
+                raise InputError(f"hyper[{name!r}]: {name} is a TrainConfig field; set it as TrainConfig({name}=...)")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InputError(f"hyper[{name!r}] must be a finite number, got {value!r}")
+        object.__setattr__(self, "hyper", {str(k): float(v) for k, v in self.hyper.items()})
         check_non_negative_int("max_epochs", self.max_epochs)
         for name in ("b1", "b2"):
             value = getattr(self, name)
@@ -351,8 +437,40 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-#: The TrainConfig fields that are data of the compiled step (``training.Hyper``): what a sweep varies.
-HYPERPARAMETERS = ("lr", "kl_weight", "recon_sigma")
+    def hyper_values(self, declared: Sequence[Hyperparameter]) -> dict[str, float]:
+        """The values of ``declared`` (a model's hyperparameters, lr among them or not): a field of this
+        config where it has one of the name, else ``hyper``'s entry, else the default.
+
+        Args:
+            declared: The hyperparameters to read.
+
+        Returns:
+            Their values by name, in order.
+
+        Raises:
+            InputError: A value out of its declared range (the message names it).
+        """
+        return {h.name: h.check(getattr(self, h.name) if h.name in TRAIN_FIELDS else self.hyper.get(h.name, h.default),
+                                "" if h.name in TRAIN_FIELDS else "hyper")
+                for h in declared}
+
+    def with_hyper(self, **values: float) -> "TrainConfig":
+        """A copy with hyperparameter values set: this config's fields by name, any other into ``hyper``.
+
+        Args:
+            **values: Hyperparameter names and their values.
+
+        Returns:
+            The new config, validated.
+        """
+        fields = {k: v for k, v in values.items() if k in TRAIN_FIELDS}
+        others = {k: v for k, v in values.items() if k not in TRAIN_FIELDS}
+        return self.replace(**fields, **({"hyper": {**self.hyper, **others}} if others else {}))
+
+
+#: The hyperparameters with a TrainConfig field of their own: the optimizer's lr and the blog's family's.
+OWN_HYPERPARAMETERS = (LR, KL_WEIGHT, RECON_SIGMA)
+TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 
 
 def check_configs(vae_config: VAEConfig, train_config: TrainConfig) -> None:

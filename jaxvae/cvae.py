@@ -190,7 +190,7 @@ class ConditionalVAEModel(VAEModel):
             state: Passed through.
             batch: ``(x, y)`` or ``{"x": x, "y": y}``.
             eps: The noise ``[B, latent_dim]``.
-            hyper: A ``training.Hyper``.
+            hyper: A ``jaxvae.hyper.Hyper``.
 
         Returns:
             ``(loss, metrics, state)``; the metrics are ``recon`` and ``kl``.

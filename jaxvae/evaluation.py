@@ -26,9 +26,9 @@ from jaxvae.binarize import prepare_eval_data
 from jaxvae.checks import check_data
 from jaxvae.config import TrainConfig, VAEConfig, check_non_negative_int, check_positive_int, check_seed
 from jaxvae.errors import InputError, NumericalError
-from jaxvae.losses import Weights
+from jaxvae.hyper import Hyper
 from jaxvae.runs import load_run, run_dataset
-from jaxvae.training import eval_epoch, per_image_mean
+from jaxvae.training import eval_epoch, hyper_of, per_image_mean
 from jaxvae.vae import VAEModel, as_model
 
 #: Floats held by one chunk of decoder outputs when ``chunk`` is not given (64 MB in float32).
@@ -39,7 +39,7 @@ BLOCK_ROWS = 2048
 
 @partial(jax.jit, static_argnames=("model", "k", "chunk", "batch_size"))
 def importance_sampled(params, x: jax.Array, key: jax.Array, model: VAEModel | VAEConfig, k: int, chunk: int,
-                       batch_size: int, recon_sigma: float = 1.0) -> tuple[jax.Array, jax.Array]:
+                       batch_size: int, hyper: Hyper | None = None) -> tuple[jax.Array, jax.Array]:
     """Per-image ``(log_likelihood, elbo)`` estimates with ``k`` importance samples, as arrays [n].
 
     Args:
@@ -51,12 +51,13 @@ def importance_sampled(params, x: jax.Array, key: jax.Array, model: VAEModel | V
         k: Samples per image.
         chunk: Samples per image decoded in one step of the scan.
         batch_size: Images per batch of the map.
-        recon_sigma: The Gaussian's sigma.
+        hyper: The model's hyperparameters (the Gaussian's sigma); None for their defaults.
 
     Returns:
         ``(log_likelihood, elbo)``, each ``[n]``.
     """
     model = as_model(model)
+    hyper = hyper_of(model, {}) if hyper is None else hyper
     n, shape = x.shape[0], x.shape[1:]
     n_batches = -(-n // batch_size)
     n_chunks = -(-k // chunk)
@@ -75,8 +76,7 @@ def importance_sampled(params, x: jax.Array, key: jax.Array, model: VAEModel | V
             # Decoded a block of samples at a time, so the decoder's outputs stay in the CPU's cache.
             blocks = -(-chunk // block)
             eps = jnp.concatenate([eps, jnp.zeros((blocks * block - chunk, *eps.shape[1:]), eps.dtype)])
-            weights = Weights(recon_sigma=recon_sigma)
-            log_w = jax.lax.map(lambda e: model.log_importance_weights(params, xb, e, weights)[0],
+            log_w = jax.lax.map(lambda e: model.log_importance_weights(params, xb, e, hyper)[0],
                                 eps.reshape(blocks, block, *eps.shape[1:])).reshape(blocks * block, batch_size)[:chunk]
             # The last chunk may run past k: its surplus samples count for nothing.
             valid = (index * chunk + jnp.arange(chunk) < k)[:, None]
@@ -126,9 +126,9 @@ def evaluate(params, x, config: VAEModel | VAEConfig, *, k: int = 5000, key: jax
     model = as_model(config)
     check_data("x", x, model)
     check_seed("seed", seed)
-    x, sigma = jnp.asarray(x), 1.0
+    x, hyper = jnp.asarray(x), hyper_of(model, {})
     if train_config is not None:
-        x, sigma = prepare_eval_data(x, train_config), train_config.recon_sigma
+        x, hyper = prepare_eval_data(x, train_config), hyper_of(model, train_config)
     check_positive_int("k", k)
     check_positive_int("batch_size", batch_size)
     batch_size = min(batch_size, x.shape[0])
@@ -137,7 +137,7 @@ def evaluate(params, x, config: VAEModel | VAEConfig, *, k: int = 5000, key: jax
     check_positive_int("chunk", chunk)
     chunk = min(chunk, k)
     key = jax.random.PRNGKey(seed) if key is None else key
-    log_px, elbo = importance_sampled(params, x, key, model, k, chunk, batch_size, sigma)
+    log_px, elbo = importance_sampled(params, x, key, model, k, chunk, batch_size, hyper.as_arrays(x.dtype))
     log_px, elbo = np.asarray(log_px, np.float64), np.asarray(elbo, np.float64)
     if not (np.all(np.isfinite(log_px)) and np.all(np.isfinite(elbo))):
         bad = int(np.sum(~np.isfinite(log_px)))
@@ -194,8 +194,7 @@ def evaluate_run(run_dir, *, split: str = "test", seed: int = 0, k: int = 0, lim
     tc = info.train_config
     x = prepare_eval_data(jnp.asarray((dataset.test_x if split == "test" else dataset.train_x)[:limit]), tc)
     batch_size = min(tc.batch_size, len(x))
-    metrics = eval_epoch(state.params, x, jax.random.PRNGKey(seed), info.vae_config, batch_size,
-                         kl_weight=tc.kl_weight, recon_sigma=tc.recon_sigma)
+    metrics = eval_epoch(state.params, x, jax.random.PRNGKey(seed), info.vae_config, batch_size, hyper=tc)
     result = {"run_dir": str(run_dir), "dataset": dataset.name, "split": split, "samples": int(len(x)),
               "epoch": state.epoch, "seed": seed, "batch_size": batch_size,
               **{name: per_image_mean(v, len(x), batch_size) for name, v in metrics.items()}}

@@ -11,78 +11,13 @@ compiled program, and a sweep stacks them.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
 
-from jaxvae.errors import InputError
-
-
-@dataclass(frozen=True)
-class Hyperparameter:
-    """One hyperparameter a model's loss reads: its name, default and valid range.
-
-    Attributes:
-        name: The name: a ``Hyper`` key, a ``TrainConfig`` field or ``TrainConfig.hyper`` key, and the
-            command line's flag (``--kl-weight`` for ``kl_weight``).
-        default: The value when none is given.
-        help: One line for ``--help`` and the docs.
-        low: The smallest valid value (excluded when ``low_open``).
-        low_open: True: values must be above ``low``; False: at least ``low``.
-        high: The largest valid value (included); infinite for none.
-    """
-
-    name: str
-    default: float
-    help: str
-    low: float = 0.0
-    low_open: bool = False
-    high: float = math.inf
-
-    @property
-    def flag(self) -> str:
-        """The command line's flag: ``--`` and the name with dashes."""
-        return "--" + self.name.replace("_", "-")
-
-    @property
-    def valid(self) -> str:
-        """The valid range in words, e.g. ``"> 0"`` or ``"in [0, 1]"``."""
-        if math.isinf(self.high):
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
-
-    def check(self, value, where: str = "") -> float:
-        """``value`` as a float, or InputError naming the hyperparameter, the value and its range.
-
-        Args:
-            value: The value to check.
-            where: Where it was given (``"TrainConfig.hyper"``, say), for the message.
-
-        Returns:
-            The value as a Python float.
-
-        Raises:
-            InputError: Not a finite real number in the valid range.
-        """
-        label = f"{where}{'.' if where else ''}{self.name}"
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise InputError(f"{label} must be a finite number {self.valid}, got {value!r}")
-        too_low = value <= self.low if self.low_open else value < self.low
-        if too_low or value > self.high:
-            raise InputError(f"{label} must be {self.valid}, got {value!r}")
-        return float(value)
-
-
-#: Adam's learning rate (before its schedule's factor); every model has it.
-LR = Hyperparameter("lr", 1e-3, "the learning rate (before its schedule's factor)", low_open=True)
-#: The KL term's weight (before its schedule's factor): the blog's ``distrib_loss_rate``, a beta-VAE's beta.
-KL_WEIGHT = Hyperparameter("kl_weight", 1.0, "the KL term's weight: the blog's distrib_loss_rate, a beta-VAE's beta")
-#: The Gaussian likelihood's sigma (the blog's ``gauss_sigma``).
-RECON_SIGMA = Hyperparameter("recon_sigma", 1.0, "the Gaussian likelihood's sigma (the blog's gauss_sigma)",
-                             low_open=True)
+# The declarations live beside the configs (no JAX needed to parse a command line); here for users too.
+from jaxvae.config import KL_WEIGHT, LR, RECON_SIGMA, Hyperparameter  # noqa: F401
 
 
 @jax.tree_util.register_pytree_node_class
@@ -98,18 +33,6 @@ class Hyper(Mapping):
 
     def __init__(self, values: Mapping[str, Any] | Iterable = (), **named):
         object.__setattr__(self, "_values", dict(values, **named))
-
-    @classmethod
-    def defaults(cls, declared: Iterable[Hyperparameter]) -> "Hyper":
-        """Every declared hyperparameter at its default, lr first.
-
-        Args:
-            declared: The hyperparameters (``Model.hyperparameters``).
-
-        Returns:
-            A ``Hyper`` of Python floats.
-        """
-        return cls({h.name: h.default for h in with_lr(declared)})
 
     def __getitem__(self, name: str):
         return self._values[name]
@@ -173,27 +96,3 @@ class Hyper(Mapping):
     def tree_unflatten(cls, names, values):
         return cls(zip(names, values))
 
-
-def with_lr(declared: Iterable[Hyperparameter]) -> tuple[Hyperparameter, ...]:
-    """``LR`` and then the declared hyperparameters (a model need not list lr).
-
-    Args:
-        declared: A model's hyperparameters.
-
-    Returns:
-        The tuple, lr first, without repeats.
-    """
-    rest = tuple(h for h in declared if h.name != LR.name)
-    return (LR, *rest)
-
-
-def names(declared: Iterable[Hyperparameter]) -> tuple[str, ...]:
-    """The names of ``declared``, in order.
-
-    Args:
-        declared: Hyperparameters.
-
-    Returns:
-        Their names.
-    """
-    return tuple(h.name for h in declared)

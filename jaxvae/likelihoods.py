@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvae.errors import InputError
+from jaxvae.hyper import RECON_SIGMA, Hyperparameter
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -100,14 +101,14 @@ class Gaussian:
 
     Attributes:
         name: ``"gaussian"``, as ``VAEConfig.likelihood`` names it.
-        hyperparameters: The ``Hyper`` fields it reads: ``recon_sigma``.
+        hyperparameters: What it reads: ``RECON_SIGMA``.
         outputs_logits: False: the decoder outputs the mean.
         loss_drops_constant: The training loss leaves out the normalising constant D/2 log(2 pi sigma^2),
             as the blog's does.
     """
 
     name: ClassVar[str] = "gaussian"
-    hyperparameters: ClassVar[tuple[str, ...]] = ("recon_sigma",)
+    hyperparameters: ClassVar[tuple[Hyperparameter, ...]] = (RECON_SIGMA,)
     outputs_logits: ClassVar[bool] = False
     #: The training loss leaves out the normalising constant D/2 log(2 pi sigma^2), as the blog's does.
     loss_drops_constant: ClassVar[bool] = True
@@ -118,7 +119,7 @@ class Gaussian:
         Args:
             x: The inputs ``[B, ...]``.
             out: The decoder's mean.
-            hyper: A ``training.Hyper`` (its ``recon_sigma``).
+            hyper: A ``jaxvae.hyper.Hyper`` (its ``recon_sigma``).
 
         Returns:
             ``[B]``.
@@ -131,7 +132,7 @@ class Gaussian:
         Args:
             x: The inputs ``[..., D]``.
             out: The decoder's mean.
-            hyper: A ``training.Hyper`` (its ``recon_sigma``).
+            hyper: A ``jaxvae.hyper.Hyper`` (its ``recon_sigma``).
 
         Returns:
             The log-density over the last axis.
@@ -164,13 +165,13 @@ class Bernoulli:
 
     Attributes:
         name: ``"bernoulli"``, as ``VAEConfig.likelihood`` names it.
-        hyperparameters: None of the ``Hyper`` fields.
+        hyperparameters: None.
         outputs_logits: True: the decoder outputs logits.
         loss_drops_constant: False: the loss is the exact negative log-likelihood.
     """
 
     name: ClassVar[str] = "bernoulli"
-    hyperparameters: ClassVar[tuple[str, ...]] = ()
+    hyperparameters: ClassVar[tuple[Hyperparameter, ...]] = ()
     outputs_logits: ClassVar[bool] = True
     loss_drops_constant: ClassVar[bool] = False
 

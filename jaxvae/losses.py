@@ -27,7 +27,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 class Weights(NamedTuple):
-    """The hyperparameters the bounds read (``training.Hyper`` has these fields too).
+    """The hyperparameters the bounds read (a ``jaxvae.hyper.Hyper`` may stand for it).
 
     Attributes:
         kl_weight: The KL term's weight.
@@ -154,7 +154,7 @@ def elbo_loss(module, likelihood, x: jax.Array, posterior, eps: jax.Array, weigh
         x: The inputs ``[B, ...]``.
         posterior: The encoder's ``(mu, log_sigma)`` of ``x``, each ``[B, latent]``.
         eps: The noise ``[B, latent]``.
-        weights: ``Weights`` or a ``training.Hyper``.
+        weights: ``Weights`` or a ``jaxvae.hyper.Hyper``.
 
     Returns:
         ``(loss, {"recon": ..., "kl": ...})``, batch means.

@@ -7,10 +7,13 @@ pair of pure functions) whose methods are pure functions of arrays::
     loss, metrics, state = model.loss(params, state, batch, key, hyper)
 
 ``batch`` is any pytree of arrays with a leading example axis: ``x``, ``(x, y)`` or ``{"x": ..., "y": ...}``
-(``inputs`` finds x in it, ``labels`` y). ``hyper`` is ``training.Hyper``: the hyperparameters as data, the KL weight
-already times its schedule. ``metrics`` is a dict of scalars: the history, the epoch line, the sweep
-summary and TensorBoard show whatever it holds. ``hyperparameters`` names the fields of ``Hyper`` the
-loss reads besides the learning rate; the others must stay at their defaults (``check_hyperparameters``).
+(``inputs`` finds x in it, ``labels`` y). ``metrics`` is a dict of scalars: the history, the epoch line,
+the sweep summary and TensorBoard show whatever it holds.
+
+``hyperparameters`` declares what the loss reads besides the learning rate (``jaxvae.hyper.Hyperparameter``:
+name, default, valid range); ``hyper`` holds their values as data (``jaxvae.hyper.Hyper``, the KL weight
+already times its schedule). The declaration is the one list: a training config may set those and no
+others, a sweep spans them, the command line offers them as flags.
 
 ``jaxvae.vae.VAEModel`` implements it for the blog's VAE, the Bernoulli likelihood, IWAE, beta-VAE,
 the conv models and any NNX encoder/decoder pair.
@@ -25,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvae.errors import InputError
+from jaxvae.hyper import Hyperparameter
 
 
 def inputs(batch):
@@ -161,12 +165,12 @@ class Model(abc.ABC):
     share compiled code.
 
     Attributes:
-        hyperparameters: The ``training.Hyper`` fields besides ``lr`` that ``loss`` reads (a sweep may
-            vary them).
+        hyperparameters: What ``loss`` reads besides the learning rate (``jaxvae.hyper.Hyperparameter``);
+            a config may set these, a sweep may vary them.
     """
 
-    #: The ``training.Hyper`` fields besides ``lr`` that ``loss`` reads (a sweep may vary them).
-    hyperparameters: tuple[str, ...] = ()
+    #: What ``loss`` reads besides the learning rate; a config may set these, a sweep may vary them.
+    hyperparameters: tuple[Hyperparameter, ...] = ()
 
     @abc.abstractmethod
     def init(self, key: jax.Array, dtype=jnp.float32) -> tuple[Any, Any]:
@@ -190,7 +194,8 @@ class Model(abc.ABC):
             state: The model's own state (``()`` if none).
             batch: An array or a pytree of arrays with a leading example axis.
             key: Draws the loss's randomness.
-            hyper: A ``training.Hyper``: the KL weight already times its schedule.
+            hyper: A ``jaxvae.hyper.Hyper`` of ``hyperparameters`` and lr: the KL weight already times its
+                schedule.
 
         Returns:
             ``(loss, metrics, state)``: a scalar, a dict of scalars, the new state.

@@ -1,5 +1,5 @@
-"""Many models in one compiled program: several seeds, and values of the hyperparameters (recon_sigma,
-kl_weight, lr).
+"""Many models in one compiled program: several seeds, and values of the hyperparameters the model
+declares (``Model.hyperparameters``: the blog's VAE has recon_sigma and kl_weight) and lr.
 
     result = jaxvae.sweep.fit_many(train_x, val_x, vae_config=vc, train_config=tc,
                                    seeds=3, recon_sigma=[0.3, 0.5, 1.0, 2.0])
@@ -26,19 +26,17 @@ from typing import Callable, Sequence
 import numpy as np
 
 from jaxvae import __version__
-from jaxvae.config import HYPERPARAMETERS, TrainConfig, VAEConfig
+from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.errors import InputError
 from jaxvae.fileio import write_json
 from jaxvae.model import Model
 from jaxvae.parallel import is_writer
 from jaxvae.runs.format import SWEEP_FILE, RunError, RunInfo, read_run_config, require_run_dir
-from jaxvae.training import DataParallel, ModelsResult, ModelsState, check_hyperparameters, fit_models, given_model
+from jaxvae.hyper import RECON_SIGMA, Hyper, Hyperparameter
+from jaxvae.training import (DataParallel, ModelsResult, ModelsState, check_hyperparameters, fit_models, given_model,
+                             hyper_of, model_hyperparameters)
 from jaxvae.vae import as_model
 
-# The values a sweep can vary besides the seed: the hyperparameters, in the order of the grid's product.
-SWEPT = ("recon_sigma", "kl_weight", "lr")
-assert set(SWEPT) == set(HYPERPARAMETERS)
-NAME_PREFIX = {"recon_sigma": "sigma", "kl_weight": "kl", "lr": "lr"}
 SUMMARY_DIR = "summary"
 SUMMARY_FILE = "summary.json"
 
@@ -52,7 +50,8 @@ class SweepModel:
     seed; also its run directory) and what a lone ``fit`` of it takes: the model as given (a
     ``VAEConfig`` for the blog's family, also read as ``vae_config``) and its train config.
 
-    The properties ``seed``, ``recon_sigma``, ``kl_weight`` and ``lr`` read the train config.
+    ``seed`` and ``hyper`` (the model's hyperparameters, lr last) read the train config; so does an
+    attribute named for one of them (``m.recon_sigma``).
 
     Args:
         name: The model's name and run directory.
@@ -66,16 +65,30 @@ class SweepModel:
 
     vae_config = property(lambda self: self.model)
 
-    # The seed and the swept values, read from the train config.
     seed = property(lambda self: self.train_config.seed)
-    recon_sigma = property(lambda self: self.train_config.recon_sigma)
-    kl_weight = property(lambda self: self.train_config.kl_weight)
-    lr = property(lambda self: self.train_config.lr)
+
+    @property
+    def declared(self) -> tuple[Hyperparameter, ...]:
+        """The hyperparameters of the sweep's model, lr last: the grid's axes, in its product's order."""
+        return model_hyperparameters(as_model(self.model))
+
+    @property
+    def hyper(self) -> Hyper:
+        """The model's hyperparameters' values (Python floats)."""
+        return hyper_of(as_model(self.model), self.train_config)
 
     @property
     def setting(self) -> tuple[float, ...]:
-        """The values of ``SWEPT``: the models of one setting differ only in the seed."""
-        return tuple(getattr(self.train_config, q) for q in SWEPT)
+        """The hyperparameters' values: the models of one setting differ only in the seed."""
+        return tuple(self.hyper.values())
+
+    def __getattr__(self, name: str):
+        if name.startswith("_") or name in ("name", "model", "train_config"):
+            raise AttributeError(name)
+        try:
+            return self.hyper[name]
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__} has no attribute {name!r}") from None
 
 
 def _values(name: str, given, default: float) -> list[float]:
@@ -108,17 +121,17 @@ def _seeds(seeds, base: int) -> list[int]:
 
 
 def sweep_models(vae_config: Model | VAEConfig, train_config: TrainConfig, *, seeds: int | Sequence[int] | None = None,
-                 recon_sigma: float | Sequence[float] | None = None, kl_weight: float | Sequence[float] | None = None,
-                 lr: float | Sequence[float] | None = None) -> list[SweepModel]:
-    """The models of a sweep, settings in product order (recon_sigma outermost), seeds innermost.
+                 **values: float | Sequence[float] | None) -> list[SweepModel]:
+    """The models of a sweep: every combination of the values given, in product order over the
+    model's hyperparameters (``Model.hyperparameters``, then lr; the blog's VAE: recon_sigma outermost),
+    seeds innermost.
 
     Args:
         vae_config: The model, or a ``VAEConfig``.
         train_config: The base config: its seed and values where none are given.
         seeds: A count (``train_config.seed`` onwards) or a list of seeds; None for the config's seed.
-        recon_sigma: A value or a list; None for the config's.
-        kl_weight: A value or a list; None for the config's.
-        lr: A value or a list; None for the config's.
+        **values: For any hyperparameter of the model, by name: a value or a list; None or absent for
+            the config's.
 
     Returns:
         One ``SweepModel`` per setting and seed.
@@ -128,25 +141,25 @@ def sweep_models(vae_config: Model | VAEConfig, train_config: TrainConfig, *, se
             range (the message names it), or a value swept that the model does not read
             (``Model.hyperparameters``).
     """
-    given = {"recon_sigma": recon_sigma, "kl_weight": kl_weight, "lr": lr}
-    values = {q: _values(q, given[q], getattr(train_config, q)) for q in SWEPT}
-    varying = [q for q in SWEPT if len(values[q]) > 1]
     model = as_model(vae_config)
+    declared = model_hyperparameters(model)
+    check_hyperparameters(model, train_config)
+    base = train_config.hyper_values(declared)
+    axes = {h.name: _values(h.name, values.get(h.name), base[h.name]) for h in declared}
+    varying = [h for h in declared if len(axes[h.name]) > 1]
     models = []
-    for combination in itertools.product(*(values[q] for q in SWEPT)):
-        current = dict(zip(SWEPT, combination))
+    for combination in itertools.product(*axes.values()):
+        current = dict(zip(axes, combination))
         for seed in _seeds(seeds, train_config.seed):
-            name = "_".join([*(f"{NAME_PREFIX[q]}{current[q]!r}" for q in varying), f"seed{seed}"])
-            tc = train_config.replace(seed=seed, **current)
+            name = "_".join([*(f"{h.label}{current[h.name]!r}" for h in varying), f"seed{seed}"])
+            tc = train_config.with_hyper(**current).replace(seed=seed)
             check_hyperparameters(model, tc)
             models.append(SweepModel(name, vae_config, tc))
     # a value the model does not read: a config's own rule speaks first (check_hyperparameters, above)
-    for name in (q for q in ("recon_sigma", "kl_weight") if given[q] is not None and q not in model.hyperparameters):
-        raise InputError(f"{name}: {_model_words(model)} has no {_WORDS[name]} to sweep")
+    for name in (n for n, v in values.items() if v is not None and n not in axes):
+        raise InputError(f"{name}: {_model_words(model)} does not read it, so it cannot be swept (it reads "
+                         f"{', '.join(axes)})")
     return models
-
-
-_WORDS = {"recon_sigma": "sigma", "kl_weight": "KL weight"}
 
 
 def _model_words(model: Model) -> str:
@@ -156,19 +169,19 @@ def _model_words(model: Model) -> str:
 
 
 def _reads_sigma(model: SweepModel) -> bool:
-    return "recon_sigma" in as_model(model.model).hyperparameters
+    return RECON_SIGMA.name in model.hyper
 
 
 def varying_values(models: Sequence[SweepModel]) -> list[str]:
-    """The names (of ``SWEPT``) whose value differs between the models.
+    """The hyperparameters whose value differs between the models.
 
     Args:
         models: The sweep's models.
 
     Returns:
-        The names, in ``SWEPT``'s order.
+        Their names, in the grid's order.
     """
-    return [q for q in SWEPT if len({getattr(m, q) for m in models}) > 1]
+    return [h.name for h in models[0].declared if len({m.hyper[h.name] for m in models}) > 1]
 
 
 # --------------------------------------------------------------------------- training
@@ -192,15 +205,13 @@ def fit_many(
     model: Model | VAEConfig | None = None,
     train_config: TrainConfig = TrainConfig(),
     seeds: int | Sequence[int] | None = None,
-    recon_sigma: float | Sequence[float] | None = None,
-    kl_weight: float | Sequence[float] | None = None,
-    lr: float | Sequence[float] | None = None,
     state: ModelsState | None = None,
     callbacks: Sequence[Callable[[ModelsState, list], None]] = (),
     progress: Callable | None = None,
     progress_every: int = 20,
     data_parallel: DataParallel | None | str = "auto",
     vae_config: VAEConfig | None = None,
+    **values: float | Sequence[float] | None,
 ) -> SweepResult:
     """Train every model of the sweep (``sweep_models``) at once, as ``fit`` would train each:
     ``training.fit_models`` over their train configs. Never raises ``NonFiniteError``: see
@@ -212,15 +223,14 @@ def fit_many(
         model: The model, as for ``fit``.
         train_config: The base config of ``sweep_models``.
         seeds: As for ``sweep_models``.
-        recon_sigma: As for ``sweep_models``.
-        kl_weight: As for ``sweep_models``.
-        lr: As for ``sweep_models``.
         state: A ``ModelsState`` to resume, as for ``fit_models``.
         callbacks: As for ``fit_models``.
         progress: As for ``fit``.
         progress_every: As for ``fit``.
         data_parallel: As for ``fit``.
         vae_config: As for ``fit``.
+        **values: The hyperparameters' values, as for ``sweep_models`` (``recon_sigma=[0.5, 1.0]``,
+            ``lr=[1e-3, 3e-3]``).
 
     Returns:
         The ``SweepResult``.
@@ -229,7 +239,7 @@ def fit_many(
         InputError: As ``sweep_models`` and ``fit_models`` raise it.
     """
     model = given_model(model, vae_config)
-    models = sweep_models(model, train_config, seeds=seeds, recon_sigma=recon_sigma, kl_weight=kl_weight, lr=lr)
+    models = sweep_models(model, train_config, seeds=seeds, **values)
     result = fit_models(train_x, val_x, model=model, train_configs=[m.train_config for m in models],
                         state=state, callbacks=callbacks, progress=progress, progress_every=progress_every,
                         data_parallel=data_parallel)
@@ -296,7 +306,7 @@ def summarize(models: Sequence[SweepModel], histories: Sequence[list[dict]], err
     rows = []
     for i, (m, history) in enumerate(zip(models, histories)):
         final = history[-1] if history else None
-        rows.append({"name": m.name, "seed": m.seed, **dict(zip(SWEPT, m.setting)), "epochs": len(history),
+        rows.append({"name": m.name, "seed": m.seed, **m.hyper, "epochs": len(history),
                      "stop_reason": stop_reasons[i] if stop_reasons else ("non_finite" if errors[i] else None),
                      "error": errors[i], "final": final,
                      "val_squared_error": squared_error(final, m) if final else None})
@@ -305,8 +315,8 @@ def summarize(models: Sequence[SweepModel], histories: Sequence[list[dict]], err
     for setting in dict.fromkeys(m.setting for m in models):
         members = [(m, row) for m, row in zip(models, rows) if m.setting == setting]
         good = [row for m, row in members if row["error"] is None and row["final"] is not None]
-        entry = dict(zip(SWEPT, setting))
-        entry.update(label=setting_label(entry, varying), models=[row["name"] for _, row in members],
+        entry = dict(members[0][0].hyper)
+        entry.update(label=setting_label(entry, varying, models[0].declared), models=[row["name"] for _, row in members],
                      failed=[row["name"] for _, row in members if row["error"] is not None])
         for metric in metrics:
             entry[metric] = _spread([row["final"][metric] for row in good])
@@ -317,17 +327,19 @@ def summarize(models: Sequence[SweepModel], histories: Sequence[list[dict]], err
     return {"varying": varying, "likelihood": likelihood and likelihood.name, "models": rows, "settings": settings}
 
 
-def setting_label(entry: dict, varying: Sequence[str]) -> str:
+def setting_label(entry: dict, varying: Sequence[str], declared: Sequence[Hyperparameter]) -> str:
     """``sigma=0.5``, ``kl=4, lr=0.001``, or ``all`` for a sweep over seeds only.
 
     Args:
         entry: The setting's values by name.
         varying: The names that vary in the sweep.
+        declared: The model's hyperparameters (their labels).
 
     Returns:
         The label.
     """
-    return ", ".join(f"{NAME_PREFIX[q]}={entry[q]:g}" for q in varying) or "all"
+    labels = {h.name: h.label for h in declared}
+    return ", ".join(f"{labels[q]}={entry[q]:g}" for q in varying) or "all"
 
 
 # --------------------------------------------------------------------------- the sweep directory
@@ -399,7 +411,9 @@ def read_sweep_info(sweep_dir: str | os.PathLike) -> tuple[SweepInfo, RunInfo]:
         raise RunError(f"{path}: missing; is {sweep_dir} a jaxvae sweep directory?")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        info = SweepInfo({k: raw["grid"][k] for k in ("seeds", *SWEPT)}, tuple(str(m["name"]) for m in raw["models"]),
+        if not isinstance(raw["grid"], dict) or "seeds" not in raw["grid"]:
+            raise KeyError("grid.seeds")
+        info = SweepInfo(dict(raw["grid"]), tuple(str(m["name"]) for m in raw["models"]),
                          tuple(m["error"] for m in raw["models"]))
         if not info.names:
             raise InputError("no models")

@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property, partial
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -24,8 +24,9 @@ from jaxvae import schedules as sched
 from jaxvae.batching import EpochIndices, batch_counts, epoch_indices, steps_per_epoch
 from jaxvae.binarize import prepare_eval_data, prepare_train_data, sample_binary
 from jaxvae.checks import check_data
-from jaxvae.config import HYPERPARAMETERS, TrainConfig, VAEConfig, check_configs
+from jaxvae.config import OWN_HYPERPARAMETERS, TrainConfig, VAEConfig, check_configs
 from jaxvae.errors import InputError, NumericalError
+from jaxvae.hyper import KL_WEIGHT, LR, Hyper, Hyperparameter
 from jaxvae.model import Model, batch_size_of, inputs, take, with_inputs
 from jaxvae.parallel import DataParallel, make_data_parallel
 from jaxvae.structure import structure_key
@@ -36,44 +37,6 @@ SCAN_UNROLL = 3
 # Validation runs this many rows (whole batches) through each matmul: ~16% faster than one batch of
 # 128 on CPU, and every batch's loss is the same, bit for bit (its own rows, noise and mean).
 EVAL_GROUP_ROWS = 1024
-
-
-class Hyper(NamedTuple):
-    """The hyperparameters as data of the compiled step: lr and KL weight (each times its schedule's
-    factor) and the Gaussian's sigma. Arrays in the train state, Python floats on the host.
-
-    Attributes:
-        lr: The learning rate (before its schedule's factor).
-        kl_weight: The KL term's weight (before its schedule's factor).
-        recon_sigma: The Gaussian likelihood's sigma.
-    """
-
-    lr: Any = TrainConfig.lr
-    kl_weight: Any = TrainConfig.kl_weight
-    recon_sigma: Any = TrainConfig.recon_sigma
-
-    @classmethod
-    def from_config(cls, train_config: TrainConfig) -> "Hyper":
-        """The config's values, as Python floats.
-
-        Args:
-            train_config: The config whose ``lr``, ``kl_weight`` and ``recon_sigma`` are taken.
-
-        Returns:
-            A ``Hyper`` of Python floats.
-        """
-        return cls(*(float(getattr(train_config, name)) for name in HYPERPARAMETERS))
-
-    def as_arrays(self, dtype=jnp.float32) -> "Hyper":
-        """The values as scalar arrays.
-
-        Args:
-            dtype: The arrays' float type.
-
-        Returns:
-            A ``Hyper`` of 0-d arrays.
-        """
-        return Hyper(*(jnp.asarray(v, dtype) for v in self))
 
 
 class TrainState(NamedTuple):
@@ -205,21 +168,25 @@ class TrainStep:
     def __hash__(self):
         return hash((self._static(), self._optimizer_key))
 
-    def init(self, params, hyper: Hyper = Hyper(), model_state=()) -> TrainState:
-        """A fresh run's state from ``params``, ``hyper`` (default: the blog's) and the model's state,
-        in the parameters' float type.
+    def init(self, params, hyper: Mapping[str, float] | None = None, model_state=()) -> TrainState:
+        """A fresh run's state from ``params``, the hyperparameters and the model's state, in the
+        parameters' float type.
 
         Args:
             params: The model's parameters.
-            hyper: The hyperparameters.
+            hyper: Values of the model's hyperparameters and lr by name; missing ones take their
+                declared defaults.
             model_state: The model's own state (``Model.init``'s).
 
         Returns:
             The ``TrainState`` at step 0.
+
+        Raises:
+            InputError: A name the model does not declare, or a value out of its range.
         """
         dtype = jax.tree.leaves(params)[0].dtype
-        return TrainState(params, self.optimizer.init(params), jnp.zeros((), jnp.int32), Hyper(*hyper).as_arrays(dtype),
-                          model_state)
+        return TrainState(params, self.optimizer.init(params), jnp.zeros((), jnp.int32),
+                          hyper_of(self.model, hyper or {}).as_arrays(dtype), model_state)
 
     def init_schedules(self) -> ScheduleStates:
         """The schedules' initial states.
@@ -229,18 +196,22 @@ class TrainStep:
         """
         return ScheduleStates(self.lr.init(), self.kl_weight.init())
 
-    def values(self, state: TrainState, schedules: ScheduleStates) -> tuple[jax.Array, jax.Array]:
-        """(lr, kl_weight) at the state's step: each hyperparameter times its schedule's factor.
+    def values(self, state: TrainState, schedules: ScheduleStates) -> Hyper:
+        """The hyperparameters at the state's step: lr and the KL weight (where the model reads one)
+        each times its schedule's factor, the others as they are.
 
         Args:
             state: The train state (its ``step`` and ``hyper``).
             schedules: The schedules' states.
 
         Returns:
-            The pair ``(lr, kl_weight)``.
+            The ``Hyper`` the loss reads at this step.
         """
-        return (state.hyper.lr * self.lr.value(schedules.lr, state.step, self.steps_per_epoch),
-                state.hyper.kl_weight * self.kl_weight.value(schedules.kl_weight, state.step, self.steps_per_epoch))
+        scheduled = {LR.name: state.hyper.lr * self.lr.value(schedules.lr, state.step, self.steps_per_epoch)}
+        if KL_WEIGHT.name in state.hyper:
+            scheduled[KL_WEIGHT.name] = state.hyper.kl_weight * self.kl_weight.value(
+                schedules.kl_weight, state.step, self.steps_per_epoch)
+        return state.hyper.replace(**scheduled)
 
     def update_schedules(self, schedules: ScheduleStates, val_loss: float, hyper: Hyper) -> ScheduleStates:
         """The schedule states after an epoch whose validation loss was ``val_loss`` (on the host).
@@ -253,8 +224,8 @@ class TrainStep:
         Returns:
             The new ``ScheduleStates``.
         """
-        return ScheduleStates(self.lr.update(schedules.lr, val_loss, hyper.lr),
-                              self.kl_weight.update(schedules.kl_weight, val_loss, hyper.kl_weight))
+        return ScheduleStates(self.lr.update(schedules.lr, val_loss, hyper[LR.name]),
+                              self.kl_weight.update(schedules.kl_weight, val_loss, _kl_weight(hyper)))
 
     def finished(self, schedules: ScheduleStates, epochs_done: int, hyper: Hyper) -> bool:
         """Whether a schedule ends the run after ``epochs_done`` epochs (e.g. the plateau's lr fell below stop_lr).
@@ -267,8 +238,8 @@ class TrainStep:
         Returns:
             True when either schedule is finished.
         """
-        return (self.lr.finished(schedules.lr, epochs_done, hyper.lr)
-                or self.kl_weight.finished(schedules.kl_weight, epochs_done, hyper.kl_weight))
+        return (self.lr.finished(schedules.lr, epochs_done, hyper[LR.name])
+                or self.kl_weight.finished(schedules.kl_weight, epochs_done, _kl_weight(hyper)))
 
     def __call__(self, state: TrainState, batch, key, schedules: ScheduleStates | None = None):
         """One step on ``batch`` (an array or a pytree of them) with the model's randomness (and the
@@ -300,10 +271,11 @@ class TrainStep:
     def _update(self, state: TrainState, schedules, loss_fn):
         """params <- params - lr_t * optimizer(grad loss_fn(params, hyper_t)); the model's state as the loss
         returns it."""
-        lr, kl_weight = self.values(state, self.init_schedules() if schedules is None else schedules)
+        hyper = self.values(state, self.init_schedules() if schedules is None else schedules)
+        lr = hyper.lr
 
         def objective(params):
-            loss, metrics, model_state = loss_fn(params, state.hyper._replace(lr=lr, kl_weight=kl_weight))
+            loss, metrics, model_state = loss_fn(params, hyper)
             return loss, (_in_order(loss, metrics), model_state)  # ordered before grad's pytree pass sorts a dict
 
         (_, (metrics, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
@@ -320,6 +292,47 @@ def _in_order(loss, metrics: dict) -> OrderedDict:
     return OrderedDict([("loss", loss), *metrics.items()])
 
 
+def _kl_weight(hyper: Mapping[str, float]):
+    """The KL weight a KL schedule scales: the model's, or its default where the model has none."""
+    return hyper.get(KL_WEIGHT.name, KL_WEIGHT.default)
+
+
+def model_hyperparameters(model: Model) -> tuple[Hyperparameter, ...]:
+    """Everything ``model``'s train state carries as data: its declared hyperparameters, then lr.
+
+    Args:
+        model: The model.
+
+    Returns:
+        The hyperparameters, lr last.
+    """
+    return (*(h for h in model.hyperparameters if h.name != LR.name), LR)
+
+
+def hyper_of(model: Model, values: Mapping[str, float] | TrainConfig) -> Hyper:
+    """The values of ``model``'s hyperparameters and lr (Python floats), from a ``TrainConfig`` or a
+    mapping by name; missing ones take their declared defaults.
+
+    Args:
+        model: The model whose declaration names them.
+        values: A ``TrainConfig`` (``TrainConfig.hyper_values``), or values by name.
+
+    Returns:
+        A ``Hyper`` in ``model_hyperparameters`` order.
+
+    Raises:
+        InputError: A name the model does not declare, or a value out of its range.
+    """
+    declared = model_hyperparameters(model)
+    if isinstance(values, TrainConfig):
+        return Hyper(values.hyper_values(declared))
+    unknown = [name for name in values if name not in {h.name for h in declared}]
+    if unknown:
+        raise InputError(f"{unknown[0]}: {type(model).__name__} declares no such hyperparameter "
+                         f"(it has {', '.join(h.name for h in declared)})")
+    return Hyper({h.name: h.check(values.get(h.name, h.default)) for h in declared})
+
+
 def check_hyperparameters(model: Model, train_config: TrainConfig) -> None:
     """ValueError naming the field when ``train_config`` sets a hyperparameter ``model`` does not read
     (``Model.hyperparameters``): a value that would silently do nothing. A ``VAEConfig``'s model
@@ -330,17 +343,24 @@ def check_hyperparameters(model: Model, train_config: TrainConfig) -> None:
         train_config: The config to check against it.
 
     Raises:
-        InputError: A hyperparameter other than lr, or ``kl_warmup_epochs``, is set away from its
-            default and the model's loss does not read it.
+        InputError: A value for a hyperparameter the model does not declare (a field away from its
+            default, or a ``hyper`` entry), a value out of its declared range, or ``kl_warmup_epochs``
+            for a model without a KL weight.
     """
-    if getattr(model, "config", None) is not None:
+    declared = model_hyperparameters(model)
+    reads = ", ".join(h.name for h in declared)
+    names = {h.name for h in declared}
+    from_config = getattr(model, "config", None) is not None
+    if from_config:  # a VAEConfig's own rules and wording (config files of every version hold all three fields)
         check_configs(model.config, train_config)
-        return
-    unread = [name for name in HYPERPARAMETERS if name != "lr" and name not in model.hyperparameters]
-    for name in (n for n in unread if getattr(train_config, n) != Hyper._field_defaults[n]):
-        raise InputError(f"{name}={getattr(train_config, name)!r}: {type(model).__name__}'s loss does not read it "
-                         f"(it reads lr{''.join(', ' + n for n in model.hyperparameters)}); leave it at its default")
-    if train_config.kl_warmup_epochs > 0 and "kl_weight" not in model.hyperparameters:
+    for own in (h for h in OWN_HYPERPARAMETERS if h.name not in names and not from_config):
+        if getattr(train_config, own.name) != own.default:
+            raise InputError(f"{own.name}={getattr(train_config, own.name)!r}: {type(model).__name__}'s loss does not "
+                             f"read it (it reads {reads}); leave it at its default")
+    for name in (n for n in train_config.hyper if n not in names):
+        raise InputError(f"hyper[{name!r}]: {type(model).__name__} declares no such hyperparameter (it has {reads})")
+    train_config.hyper_values(declared)
+    if train_config.kl_warmup_epochs > 0 and KL_WEIGHT.name not in names:
         raise InputError(f"kl_warmup_epochs: {type(model).__name__}'s loss has no KL weight to warm up")
 
 
@@ -518,7 +538,7 @@ def _eval_epoch(model: Model, params, model_state, data, key, batch_size: int, h
 
 
 def eval_epoch(params, data, key: jax.Array, model: Model | VAEConfig, batch_size: int = 128, *,
-               kl_weight: float = 1.0, recon_sigma: float = 1.0, model_state=()) -> dict:
+               hyper: Mapping[str, float] | TrainConfig | None = None, model_state=()) -> dict:
     """Per-batch loss and the model's metrics (the VAE's recon and KL) over every row of ``data`` as one
     compiled call (the last batch may be partial: ``per_image_mean`` weighs batches by rows). As the
     blog's validation loop, the noise and the batches' order are drawn from ``key``.
@@ -529,15 +549,19 @@ def eval_epoch(params, data, key: jax.Array, model: Model | VAEConfig, batch_siz
         key: Draws the batches' order and the noise.
         model: The model, or a ``VAEConfig``.
         batch_size: Rows per batch (at most the number of rows).
-        kl_weight: The KL term's weight in the loss.
-        recon_sigma: The Gaussian likelihood's sigma.
+        hyper: The model's hyperparameters (the KL weight, the Gaussian's sigma): a ``TrainConfig``,
+            or values by name; None, or a missing name, for the declared defaults.
         model_state: The model's own state (read, never updated).
 
     Returns:
         A dict of per-batch metrics: ``loss`` and the model's.
+
+    Raises:
+        InputError: A hyperparameter the model does not declare, or one out of range.
     """
-    hyper = Hyper(TrainConfig.lr, kl_weight, recon_sigma)
-    return _eval_epoch_jit(as_model(model), params, model_state, data, key, min(batch_size, batch_size_of(data)), hyper)
+    model = as_model(model)
+    return _eval_epoch_jit(model, params, model_state, data, key, min(batch_size, batch_size_of(data)),
+                           hyper_of(model, {} if hyper is None else hyper))
 
 
 _eval_epoch_jit = jax.jit(_eval_epoch, static_argnames=("model", "batch_size"))
@@ -652,7 +676,8 @@ def init_fit_state(train_step: TrainStep, train_config: TrainConfig, *, params=N
     init_key, loop_key = jax.random.split(jax.random.PRNGKey(train_config.seed))
     fresh_params, model_state = train_step.model.init(init_key, dtype)
     params = fresh_params if params is None else params
-    return FitState(train_step.init(params, Hyper.from_config(train_config), model_state), train_step.init_schedules(),
+    return FitState(train_step.init(params, hyper_of(train_step.model, train_config), model_state),
+                    train_step.init_schedules(),
                     loop_key)
 
 
@@ -800,14 +825,14 @@ def _non_finite_message(losses: np.ndarray, params_finite, epoch: int, lr: float
             "training stopped, the last good state is kept")
 
 
-def _epoch_record(epoch: int, metrics, val, n_val: int, batch_size: int, lr: float, kl_weight: float,
-                  seconds: float) -> dict:
+def _epoch_record(epoch: int, metrics, val, n_val: int, batch_size: int, scheduled: dict, seconds: float) -> dict:
     """One line of the history: the training metrics as the blog reports them (the mean of the
     per-batch means) and the validation metrics as the mean over every validation image; the
-    metrics are whatever the model's loss returns (the VAE's: loss, recon, kl)."""
+    metrics are whatever the model's loss returns (the VAE's: loss, recon, kl); then the scheduled
+    hyperparameters' values (lr, and the KL weight where the model has one)."""
     return {"epoch": epoch, **{f"train_{k}": float(np.mean(np.asarray(v, np.float64))) for k, v in metrics.items()},
             **{f"val_{k}": per_image_mean(v, n_val, batch_size) for k, v in val.items()},
-            "lr": lr, "kl_weight": kl_weight, "seconds": seconds}
+            **scheduled, "seconds": seconds}
 
 
 def given_model(model: Model | VAEConfig | None, vae_config: VAEConfig | None) -> Model | VAEConfig:
@@ -840,7 +865,7 @@ def check_batchable(train_configs: Sequence[TrainConfig]) -> None:
             message names it.
     """
     first = train_configs[0]
-    free = {*HYPERPARAMETERS, "seed"}
+    free = {*(h.name for h in OWN_HYPERPARAMETERS), "hyper", "seed"}
     for tc in train_configs[1:]:
         for name in (f for f in first.__dataclass_fields__ if f not in free):
             if getattr(tc, name) != getattr(first, name):
@@ -910,7 +935,7 @@ def fit_models(
                                   optimizer=optimizer, lr_schedule=lr_schedule, kl_schedule=kl_schedule)
     for other in configs[1:]:
         check_hyperparameters(step.model, other)
-    hypers = [Hyper.from_config(c) for c in configs]
+    hypers = [hyper_of(step.model, c) for c in configs]
     dtype = jnp.asarray(inputs(train_x)[:1]).dtype
     if state is None:
         state = ModelsState.stack([init_fit_state(step, c, dtype=dtype) for c in configs])
@@ -957,14 +982,14 @@ def fit_models(
         seconds = time.perf_counter() - start
         records: list[dict | None] = [None] * len(configs)
         for i in (i for i in range(len(configs)) if active[i]):
-            lr, kl_weight = float(values[0][i]), float(values[1][i])
-            message = _non_finite_message(metrics["loss"][i], finite[i], state.epochs[i] + 1, lr)
+            scheduled = {name: float(values[name][i]) for name in (LR.name, KL_WEIGHT.name) if name in values}
+            message = _non_finite_message(metrics["loss"][i], finite[i], state.epochs[i] + 1, scheduled[LR.name])
             if message is not None:
                 state.errors[i] = message
                 continue
             record = _epoch_record(state.epochs[i] + 1, {k: v[i] for k, v in metrics.items()},
-                                   {k: v[i] for k, v in val.items()}, batch_size_of(val_x), tc.batch_size, lr,
-                                   kl_weight, seconds)
+                                   {k: v[i] for k, v in val.items()}, batch_size_of(val_x), tc.batch_size,
+                                   scheduled, seconds)
             state.schedules[i] = step.update_schedules(state.schedules[i], record["val_loss"], hypers[i])
             state.epochs[i] += 1
             state.histories[i] = [*state.histories[i], record]

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxvae.config import VAEConfig, config_to_dict
+from jaxvae.config import VAE_HYPERPARAMETERS, VAEConfig, config_to_dict
 from jaxvae.errors import InputError, InputTypeError
+from jaxvae.hyper import KL_WEIGHT, Hyperparameter
 from jaxvae.likelihoods import Gaussian, likelihood_of
 from jaxvae.losses import elbo_loss, importance_weights, iwae_loss_of, normal_noise
 from jaxvae.model import Model, class_path, import_path, inputs
@@ -164,10 +165,13 @@ class VAEModel(Model):
         """The ``VAEConfig`` this model was made from, or None for your own modules."""
         return self.build.config if isinstance(self.build, ConfigModules) else None
 
+    #: Every hyperparameter a model of this family may read: the command line's value flags.
+    family_hyperparameters: ClassVar[tuple[Hyperparameter, ...]] = VAE_HYPERPARAMETERS
+
     @property
-    def hyperparameters(self) -> tuple[str, ...]:
-        """The ``Hyper`` fields the loss reads besides lr: the likelihood's, and ``kl_weight`` for the ELBO."""
-        return (*self.likelihood.hyperparameters, *(() if self.iwae_k else ("kl_weight",)))
+    def hyperparameters(self) -> tuple[Hyperparameter, ...]:
+        """What the loss reads besides lr: the likelihood's (the Gaussian's sigma), and the KL weight for the ELBO."""
+        return (*self.likelihood.hyperparameters, *(() if self.iwae_k else (KL_WEIGHT,)))
 
     def module(self, params, dtype=None):
         """The module holding ``params`` (cheap inside jit: trace time only).
@@ -215,7 +219,7 @@ class VAEModel(Model):
             state: Passed through (``()``).
             batch: The inputs, or a pytree holding them (``jaxvae.model.inputs``).
             key: Draws the reparameterisation noise.
-            hyper: A ``training.Hyper``.
+            hyper: A ``jaxvae.hyper.Hyper``.
 
         Returns:
             ``(loss, metrics, state)``; the ELBO's metrics are ``recon`` and ``kl``.
@@ -231,7 +235,7 @@ class VAEModel(Model):
             state: Passed through.
             batch: The inputs, or a pytree holding them.
             eps: The noise, as ``noise`` draws it.
-            hyper: A ``training.Hyper``.
+            hyper: A ``jaxvae.hyper.Hyper``.
 
         Returns:
             ``(loss, metrics, state)``.
@@ -272,7 +276,7 @@ class VAEModel(Model):
             params: The parameters.
             x: The inputs ``[B, features]``.
             eps: The noise ``[k, B, latent]``.
-            hyper: A ``training.Hyper`` (the Gaussian's sigma).
+            hyper: A ``jaxvae.hyper.Hyper`` (the Gaussian's sigma).
 
         Returns:
             ``(log_w, log_px_given_z)``.

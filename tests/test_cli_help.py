@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from jaxvae import cli
+from jaxvae.cli.flags import config_fields
 from jaxvae.config import (
     ACTIVATIONS,
     ARCHITECTURES,
@@ -29,7 +30,7 @@ ENUMERATED = {
     "objective": OBJECTIVES, "architecture": ARCHITECTURES, "compute_dtype": COMPUTE_DTYPES,
     "init": INITS, "binarize": BINARIZATIONS, "lr_schedule": LR_SCHEDULES,
 }
-FIELDS = [f for cls in (VAEConfig, TrainConfig) for f in dataclasses.fields(cls)]
+FIELDS = [f for _, f in config_fields()]  # TrainConfig.hyper has no flag: the models declare theirs
 
 
 def help_text(monkeypatch, capsys, *argv) -> str:

@@ -9,7 +9,7 @@ from jaxvae import TrainConfig, VAEConfig, fit
 from jaxvae.cvae import ConditionalVAEModel
 from jaxvae.interop import to_torch
 from jaxvae.sweep import fit_many, summarize
-from jaxvae.training import Hyper, fit_models
+from jaxvae.training import fit_models, hyper_of
 
 pytest.importorskip("torch")
 import torchref  # noqa: E402
@@ -55,7 +55,7 @@ def test_loss_recon_kl_and_gradients_match_torchref(dtype, data, digit_like):
 
         def loss(p):
             value, metrics, _ = BLOG.loss_with_noise(p, state, (jnp.asarray(x, jdtype), jnp.asarray(labels)),
-                                                     jnp.asarray(eps, jdtype), Hyper())
+                                                     jnp.asarray(eps, jdtype), hyper_of(SMALL, {}))
             return value, metrics
 
         (j_loss, metrics), j_grads = jax.value_and_grad(loss, has_aux=True)(params)
@@ -71,12 +71,12 @@ def test_labels_one_hot_vectors_and_dict_batches_give_the_same_loss():
     x, y = prototypes(40)
     params, state = SMALL.init(jax.random.PRNGKey(0))
     eps = jax.random.normal(jax.random.PRNGKey(1), (40, SMALL.latent_dim))
-    losses = [SMALL.loss_with_noise(params, state, batch, eps, Hyper())[0]
+    losses = [SMALL.loss_with_noise(params, state, batch, eps, hyper_of(SMALL, {}))[0]
               for batch in ((x, y), (x, np.eye(5, dtype=np.float32)[y]), {"x": x, "y": y})]
     assert losses[0] == losses[1] == losses[2]
     # a soft condition is a condition too: halfway between two classes is neither
     soft = np.full((40, 5), 0.2, np.float32)
-    assert SMALL.loss_with_noise(params, state, (x, soft), eps, Hyper())[0] != losses[0]
+    assert SMALL.loss_with_noise(params, state, (x, soft), eps, hyper_of(SMALL, {}))[0] != losses[0]
 
 
 def test_training_reduces_the_loss_and_two_seeds_together_equal_lone_fits():
@@ -150,7 +150,7 @@ def test_configs_it_cannot_build_are_refused_by_name():
         ConditionalVAEModel.from_config(VAEConfig(objective="iwae", iwae_k=4), 10)
     with pytest.raises(ValueError, match=r"built from a VAEConfig: ConditionalVAEModel.from_config"):
         ConditionalVAEModel.from_modules(object, object, latent_dim=2)
-    assert BLOG.hyperparameters == ("recon_sigma", "kl_weight")
+    assert [h.name for h in BLOG.hyperparameters] == ["recon_sigma", "kl_weight"]
     assert ConditionalVAEModel.from_config(VAEConfig(), 10) == BLOG  # equal models share compiled code
 
 

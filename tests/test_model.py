@@ -144,10 +144,13 @@ def test_hyperparameters_the_model_does_not_read_are_refused():
     x, y = small_data()
     with pytest.raises(ValueError, match=r"kl_weight=2\.0: LabelledAE's loss does not read it"):
         fit((x, y), model=LabelledAE(), train_config=TC.replace(kl_weight=2.0))
-    with pytest.raises(ValueError, match="recon_sigma=0.5: VAEModel's loss does not read it"):
+    with pytest.raises(ValueError, match=r"recon_sigma: a bernoulli likelihood does not read it, so it cannot be swept "
+                                         r"\(it reads kl_weight, lr\)"):
         fit_many(x, model=VAEModel.from_modules(Encoder, Decoder, latent_dim=3, likelihood="bernoulli"),
                  train_config=TC, recon_sigma=[0.5, 1.0])
-    assert OWN.hyperparameters == ("recon_sigma", "kl_weight")
+    with pytest.raises(ValueError, match=r"hyper\['beta'\]: LabelledAE declares no such hyperparameter \(it has lr\)"):
+        fit((x, y), model=LabelledAE(), train_config=TC.replace(hyper={"beta": 2.0}))
+    assert [h.name for h in OWN.hyperparameters] == ["recon_sigma", "kl_weight"]
     assert as_model(SMALL.replace(likelihood="bernoulli", objective="iwae", iwae_k=2)).hyperparameters == ()
 
 

@@ -63,10 +63,14 @@ def test_bad_sweep_values_name_the_field(kwargs, message):
 
 
 def test_what_cannot_be_swept_is_refused():
-    with pytest.raises(ValueError, match="recon_sigma: a bernoulli likelihood has no sigma"):
+    with pytest.raises(ValueError, match=r"recon_sigma: a bernoulli likelihood does not read it, so it cannot be swept"):
         sweep_models(SMALL.replace(likelihood="bernoulli"), TrainConfig(), recon_sigma=[0.5, 1.0])
-    with pytest.raises(ValueError, match="kl_weight=0.5 applies to objective='elbo' only"):
+    with pytest.raises(ValueError, match=r"kl_weight: a gaussian likelihood does not read it, so it cannot be swept "
+                                         r"\(it reads recon_sigma, lr\)"):
         sweep_models(SMALL.replace(objective="iwae", iwae_k=2), TrainConfig(), kl_weight=[0.5, 1.0])
+    with pytest.raises(ValueError, match=r"beta: a gaussian likelihood does not read it, so it cannot be swept "
+                                         r"\(it reads recon_sigma, kl_weight, lr\)"):
+        sweep_models(SMALL, TrainConfig(), beta=[1.0, 4.0])
 
 
 @pytest.mark.parametrize("train_config, grid, compared", [

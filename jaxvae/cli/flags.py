@@ -16,9 +16,11 @@ from jaxvae.config import (
     COMPUTE_DTYPES,
     INITS,
     LIKELIHOODS,
+    LR,
     LR_SCHEDULES,
     OBJECTIVES,
     OUTPUT_ACTIVATIONS,
+    VAE_HYPERPARAMETERS,
     TrainConfig,
     VAEConfig,
 )
@@ -38,8 +40,6 @@ FIELD_HELP = {
     "activation": "hidden-layer activation",
     "negative_slope": "LeakyReLU negative slope",
     "output_activation": "decoder output activation (Gaussian likelihood only)",
-    "recon_sigma": "sigma of the Gaussian reconstruction likelihood (the blog's gauss_sigma)",
-    "kl_weight": "weight of the KL term (the blog's distrib_loss_rate; a beta-VAE's beta)",
     "decoder_hidden": "decoder hidden widths",
     "likelihood": "observation model p(x|z): the blog's Gaussian, or Bernoulli (pixels in [0, 1])",
     "objective": "training bound: the ELBO, or the importance-weighted bound (IWAE) with --iwae-k samples",
@@ -50,7 +50,6 @@ FIELD_HELP = {
     "init": "initialisation of every layer: PyTorch's default (uniform in +-1/sqrt(fan_in), the blog's) "
             "or Flax's (lecun-normal kernels, zero biases)",
     "batch_size": "minibatch size",
-    "lr": "Adam learning rate (the start value of every --lr-schedule)",
     "max_epochs": "maximum number of epochs",
     "b1": "Adam beta1", "b2": "Adam beta2", "adam_eps": "Adam epsilon",
     "plateau_factor": "ReduceLROnPlateau factor",
@@ -85,8 +84,11 @@ DEFAULT_TEXT = {
 }
 # A resumed run keeps its config; only these may change (to train for longer, say).
 RESUME_OVERRIDABLE = {"max_epochs"}
-# The values `jaxvae sweep` takes several of, and their flags.
-SWEEP_VALUE_FLAGS = {"recon_sigma": "--recon-sigma", "kl_weight": "--kl-weight", "lr": "--lr"}
+# The hyperparameters of the command line's models (the blog's family), lr last: each a config flag
+# of `jaxvae train` that `jaxvae sweep` takes several values of.
+SWEPT_HYPERPARAMETERS = (*VAE_HYPERPARAMETERS, LR)
+SWEEP_VALUE_FLAGS = {h.name: h.flag for h in SWEPT_HYPERPARAMETERS}
+FIELD_HELP.update({h.name: h.help for h in SWEPT_HYPERPARAMETERS})
 # The TrainConfig fields `jaxvae import` may set: what evaluating the imported model depends on.
 IMPORT_FIELDS = ("recon_sigma", "kl_weight", "batch_size", "seed")
 PROGRESS_KINDS = ("epochs", "steps", "none")  # --progress; see EpochProgress
@@ -217,7 +219,8 @@ def config_fields() -> Iterator[tuple[type, dataclasses.Field]]:
     """
     for cls in (VAEConfig, TrainConfig):
         for f in dataclasses.fields(cls):
-            yield cls, f
+            if f.metadata.get("flag", True):  # TrainConfig.hyper: the model's own hyperparameters, by name
+                yield cls, f
 
 
 def flag_of(name: str) -> str:

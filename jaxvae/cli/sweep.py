@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxvae.sweep import SWEPT, SweepModel, setting_label, varying_values
+from jaxvae.sweep import SweepModel, setting_label, varying_values
 
 
 def epoch_line(records: list, models: list[SweepModel], max_epochs: int) -> str | None:
@@ -33,7 +33,7 @@ def epoch_line(records: list, models: list[SweepModel], max_epochs: int) -> str 
         by_setting.setdefault(models[i].setting, []).append(record["val_loss"])
     cells = []
     for setting, losses in by_setting.items():
-        label = setting_label(dict(zip(SWEPT, setting)), varying)
+        label = setting_label(dict(zip(models[0].hyper, setting)), varying, models[0].declared)
         spread = f" +- {np.std(losses, ddof=1):.3f}" if len(losses) > 1 else ""
         cells.append(f"{label}: {np.mean(losses):.3f}{spread}")
     epoch = max(r["epoch"] for _, r in done)

@@ -35,7 +35,7 @@ from jaxvae.runs.format import (
     write_run_config,
 )
 from jaxvae.runs.ownership import adopt_legacy, unowned
-from jaxvae.training import FitState, Hyper, TrainStep
+from jaxvae.training import FitState, TrainStep, hyper_of
 
 
 def read_checkpoint(path: Path, info: RunInfo | None = None) -> tuple[FitState, VAEConfig, TrainConfig]:
@@ -376,7 +376,7 @@ def nothing_to_do(vae_config: VAEConfig, train_config: TrainConfig, state: FitSt
         return f"the checkpoint is after epoch {epoch} and the epoch limit is {train_config.max_epochs}"
     if state is not None:
         step = TrainStep.from_configs(vae_config, train_config)
-        if step.finished(state.schedules, epoch, Hyper.from_config(train_config)):
+        if step.finished(state.schedules, epoch, hyper_of(step.model, train_config)):
             return f"its {train_config.lr_schedule} lr schedule ended after epoch {epoch}"
     return None
 

@@ -278,7 +278,7 @@ def _new(root: Path, vae_config: VAEConfig, dataset, train_config: TrainConfig, 
     check_arrays(dataset, vae_config, train_config.batch_size)
     models, run_dirs, configs = [], [root], [train_config]
     if grid:
-        grid = {name: grid.get(name) for name in ("seeds", *sw.SWEPT)}
+        grid = {"seeds": None, **grid}
         grid["seeds"] = 1 if grid["seeds"] is None else grid["seeds"]
         models = sw.sweep_models(vae_config, train_config, **grid)
         grid["seeds"] = list(dict.fromkeys(m.seed for m in models))
