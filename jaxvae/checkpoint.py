@@ -34,7 +34,7 @@ from jaxvae.fileio import FrameError, frame, read_regular, unframe, write_owned
 from jaxvae.model import Model, model_from_record
 from jaxvae.parallel import is_writer
 from jaxvae.training import FitState, ScheduleStates, TrainState, TrainStep, hyper_of
-from jaxvae.vae import VAEModel
+from jaxvae.vae import model_record  # noqa: F401 (public here too)
 
 MAGIC = b"JAXVAECK"
 FORMAT_VERSION = 4
@@ -141,24 +141,6 @@ def checkpoint_run_record(path: str | os.PathLike) -> dict | None:
         return {**run, "model": json.loads(raw["model"]), "training": json.loads(raw["training"])}
     except (TypeError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: invalid stored run record ({e})") from None
-
-
-def model_record(model: Model | VAEConfig) -> dict:
-    """The checkpoint's "model" entry: a ``VAEConfig``'s fields (those of a ``VAEModel`` made from one,
-    too), or any other model's ``describe()``: its class path and what rebuilds it.
-
-    Args:
-        model: The model, or a ``VAEConfig``.
-
-    Returns:
-        The JSON-ready record.
-
-    Raises:
-        InputError: A ``VAEConfig`` whose ``init`` is a pair of functions.
-    """
-    if type(model) is VAEModel and model.config is not None:
-        model = model.config
-    return config_to_dict(model) if isinstance(model, VAEConfig) else model.describe()
 
 
 def _stored_configs(path: Path, raw: dict, given_model) -> tuple:

@@ -294,6 +294,18 @@ class ConditionalVAEModel(VAEModel):
             raise InputError(f"{_labels_name(name, batch)} has labels that are not integers in [0, {self.num_classes}): "
                              f"{', '.join(f'{y[i]:g} (row {i})' for i in bad[:5])}{' ...' if bad.size > 5 else ''}")
 
+    def batch_of(self, x, y):
+        """A dataset's images with their labels, the condition: ``(x, y)``.
+
+        Args:
+            x: The images.
+            y: Their integer labels.
+
+        Returns:
+            ``(x, y)``.
+        """
+        return (x, y)
+
     def describe(self) -> dict:
         """``VAEModel``'s record of the config, with ``num_classes``.
 

@@ -172,7 +172,8 @@ def evaluate_run(run_dir, *, split: str = "test", seed: int = 0, k: int = 0, lim
 
     Returns:
         A dict: ``run_dir``, ``dataset``, ``split``, ``samples``, ``epoch``, ``seed``, ``batch_size``,
-        the model's metrics (``loss``, ``recon``, ``kl`` for a VAE) and, with ``k``, ``evaluate``'s
+        ``metrics`` (the names of the model's metrics), each metric (``loss``, ``recon``, ``kl`` for a
+        VAE) and, with ``k``, ``evaluate``'s
         ``k``, ``log_likelihood``, ``neg_elbo`` and their ``*_stderr``.
 
     Raises:
@@ -190,17 +191,22 @@ def evaluate_run(run_dir, *, split: str = "test", seed: int = 0, k: int = 0, lim
         if value is not None:
             check_positive_int(name, value)
     info, state = load_run(run_dir)
+    model = as_model(info.model)
+    if k and not hasattr(model, "log_importance_weights"):
+        raise InputError(f"k={k}: {type(model).__name__} has no importance-sampled log-likelihood; evaluate with k=0")
     dataset = run_dataset(info, data_dir, download, log, run_dir=run_dir)
     tc = info.train_config
-    x = prepare_eval_data(jnp.asarray((dataset.test_x if split == "test" else dataset.train_x)[:limit]), tc)
+    images, labels = (dataset.test_x, dataset.test_y) if split == "test" else (dataset.train_x, dataset.train_y)
+    x = prepare_eval_data(jnp.asarray(images[:limit]), tc)
     batch_size = min(tc.batch_size, len(x))
-    metrics = eval_epoch(state.params, x, jax.random.PRNGKey(seed), info.vae_config, batch_size, hyper=tc)
+    metrics = eval_epoch(state.params, model.batch_of(x, labels[:limit]), jax.random.PRNGKey(seed), model, batch_size,
+                         hyper=tc, model_state=state.train_state.model_state)
     result = {"run_dir": str(run_dir), "dataset": dataset.name, "split": split, "samples": int(len(x)),
-              "epoch": state.epoch, "seed": seed, "batch_size": batch_size,
+              "epoch": state.epoch, "seed": seed, "batch_size": batch_size, "metrics": list(metrics),
               **{name: per_image_mean(v, len(x), batch_size) for name, v in metrics.items()}}
     if k:
         # x is binarised already; the train config still gives the likelihood's sigma
-        estimate = evaluate(state.params, x, info.vae_config, k=k, seed=seed, chunk=chunk,
+        estimate = evaluate(state.params, x, model, k=k, seed=seed, chunk=chunk,
                             train_config=tc.replace(binarize="none"))
         result.update({name: estimate[name] for name in ("k", "log_likelihood", "log_likelihood_stderr",
                                                          "neg_elbo", "neg_elbo_stderr")})

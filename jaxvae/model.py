@@ -225,6 +225,19 @@ class Model(abc.ABC):
             InputError: In subclasses, values the model cannot take.
         """
 
+    def batch_of(self, x, y):
+        """The batch this model trains on from a dataset's images and labels (what a run directory
+        feeds it): the images alone by default; a model of labelled batches returns ``(x, y)``.
+
+        Args:
+            x: The images ``[N, ...]``.
+            y: Their labels ``[N]``.
+
+        Returns:
+            An array or a pytree of arrays with a leading example axis.
+        """
+        return x
+
     def describe(self) -> dict:
         """This model as a JSON-ready record (checkpoints keep it): its class as ``module:qualname``, and
         what ``from_record`` needs to build it again.

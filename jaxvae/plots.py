@@ -22,8 +22,8 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from jaxvae.config import VAEConfig
 from jaxvae.fileio import check_held, check_replaceable, refuse_symlink, write_owned
-from jaxvae.models import decode, encode
 from jaxvae.parallel import is_writer
+from jaxvae.vae import VAEModel, as_model
 
 matplotlib.use("Agg")  # before pyplot: no display needed, and no GUI toolkit import
 import matplotlib.pyplot as plt  # noqa: E402
@@ -31,8 +31,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 DPI = 80  # small PNGs that are still readable at a glance
 
 # One compiled call each instead of one per operation (the figures call them a handful of times).
-_encode = jax.jit(encode, static_argnames="config")
-_decode = jax.jit(decode, static_argnames="config")
+# Any VAE (a VAEConfig's, or your own modules'): its posterior means and its pixel means.
+_encode = jax.jit(lambda params, x, model: as_model(model).encode(params, x), static_argnames="model")
+_decode = jax.jit(lambda params, z, model: as_model(model).decode(params, z), static_argnames="model")
 
 
 def _tile(images: np.ndarray, rows: int, cols: int, image_shape, pad: int = 1) -> np.ndarray:
@@ -55,7 +56,7 @@ def _image_figure(canvas, figsize, title: str) -> Figure:
     return fig
 
 
-def _scatter_latents(ax, params, config: VAEConfig, x, labels, size: float = 3) -> None:
+def _scatter_latents(ax, params, config: VAEConfig | VAEModel, x, labels, size: float = 3) -> None:
     """Latent means of ``x`` on ``ax``, coloured by label: z[0] against z[1] (against the jittered
     label for a 1-D latent space)."""
     mu, _ = _encode(params, jnp.asarray(x), config)
@@ -68,12 +69,12 @@ def _scatter_latents(ax, params, config: VAEConfig, x, labels, size: float = 3) 
         ax.scatter(mu[sel, 0], ys[sel], s=size, alpha=0.6, color=cmap(int(digit) % 10), label=str(digit), rasterized=True)
 
 
-def latent_scatter(params, config: VAEConfig, x, labels) -> Figure:
+def latent_scatter(params, config: VAEConfig | VAEModel, x, labels) -> Figure:
     """The test set's latent means coloured by digit label (the blog's scatter plot).
 
     Args:
         params: The model's parameters.
-        config: The model's config.
+        config: The model's config, or a ``VAEModel``.
         x: The images ``[N, input_dim]``.
         labels: Their digit labels ``[N]``.
 
@@ -90,7 +91,7 @@ def latent_scatter(params, config: VAEConfig, x, labels) -> Figure:
     return fig
 
 
-def manifold_grid(config: VAEConfig, n: int = 11, span: float = 2.0) -> np.ndarray:
+def manifold_grid(config: VAEConfig | VAEModel, n: int = 11, span: float = 2.0) -> np.ndarray:
     """The latent points of the manifold figure, row-major, top row = largest z[1] (as the blog draws it).
 
     Args:
@@ -110,12 +111,12 @@ def manifold_grid(config: VAEConfig, n: int = 11, span: float = 2.0) -> np.ndarr
     return z
 
 
-def manifold(params, config: VAEConfig, image_shape, n: int = 11, span: float = 2.0) -> Figure:
+def manifold(params, config: VAEConfig | VAEModel, image_shape, n: int = 11, span: float = 2.0) -> Figure:
     """Decoder outputs on an n x n grid over [-span, span]^2 of the first two latent dims, as one image.
 
     Args:
         params: The model's parameters.
-        config: The model's config.
+        config: The model's config, or a ``VAEModel``.
         image_shape: ``(height, width)`` of one image.
         n: Images per side.
         span: The grid's half-width in latent units.
@@ -172,12 +173,12 @@ def loss_curves(history: list[dict]) -> Figure:
     return fig
 
 
-def reconstructions(params, config: VAEConfig, x, image_shape, n: int = 12) -> Figure:
+def reconstructions(params, config: VAEConfig | VAEModel, x, image_shape, n: int = 12) -> Figure:
     """The first ``n`` inputs (top row) and their reconstructions decode(mu) (bottom row).
 
     Args:
         params: The model's parameters.
-        config: The model's config.
+        config: The model's config, or a ``VAEModel``.
         x: The images ``[N, input_dim]``.
         image_shape: ``(height, width)`` of one image.
         n: How many.
@@ -192,12 +193,12 @@ def reconstructions(params, config: VAEConfig, x, image_shape, n: int = 12) -> F
     return _image_figure(canvas, (0.6 * len(x) + 0.4, 1.8), "Inputs (top) and reconstructions decode(mu) (bottom)")
 
 
-def prior_samples(params, config: VAEConfig, image_shape, key: jax.Array, n: int = 8) -> Figure:
+def prior_samples(params, config: VAEConfig | VAEModel, image_shape, key: jax.Array, n: int = 8) -> Figure:
     """Decoder means of n x n latent codes drawn from the prior N(0, I).
 
     Args:
         params: The model's parameters.
-        config: The model's config.
+        config: The model's config, or a ``VAEModel``.
         image_shape: ``(height, width)`` of one image.
         key: Draws the codes.
         n: Images per side.
@@ -250,7 +251,7 @@ def _save_all(directory: str | os.PathLike, names, make_figures) -> list[Path]:
     return [save_figure(fig, directory / name) for fig, name in zip(make_figures(), names) if fig is not None]
 
 
-def save_figures(directory: str | os.PathLike, params, config: VAEConfig, test_x, test_y, image_shape,
+def save_figures(directory: str | os.PathLike, params, config: VAEConfig | VAEModel, test_x, test_y, image_shape,
                  history: list[dict], seed: int = 0) -> list[Path]:
     """Every figure of a run into ``directory`` (created); returns the paths written (none on a
     process other than 0 of a multi-process run).
@@ -260,7 +261,7 @@ def save_figures(directory: str | os.PathLike, params, config: VAEConfig, test_x
     Args:
         directory: The figures directory.
         params: The model's parameters.
-        config: The model's config.
+        config: The model's config, or a ``VAEModel``.
         test_x: The test images ``[N, input_dim]``.
         test_y: Their labels.
         image_shape: ``(height, width)`` of one image.
@@ -273,13 +274,28 @@ def save_figures(directory: str | os.PathLike, params, config: VAEConfig, test_x
     Raises:
         jaxvae.fileio.NotOwnedError: A figure's path holds a file that jaxvae did not write.
     """
+    vae = draws_latents(config)
     return _save_all(directory, FIGURE_NAMES, lambda: [
-        latent_scatter(params, config, test_x, test_y),
-        manifold(params, config, image_shape),
+        latent_scatter(params, config, test_x, test_y) if vae else None,
+        manifold(params, config, image_shape) if vae else None,
         loss_curves(history) if history else None,
-        reconstructions(params, config, test_x, image_shape),
-        prior_samples(params, config, image_shape, jax.random.PRNGKey(seed)),
+        reconstructions(params, config, test_x, image_shape) if vae else None,
+        prior_samples(params, config, image_shape, jax.random.PRNGKey(seed)) if vae else None,
     ])
+
+
+def draws_latents(model) -> bool:
+    """Whether the latent figures (scatter, manifold, reconstructions, samples) can be drawn for
+    ``model``: a VAE whose encoder reads x alone (a ``VAEConfig``'s, or your own modules'). Any other
+    model's run gets its loss curves.
+
+    Args:
+        model: A ``VAEConfig`` or a ``jaxvae.model.Model``.
+
+    Returns:
+        True for the VAE family's unconditional models.
+    """
+    return type(as_model(model)) is VAEModel
 
 
 # --------------------------------------------------------------------------- sweeps (jaxvae.sweep)
@@ -382,7 +398,7 @@ def sweep_rate_distortion(summary: dict) -> Figure:
     return fig
 
 
-def sweep_latent_scatters(summary: dict, params: list, config: VAEConfig, x, labels, max_seeds: int = 4,
+def sweep_latent_scatters(summary: dict, params: list, config: VAEConfig | VAEModel, x, labels, max_seeds: int = 4,
                           max_points: int = 5000) -> Figure:
     """The latent means of ``x`` for each model, side by side: one column per setting, one row per
     seed. A model stopped by a non-finite epoch shows its last good state, titled so.
@@ -428,7 +444,7 @@ SWEEP_FIGURE_NAMES = ("sweep_loss_curves.png", "sweep_rate_distortion.png", "swe
 
 
 def save_sweep_figures(directory: str | os.PathLike, summary: dict, histories: list[list[dict]], params: list,
-                       config: VAEConfig, test_x, test_y) -> list[Path]:
+                       config: VAEConfig | VAEModel, test_x, test_y) -> list[Path]:
     """The sweep's figures into ``directory`` (created); returns the paths written (none on a
     process other than 0 of a multi-process run).
 
@@ -447,7 +463,8 @@ def save_sweep_figures(directory: str | os.PathLike, summary: dict, histories: l
     Raises:
         jaxvae.fileio.NotOwnedError: A figure's path holds a file that jaxvae did not write.
     """
+    vae = draws_latents(config)
     return _save_all(directory, SWEEP_FIGURE_NAMES, lambda: (
-        sweep_loss_curves(summary, histories), sweep_rate_distortion(summary),
-        sweep_latent_scatters(summary, params, config, test_x, test_y)))
+        sweep_loss_curves(summary, histories), sweep_rate_distortion(summary) if vae else None,
+        sweep_latent_scatters(summary, params, config, test_x, test_y) if vae else None))
 

@@ -20,12 +20,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxvae.config import VAE_HYPERPARAMETERS, VAEConfig, config_to_dict
+from jaxvae.config import VAE_HYPERPARAMETERS, TrainConfig, VAEConfig, config_to_dict, configs_from_dicts
 from jaxvae.errors import InputError, InputTypeError
 from jaxvae.hyper import KL_WEIGHT, Hyperparameter
 from jaxvae.likelihoods import Gaussian, likelihood_of
 from jaxvae.losses import elbo_loss, importance_weights, iwae_loss_of, normal_noise
-from jaxvae.model import Model, class_path, import_path, inputs
+from jaxvae.model import Model, class_path, import_path, inputs, model_from_record
 from jaxvae.models import VAE, params_of
 
 
@@ -367,3 +367,45 @@ def as_model(model: Model | VAEConfig) -> Model:
     if isinstance(model, VAEConfig):
         return VAEModel.from_config(model)
     raise InputTypeError(f"model must be a jaxvae.model.Model or a VAEConfig, got {type(model).__name__}")
+
+
+def model_record(model: Model | VAEConfig) -> dict:
+    """How run directories and checkpoints record a model: a ``VAEConfig``'s fields (those of a
+    ``VAEModel`` made from one, too), or any other model's ``describe()``: its class path and what
+    rebuilds it.
+
+    Args:
+        model: The model, or a ``VAEConfig``.
+
+    Returns:
+        The JSON-ready record.
+
+    Raises:
+        InputError: A ``VAEConfig`` whose ``init`` is a pair of functions.
+    """
+    if type(model) is VAEModel and model.config is not None:
+        model = model.config
+    return config_to_dict(model) if isinstance(model, VAEConfig) else model.describe()
+
+
+def read_model_record(record: dict, training: dict) -> tuple[Model | VAEConfig, TrainConfig]:
+    """The model and ``TrainConfig`` of a ``model_record`` and a training config's dict: a
+    ``VAEConfig`` (files of older versions upgraded by ``configs_from_dicts``), or the model a
+    ``describe()`` record names, built again by importing its class.
+
+    Args:
+        record: The model's record.
+        training: The ``TrainConfig``'s dict.
+
+    Returns:
+        ``(model or VAEConfig, train_config)``.
+
+    Raises:
+        InputError: A config out of range, or a class that cannot be imported or built again.
+        TypeError: A dict holds a key that is no field of its config.
+    """
+    if not (isinstance(record, dict) and "class" in record):
+        return configs_from_dicts(record, training)
+    if not isinstance(training, dict):
+        raise InputError("the training config must be a JSON object")
+    return model_from_record(record), TrainConfig(**training)

@@ -151,15 +151,18 @@ class EpochProgress:
             self.bar = None
 
 
-def model_shape(vc: VAEConfig) -> str:
-    """784-400-2 for an MLP; conv 32-64, latent 2 for the conv architecture (whose ``hidden`` is unused).
+def model_shape(vc) -> str:
+    """784-400-2 for an MLP; conv 32-64, latent 2 for the conv architecture (whose ``hidden`` is unused);
+    any other model (one made in Python) by its class.
 
     Args:
-        vc: The model's config.
+        vc: The model's config, or the model.
 
     Returns:
         The shape, as text.
     """
+    if not isinstance(vc, VAEConfig):
+        return type(vc).__name__
     if vc.architecture == "conv":
         return f"conv {'-'.join(map(str, vc.conv_channels))}, latent {vc.latent_dim}"
     return f"{vc.input_dim}-{'-'.join(map(str, vc.hidden))}-{vc.latent_dim}"

@@ -13,11 +13,11 @@ from jaxvae.checkpoint import save_checkpoint
 from jaxvae.cli.console import model_shape, say, warn
 from jaxvae.cli.flags import IMPORT_FIELDS, PROG, UsageError, given_fields
 from jaxvae.cli.rundir import check_out_dir, default_run_dir, lock_run
-from jaxvae.config import TrainConfig
+from jaxvae.config import TrainConfig, VAEConfig
+from jaxvae.errors import InputError
 from jaxvae.evaluation import evaluate_run
 from jaxvae.fileio import os_error_text
 from jaxvae.interop import load_torch, save_torch
-from jaxvae.likelihoods import likelihood_of
 from jaxvae.runs import (
     CHECKPOINT_FILE,
     EXPORT_FILE,
@@ -33,6 +33,7 @@ from jaxvae.runs import (
     write_run_config,
 )
 from jaxvae.training import TrainStep, init_fit_state
+from jaxvae.vae import as_model
 
 
 def _model_line(info: RunInfo, epoch: int) -> str:
@@ -62,13 +63,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         say(f"{result['dataset']} {result['split']} split, {result['samples']} samples, "
              f"{_model_line(info, result['epoch'])}, noise seed {result['seed']}")
         say(f"{'metric':<8}{'value':>12}")
-        for name in ("loss", "recon", "kl"):
+        for name in result["metrics"]:
             say(f"{name:<8}{result[name]:>12.4f}")
         if "log_likelihood" in result:
             say(f"log p(x) ~ {result['log_likelihood']:.3f} +- {result['log_likelihood_stderr']:.3f} nats per image "
                 f"(importance-sampled, k={result['k']}); -ELBO {result['neg_elbo']:.3f} +- "
                 f"{result['neg_elbo_stderr']:.3f} from the same samples")
-            if likelihood_of(info.vae_config.likelihood).loss_drops_constant:
+            if as_model(info.model).likelihood.loss_drops_constant:
                 say("  (these include the Gaussian's normalising constant, D/2 log(2 pi sigma^2) per image; the loss "
                     "above leaves it out, as the blog's loss does, so the two are on different scales)")
     path = write_evaluation(args.run_dir, result)  # after the output: a read-only run still shows it
@@ -108,6 +109,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         OSError: The file cannot be written, or holds a file that jaxvae did not write.
     """
     info, state = load_run(args.run_dir)
+    if not isinstance(info.model, VAEConfig):
+        raise InputError(f"{args.run_dir}: its model ({model_shape(info.model)}) was not made by a VAEConfig; export "
+                         "writes torchref's blog modules, which hold the blog's family only")
     # what an import needs to report the model truthfully and to find and check its data again
     fingerprints = checkpoint_record(info).get("data_fingerprints") or None
     target = save_torch(args.torch or Path(args.run_dir) / EXPORT_FILE, state.params, info.vae_config,

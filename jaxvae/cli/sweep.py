@@ -7,6 +7,21 @@ import numpy as np
 from jaxvae.sweep import SweepModel, setting_label, varying_values
 
 
+def val_metrics(record: dict) -> str:
+    """`` (recon 12.3456, KL 3.4567)``: a record's validation metrics besides the loss, in the model's
+    order; "" for a model that reports none.
+
+    Args:
+        record: An epoch's record.
+
+    Returns:
+        The text, with its leading space.
+    """
+    parts = ", ".join(f"{'KL' if k == 'val_kl' else k[4:]} {v:.4f}" for k, v in record.items()
+                      if k.startswith("val_") and k != "val_loss")
+    return f" ({parts})" if parts else ""
+
+
 def epoch_line(records: list, models: list[SweepModel], max_epochs: int) -> str | None:
     """The line printed after an epoch: a lone model's losses, or for a sweep each setting's mean
     validation loss over its seeds (a loss compares only within a setting: sigma rescales it).
@@ -25,7 +40,7 @@ def epoch_line(records: list, models: list[SweepModel], max_epochs: int) -> str 
     if not models:
         record = done[0][1]
         return (f"epoch {record['epoch']:>3}/{max_epochs}  train loss {record['train_loss']:.4f}  "
-                f"val loss {record['val_loss']:.4f} (recon {record['val_recon']:.4f}, KL {record['val_kl']:.4f})  "
+                f"val loss {record['val_loss']:.4f}{val_metrics(record)}  "
                 f"lr {record['lr']:.1e}  {record['seconds']:.1f}s")
     varying = varying_values(models)
     by_setting: dict[tuple, list[float]] = {}

@@ -36,7 +36,7 @@ from jaxvae.cli.flags import (
 )
 from jaxvae.cli.inputs import load_data
 from jaxvae.cli.rundir import check_out_dir, default_run_dir, remedy_text, resume_command
-from jaxvae.cli.sweep import epoch_line, settings_table
+from jaxvae.cli.sweep import epoch_line, settings_table, val_metrics
 from jaxvae.config import VAEConfig
 from jaxvae.data import Dataset
 from jaxvae.entry import EXIT_INTERRUPTED
@@ -95,9 +95,13 @@ def _check_resume_flags(args, command: str, info: RunInfo, root: Path) -> None:
     """A resumed run keeps its config and data: only --epochs may change; --dataset must name its
     data; --data-dir may only move it (train_run compares the fingerprints)."""
     config_file = root / (sw.SWEEP_FILE if command == "sweep" else CONFIG_FILE)
-    current = {**dataclasses.asdict(info.vae_config), **dataclasses.asdict(info.train_config)}
+    own_model = not isinstance(info.model, VAEConfig)  # made in Python: its record is no VAEConfig's fields
+    current = {**({} if own_model else dataclasses.asdict(info.model)), **dataclasses.asdict(info.train_config)}
     for name, value in given_fields(args).items():
         value = tuple(value) if isinstance(value, list) else value
+        if name not in current:
+            raise UsageError(f"{flag_of(name)}: a resumed {NOUN[command]} keeps its model ({model_shape(info.model)}, "
+                             f"recorded in {config_file}); only --epochs may change")
         if name not in RESUME_OVERRIDABLE and value != current[name]:
             raise UsageError(f"{flag_of(name)}: a resumed {NOUN[command]} keeps its config "
                              f"({name}={current[name]!r} in {config_file}); only --epochs may change")
@@ -151,7 +155,7 @@ def _header(command: str, run: TrainRun) -> None:
         models = (f"; {len(run.run_dirs)} models ({', '.join(SWEEP_VALUE_FLAGS[q] for q in varying) or 'seeds only'}; "
                   f"{seeds} seed{'s' * (seeds > 1)} each) in one compiled program")
     say(f"data: {run.dataset.name}, {len(run.dataset.train_x)} train / {len(run.dataset.test_x)} test samples, "
-        f"{run.vae_config.input_dim} features; model {model_shape(run.vae_config)}{models}{resuming}")
+        f"{run.dataset.train_x.shape[1]} features; model {model_shape(run.model)}{models}{resuming}")
     device = jax.devices()[0]
     say(f"device: {device.platform} ({device.device_kind}, {jax.device_count()} device"
         f"{'s' * (jax.device_count() > 1)}); compiling the first epoch")
@@ -286,8 +290,7 @@ def _closing(args, command: str, run: TrainRun) -> int:
             last, tc = history[-1], run.train_configs[0]
             why = {"schedule": f"the {tc.lr_schedule} schedule ended", "max_epochs": "max epochs"}
             say(f"done after epoch {last['epoch']} ({why[result.stop_reasons[0]]}): train loss "
-                f"{last['train_loss']:.4f}, val loss {last['val_loss']:.4f} (recon {last['val_recon']:.4f}, "
-                f"KL {last['val_kl']:.4f})", closing=True)
+                f"{last['train_loss']:.4f}, val loss {last['val_loss']:.4f}{val_metrics(last)}", closing=True)
     failed = [d.name for d, e in zip(run.run_dirs, result.errors) if e is not None]
     if failed:
         warn(f"{PROG} sweep: {len(failed)} of {n} models stopped on a non-finite loss "

@@ -7,7 +7,9 @@ import os
 from jaxvae.checks import check_data
 from jaxvae.config import VAEConfig
 from jaxvae.data import Dataset, fingerprint, load_dataset
+from jaxvae.model import Model
 from jaxvae.runs.format import RunError, RunInfo
+from jaxvae.vae import as_model
 
 
 def data_fingerprints(dataset: Dataset) -> dict:
@@ -22,20 +24,36 @@ def data_fingerprints(dataset: Dataset) -> dict:
     return {"train": fingerprint(dataset.train_x), "test": fingerprint(dataset.test_x)}
 
 
-def check_arrays(dataset: Dataset, vae_config: VAEConfig, batch_size: int | None = None) -> None:
+def run_batches(dataset: Dataset, model: Model | VAEConfig) -> tuple:
+    """The train and test data a run feeds ``model``: each split's images, with their labels for a
+    model of labelled batches (``Model.batch_of``).
+
+    Args:
+        dataset: The dataset.
+        model: The model, or a ``VAEConfig``.
+
+    Returns:
+        ``(train, test)``, each an array or a pytree of arrays.
+    """
+    model = as_model(model)
+    return model.batch_of(dataset.train_x, dataset.train_y), model.batch_of(dataset.test_x, dataset.test_y)
+
+
+def check_arrays(dataset: Dataset, model: Model | VAEConfig, batch_size: int | None = None) -> None:
     """fit's own checks of both splits against the model (and the train split against ``batch_size``),
     run before anything is written (fit repeats them: cheap).
 
     Args:
         dataset: The dataset; its name is in the messages.
-        vae_config: The model's config.
+        model: The model, or a ``VAEConfig``.
         batch_size: The training batch size, which the train split must hold; None for no check.
 
     Raises:
         InputError: A split is not data the model can train on, or holds fewer rows than ``batch_size``.
     """
-    check_data(f"{dataset.name} train split", dataset.train_x, vae_config, batch_size)
-    check_data(f"{dataset.name} test split", dataset.test_x, vae_config)
+    train, test = run_batches(dataset, model)
+    check_data(f"{dataset.name} train split", train, model, batch_size)
+    check_data(f"{dataset.name} test split", test, model)
 
 
 def check_run_data(info: RunInfo, dataset: Dataset, data_dir: str | os.PathLike | None = None,
@@ -87,6 +105,6 @@ def run_dataset(info: RunInfo, data_dir: str | os.PathLike | None = None, downlo
         MnistNotFoundError: MNIST is not found.
     """
     dataset = load_dataset(info.dataset, data_dir=data_dir or info.data_dir, download=download, require=True, log=log)
-    check_arrays(dataset, info.vae_config)
+    check_arrays(dataset, info.model)
     check_run_data(info, dataset, data_dir or info.data_dir, run_dir)
     return dataset

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jaxvae import __version__
-from jaxvae.config import TrainConfig, VAEConfig, config_to_dict, configs_from_dicts
+from jaxvae.config import TrainConfig, VAEConfig, config_to_dict
 from jaxvae.data import Fingerprint
 from jaxvae.errors import InputError
 from jaxvae.fileio import json_safe, read_regular_text, write_json, write_owned_text
@@ -30,8 +30,11 @@ from jaxvae.layout import (  # noqa: F401 (the names of the run directory's file
     SWEEP_FILE,
     TENSORBOARD_DIR,
 )
+from jaxvae.model import Model
 from jaxvae.parallel import is_writer
 from jaxvae.runs.ownership import claim_config
+from jaxvae.training import check_hyperparameters
+from jaxvae.vae import as_model, model_record, read_model_record
 
 SPLITS = ("train", "test")
 
@@ -68,7 +71,8 @@ class RunInfo:
     """What ``config.json`` holds: enough to rebuild the model and find its data again.
 
     Attributes:
-        vae_config: The model's config.
+        model: The model as recorded: a ``VAEConfig`` for the blog's family (also read as
+            ``vae_config``), else the ``jaxvae.model.Model`` itself, rebuilt from its ``describe()``.
         train_config: The training config.
         dataset: The name of the dataset the run trained on.
         image_shape: The (height, width) of its images.
@@ -80,7 +84,7 @@ class RunInfo:
             exported after, or None}``; None otherwise.
     """
 
-    vae_config: VAEConfig
+    model: VAEConfig | Model
     train_config: TrainConfig
     dataset: str
     image_shape: tuple[int, int]
@@ -90,6 +94,11 @@ class RunInfo:
     fingerprints: dict | None = None
     # for ``jaxvae import``: {"file": the torch file, "epoch": the epoch it was exported after, or None}
     imported_from: dict | None = None
+
+    @property
+    def vae_config(self) -> VAEConfig | Model:
+        """``model``, by its older name (a ``VAEConfig`` in every run of the blog's family)."""
+        return self.model
 
 
 def run_record(info: RunInfo) -> dict:
@@ -106,7 +115,7 @@ def run_record(info: RunInfo) -> dict:
         "dataset": info.dataset,
         "data_dir": info.data_dir,
         "image_shape": list(info.image_shape),
-        "model": config_to_dict(info.vae_config),
+        "model": model_record(info.model),
         "training": config_to_dict(info.train_config),
     }
     if info.fingerprints is not None:
@@ -143,14 +152,16 @@ def info_from_record(raw: dict) -> RunInfo:
         KeyError: A required key is missing.
         TypeError: An entry has the wrong type.
     """
-    vae, train = configs_from_dicts(raw["model"], raw["training"])
+    model, train = read_model_record(raw["model"], raw["training"])
+    check_hyperparameters(as_model(model), train)
     shape = tuple(int(s) for s in raw["image_shape"])
-    if len(shape) != 2 or shape[0] * shape[1] != vae.input_dim:
-        raise InputError(f"image_shape {shape} does not hold input_dim={vae.input_dim} pixels")
+    input_dim = getattr(model, "input_dim", None)
+    if len(shape) != 2 or (input_dim is not None and shape[0] * shape[1] != input_dim):
+        raise InputError(f"image_shape {shape} does not hold input_dim={input_dim} pixels")
     data_dir = raw.get("data_dir")
     if data_dir is not None and not isinstance(data_dir, str):
         raise InputError(f"data_dir must be a path or null, got {data_dir!r}")
-    return RunInfo(vae, train, str(raw["dataset"]), shape, data_dir, str(raw.get("jaxvae_version", "")),
+    return RunInfo(model, train, str(raw["dataset"]), shape, data_dir, str(raw.get("jaxvae_version", "")),
                    fingerprints_from_dict(raw.get("data_fingerprints")), _read_imported_from(raw.get("imported_from")))
 
 

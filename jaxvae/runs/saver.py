@@ -90,7 +90,7 @@ class RunSaver:
     def _save(self, done: list[tuple[int, FitState]]) -> None:
         for i, fit_state in done:
             info = self.infos[i]
-            save_checkpoint(self.checkpoint_path(i), fit_state, info.vae_config, info.train_config,
+            save_checkpoint(self.checkpoint_path(i), fit_state, info.model, info.train_config,
                             run=checkpoint_record(info))
             self.saved_epochs[i] = fit_state.epoch
             write_metrics(self.run_dirs[i], fit_state.history)

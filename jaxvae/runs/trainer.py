@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import shlex
 from dataclasses import dataclass, field
@@ -25,9 +26,9 @@ from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.data import Dataset
 from jaxvae.errors import InputError
 from jaxvae.fileio import BackgroundWriter, os_error_text
-from jaxvae.model import Model
+from jaxvae.model import Model, model_from_record
 from jaxvae.parallel import is_writer
-from jaxvae.runs.data import check_arrays, check_run_data, data_fingerprints, run_dataset
+from jaxvae.runs.data import check_arrays, check_run_data, data_fingerprints, run_batches, run_dataset
 from jaxvae.runs.format import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -49,8 +50,9 @@ from jaxvae.runs.lifecycle import (
 )
 from jaxvae.runs.lock import hold_lock
 from jaxvae.runs.saver import RunSaver
-from jaxvae.training import FitState, ModelsResult, ModelsState, TrainStep, fit_models, init_fit_state
-from jaxvae.vae import as_model
+from jaxvae.training import (FitState, ModelsResult, ModelsState, TrainStep, check_hyperparameters, fit_models,
+                             init_fit_state)
+from jaxvae.vae import as_model, model_record
 
 Log = Callable[[str], None]
 
@@ -102,9 +104,11 @@ class TrainRun:
     sweep_figures: list[Path] = field(default_factory=list)
 
     @property
-    def vae_config(self) -> VAEConfig:  # one architecture for all (checked when the run is planned)
-        """The models' config, which they share."""
-        return self.infos[0].vae_config
+    def model(self) -> VAEConfig | Model:  # one architecture for all (checked when the run is planned)
+        """The models' model as recorded (a ``VAEConfig`` for the blog's family), which they share."""
+        return self.infos[0].model
+
+    vae_config = model  # its older name
 
     @property
     def train_configs(self) -> list[TrainConfig]:
@@ -171,8 +175,9 @@ def train_run(
 
     Args:
         directory: The run directory, or the sweep directory.
-        model: A ``VAEConfig`` or a model built from one (run directories record a VAEConfig); a new
-            run needs one.
+        model: A ``VAEConfig`` or any ``jaxvae.model.Model`` (recorded by its ``describe()``, which
+            must build it again: a resumed run rebuilds it); a new run needs one. A model of labelled
+            batches gets each split's images and labels (``Model.batch_of``).
         dataset: The data (a new run records its fingerprints; a resumed one checks them), or on
             resume the name of the data for a checkpoint of jaxvae 0.2 that lacks it (its data are then
             loaded from ``data_dir``, or where the run recorded); None on resume for the recorded data.
@@ -201,7 +206,8 @@ def train_run(
         The ``TrainRun``: what was trained, saved and drawn, or why nothing was.
 
     Raises:
-        InputError: A new run without a ``VAEConfig`` model or a ``Dataset``, a ``sweep`` that is not a
+        InputError: A new run without a model whose record builds it again or a ``Dataset``, a
+            hyperparameter the model does not declare, a ``sweep`` that is not a
             grid, a resumed run given another config, or data the model cannot train on.
         RunBusyError: Another process holds a directory's lock.
         RunError: A directory cannot take a new run (it holds one, or files jaxvae did not write), holds
@@ -215,7 +221,7 @@ def train_run(
             run = _resume(root, bool(sweep), model, dataset, train_config, max_epochs,
                           data_dir, download, check_resumed, log, holder, locks)
         else:
-            run = _new(root, _vae_config(model), dataset, train_config or TrainConfig(), sweep, data_dir, log,
+            run = _new(root, _recorded(model), dataset, train_config or TrainConfig(), sweep, data_dir, log,
                        holder, locks)
         if run.nothing_to_do is None:
             _train(run, callbacks, on_start, should_stop)
@@ -230,22 +236,32 @@ def _resuming(root: Path, resume: bool | None, sweep) -> bool:
     return any((root / name).exists() for name in ((SWEEP_FILE,) if sweep else (CONFIG_FILE, CHECKPOINT_FILE)))
 
 
-def _vae_config(model: Model | VAEConfig | None) -> VAEConfig:
-    """The VAEConfig a run directory records for ``model``: its own, or the one it is the model of."""
+def _recorded(model: Model | VAEConfig | None) -> VAEConfig | Model:
+    """What a run directory records for ``model``: the ``VAEConfig`` it is made by alone, else the
+    model itself, once its ``describe()`` record is seen to build it again (a resumed run needs that)."""
     if model is None:
-        raise InputError("model: a new run needs a model (a VAEConfig, or a model built from one)")
+        raise InputError("model: a new run needs a model (a VAEConfig, or any jaxvae.model.Model)")
     config = model if isinstance(model, VAEConfig) else getattr(model, "config", None)
-    # a model that only carries a config (a conditional VAE's) is more than its config: refused too
-    if not isinstance(config, VAEConfig) or as_model(config) != as_model(model):
-        raise InputError(f"model: {type(model).__name__} is not made by a VAEConfig alone; run directories hold "
-                         "VAEConfig models for now: train it with training.fit_models (and save it with "
-                         "checkpoint.save_checkpoint)")
-    return config
+    # a model that only carries a config (a conditional VAE's) is more than its config: recorded whole
+    if isinstance(config, VAEConfig) and as_model(config) == as_model(model):
+        return config
+    if not isinstance(model, Model):
+        as_model(model)  # InputTypeError naming what was given
+    record = model_record(model)
+    try:
+        again = model_from_record(json.loads(json.dumps(record)))
+    except (InputError, TypeError, KeyError, ValueError) as e:
+        raise InputError(f"model: {type(model).__name__}'s record {record} does not build it again ({e}); a run "
+                         "directory must rebuild its model to resume: give the class describe() and from_record()") from None
+    if again != model:
+        raise InputError(f"model: {type(model).__name__}'s record {record} builds another model ({again!r}); a run "
+                         "directory must rebuild its model to resume: give the class describe() and from_record()")
+    return model
 
 
-def _check_memory(vae_config: VAEConfig, batch_size: int, dataset: Dataset, models: int) -> None:
+def _check_memory(model: VAEConfig | Model, batch_size: int, dataset: Dataset, models: int) -> None:
     # the models and both splits of the data, which training keeps on the device
-    check_memory(vae_config, batch_size, int(dataset.train_x.size + dataset.test_x.size), models)
+    check_memory(model, batch_size, int(dataset.train_x.size + dataset.test_x.size), models)
 
 
 # --------------------------------------------------------------------------- a new run or sweep
@@ -268,25 +284,26 @@ def check_new_sweep_dir(root: Path, names: Sequence[str]) -> None:
             raise RunError(f"{root}: already holds a run or a sweep ({path})", run_dir=root, remedy="resume_sweep")
 
 
-def _new(root: Path, vae_config: VAEConfig, dataset, train_config: TrainConfig, grid: dict | None, data_dir,
+def _new(root: Path, model: VAEConfig | Model, dataset, train_config: TrainConfig, grid: dict | None, data_dir,
          log: Log | None, holder: str | None, locks: contextlib.ExitStack) -> TrainRun:
     """A new run or sweep: the data checked first, then the directories made, locked and started."""
     if not isinstance(dataset, Dataset):
         raise InputError("dataset: a new run needs its data as a jaxvae.data.Dataset")
     if grid is not None and not isinstance(grid, dict):
         raise InputError(f"sweep={grid!r}: a new sweep needs its grid (a dict of seeds and values); True continues one")
-    check_arrays(dataset, vae_config, train_config.batch_size)
+    check_arrays(dataset, model, train_config.batch_size)
+    check_hyperparameters(as_model(model), train_config)
     models, run_dirs, configs = [], [root], [train_config]
     if grid:
         grid = {"seeds": None, **grid}
         grid["seeds"] = 1 if grid["seeds"] is None else grid["seeds"]
-        models = sw.sweep_models(vae_config, train_config, **grid)
+        models = sw.sweep_models(model, train_config, **grid)
         grid["seeds"] = list(dict.fromkeys(m.seed for m in models))
         check_new_sweep_dir(root, [m.name for m in models])
         run_dirs, configs = [root / m.name for m in models], [m.train_config for m in models]
-    _check_memory(vae_config, train_config.batch_size, dataset, len(configs))
+    _check_memory(model, train_config.batch_size, dataset, len(configs))
     data_dir = str(Path(data_dir).resolve()) if data_dir else None
-    info = RunInfo(vae_config, train_config, dataset.name, tuple(dataset.image_shape), data_dir,
+    info = RunInfo(model, train_config, dataset.name, tuple(dataset.image_shape), data_dir,
                    fingerprints=data_fingerprints(dataset))
     run = TrainRun(root, run_dirs, [dataclasses.replace(info, train_config=tc) for tc in configs], dataset,
                    [None] * len(run_dirs), None, models, grid or None)
@@ -329,8 +346,8 @@ def _read_sweep_file(root: Path) -> sw.SweepInfo:
 
 def _check_same_run(info: RunInfo, model, train_config: TrainConfig | None, lone: bool) -> None:
     """A resumed run keeps its config: InputError naming the first field given otherwise."""
-    recorded = {"model": info.vae_config}
-    given = {"model": _vae_config(model)} if model is not None else {}
+    recorded = {"model": info.model}
+    given = {"model": _recorded(model)} if model is not None else {}
     if lone and train_config is not None:
         recorded["train_config"] = info.train_config
         given["train_config"] = dataclasses.replace(train_config, max_epochs=info.train_config.max_epochs)
@@ -359,9 +376,9 @@ def _resume(root: Path, sweep: bool, model, dataset, train_config, max_epochs, d
     if check_resumed is not None:
         check_resumed(infos[0])
     _check_same_run(infos[0], model, train_config, not sweep)
-    vae_config = infos[0].vae_config
+    model = infos[0].model
     for run_dir, info in zip(run_dirs, infos):
-        if info.vae_config != vae_config:
+        if info.model != model:
             raise RunError(f"{run_dir / CONFIG_FILE}: its model differs from {run_dirs[0] / CONFIG_FILE}'s; the models "
                            "of a sweep share one architecture", run_dir=run_dir)
     limit = max_epochs if max_epochs is not None else train_config.max_epochs if train_config is not None else None
@@ -369,14 +386,14 @@ def _resume(root: Path, sweep: bool, model, dataset, train_config, max_epochs, d
         infos = [dataclasses.replace(info, train_config=dataclasses.replace(info.train_config, max_epochs=limit))
                  for info in infos]
     run = TrainRun(root, run_dirs, infos, None, errors, states, [], grid)
-    idle = [nothing_to_do(vae_config, info.train_config, state) if error is None else "stopped on a non-finite loss"
+    idle = [nothing_to_do(model, info.train_config, state) if error is None else "stopped on a non-finite loss"
             for info, state, error in zip(infos, states, errors)]
     if all(idle):
         run.nothing_to_do = idle[0] if len(idle) == 1 else f"every model is done ({idle[0]})"
         return run
     run.dataset = _resumed_data(dataset, infos, run_dirs, data_dir, download, log)
-    check_arrays(run.dataset, vae_config, infos[0].train_config.batch_size)
-    _check_memory(vae_config, infos[0].train_config.batch_size, run.dataset, len(infos))
+    check_arrays(run.dataset, model, infos[0].train_config.batch_size)
+    _check_memory(model, infos[0].train_config.batch_size, run.dataset, len(infos))
     for i, (run_dir, info) in enumerate(zip(run_dirs, infos)):
         run.infos[i] = resumed_info(info, info.train_config, run.dataset, data_dir)
         if run.infos[i] != points[i][0]:
@@ -385,7 +402,7 @@ def _resume(root: Path, sweep: bool, model, dataset, train_config, max_epochs, d
                     f"{info.version or '0.1.0'}): recording those of the data used from now on")
             write_run_config(run_dir, run.infos[i])
     if sweep:
-        run.models = [sw.SweepModel(d.name, vae_config, info.train_config) for d, info in zip(run_dirs, run.infos)]
+        run.models = [sw.SweepModel(d.name, model, info.train_config) for d, info in zip(run_dirs, run.infos)]
     return run
 
 
@@ -414,7 +431,7 @@ def _start_state(run: TrainRun) -> ModelsState | None:
     starts from its seed (in a resumed sweep, one that stopped non-finite before saving stays stopped)."""
     if run.states is None:
         return None
-    states = [state if state is not None else init_fit_state(TrainStep.from_configs(run.vae_config, tc), tc)
+    states = [state if state is not None else init_fit_state(TrainStep.from_configs(run.model, tc), tc)
               for state, tc in zip(run.states, run.train_configs)]
     return ModelsState.stack(states, run.errors)
 
@@ -443,7 +460,8 @@ def _train(run: TrainRun, callbacks, on_start, should_stop) -> None:
     progress = on_start(run) if on_start is not None else None
     try:
         with writer:  # leaving waits until every queued write is on disk (or raises its OSError)
-            run.result = fit_models(run.dataset.train_x, run.dataset.test_x, vae_config=run.vae_config,
+            train, test = run_batches(run.dataset, run.model)
+            run.result = fit_models(train, test, model=run.model,
                                     train_configs=run.train_configs, state=state, callbacks=[on_epoch],
                                     progress=progress, progress_every=max(1, run.steps_per_epoch // 20))
     except _Stop:
@@ -468,8 +486,8 @@ def _draw(run: TrainRun) -> None:
     run.figures = [[] for _ in range(n)]
     for i, run_dir in enumerate(run.run_dirs):
         if result.histories[i] and result.errors[i] is None:
-            run.figures[i] = save_figures(run_dir / FIGURES_DIR, params[i], run.vae_config, test_x, test_y,
+            run.figures[i] = save_figures(run_dir / FIGURES_DIR, params[i], run.model, test_x, test_y,
                                           run.infos[i].image_shape, result.histories[i], seed=run.train_configs[i].seed)
     if run.is_sweep:
         run.sweep_figures = save_sweep_figures(run.summary_path.parent, run.summary, result.histories, params,
-                                               run.vae_config, test_x, test_y)
+                                               run.model, test_x, test_y)
