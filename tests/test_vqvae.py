@@ -1,6 +1,7 @@
 """The VQ-VAE against pythae's ``VQVAE`` (0.1.2) on shared weights and inputs: each loss term, every
 gradient and the EMA codebook's update; then what pythae does not compute (perplexity), the
 straight-through gradient, and input it refuses by name."""
+import functools
 import math
 
 import jax
@@ -138,6 +139,16 @@ def used_codes_perplexity(codes) -> float:
     return float(np.exp(-np.sum(p * np.log(p))))
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def loss_and_grads(model: VQVAEModel, params, state, x, hyper):
+    """((loss, (metrics, new state)), gradients) of ``model.loss``: one compiled program."""
+    def loss(p):
+        value, metrics, new_state = model.loss(p, state, x, jax.random.PRNGKey(1), hyper)
+        return value, (metrics, new_state)
+
+    return jax.value_and_grad(loss, has_aux=True)(params)
+
+
 @pytest.mark.parametrize("dtype", ("float32", "float64"))
 @pytest.mark.parametrize("kind", sorted(MODELS))
 def test_loss_terms_gradients_and_ema_state_match_pythae(kind, dtype, monkeypatch):
@@ -156,11 +167,7 @@ def test_loss_terms_gradients_and_ema_state_match_pythae(kind, dtype, monkeypatc
             out = twin({"data": tx})  # moves an EMA codebook
             out.loss.backward()
 
-            def loss(p):
-                value, metrics, new_state = model.loss(p, state, jnp.asarray(x, jdtype), jax.random.PRNGKey(1), hyper)
-                return value, (metrics, new_state)
-
-            (j_loss, (metrics, new_state)), grads = jax.value_and_grad(loss, has_aux=True)(params)
+            (j_loss, (metrics, new_state)), grads = loss_and_grads(model, params, state, jnp.asarray(x, jdtype), hyper)
             assert j_loss.dtype == jdtype
             np.testing.assert_array_equal(model.quantize(params, state, model.encode(params, jnp.asarray(x, jdtype)))[1],
                                           out.quantized_indices.reshape(-1).numpy())
@@ -210,10 +217,9 @@ def test_nearest_codes_of_every_position():
 
 def test_the_straight_through_gradient_reaches_the_encoder():
     model = MODELS["codebook"]
-    x = jnp.asarray(np.random.default_rng(4).random((16, CONFIG.input_dim)), jnp.float32)
+    x = jnp.asarray(np.random.default_rng(4).random((48, CONFIG.input_dim)), jnp.float32)
     params, state = model.init(jax.random.PRNGKey(2))
-    recon_only = Hyper(commitment=0.0, quantization=0.0)
-    grads = jax.grad(lambda p: model.loss(p, state, x, None, recon_only)[0])(params)
+    grads = loss_and_grads(model, params, state, x, Hyper(commitment=0.0, quantization=0.0))[1]
     # the encoder's gradient is the decoder's gradient at the codes, pulled back through the encoder
     z, pullback = jax.vjp(lambda enc: model.encode({**params, "encoder": enc}, x), params["encoder"])
     quantized = model.quantize(params, state, z)[0]
@@ -223,8 +229,7 @@ def test_the_straight_through_gradient_reaches_the_encoder():
     assert_trees_close("encoder grad", grads["encoder"], expected, 1e-6)
     # the reconstruction alone does not move the codebook: only the codebook loss does
     assert not np.any(grads["codebook"])
-    codebook_only = jax.grad(lambda p: model.loss(p, state, x, None, Hyper(commitment=0.0, quantization=1.0))[0])
-    assert np.any(codebook_only(params)["codebook"])
+    assert np.any(loss_and_grads(model, params, state, x, Hyper(commitment=0.0, quantization=1.0))[1]["codebook"])
 
 
 def test_bad_input_and_settings_are_refused_by_name():
