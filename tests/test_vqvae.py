@@ -190,7 +190,7 @@ def test_loss_terms_gradients_and_ema_state_match_pythae(kind, dtype, monkeypatc
                 quantizer = twin.quantizer
                 for name, theirs in (("codebook", quantizer.embeddings), ("cluster_size", quantizer.cluster_size),
                                      ("ema_embed", quantizer.ema_embed)):
-                    assert_close(f"{name} {step}", new_state[name], theirs.detach().numpy(),
+                    assert_close(f"state {name} {step}", new_state[name], theirs.detach().numpy(),
                                  PARITY_RTOL["ema_state"][dtype])
                 state = new_state
             else:
