@@ -253,7 +253,9 @@ class VQVAEModel(Model):
         check_positive_int("num_codes", self.num_codes)
         if not isinstance(self.ema, bool):
             raise InputError(f"ema must be True or False, got {self.ema!r}")
-        Hyperparameter("decay", 0.99, "the EMA's decay", high=1.0).check(self.decay)
+        number = not isinstance(self.decay, bool) and isinstance(self.decay, (int, float))
+        if not (number and 0.0 <= self.decay <= 1.0):
+            raise InputError(f"decay must be a number in [0, 1], got {self.decay!r}")
         if self.input_dim is not None:
             check_positive_int("input_dim", self.input_dim)
 

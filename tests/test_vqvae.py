@@ -1,6 +1,7 @@
 """The VQ-VAE against pythae's ``VQVAE`` (0.1.2) on shared weights and inputs: each loss term, every
 gradient and the EMA codebook's update; then what pythae does not compute (perplexity), the
 straight-through gradient, and input it refuses by name."""
+import dataclasses
 import functools
 import math
 
@@ -242,7 +243,7 @@ def test_bad_input_and_settings_are_refused_by_name():
     model.check_shapes("train_x", (x, np.zeros(10)))  # labels beside x are ignored
     with pytest.raises(InputError, match="num_codes must be a positive integer, got 0"):
         VQVAEModel.from_config(CONFIG, 0)
-    with pytest.raises(InputError, match=r"decay must be in \[0, 1\], got 1.5"):
+    with pytest.raises(InputError, match=r"decay must be a number in \[0, 1\], got 1.5"):
         VQVAEModel.from_config(CONFIG, ema=True, decay=1.5)
     with pytest.raises(InputError, match="architecture='conv': the VQ-VAE is built on the MLP"):
         VQVAEModel.from_config(CONFIG.replace(architecture="conv"))
@@ -281,9 +282,36 @@ def test_your_own_modules_quantise_every_position():
     model = VQVAEModel.from_modules(SpatialEncoder, SpatialDecoder, embedding_dim=3, num_codes=5, input_dim=64)
     params, state = model.init(jax.random.PRNGKey(0))
     x = jnp.asarray(np.random.default_rng(0).random((6, 64)), jnp.float32)
-    quantized, codes = model.quantize(params, state, model.encode(params, x))
+
+    @jax.jit
+    def run(params, state, x):
+        loss, metrics, _ = model.loss(params, state, x, None, Hyper(commitment=0.25, quantization=1.0))
+        return model.quantize(params, state, model.encode(params, x)), loss, metrics, model.reconstruct(params, state, x)
+
+    (quantized, codes), loss, metrics, reconstructions = run(params, state, x)
     assert quantized.shape == (6, 4, 3) and codes.shape == (6, 4)
-    loss, metrics, _ = model.loss(params, state, x, None, Hyper(commitment=0.25, quantization=1.0))
-    assert math.isfinite(float(loss)) and model.reconstruct(params, state, x).shape == (6, 64)
+    assert math.isfinite(float(loss)) and reconstructions.shape == (6, 64)
     assert float(metrics["perplexity"]) == pytest.approx(float(perplexity(codes, 5)))
     assert VQVAEModel.from_record(model.describe()) == model
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_a_checkpoint_keeps_the_model_its_codebook_and_ema_state(kind, tmp_path):
+    from jaxvae import TrainConfig
+    from jaxvae.checkpoint import load_checkpoint, save_checkpoint
+    from jaxvae.training import TrainStep, init_fit_state
+
+    model, train_config = MODELS[kind], TrainConfig(max_epochs=1)
+    fit_state = init_fit_state(TrainStep.from_configs(model, train_config), train_config)
+    train_state = fit_state.train_state
+    x = jnp.asarray(np.random.default_rng(6).random((48, CONFIG.input_dim)), jnp.float32)
+    (_, (_, moved)), _ = loss_and_grads(model, train_state.params, train_state.model_state, x, hyper_of(model))
+    fit_state = dataclasses.replace(fit_state, train_state=train_state._replace(model_state=moved))
+    loaded, loaded_model, _ = load_checkpoint(save_checkpoint(tmp_path / "checkpoint.msgpack", fit_state, model,
+                                                              train_config))
+    assert loaded_model == model
+    for name in ("params", "model_state"):
+        ours, theirs = getattr(loaded.train_state, name), getattr(fit_state.train_state, name)
+        assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+        assert jax.tree.all(jax.tree.map(jnp.array_equal, ours, theirs))
+    assert ("codebook" in loaded.train_state.model_state) == model.ema
