@@ -307,6 +307,9 @@ class VQVAEModel(Model):
 
         Returns:
             The ``VQVAEModel``.
+
+        Raises:
+            InputError: A size that is not a positive integer, or ``decay`` not in [0, 1].
         """
         return cls(ModulePair(encoder, decoder), embedding_dim, num_codes, ema, decay, input_dim)
 
