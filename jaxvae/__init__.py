@@ -1,7 +1,7 @@
 """jaxvae: the VAE of "A Gentle Introduction to Variational Autoencoders" in JAX/Flax.
 
 The top level holds what most users need; the rest lives in submodules (``jaxvae.model``, the model
-protocol; ``jaxvae.vae`` and ``jaxvae.cvae``, its VAE family; ``jaxvae.losses``, ``jaxvae.schedules``,
+protocol; ``jaxvae.vae``, ``jaxvae.cvae`` and ``jaxvae.vqvae``, its VAE family; ``jaxvae.losses``, ``jaxvae.schedules``,
 ``jaxvae.sweep``, ``jaxvae.data``, ``jaxvae.checkpoint``, ``jaxvae.runs``, ``jaxvae.interop``,
 ``jaxvae.plots``, ``jaxvae.parallel``, ``jaxvae.binarize``, ``jaxvae.errors``). Argument order
 everywhere: arrays and state first, then the PRNG key, then the config. See the README for a tour.

@@ -99,6 +99,25 @@ class ModulePair:
         return module
 
 
+def check_features(name: str, x, input_dim: int | None) -> None:
+    """InputError naming ``name`` unless ``x`` is ``[N, input_dim]``; nothing when ``input_dim`` is None.
+
+    Args:
+        name: The data's name, for the message.
+        x: The inputs.
+        input_dim: The features the model expects, or None for no check.
+
+    Raises:
+        InputError: ``x`` is not 2-D, or has another number of features.
+    """
+    if input_dim is None:
+        return
+    if x.ndim != 2:
+        raise InputError(f"{name} must be a 2-D array (samples, features), got shape {x.shape}")
+    if x.shape[1] != input_dim:
+        raise InputError(f"{name} has {x.shape[1]} features but the model expects input_dim={input_dim}")
+
+
 @functools.lru_cache(maxsize=64)
 def _graphdef(build: Callable, dtype_name: str):
     return nnx.graphdef(nnx.eval_shape(lambda: build(nnx.Rngs(params=jax.random.PRNGKey(0)), jnp.dtype(dtype_name))))
@@ -294,13 +313,7 @@ class VAEModel(Model):
         Raises:
             InputError: The inputs are not 2-D, or have another number of features.
         """
-        x = inputs(batch)
-        if self.input_dim is None:
-            return
-        if x.ndim != 2:
-            raise InputError(f"{name} must be a 2-D array (samples, features), got shape {x.shape}")
-        if x.shape[1] != self.input_dim:
-            raise InputError(f"{name} has {x.shape[1]} features but the model expects input_dim={self.input_dim}")
+        check_features(name, inputs(batch), self.input_dim)
 
     def check_values(self, name: str, batch) -> None:
         """InputError naming ``name`` when the likelihood cannot take the inputs' values.
