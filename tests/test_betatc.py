@@ -39,12 +39,14 @@ def config(likelihood="gaussian") -> VAEConfig:
 
 
 def spread(params: dict) -> dict:
-    """``params`` with the posterior means 8 times wider and sigma e^-1.5 times narrower: at the
-    initial weights every q(z | x) is near N(0, I), so TC and MI are near 0 and their relative errors
-    measure only the cancellation of log-densities of order 10."""
+    """``params`` with correlated, wider posterior means and sigma e^-2 times narrower. At the initial
+    weights every q(z | x) is near N(0, I): MI and TC are near 0, and their relative errors would
+    measure only the cancellation of log-densities of order 10. Here (MSS) MI, TC and dimKL are 3.0,
+    2.0 and 4.1 nats."""
     encoder = params["encoder"]
-    mu = {**encoder["mu"], "kernel": 8 * encoder["mu"]["kernel"]}
-    log_sigma = {**encoder["log_sigma"], "bias": encoder["log_sigma"]["bias"] - 1.5}
+    kernel = encoder["mu"]["kernel"]
+    mu = {**encoder["mu"], "kernel": 10 * (kernel[:, :1] + 0.3 * kernel)}  # every z_d mostly one direction
+    log_sigma = {**encoder["log_sigma"], "bias": encoder["log_sigma"]["bias"] - 2.0}
     return {**params, "encoder": {**encoder, "mu": mu, "log_sigma": log_sigma}}
 
 
