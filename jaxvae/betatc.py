@@ -25,7 +25,7 @@ The encoder, decoder and likelihood are ``VAEModel``'s::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -98,8 +98,7 @@ def log_weight_matrix(batch: int, dataset_size: int, estimator: str = "mws", dty
         raise InputError("the stratified estimator (estimator='mss') needs batches of at least 2 examples, got 1")
     n, m = dataset_size, batch - 1
     own, next_one = np.eye(batch, dtype=bool), np.roll(np.eye(batch, dtype=bool), 1, axis=1)
-    log_w = np.where(own, -math.log(n),
-                     np.where(next_one, math.log(n - m) - math.log(n * m) if n > m else -np.inf, -math.log(m)))
+    log_w = np.where(own, -math.log(n), np.where(next_one, math.log(n - m) - math.log(n * m), -math.log(m)))
     return jnp.asarray(log_w, dtype)
 
 
@@ -153,6 +152,7 @@ def betatc_loss(module, likelihood, x: jax.Array, posterior, eps: jax.Array, hyp
 
 
 def _check_dataset_size(dataset_size) -> int:
+    """``dataset_size`` as an int, or InputError unless it is a positive integer."""
     if isinstance(dataset_size, bool) or not isinstance(dataset_size, (int, np.integer)) or dataset_size < 1:
         raise InputError(f"dataset_size must be a positive integer (the number of training examples), "
                          f"got {dataset_size!r}")
@@ -174,7 +174,7 @@ class BetaTCVAEModel(VAEModel):
     """
 
     dataset_size: int
-    estimator: str = field(default="mws")
+    estimator: str = "mws"
 
     def __post_init__(self):
         object.__setattr__(self, "dataset_size", _check_dataset_size(self.dataset_size))
