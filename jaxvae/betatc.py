@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -49,8 +50,6 @@ GAMMA = Hyperparameter("gamma", 1.0, "the beta-TCVAE's weight of the dimension-w
 #: The estimators of q(z) on a minibatch: minibatch-weighted and minibatch-stratified sampling.
 ESTIMATORS = ("mws", "mss")
 
-# the likelihoods' hyperparameters, by the names the likelihoods list
-_LIKELIHOOD_HYPERPARAMETERS = {RECON_SIGMA.name: RECON_SIGMA}
 
 
 def pairwise_log_density(z: jax.Array, mu: jax.Array, log_sigma: jax.Array) -> jax.Array:
@@ -228,12 +227,13 @@ class BetaTCVAEModel(VAEModel):
         return cls(ModulePair(encoder, decoder), latent_dim, likelihood_of(likelihood), None, input_dim,
                    dataset_size=dataset_size, estimator=estimator)
 
+    #: Every hyperparameter a beta-TCVAE may read: the Gaussian's sigma and the three weights (no KL weight).
+    family_hyperparameters: ClassVar[tuple[Hyperparameter, ...]] = (RECON_SIGMA, ALPHA, BETA, GAMMA)
+
     @property
     def hyperparameters(self) -> tuple[Hyperparameter, ...]:
-        """The likelihood's hyperparameters (the Gaussian's ``recon_sigma``), then ``alpha``, ``beta``, ``gamma``."""
-        own = tuple(h if isinstance(h, Hyperparameter) else _LIKELIHOOD_HYPERPARAMETERS[h]
-                    for h in self.likelihood.hyperparameters)
-        return (*own, ALPHA, BETA, GAMMA)
+        """The likelihood's (the Gaussian's ``recon_sigma``), then ``alpha``, ``beta``, ``gamma``."""
+        return (*self.likelihood.hyperparameters, ALPHA, BETA, GAMMA)
 
     def loss_with_noise(self, params, state, batch, eps: jax.Array, hyper):
         """The beta-TCVAE's loss on ``batch`` with the noise ``eps`` given.

@@ -10,13 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxvae import VAEConfig
+from jaxvae import TrainConfig, VAEConfig, fit
 from jaxvae.betatc import BetaTCVAEModel, kl_decomposition, log_weight_matrix
 from jaxvae.errors import InputError
 from jaxvae.hyper import Hyper
 from jaxvae.interop import to_torch
 from jaxvae.losses import log_normal_diag, log_standard_normal
 from jaxvae.model import model_from_record
+from jaxvae.sweep import fit_many, summarize
 
 torch = pytest.importorskip("torch")
 pythae_models = pytest.importorskip("pythae.models")
@@ -240,3 +241,41 @@ def test_input_it_cannot_use_is_refused_by_name():
         mss.loss(params, state, x[:1], jax.random.PRNGKey(0), hyper())
     with pytest.raises(AttributeError, match="no hyperparameter 'beta'"):
         mss.loss(params, state, x, jax.random.PRNGKey(0), Hyper(lr=1e-3, recon_sigma=1.0, alpha=1.0, gamma=1.0))
+
+
+def blobs(n=250, seed=0):
+    """Noisy images of four prototypes in [0, 1]: data with structure for two epochs to learn."""
+    rng = np.random.default_rng(seed)
+    protos = rng.random((4, FEATURES))
+    return np.clip(protos[rng.integers(0, 4, n)] + 0.1 * rng.standard_normal((n, FEATURES)), 0, 1).astype(np.float32)
+
+
+def test_fit_trains_it_two_epochs_with_its_own_hyperparameters():
+    x = blobs()
+    train, val = x[:200], x[200:]
+    model = BetaTCVAEModel.from_config(config(), dataset_size=len(train), estimator="mss")
+    tc = TrainConfig(max_epochs=2, batch_size=25, lr=3e-3, lr_schedule="constant", hyper={"beta": 6.0})
+    result = fit(train, val, model=model, train_config=tc)
+    assert len(result.history) == 2
+    last = result.history[-1]
+    assert {"train_mi", "train_tc", "train_dim_kl", "val_mi", "val_tc", "val_dim_kl", "val_kl"} <= set(last)
+    assert last["train_loss"] < result.history[0]["train_loss"]
+    assert float(result.state.train_state.hyper["beta"]) == 6.0
+    assert float(result.state.train_state.hyper["alpha"]) == 1.0
+    with pytest.raises(InputError, match=r"kl_weight=4.0: BetaTCVAEModel's loss does not read it"):
+        fit(train, val, model=model, train_config=tc.replace(kl_weight=4.0))
+    with pytest.raises(InputError, match=r"hyper.beta must be a finite number >= 0, got -1.0"):
+        fit(train, val, model=model, train_config=tc.replace(hyper={"beta": -1.0}))
+    with pytest.raises(InputError, match="kl_warmup_epochs: BetaTCVAEModel's loss has no KL weight"):
+        fit(train, val, model=model, train_config=tc.replace(kl_warmup_epochs=1))
+
+
+def test_a_sweep_over_beta():
+    x = blobs()
+    model = BetaTCVAEModel.from_config(config(), dataset_size=200)
+    tc = TrainConfig(max_epochs=2, batch_size=25, lr=3e-3, lr_schedule="constant")
+    sweep = fit_many(x[:200], x[200:], model=model, train_config=tc, beta=[1.0, 6.0])
+    summary = summarize(sweep.models, sweep.histories, sweep.errors, sweep.stop_reasons)
+    assert [s["label"] for s in summary["settings"]] == ["beta=1", "beta=6"]
+    assert [m.beta for m in sweep.models] == [1.0, 6.0]
+    assert sweep.histories[0][-1]["val_loss"] != sweep.histories[1][-1]["val_loss"]
