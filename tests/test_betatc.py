@@ -250,7 +250,8 @@ def blobs(n=250, seed=0):
     return np.clip(protos[rng.integers(0, 4, n)] + 0.1 * rng.standard_normal((n, FEATURES)), 0, 1).astype(np.float32)
 
 
-def test_fit_trains_it_two_epochs_with_its_own_hyperparameters():
+def test_fit_trains_it_two_epochs_with_its_own_hyperparameters(tmp_path):
+    from jaxvae.checkpoint import load_checkpoint, save_checkpoint
     x = blobs()
     train, val = x[:200], x[200:]
     model = BetaTCVAEModel.from_config(config(), dataset_size=len(train), estimator="mss")
@@ -262,6 +263,9 @@ def test_fit_trains_it_two_epochs_with_its_own_hyperparameters():
     assert last["train_loss"] < result.history[0]["train_loss"]
     assert float(result.state.train_state.hyper["beta"]) == 6.0
     assert float(result.state.train_state.hyper["alpha"]) == 1.0
+    state, loaded, _ = load_checkpoint(save_checkpoint(tmp_path / "checkpoint.msgpack", result.state, model, tc))
+    assert loaded == model and loaded.dataset_size == 200 and loaded.estimator == "mss"
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, state.params, result.params))
     with pytest.raises(InputError, match=r"kl_weight=4.0: BetaTCVAEModel's loss does not read it"):
         fit(train, val, model=model, train_config=tc.replace(kl_weight=4.0))
     with pytest.raises(InputError, match=r"hyper.beta must be a finite number >= 0, got -1.0"):
