@@ -1,6 +1,6 @@
 """The beta-TCVAE against pythae's ``BetaTCVAE`` (pythae 0.1.2) on shared weights, inputs and noise: every
-term, the total and every parameter's gradient; the identity its three terms obey; and the input it
-refuses by name."""
+term, the total and every parameter's gradient; the identity its three terms obey; trained by ``fit``
+and swept over beta; and the input it refuses by name."""
 import contextlib
 import math
 import re
