@@ -1,7 +1,7 @@
 """jaxvae: the VAE of "A Gentle Introduction to Variational Autoencoders" in JAX/Flax.
 
 The top level holds what most users need; the rest lives in submodules (``jaxvae.model``, the model
-protocol; ``jaxvae.vae``, ``jaxvae.cvae`` and ``jaxvae.vqvae``, its VAE family; ``jaxvae.losses``, ``jaxvae.schedules``,
+protocol; ``jaxvae.vae``, ``jaxvae.cvae``, ``jaxvae.vqvae`` and ``jaxvae.betatc``, its VAE family; ``jaxvae.losses``, ``jaxvae.schedules``,
 ``jaxvae.sweep``, ``jaxvae.data``, ``jaxvae.checkpoint``, ``jaxvae.runs``, ``jaxvae.interop``,
 ``jaxvae.plots``, ``jaxvae.parallel``, ``jaxvae.binarize``, ``jaxvae.errors``). Argument order
 everywhere: arrays and state first, then the PRNG key, then the config. See the README for a tour.
@@ -17,7 +17,8 @@ __version__ = "0.3.0"
 # public name -> the module that defines it
 _EXPORTS = {
     "VAEConfig": "jaxvae.config", "TrainConfig": "jaxvae.config",
-    "Model": "jaxvae.model", "VAEModel": "jaxvae.vae",
+    "Model": "jaxvae.model", "VAEModel": "jaxvae.vae", "ConditionalVAEModel": "jaxvae.cvae",
+    "VQVAEModel": "jaxvae.vqvae", "BetaTCVAEModel": "jaxvae.betatc",
     "Hyper": "jaxvae.hyper", "Hyperparameter": "jaxvae.hyper",
     "VAE": "jaxvae.models", "init_params": "jaxvae.models", "params_of": "jaxvae.models", "bind": "jaxvae.models",
     "encode": "jaxvae.models", "decode": "jaxvae.models",

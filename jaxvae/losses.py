@@ -54,6 +54,21 @@ def unit_gauss_kl(mu: jax.Array, log_sigma: jax.Array) -> jax.Array:
     return 0.5 * jnp.sum(jnp.exp(2.0 * log_sigma) + mu**2 - 1.0 - 2.0 * log_sigma, axis=-1)
 
 
+def log_normal_per_dim(z: jax.Array, mu: jax.Array, log_sigma: jax.Array) -> jax.Array:
+    """log N(z | mu, exp(log_sigma)^2) of each coordinate: the terms ``log_normal_diag`` sums. Broadcasts.
+
+    Args:
+        z: The points.
+        mu: The means, broadcastable with ``z``.
+        log_sigma: The log standard deviations, broadcastable with ``z``.
+
+    Returns:
+        The element-wise log-densities.
+    """
+    u = (z - mu) * jnp.exp(-log_sigma)
+    return -0.5 * u**2 - log_sigma - 0.5 * _LOG_2PI
+
+
 def log_normal_diag(z: jax.Array, mu: jax.Array, log_sigma: jax.Array) -> jax.Array:
     """log N(z | mu, diag(exp(log_sigma))^2), summed over the last axis.
 
@@ -65,8 +80,7 @@ def log_normal_diag(z: jax.Array, mu: jax.Array, log_sigma: jax.Array) -> jax.Ar
     Returns:
         The log-density over the last axis.
     """
-    u = (z - mu) * jnp.exp(-log_sigma)
-    return jnp.sum(-0.5 * u**2 - log_sigma - 0.5 * _LOG_2PI, axis=-1)
+    return jnp.sum(log_normal_per_dim(z, mu, log_sigma), axis=-1)
 
 
 def log_standard_normal(z: jax.Array) -> jax.Array:

@@ -353,7 +353,9 @@ def check_hyperparameters(model: Model, train_config: TrainConfig) -> None:
     from_config = getattr(model, "config", None) is not None
     if from_config:  # a VAEConfig's own rules and wording (config files of every version hold all three fields)
         check_configs(model.config, train_config)
-    for own in (h for h in OWN_HYPERPARAMETERS if h.name not in names and not from_config):
+    # the fields a VAEConfig's model leaves to check_configs: its family's (a beta-TCVAE's has no kl_weight)
+    worded = {h.name for h in getattr(model, "family_hyperparameters", ())} if from_config else set()
+    for own in (h for h in OWN_HYPERPARAMETERS if h.name not in names and h.name not in worded):
         if getattr(train_config, own.name) != own.default:
             raise InputError(f"{own.name}={getattr(train_config, own.name)!r}: {type(model).__name__}'s loss does not "
                              f"read it (it reads {reads}); leave it at its default")
