@@ -32,20 +32,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvae.config import VAEConfig
+from jaxvae.config import ALPHA, BETA, BETATC_HYPERPARAMETERS, GAMMA, VAEConfig
 from jaxvae.errors import InputError
-from jaxvae.hyper import RECON_SIGMA, Hyperparameter
+from jaxvae.hyper import Hyperparameter
 from jaxvae.likelihoods import likelihood_of
 from jaxvae.losses import log_normal_per_dim, log_standard_normal, unit_gauss_kl
 from jaxvae.model import import_path, inputs
 from jaxvae.vae import ConfigModules, ModulePair, VAEModel
 
-#: The index-code mutual information's weight.
-ALPHA = Hyperparameter("alpha", 1.0, "the beta-TCVAE's weight of the index-code mutual information")
-#: The total correlation's weight: the beta of the beta-TCVAE.
-BETA = Hyperparameter("beta", 1.0, "the beta-TCVAE's weight of the total correlation")
-#: The dimension-wise KL's weight.
-GAMMA = Hyperparameter("gamma", 1.0, "the beta-TCVAE's weight of the dimension-wise KL")
 
 #: The estimators of q(z) on a minibatch: minibatch-weighted and minibatch-stratified sampling.
 ESTIMATORS = ("mws", "mss")
@@ -184,6 +178,19 @@ class BetaTCVAEModel(VAEModel):
                              "not the IWAE bound")
 
     @classmethod
+    def for_dataset(cls, config: VAEConfig, dataset) -> "BetaTCVAEModel":
+        """The model ``jaxvae train --model betatc`` builds: the minibatch-weighted estimator over the training split's size.
+
+        Args:
+            config: The architecture and likelihood.
+            dataset: The training data (a ``jaxvae.data.Dataset``).
+
+        Returns:
+            The model.
+        """
+        return cls.from_config(config, len(dataset.train_x))
+
+    @classmethod
     def from_config(cls, config: VAEConfig, dataset_size: int, estimator: str = "mws") -> "BetaTCVAEModel":
         """The beta-TCVAE of the modules a ``VAEConfig`` describes.
 
@@ -228,7 +235,7 @@ class BetaTCVAEModel(VAEModel):
                    dataset_size=dataset_size, estimator=estimator)
 
     #: Every hyperparameter a beta-TCVAE may read: the Gaussian's sigma and the three weights (no KL weight).
-    family_hyperparameters: ClassVar[tuple[Hyperparameter, ...]] = (RECON_SIGMA, ALPHA, BETA, GAMMA)
+    family_hyperparameters: ClassVar[tuple[Hyperparameter, ...]] = BETATC_HYPERPARAMETERS
 
     @property
     def hyperparameters(self) -> tuple[Hyperparameter, ...]:

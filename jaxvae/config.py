@@ -203,6 +203,51 @@ RECON_SIGMA = Hyperparameter("recon_sigma", 1.0, "the Gaussian likelihood's sigm
                              low_open=True, short="sigma")
 #: Every hyperparameter a model of the blog's family (``jaxvae.vae.VAEModel``) may read besides lr.
 VAE_HYPERPARAMETERS = (RECON_SIGMA, KL_WEIGHT)
+#: The commitment loss's weight: pythae's ``commitment_loss_factor``, the paper's beta.
+COMMITMENT = Hyperparameter("commitment", 0.25, "the VQ-VAE's commitment loss weight (the paper's beta)")
+#: The codebook loss's weight: pythae's ``quantization_loss_factor`` (unused when the codebook is an EMA).
+QUANTIZATION = Hyperparameter("quantization", 1.0, "the VQ-VAE's codebook (quantization) loss weight")
+#: Every hyperparameter a VQ-VAE (``jaxvae.vqvae.VQVAEModel``) may read besides lr.
+VQVAE_HYPERPARAMETERS = (COMMITMENT, QUANTIZATION)
+#: The index-code mutual information's weight.
+ALPHA = Hyperparameter("alpha", 1.0, "the beta-TCVAE's weight of the index-code mutual information")
+#: The total correlation's weight: the beta of the beta-TCVAE.
+BETA = Hyperparameter("beta", 1.0, "the beta-TCVAE's weight of the total correlation")
+#: The dimension-wise KL's weight.
+GAMMA = Hyperparameter("gamma", 1.0, "the beta-TCVAE's weight of the dimension-wise KL")
+#: Every hyperparameter a beta-TCVAE (``jaxvae.betatc.BetaTCVAEModel``) may read besides lr.
+BETATC_HYPERPARAMETERS = (RECON_SIGMA, ALPHA, BETA, GAMMA)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model of the command line (``jaxvae train --model NAME``): the class that builds it from a
+    ``VAEConfig`` and the data (its ``for_dataset``), imported when a command runs, and every
+    hyperparameter it may read besides lr (its value flags; the class's ``family_hyperparameters``).
+
+    Attributes:
+        name: The ``--model`` value.
+        model_class: ``module:qualname`` of the class.
+        hyperparameters: Every hyperparameter a model of the class may read besides lr.
+        help: One line for ``--help``.
+    """
+
+    name: str
+    model_class: str
+    hyperparameters: tuple[Hyperparameter, ...]
+    help: str
+
+
+#: The command line's models by ``--model`` name; ``vae`` (the blog's) is the default.
+FAMILIES = {f.name: f for f in (
+    Family("vae", "jaxvae.vae:VAEModel", VAE_HYPERPARAMETERS, "the blog's VAE"),
+    Family("cvae", "jaxvae.cvae:ConditionalVAEModel", VAE_HYPERPARAMETERS,
+           "conditional VAE: the label joins the encoder's input and the decoder's latent"),
+    Family("vqvae", "jaxvae.vqvae:VQVAEModel", VQVAE_HYPERPARAMETERS,
+           "VQ-VAE: a codebook of 512 codes of --latent-dim entries, straight-through gradient"),
+    Family("betatc", "jaxvae.betatc:BetaTCVAEModel", BETATC_HYPERPARAMETERS,
+           "beta-TCVAE: the KL split into mutual information, total correlation and dimension-wise KL"),
+)}
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,19 @@ class ConditionalVAEModel(VAEModel):
     """
 
     @classmethod
+    def for_dataset(cls, config: VAEConfig, dataset) -> "ConditionalVAEModel":
+        """The model ``jaxvae train --model cvae`` builds: conditioned on the dataset's labels, one class per label value.
+
+        Args:
+            config: The architecture and likelihood.
+            dataset: The training data (a ``jaxvae.data.Dataset``).
+
+        Returns:
+            The model.
+        """
+        return cls.from_config(config, int(np.max(dataset.train_y)) + 1)
+
+    @classmethod
     def from_config(cls, config: VAEConfig, num_classes: int) -> "ConditionalVAEModel":
         """The conditional VAE of the blog's MLP that ``config`` describes, for ``num_classes`` classes.
 
@@ -293,6 +306,23 @@ class ConditionalVAEModel(VAEModel):
         if bad.size:
             raise InputError(f"{_labels_name(name, batch)} has labels that are not integers in [0, {self.num_classes}): "
                              f"{', '.join(f'{y[i]:g} (row {i})' for i in bad[:5])}{' ...' if bad.size > 5 else ''}")
+
+    def figures(self, params, x, y, image_shape, key: jax.Array) -> dict:
+        """Generated images per class, one row per class (``jaxvae.plots.class_samples``).
+
+        Args:
+            params: The parameters.
+            x: The test images (unused).
+            y: Their labels (unused).
+            image_shape: ``(height, width)`` of one image.
+            key: Draws z.
+
+        Returns:
+            ``{"class_samples.png": figure}``.
+        """
+        from jaxvae.plots import class_samples  # deferred: matplotlib, for the commands that draw only
+
+        return {"class_samples.png": class_samples(params, self, image_shape, key)}
 
     def batch_of(self, x, y):
         """A dataset's images with their labels, the condition: ``(x, y)``.

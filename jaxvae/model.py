@@ -171,6 +171,9 @@ class Model(abc.ABC):
 
     #: What ``loss`` reads besides the learning rate; a config may set these, a sweep may vary them.
     hyperparameters: tuple[Hyperparameter, ...] = ()
+    #: Every hyperparameter a model of this class may read (a class whose models read different ones,
+    #: as the VAE's likelihoods do, lists them all): the command line's value flags.
+    family_hyperparameters: tuple[Hyperparameter, ...] = ()
 
     @abc.abstractmethod
     def init(self, key: jax.Array, dtype=jnp.float32) -> tuple[Any, Any]:
@@ -224,6 +227,22 @@ class Model(abc.ABC):
         Raises:
             InputError: In subclasses, values the model cannot take.
         """
+
+    def figures(self, params, x, y, image_shape, key: jax.Array) -> dict:
+        """The figures a run directory keeps of this model beside its loss curves (``jaxvae.plots``
+        draws them; the VAE's latent views, the conditional VAE's samples per class); none by default.
+
+        Args:
+            params: The parameters.
+            x: The test images.
+            y: Their labels.
+            image_shape: ``(height, width)`` of one image.
+            key: Draws whatever the figures sample.
+
+        Returns:
+            Matplotlib figures by file name (``"samples.png"``, say).
+        """
+        return {}
 
     def batch_of(self, x, y):
         """The batch this model trains on from a dataset's images and labels (what a run directory

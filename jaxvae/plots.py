@@ -234,6 +234,7 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+# The figures of a run of the blog's VAE (``VAEModel.figures`` and the loss curves).
 FIGURE_NAMES = ("latent_scatter.png", "manifold.png", "loss_curves.png", "reconstructions.png", "samples.png")
 
 
@@ -256,7 +257,9 @@ def save_figures(directory: str | os.PathLike, params, config: VAEConfig | VAEMo
     """Every figure of a run into ``directory`` (created); returns the paths written (none on a
     process other than 0 of a multi-process run).
 
-    Every name is checked before any is written, so a refusal writes none of them.
+    The model draws its own figures (``Model.figures``: the VAE's latent scatter, manifold,
+    reconstructions and prior samples; the conditional VAE's samples per class); every model's run gets
+    its loss curves. Every name is checked before any is written, so a refusal writes none of them.
 
     Args:
         directory: The figures directory.
@@ -274,20 +277,60 @@ def save_figures(directory: str | os.PathLike, params, config: VAEConfig | VAEMo
     Raises:
         jaxvae.fileio.NotOwnedError: A figure's path holds a file that jaxvae did not write.
     """
-    vae = draws_latents(config)
-    return _save_all(directory, FIGURE_NAMES, lambda: [
-        latent_scatter(params, config, test_x, test_y) if vae else None,
-        manifold(params, config, image_shape) if vae else None,
-        loss_curves(history) if history else None,
-        reconstructions(params, config, test_x, image_shape) if vae else None,
-        prior_samples(params, config, image_shape, jax.random.PRNGKey(seed)) if vae else None,
-    ])
+    if not is_writer():
+        return []
+    figures = as_model(config).figures(params, test_x, test_y, image_shape, jax.random.PRNGKey(seed))
+    if history:
+        figures["loss_curves.png"] = loss_curves(history)
+    names = list(figures)
+    return _save_all(directory, names, lambda: [figures[name] for name in names]) if names else []
+
+
+def vae_figures(params, model, test_x, test_y, image_shape, key: jax.Array) -> dict:
+    """The blog's figures of a VAE whose encoder reads x alone: its latent scatter, manifold,
+    reconstructions and prior samples (``VAEModel.figures``).
+
+    Args:
+        params: The model's parameters.
+        model: The model, or its config.
+        test_x: The test images.
+        test_y: Their labels.
+        image_shape: ``(height, width)`` of one image.
+        key: Draws the prior samples.
+
+    Returns:
+        The figures by file name.
+    """
+    return {"latent_scatter.png": latent_scatter(params, model, test_x, test_y),
+            "manifold.png": manifold(params, model, image_shape),
+            "reconstructions.png": reconstructions(params, model, test_x, image_shape),
+            "samples.png": prior_samples(params, model, image_shape, key)}
+
+
+def class_samples(params, model, image_shape, key: jax.Array, per_class: int = 10) -> Figure:
+    """Images a conditional model generates for each class, one row per class: ``model.sample(params,
+    key, y)`` with z drawn from the prior.
+
+    Args:
+        params: The model's parameters.
+        model: A model with ``num_classes`` and ``sample``.
+        image_shape: ``(height, width)`` of one image.
+        key: Draws the codes.
+        per_class: Images per row.
+
+    Returns:
+        The figure.
+    """
+    y = np.repeat(np.arange(model.num_classes), per_class)
+    images = np.asarray(model.sample(params, key, y))
+    rows = model.num_classes
+    return _image_figure(_tile(images, rows, per_class, image_shape), (0.45 * per_class + 0.5, 0.45 * rows + 0.8),
+                         "Samples per class: decoder(z, y), z ~ N(0, I)")
 
 
 def draws_latents(model) -> bool:
-    """Whether the latent figures (scatter, manifold, reconstructions, samples) can be drawn for
-    ``model``: a VAE whose encoder reads x alone (a ``VAEConfig``'s, or your own modules'). Any other
-    model's run gets its loss curves.
+    """Whether a sweep's latent figures (the scatters, the rate against the distortion) can be drawn
+    for ``model``: a VAE whose encoder reads x alone (a ``VAEConfig``'s, or your own modules').
 
     Args:
         model: A ``VAEConfig`` or a ``jaxvae.model.Model``.

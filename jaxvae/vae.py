@@ -144,6 +144,19 @@ class VAEModel(Model):
     input_dim: int | None = None
 
     @classmethod
+    def for_dataset(cls, config: VAEConfig, dataset) -> "VAEModel":
+        """The model ``jaxvae train --model vae`` builds: ``from_config(config)``.
+
+        Args:
+            config: The architecture and likelihood.
+            dataset: The training data (a ``jaxvae.data.Dataset``).
+
+        Returns:
+            The model.
+        """
+        return cls.from_config(config)
+
+    @classmethod
     def from_config(cls, config: VAEConfig) -> "VAEModel":
         """The model a ``VAEConfig`` describes (the blog's by default).
 
@@ -191,6 +204,24 @@ class VAEModel(Model):
     def hyperparameters(self) -> tuple[Hyperparameter, ...]:
         """What the loss reads besides lr: the likelihood's (the Gaussian's sigma), and the KL weight for the ELBO."""
         return (*self.likelihood.hyperparameters, *(() if self.iwae_k else (KL_WEIGHT,)))
+
+    def figures(self, params, x, y, image_shape, key: jax.Array) -> dict:
+        """The blog's figures: the latent scatter, the manifold, reconstructions and prior samples
+        (``jaxvae.plots.vae_figures``).
+
+        Args:
+            params: The parameters.
+            x: The test images.
+            y: Their labels (the scatter's colours).
+            image_shape: ``(height, width)`` of one image.
+            key: Draws the prior samples.
+
+        Returns:
+            The figures by file name.
+        """
+        from jaxvae.plots import vae_figures  # deferred: matplotlib, for the commands that draw only
+
+        return vae_figures(params, self, x, y, image_shape, key)
 
     def module(self, params, dtype=None):
         """The module holding ``params`` (cheap inside jit: trace time only).

@@ -24,13 +24,13 @@ whose state is ``{"codebook", "cluster_size", "ema_embed"}``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxvae.config import VAEConfig, check_positive_int, config_to_dict
+from jaxvae.config import COMMITMENT, QUANTIZATION, VQVAE_HYPERPARAMETERS, VAEConfig, check_positive_int, config_to_dict
 from jaxvae.errors import InputError
 from jaxvae.hyper import Hyperparameter
 from jaxvae.likelihoods import gauss_similarity_loss
@@ -38,10 +38,6 @@ from jaxvae.model import Model, class_path, import_path, inputs
 from jaxvae.models import Decoder, _dense, _dense_stack, _run_stack, output_parameter, params_of
 from jaxvae.vae import ModulePair, _graphdef, check_features
 
-#: The commitment loss's weight: pythae's ``commitment_loss_factor``, the paper's beta.
-COMMITMENT = Hyperparameter("commitment", 0.25, "the VQ-VAE's commitment loss weight (the paper's beta)")
-#: The codebook loss's weight: pythae's ``quantization_loss_factor`` (unused when the codebook is an EMA).
-QUANTIZATION = Hyperparameter("quantization", 1.0, "the VQ-VAE's codebook (quantization) loss weight")
 #: The additive smoothing of the EMA's code counts, which keeps an unused code's division finite.
 EMA_EPSILON = 1e-5
 
@@ -260,6 +256,19 @@ class VQVAEModel(Model):
             check_positive_int("input_dim", self.input_dim)
 
     @classmethod
+    def for_dataset(cls, config: VAEConfig, dataset) -> "VQVAEModel":
+        """The model ``jaxvae train --model vqvae`` builds: ``from_config(config)``: 512 codes of ``config.latent_dim`` entries, a trained codebook.
+
+        Args:
+            config: The architecture and likelihood.
+            dataset: The training data (a ``jaxvae.data.Dataset``).
+
+        Returns:
+            The model.
+        """
+        return cls.from_config(config)
+
+    @classmethod
     def from_config(cls, config: VAEConfig, num_codes: int = 512, *, ema: bool = False,
                     decay: float = 0.99) -> "VQVAEModel":
         """The VQ-VAE of the blog's MLP: the encoder's trunk ``config.hidden`` and a linear layer to
@@ -317,6 +326,9 @@ class VQVAEModel(Model):
     def config(self) -> VAEConfig | None:
         """The ``VAEConfig`` this model was made from, or None for your own modules."""
         return self.build.config if isinstance(self.build, VQConfigModules) else None
+
+    #: Every hyperparameter a VQ-VAE may read: the command line's value flags.
+    family_hyperparameters: ClassVar[tuple[Hyperparameter, ...]] = VQVAE_HYPERPARAMETERS
 
     @property
     def hyperparameters(self) -> tuple[Hyperparameter, ...]:

@@ -20,7 +20,7 @@ from jaxvae.config import (
     LR_SCHEDULES,
     OBJECTIVES,
     OUTPUT_ACTIVATIONS,
-    VAE_HYPERPARAMETERS,
+    FAMILIES,
     TrainConfig,
     VAEConfig,
 )
@@ -84,11 +84,15 @@ DEFAULT_TEXT = {
 }
 # A resumed run keeps its config; only these may change (to train for longer, say).
 RESUME_OVERRIDABLE = {"max_epochs"}
-# The hyperparameters of the command line's models (the blog's family), lr last: each a config flag
-# of `jaxvae train` that `jaxvae sweep` takes several values of.
-SWEPT_HYPERPARAMETERS = (*VAE_HYPERPARAMETERS, LR)
+# The hyperparameters of the command line's models (every --model's declaration, once each), lr last:
+# each a flag of `jaxvae train` (a TrainConfig field's, or an entry of TrainConfig.hyper) that
+# `jaxvae sweep` takes several values of.
+SWEPT_HYPERPARAMETERS = (*{h.name: h for f in FAMILIES.values() for h in f.hyperparameters}.values(), LR)
 SWEEP_VALUE_FLAGS = {h.name: h.flag for h in SWEPT_HYPERPARAMETERS}
 FIELD_HELP.update({h.name: h.help for h in SWEPT_HYPERPARAMETERS})
+# The models' own hyperparameters (no TrainConfig field): their flags fill TrainConfig.hyper.
+MODEL_HYPERPARAMETERS = tuple(h for h in SWEPT_HYPERPARAMETERS if h.name not in {f.name for f in
+                                                                                  dataclasses.fields(TrainConfig)})
 # The TrainConfig fields `jaxvae import` may set: what evaluating the imported model depends on.
 IMPORT_FIELDS = ("recon_sigma", "kl_weight", "batch_size", "seed")
 PROGRESS_KINDS = ("epochs", "steps", "none")  # --progress; see EpochProgress
@@ -282,9 +286,17 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         parser: The parser to add them to.
     """
     model = parser.add_argument_group("model (VAEConfig)")
+    model.add_argument("--model", dest="family", type=choice_type(tuple(FAMILIES)), choices=tuple(FAMILIES),
+                       default=argparse.SUPPRESS, metavar="NAME",
+                       help="; ".join(f"{f.name}: {f.help}" for f in FAMILIES.values()) + " (default: vae)")
     training = parser.add_argument_group("training (TrainConfig)")
     for cls, f in config_fields():
         add_field_flag(model if cls is VAEConfig else training, f)
+    own = parser.add_argument_group("the models' own hyperparameters (TrainConfig.hyper)")
+    for h in MODEL_HYPERPARAMETERS:
+        models = ", ".join(f.name for f in FAMILIES.values() if h in f.hyperparameters)
+        own.add_argument(h.flag, dest=f"hyper_{h.name}", type=float, default=argparse.SUPPRESS, metavar="X",
+                         help=f"{h.help}; --model {models} (default: {h.default:g})")
 
 
 def given_fields(args: argparse.Namespace) -> dict:
@@ -318,7 +330,8 @@ def configs_from_args(args: argparse.Namespace, base_vae: VAEConfig = VAEConfig(
     vae_names = {f.name for f in dataclasses.fields(VAEConfig)}
     vae = dataclasses.replace(base_vae, **{k: v for k, v in given.items() if k in vae_names})
     train = dataclasses.replace(base_train, **{k: v for k, v in given.items() if k not in vae_names})
-    return vae, train
+    own = {h.name: getattr(args, f"hyper_{h.name}") for h in MODEL_HYPERPARAMETERS if hasattr(args, f"hyper_{h.name}")}
+    return vae, train.with_hyper(**own) if own else train
 
 
 class TensorBoardFlag(argparse.Action):

@@ -16,12 +16,11 @@ from jaxvae.cli.console import warn
 from jaxvae.cli.flags import (
     EXIT_RESOURCES,
     EXIT_USAGE,
-    FIELD_HELP,
     IMPORT_FIELDS,
     PROG,
     RUN_DIR_HELP,
     SPLITS,
-    SWEEP_VALUE_FLAGS,
+    SWEPT_HYPERPARAMETERS,
     Parser,
     add_config_flags,
     add_field_flag,
@@ -66,10 +65,9 @@ def add_sweep_parser(sub: argparse._SubParsersAction,
     group = sweep.add_argument_group("sweep (one model per combination of the values, times each seed)")
     group.add_argument("--seeds", type=int, default=argparse.SUPPRESS, metavar="N",
                        help="seeds per setting: --seed, --seed + 1, ..., --seed + N - 1 (default: 1)")
-    fields = {f.name: f for _, f in config_fields()}
-    for name, flag in SWEEP_VALUE_FLAGS.items():
-        group.add_argument(flag, dest=f"sweep_{name}", type=float, nargs="+", default=argparse.SUPPRESS, metavar="V",
-                           help=f"{FIELD_HELP[name]}: one value, or several to sweep (default: {fields[name].default})")
+    for h in SWEPT_HYPERPARAMETERS:
+        group.add_argument(h.flag, dest=f"sweep_{h.name}", type=float, nargs="+", default=argparse.SUPPRESS, metavar="V",
+                           help=f"{h.help}: one value, or several to sweep (default: {h.default:g})")
 
 
 def build_parser() -> argparse.ArgumentParser:

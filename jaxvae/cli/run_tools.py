@@ -62,9 +62,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         say(f"{result['dataset']} {result['split']} split, {result['samples']} samples, "
              f"{_model_line(info, result['epoch'])}, noise seed {result['seed']}")
-        say(f"{'metric':<8}{'value':>12}")
+        width = max(8, *(len(name) + 2 for name in result["metrics"]))
+        say(f"{'metric':<{width}}{'value':>12}")
         for name in result["metrics"]:
-            say(f"{name:<8}{result[name]:>12.4f}")
+            say(f"{name:<{width}}{result[name]:>12.4f}")
         if "log_likelihood" in result:
             say(f"log p(x) ~ {result['log_likelihood']:.3f} +- {result['log_likelihood_stderr']:.3f} nats per image "
                 f"(importance-sampled, k={result['k']}); -ELBO {result['neg_elbo']:.3f} +- "

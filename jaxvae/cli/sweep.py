@@ -57,7 +57,8 @@ def epoch_line(records: list, models: list[SweepModel], max_epochs: int) -> str 
 
 
 def settings_table(summary: dict) -> list[str]:
-    """The closing table: per setting the final val loss, recon and KL, mean +- sd over its seeds.
+    """The closing table: per setting each final validation metric (the VAE's loss, recon and KL),
+    mean +- sd over its seeds.
 
     Args:
         summary: The sweep's summary (``sweep.summarize``).
@@ -71,9 +72,10 @@ def settings_table(summary: dict) -> list[str]:
         sd = f" +- {stats['sd']:.4f}" if stats["sd"] is not None else ""
         return f"{stats['mean']:>10.4f}{sd:<10}"
 
-    lines = [f"{'setting':<24}{'val loss':>20}{'recon':>20}{'KL':>20}   (mean +- sd over seeds, last epoch)"]
+    metrics = [k for k in summary["settings"][0] if k.startswith("val_") and k != "val_squared_error"]
+    names = "".join(f"{'val loss' if k == 'val_loss' else 'KL' if k == 'val_kl' else k[4:]:>20}" for k in metrics)
+    lines = [f"{'setting':<24}{names}   (mean +- sd over seeds, last epoch)"]
     for entry in summary["settings"]:
         failed = f"  ({len(entry['failed'])} failed: {', '.join(entry['failed'])})" if entry["failed"] else ""
-        lines.append(f"{entry['label']:<24}{cell(entry.get('val_loss'))}{cell(entry.get('val_recon'))}"
-                     f"{cell(entry.get('val_kl'))}{failed}")
+        lines.append(f"{entry['label']:<24}{''.join(cell(entry.get(k)) for k in metrics)}{failed}")
     return lines

@@ -29,6 +29,7 @@ from jaxvae.cli.flags import (
     PROG,
     RESUME_OVERRIDABLE,
     SWEEP_VALUE_FLAGS,
+    SWEPT_HYPERPARAMETERS,
     UsageError,
     configs_from_args,
     flag_of,
@@ -37,10 +38,11 @@ from jaxvae.cli.flags import (
 from jaxvae.cli.inputs import load_data
 from jaxvae.cli.rundir import check_out_dir, default_run_dir, remedy_text, resume_command
 from jaxvae.cli.sweep import epoch_line, settings_table, val_metrics
-from jaxvae.config import VAEConfig
+from jaxvae.config import FAMILIES, LR, TRAIN_FIELDS, Family, VAEConfig
 from jaxvae.data import Dataset
 from jaxvae.entry import EXIT_INTERRUPTED
 from jaxvae.fileio import os_error_text
+from jaxvae.model import Model, class_path, import_path
 from jaxvae.runs import CONFIG_FILE, TENSORBOARD_DIR, RunBusyError, RunError, RunInfo, TrainRun, train_run
 from jaxvae.tensorboard import TensorBoardLogger
 from jaxvae.training import COLLAPSE_KL, ModelsState, posterior_collapsed
@@ -54,7 +56,7 @@ def _sweep_grid(args) -> dict:
             **{name: getattr(args, f"sweep_{name}", None) for name in SWEEP_VALUE_FLAGS}}
 
 
-def _check_sweep_memory(vae_config: VAEConfig, batch_size: int, dataset: Dataset, grid: dict) -> None:
+def _check_sweep_memory(model: VAEConfig | Model, batch_size: int, dataset: Dataset, grid: dict) -> None:
     """The memory the models of the grid need, counted before any is built (a huge --seeds would fill
     the memory with their configs alone); the ResourceError names the flags that count."""
     count, flags = grid["seeds"], [f"--seeds {grid['seeds']}"]
@@ -63,39 +65,84 @@ def _check_sweep_memory(vae_config: VAEConfig, batch_size: int, dataset: Dataset
             count *= len(grid[name])
             flags.append(f"{flag} ({len(grid[name])} values)")
     try:
-        check_memory(vae_config, batch_size, int(dataset.train_x.size + dataset.test_x.size), count)
+        check_memory(model, batch_size, int(dataset.train_x.size + dataset.test_x.size), count)
     except ResourceError as e:
         raise ResourceError(f"{' x '.join(flags)}: {count:,} models; {e}") from None
+
+
+def _check_family_flags(args, family: Family, sweep: bool) -> None:
+    """UsageError for a hyperparameter flag the chosen --model does not read; each value given checked
+    against its declaration (InputError naming it). Before any data: a bad command fails at once."""
+    offered = [h.name for h in (*family.hyperparameters, LR)]
+    for h in SWEPT_HYPERPARAMETERS:
+        dest = f"sweep_{h.name}" if sweep else (h.name if h.name in TRAIN_FIELDS else f"hyper_{h.name}")
+        if not hasattr(args, dest):
+            continue
+        if h.name not in offered:
+            raise UsageError(f"{h.flag}: --model {family.name} has no such hyperparameter (it has "
+                             f"{', '.join(SWEEP_VALUE_FLAGS[n] for n in offered)})")
+        for value in getattr(args, dest) if sweep else [getattr(args, dest)]:
+            h.check(value)
+
+
+def family_model(family: Family, vae_config: VAEConfig, dataset: Dataset) -> VAEConfig | Model:
+    """The model ``--model`` names, for ``dataset``: the blog's VAE is its ``VAEConfig`` itself (the
+    run directory records the config), any other the class's ``for_dataset``.
+
+    Args:
+        family: The ``--model`` entry.
+        vae_config: The architecture the flags give.
+        dataset: The training data.
+
+    Returns:
+        The model, or the ``VAEConfig``.
+    """
+    return vae_config if family.name == "vae" else import_path(family.model_class).for_dataset(vae_config, dataset)
 
 
 def _new_run(args, command: str) -> dict:
     """``train_run``'s arguments for a new run or sweep: configs and flags checked first, then the data
     loaded (and the model's input size following them)."""
     sweep = command == "sweep"
+    family = FAMILIES[getattr(args, "family", "vae")]
+    _check_family_flags(args, family, sweep)
     vae_config, train_config = configs_from_args(args)  # bad flags fail here, before any data
     grid = None
     if sweep:
         grid = _sweep_grid(args)
         grid["seeds"] = 1 if grid["seeds"] is None else grid["seeds"]
-        # bad values fail here too; one seed stands for all (--seeds is counted against memory below)
-        sw.sweep_models(vae_config, train_config, **{**grid, "seeds": min(grid["seeds"], 1)})
+        if family.name == "vae":  # bad values fail here too; one seed stands for all (--seeds is counted below)
+            sw.sweep_models(vae_config, train_config, **{**grid, "seeds": min(grid["seeds"], 1)})
     elif args.out:
         check_out_dir(Path(args.out))  # a run that would be refused is refused before loading data
     dataset = load_data(getattr(args, "dataset", "mnist"), args.data_dir, not args.no_download, args.require_mnist)
     if not hasattr(args, "input_dim"):  # the 784 default is MNIST's: follow the data
         vae_config = vae_config.replace(input_dim=int(dataset.train_x.shape[1]))
+    model = family_model(family, vae_config, dataset)
     if sweep:
-        _check_sweep_memory(vae_config, train_config.batch_size, dataset, grid)
+        _check_sweep_memory(model, train_config.batch_size, dataset, grid)
     root = Path(args.out) if args.out else default_run_dir(dataset.name, "sweep-" if sweep else "")
-    return dict(directory=root, model=vae_config, dataset=dataset, train_config=train_config, sweep=grid,
+    return dict(directory=root, model=model, dataset=dataset, train_config=train_config, sweep=grid,
                 resume=False, data_dir=args.data_dir)
+
+
+def _family_of(model) -> str | None:
+    """The ``--model`` name of a recorded model; None for a model made in Python."""
+    if isinstance(model, VAEConfig):
+        return "vae"
+    path = class_path(type(model))
+    return next((f.name for f in FAMILIES.values() if f.model_class == path and f.name != "vae"), None)
 
 
 def _check_resume_flags(args, command: str, info: RunInfo, root: Path) -> None:
     """A resumed run keeps its config and data: only --epochs may change; --dataset must name its
     data; --data-dir may only move it (train_run compares the fingerprints)."""
     config_file = root / (sw.SWEEP_FILE if command == "sweep" else CONFIG_FILE)
-    own_model = not isinstance(info.model, VAEConfig)  # made in Python: its record is no VAEConfig's fields
+    recorded = _family_of(info.model)
+    if hasattr(args, "family") and args.family != recorded:
+        raise UsageError(f"--model {args.family}: a resumed {NOUN[command]} keeps its model "
+                         f"({recorded or model_shape(info.model)}, recorded in {config_file}); only --epochs may change")
+    own_model = not isinstance(info.model, VAEConfig)  # not the blog's VAE: its record is no VAEConfig's fields
     current = {**({} if own_model else dataclasses.asdict(info.model)), **dataclasses.asdict(info.train_config)}
     for name, value in given_fields(args).items():
         value = tuple(value) if isinstance(value, list) else value
@@ -266,8 +313,9 @@ class _Display:
                 who = f"model {run.run_dirs[i].name}: " if run.is_sweep else ""
                 warn(f"{PROG} {self.command}: warning: {who}posterior collapse: the KL term is "
                      f"{record['val_kl']:.4f} nats per image after epoch {record['epoch']} (below {COLLAPSE_KL}), "
-                     "so z carries almost no information about x; try a smaller --kl-weight, "
-                     "--kl-warmup-epochs N, or a larger --latent-dim")
+                     "so z carries almost no information about x; try "
+                     f"{'a smaller --kl-weight, --kl-warmup-epochs N, or ' if 'kl_weight' in record else ''}"
+                     "a larger --latent-dim")
 
 
 def _closing(args, command: str, run: TrainRun) -> int:
