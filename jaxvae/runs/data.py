@@ -8,20 +8,21 @@ from jaxvae.checks import check_data
 from jaxvae.config import VAEConfig
 from jaxvae.data import Dataset, fingerprint, load_dataset
 from jaxvae.model import Model
-from jaxvae.runs.format import RunError, RunInfo
+from jaxvae.runs.format import SPLITS, RunError, RunInfo
 from jaxvae.vae import as_model
 
 
 def data_fingerprints(dataset: Dataset) -> dict:
-    """``{"train": Fingerprint, "test": Fingerprint}`` of a dataset's arrays.
+    """The fingerprints of a dataset's arrays: each split's images and labels.
 
     Args:
         dataset: The dataset.
 
     Returns:
-        The fingerprints of its train and test inputs, by split name.
+        ``{"train", "test", "train_labels", "test_labels"}`` to their ``Fingerprint``.
     """
-    return {"train": fingerprint(dataset.train_x), "test": fingerprint(dataset.test_x)}
+    return {"train": fingerprint(dataset.train_x), "test": fingerprint(dataset.test_x),
+            "train_labels": fingerprint(dataset.train_y), "test_labels": fingerprint(dataset.test_y)}
 
 
 def run_batches(dataset: Dataset, model: Model | VAEConfig) -> tuple:
@@ -77,7 +78,8 @@ def check_run_data(info: RunInfo, dataset: Dataset, data_dir: str | os.PathLike 
         if problem:
             where = f"the run in {run_dir}" if run_dir is not None else "the run"
             source = f"from {data_dir}" if data_dir else "found by the default search"
-            raise RunError(f"the {dataset.name} data {source} are not the data {where} was trained on: {split} split "
+            what = f"{split} split" if split in SPLITS else f"{split.split('_')[0]} split's labels"
+            raise RunError(f"the {dataset.name} data {source} are not the data {where} was trained on: {what} "
                            f"{problem} (recorded vs found)", run_dir=run_dir, remedy="data_dir")
 
 

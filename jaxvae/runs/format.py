@@ -37,6 +37,9 @@ from jaxvae.training import check_hyperparameters
 from jaxvae.vae import as_model, model_record, read_model_record
 
 SPLITS = ("train", "test")
+# What config.json fingerprints: each split's images, and its labels (which a model of labelled
+# batches trains on); runs of jaxvae 0.3 and earlier recorded the images only.
+FINGERPRINTED = (*SPLITS, "train_labels", "test_labels")
 
 
 class RunError(InputError):
@@ -233,7 +236,7 @@ def read_run_config(run_dir: str | os.PathLike) -> RunInfo:
 
 
 def fingerprints_from_dict(raw: dict | None) -> dict | None:
-    """``{"train": Fingerprint, "test": Fingerprint}`` from their JSON form (None stays None); ValueError.
+    """``{"train": Fingerprint, ...}`` (``FINGERPRINTED``) from their JSON form (None stays None); ValueError.
 
     Args:
         raw: The JSON form (a dict of split to fingerprint dict), or None.
@@ -246,9 +249,9 @@ def fingerprints_from_dict(raw: dict | None) -> dict | None:
     """
     if raw is None:
         return None
-    if not isinstance(raw, dict) or not set(raw) <= set(SPLITS):
-        raise InputError(f"data_fingerprints must map {' and '.join(SPLITS)} to fingerprints, got {raw!r}")
-    return {split: Fingerprint.from_dict(raw[split]) for split in SPLITS if split in raw}
+    if not isinstance(raw, dict) or not set(raw) <= set(FINGERPRINTED):
+        raise InputError(f"data_fingerprints must map {', '.join(FINGERPRINTED)} to fingerprints, got {raw!r}")
+    return {split: Fingerprint.from_dict(raw[split]) for split in FINGERPRINTED if split in raw}
 
 
 def _read_imported_from(raw) -> dict | None:
