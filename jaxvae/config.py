@@ -238,7 +238,7 @@ class Family:
     help: str
 
 
-#: The command line's models by ``--model`` name; ``vae`` (the blog's) is the default.
+#: The command line's models by ``--model`` name; ``DEFAULT_FAMILY`` (the blog's) when none is given.
 FAMILIES = {f.name: f for f in (
     Family("vae", "jaxvae.vae:VAEModel", VAE_HYPERPARAMETERS, "the blog's VAE"),
     Family("cvae", "jaxvae.cvae:ConditionalVAEModel", VAE_HYPERPARAMETERS,
@@ -248,6 +248,7 @@ FAMILIES = {f.name: f for f in (
     Family("betatc", "jaxvae.betatc:BetaTCVAEModel", BETATC_HYPERPARAMETERS,
            "beta-TCVAE: the KL split into mutual information, total correlation and dimension-wise KL"),
 )}
+DEFAULT_FAMILY = "vae"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from jaxvae.config import (
     LR_SCHEDULES,
     OBJECTIVES,
     OUTPUT_ACTIVATIONS,
+    DEFAULT_FAMILY,
     FAMILIES,
     TrainConfig,
     VAEConfig,
@@ -288,7 +289,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model (VAEConfig)")
     model.add_argument("--model", dest="family", type=choice_type(tuple(FAMILIES)), choices=tuple(FAMILIES),
                        default=argparse.SUPPRESS, metavar="NAME",
-                       help="; ".join(f"{f.name}: {f.help}" for f in FAMILIES.values()) + " (default: vae)")
+                       help="; ".join(f"{f.name}: {f.help}" for f in FAMILIES.values()) + f" (default: {DEFAULT_FAMILY})")
     training = parser.add_argument_group("training (TrainConfig)")
     for cls, f in config_fields():
         add_field_flag(model if cls is VAEConfig else training, f)

@@ -38,7 +38,7 @@ from jaxvae.cli.flags import (
 from jaxvae.cli.inputs import load_data
 from jaxvae.cli.rundir import check_out_dir, default_run_dir, remedy_text, resume_command
 from jaxvae.cli.sweep import epoch_line, settings_table, val_metrics
-from jaxvae.config import FAMILIES, LR, TRAIN_FIELDS, Family, VAEConfig
+from jaxvae.config import DEFAULT_FAMILY, FAMILIES, LR, TRAIN_FIELDS, Family, VAEConfig
 from jaxvae.data import Dataset
 from jaxvae.entry import EXIT_INTERRUPTED
 from jaxvae.fileio import os_error_text
@@ -46,6 +46,7 @@ from jaxvae.model import Model, class_path, import_path
 from jaxvae.runs import CONFIG_FILE, TENSORBOARD_DIR, RunBusyError, RunError, RunInfo, TrainRun, train_run
 from jaxvae.tensorboard import TensorBoardLogger
 from jaxvae.training import COLLAPSE_KL, ModelsState, posterior_collapsed
+from jaxvae.vae import as_model
 
 NOUN = {"train": "run", "sweep": "sweep"}  # what each command trains
 
@@ -86,8 +87,8 @@ def _check_family_flags(args, family: Family, sweep: bool) -> None:
 
 
 def family_model(family: Family, vae_config: VAEConfig, dataset: Dataset) -> VAEConfig | Model:
-    """The model ``--model`` names, for ``dataset``: the blog's VAE is its ``VAEConfig`` itself (the
-    run directory records the config), any other the class's ``for_dataset``.
+    """The model ``--model`` names, for ``dataset``: the class's ``for_dataset`` (the blog's VAE is
+    recorded by its ``VAEConfig``, as ever).
 
     Args:
         family: The ``--model`` entry.
@@ -97,22 +98,21 @@ def family_model(family: Family, vae_config: VAEConfig, dataset: Dataset) -> VAE
     Returns:
         The model, or the ``VAEConfig``.
     """
-    return vae_config if family.name == "vae" else import_path(family.model_class).for_dataset(vae_config, dataset)
+    return import_path(family.model_class).for_dataset(vae_config, dataset)
 
 
 def _new_run(args, command: str) -> dict:
     """``train_run``'s arguments for a new run or sweep: configs and flags checked first, then the data
     loaded (and the model's input size following them)."""
     sweep = command == "sweep"
-    family = FAMILIES[getattr(args, "family", "vae")]
+    family = FAMILIES[getattr(args, "family", DEFAULT_FAMILY)]
     _check_family_flags(args, family, sweep)
     vae_config, train_config = configs_from_args(args)  # bad flags fail here, before any data
     grid = None
     if sweep:
         grid = _sweep_grid(args)
         grid["seeds"] = 1 if grid["seeds"] is None else grid["seeds"]
-        if family.name == "vae":  # bad values fail here too; one seed stands for all (--seeds is counted below)
-            sw.sweep_models(vae_config, train_config, **{**grid, "seeds": min(grid["seeds"], 1)})
+        # the values are checked against the model, built from the data, by train_run
     elif args.out:
         check_out_dir(Path(args.out))  # a run that would be refused is refused before loading data
     dataset = load_data(getattr(args, "dataset", "mnist"), args.data_dir, not args.no_download, args.require_mnist)
@@ -128,10 +128,8 @@ def _new_run(args, command: str) -> dict:
 
 def _family_of(model) -> str | None:
     """The ``--model`` name of a recorded model; None for a model made in Python."""
-    if isinstance(model, VAEConfig):
-        return "vae"
-    path = class_path(type(model))
-    return next((f.name for f in FAMILIES.values() if f.model_class == path and f.name != "vae"), None)
+    path = class_path(type(as_model(model)))
+    return next((f.name for f in FAMILIES.values() if f.model_class == path), None)
 
 
 def _check_resume_flags(args, command: str, info: RunInfo, root: Path) -> None:
