@@ -307,11 +307,12 @@ class ConditionalVAEModel(VAEModel):
             raise InputError(f"{_labels_name(name, batch)} has labels that are not integers in [0, {self.num_classes}): "
                              f"{', '.join(f'{y[i]:g} (row {i})' for i in bad[:5])}{' ...' if bad.size > 5 else ''}")
 
-    def figures(self, params, x, y, image_shape, key: jax.Array) -> dict:
+    def figures(self, params, state, x, y, image_shape, key: jax.Array) -> dict:
         """Generated images per class, one row per class (``jaxvae.plots.class_samples``).
 
         Args:
             params: The parameters.
+            state: The model's own state.
             x: The test images (unused).
             y: Their labels (unused).
             image_shape: ``(height, width)`` of one image.

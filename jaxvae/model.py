@@ -228,12 +228,13 @@ class Model(abc.ABC):
             InputError: In subclasses, values the model cannot take.
         """
 
-    def figures(self, params, x, y, image_shape, key: jax.Array) -> dict:
+    def figures(self, params, state, x, y, image_shape, key: jax.Array) -> dict:
         """The figures a run directory keeps of this model beside its loss curves (``jaxvae.plots``
         draws them; the VAE's latent views, the conditional VAE's samples per class); none by default.
 
         Args:
             params: The parameters.
+            state: The model's own state.
             x: The test images.
             y: Their labels.
             image_shape: ``(height, width)`` of one image.

@@ -188,9 +188,23 @@ def reconstructions(params, config: VAEConfig | VAEModel, x, image_shape, n: int
     """
     x = np.asarray(x)[:n]
     mu, _ = _encode(params, jnp.asarray(x), config)
-    x_hat = np.asarray(_decode(params, mu, config))
-    canvas = _tile(np.concatenate([x, x_hat]), 2, len(x), image_shape)
-    return _image_figure(canvas, (0.6 * len(x) + 0.4, 1.8), "Inputs (top) and reconstructions decode(mu) (bottom)")
+    return image_pairs(x, np.asarray(_decode(params, mu, config)), image_shape, "decode(mu)")
+
+
+def image_pairs(x, x_hat, image_shape, what: str) -> Figure:
+    """Inputs (top row) above their reconstructions (bottom row).
+
+    Args:
+        x: The inputs ``[n, input_dim]``.
+        x_hat: Their reconstructions, as ``x``.
+        image_shape: ``(height, width)`` of one image.
+        what: How the reconstructions were made, for the title (``"decode(mu)"``).
+
+    Returns:
+        The figure.
+    """
+    canvas = _tile(np.concatenate([np.asarray(x), np.asarray(x_hat)]), 2, len(x), image_shape)
+    return _image_figure(canvas, (0.6 * len(x) + 0.4, 1.8), f"Inputs (top) and reconstructions {what} (bottom)")
 
 
 def prior_samples(params, config: VAEConfig | VAEModel, image_shape, key: jax.Array, n: int = 8) -> Figure:
@@ -253,7 +267,7 @@ def _save_all(directory: str | os.PathLike, names, make_figures) -> list[Path]:
 
 
 def save_figures(directory: str | os.PathLike, params, config: VAEConfig | VAEModel, test_x, test_y, image_shape,
-                 history: list[dict], seed: int = 0) -> list[Path]:
+                 history: list[dict], seed: int = 0, model_state=()) -> list[Path]:
     """Every figure of a run into ``directory`` (created); returns the paths written (none on a
     process other than 0 of a multi-process run).
 
@@ -270,6 +284,7 @@ def save_figures(directory: str | os.PathLike, params, config: VAEConfig | VAEMo
         image_shape: ``(height, width)`` of one image.
         history: The run's records; empty for no loss curves.
         seed: Draws the prior samples.
+        model_state: The model's own state (``()`` for most models).
 
     Returns:
         The paths written.
@@ -279,7 +294,7 @@ def save_figures(directory: str | os.PathLike, params, config: VAEConfig | VAEMo
     """
     if not is_writer():
         return []
-    figures = as_model(config).figures(params, test_x, test_y, image_shape, jax.random.PRNGKey(seed))
+    figures = as_model(config).figures(params, model_state, test_x, test_y, image_shape, jax.random.PRNGKey(seed))
     if history:
         figures["loss_curves.png"] = loss_curves(history)
     names = list(figures)

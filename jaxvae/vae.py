@@ -205,12 +205,13 @@ class VAEModel(Model):
         """What the loss reads besides lr: the likelihood's (the Gaussian's sigma), and the KL weight for the ELBO."""
         return (*self.likelihood.hyperparameters, *(() if self.iwae_k else (KL_WEIGHT,)))
 
-    def figures(self, params, x, y, image_shape, key: jax.Array) -> dict:
+    def figures(self, params, state, x, y, image_shape, key: jax.Array) -> dict:
         """The blog's figures: the latent scatter, the manifold, reconstructions and prior samples
         (``jaxvae.plots.vae_figures``).
 
         Args:
             params: The parameters.
+            state: The model's own state.
             x: The test images.
             y: Their labels (the scatter's colours).
             image_shape: ``(height, width)`` of one image.

@@ -420,6 +420,26 @@ class VQVAEModel(Model):
         """
         return self.module(params).decoder_output(z)
 
+    def figures(self, params, state, x, y, image_shape, key: jax.Array) -> dict:
+        """Test images above their reconstructions through the codebook (``jaxvae.plots.image_pairs``).
+
+        Args:
+            params: The parameters.
+            state: The model's state (the EMA codebook).
+            x: The test images.
+            y: Their labels (unused).
+            image_shape: ``(height, width)`` of one image.
+            key: Unused: nothing is sampled.
+
+        Returns:
+            ``{"reconstructions.png": figure}``.
+        """
+        from jaxvae.plots import image_pairs  # deferred: matplotlib, for the commands that draw only
+
+        x = jnp.asarray(x[:12])
+        return {"reconstructions.png": image_pairs(x, self.reconstruct(params, state, x), image_shape,
+                                                   "decode(nearest code)")}
+
     def reconstruct(self, params, state, x: jax.Array) -> jax.Array:
         """x encoded, quantised and decoded.
 

@@ -92,8 +92,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     info, state = load_run(args.run_dir)
     dataset = run_dataset(info, args.data_dir, not args.no_download, warn, run_dir=args.run_dir)
     out = Path(args.figures or Path(args.run_dir) / FIGURES_DIR)
-    paths = save_figures(out, state.params, info.vae_config, dataset.test_x, dataset.test_y, info.image_shape,
-                         state.history, seed=info.train_config.seed)
+    paths = save_figures(out, state.params, info.model, dataset.test_x, dataset.test_y, info.image_shape,
+                         state.history, seed=info.train_config.seed, model_state=state.train_state.model_state)
     say("figures: " + ", ".join(str(p) for p in paths))
     return 0
 

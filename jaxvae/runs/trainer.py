@@ -482,12 +482,14 @@ def _draw(run: TrainRun) -> None:
 
     result, n = run.result, len(run.run_dirs)
     params = [jax.tree.map(lambda leaf, i=i: leaf[i], result.params) for i in range(n)]
+    states = [jax.tree.map(lambda leaf, i=i: leaf[i], result.state.train_state.model_state) for i in range(n)]
     test_x, test_y = run.dataset.test_x, run.dataset.test_y
     run.figures = [[] for _ in range(n)]
     for i, run_dir in enumerate(run.run_dirs):
         if result.histories[i] and result.errors[i] is None:
             run.figures[i] = save_figures(run_dir / FIGURES_DIR, params[i], run.model, test_x, test_y,
-                                          run.infos[i].image_shape, result.histories[i], seed=run.train_configs[i].seed)
+                                          run.infos[i].image_shape, result.histories[i], seed=run.train_configs[i].seed,
+                                          model_state=states[i])
     if run.is_sweep:
         run.sweep_figures = save_sweep_figures(run.summary_path.parent, run.summary, result.histories, params,
                                                run.model, test_x, test_y)
