@@ -244,7 +244,7 @@ FAMILIES = {f.name: f for f in (
     Family("cvae", "jaxvae.cvae:ConditionalVAEModel", VAE_HYPERPARAMETERS,
            "conditional VAE: the label joins the encoder's input and the decoder's latent"),
     Family("vqvae", "jaxvae.vqvae:VQVAEModel", VQVAE_HYPERPARAMETERS,
-           "VQ-VAE: a codebook of 512 codes of --latent-dim entries, straight-through gradient"),
+           "VQ-VAE: an EMA codebook of 512 codes of --latent-dim entries, straight-through gradient"),
     Family("betatc", "jaxvae.betatc:BetaTCVAEModel", BETATC_HYPERPARAMETERS,
            "beta-TCVAE: the KL split into mutual information, total correlation and dimension-wise KL"),
 )}
