@@ -211,6 +211,7 @@ def fit_many(
     progress_every: int = 20,
     data_parallel: DataParallel | None | str = "auto",
     vae_config: VAEConfig | None = None,
+    mesh=None,
     **values: float | Sequence[float] | None,
 ) -> SweepResult:
     """Train every model of the sweep (``sweep_models``) at once, as ``fit`` would train each:
@@ -229,6 +230,7 @@ def fit_many(
         progress_every: As for ``fit``.
         data_parallel: As for ``fit``.
         vae_config: As for ``fit``.
+        mesh: The devices' (model, data) mesh, as for ``fit_models``; None for ``data_parallel``.
         **values: The hyperparameters' values, as for ``sweep_models`` (``recon_sigma=[0.5, 1.0]``,
             ``lr=[1e-3, 3e-3]``).
 
@@ -242,7 +244,7 @@ def fit_many(
     models = sweep_models(model, train_config, seeds=seeds, **values)
     result = fit_models(train_x, val_x, model=model, train_configs=[m.train_config for m in models],
                         state=state, callbacks=callbacks, progress=progress, progress_every=progress_every,
-                        data_parallel=data_parallel)
+                        data_parallel=data_parallel, mesh=mesh)
     return SweepResult(result.state, result.stop_reasons, models)
 
 

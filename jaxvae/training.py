@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxvae import schedules as sched
 from jaxvae.batching import EpochIndices, batch_counts, epoch_indices, steps_per_epoch
@@ -28,7 +29,7 @@ from jaxvae.config import OWN_HYPERPARAMETERS, TrainConfig, VAEConfig, check_con
 from jaxvae.errors import InputError, NumericalError
 from jaxvae.hyper import KL_WEIGHT, LR, Hyper, Hyperparameter
 from jaxvae.model import Model, batch_size_of, inputs, take, with_inputs
-from jaxvae.parallel import DataParallel, make_data_parallel
+from jaxvae.parallel import DataParallel, plan_mesh
 from jaxvae.structure import structure_key
 from jaxvae.vae import as_model
 
@@ -585,10 +586,11 @@ def per_image_mean(per_batch, n: int, batch_size: int) -> float:
     return float(np.dot(np.asarray(per_batch, np.float64), weights) / n)
 
 
-def _over_models(fn, n_models: int):
-    """``jax.vmap(fn)`` over a leading model axis; for one model, ``fn`` on the squeezed arguments (a plain program)."""
+def _over_models(fn, n_models: int, model_axis: str | None = None):
+    """``jax.vmap(fn)`` over a leading model axis, split over the mesh axis ``model_axis`` when given; for
+    one model, ``fn`` on the squeezed arguments (a plain program)."""
     if n_models > 1:
-        return jax.vmap(fn)
+        return jax.vmap(fn, spmd_axis_name=model_axis)
 
     def one(*args):
         return jax.tree.map(lambda a: a[None], fn(*jax.tree.map(lambda a: a[0], args)))
@@ -596,10 +598,11 @@ def _over_models(fn, n_models: int):
     return one
 
 
-@partial(jax.jit, static_argnames=("train_step", "batch_size", "drop_last", "report_every", "batch_sharding"),
-         donate_argnames=("states", "keys"))
+@partial(jax.jit, static_argnames=("train_step", "batch_size", "drop_last", "report_every", "batch_sharding",
+                                   "model_axis"), donate_argnames=("states", "keys"))
 def models_epoch(train_step: TrainStep, states: TrainState, keys, active, schedules: ScheduleStates, data, val_data, *,
-                 batch_size: int, drop_last: bool = False, report_every: int | None = None, batch_sharding=None):
+                 batch_size: int, drop_last: bool = False, report_every: int | None = None, batch_sharding=None,
+                 model_axis: str | None = None):
     """One epoch of every model as one compiled call: training then validation, each as a lone fit runs it.
 
     Model i splits ``keys[i]`` into its next loop key and its training and validation keys; one not
@@ -618,6 +621,9 @@ def models_epoch(train_step: TrainStep, states: TrainState, keys, active, schedu
         drop_last: Whether the partial tail batch of training is dropped.
         report_every: Steps between progress reports; None for none.
         batch_sharding: Splits each full batch over devices; None for one device.
+        model_axis: The mesh axis of ``batch_sharding`` that the models are split over
+            (``DeviceMesh.model_axis``); None when every device holds every model. The metrics come
+            back whole on every device.
 
     Returns:
         ``(states, keys, metrics, val_metrics, finite, values)``: per-batch metrics ``[models, batches]``,
@@ -633,7 +639,10 @@ def models_epoch(train_step: TrainStep, states: TrainState, keys, active, schedu
         state = jax.tree.map(lambda a, b: jnp.where(keep_new, a, b), new, state)
         return state, jnp.where(keep_new, next_key, key), metrics, val, finite, values
 
-    return _over_models(one, keys.shape[0])(states, keys, active, schedules)
+    states, keys, *reported = _over_models(one, keys.shape[0], model_axis)(states, keys, active, schedules)
+    if model_axis is not None:  # small: every process reads every model's numbers
+        reported = jax.lax.with_sharding_constraint(reported, NamedSharding(batch_sharding.mesh, PartitionSpec()))
+    return (states, keys, *reported)
 
 
 # --------------------------------------------------------------------------- the state of N models
@@ -875,6 +884,15 @@ def check_batchable(train_configs: Sequence[TrainConfig]) -> None:
                                  f"{getattr(tc, name)!r}); only {', '.join(sorted(free))} may differ")
 
 
+def _placement_asked(mesh, data_parallel):
+    """The one placement asked for, of ``fit_models``' ``mesh`` and ``data_parallel``; InputError for both."""
+    if mesh is None:
+        return data_parallel
+    if not (isinstance(data_parallel, str) and data_parallel == "auto"):
+        raise InputError(f"mesh={mesh!r} and data_parallel={data_parallel!r}: give one of them")
+    return mesh
+
+
 def fit_models(
     train_x,
     val_x=None,
@@ -890,6 +908,7 @@ def fit_models(
     progress_every: int = 20,
     data_parallel: DataParallel | None | str = "auto",
     vae_config: VAEConfig | None = None,
+    mesh=None,
 ) -> ModelsResult:
     """Train N models of one architecture together, model i as ``fit`` with ``train_configs[i]``
     would: per epoch one compiled call for all, then each model's record and schedules.
@@ -913,8 +932,14 @@ def fit_models(
             the next epoch reuses (keep ``state.fit_state(i)``, a copy).
         progress: As for ``fit``.
         progress_every: As for ``fit``.
-        data_parallel: As for ``fit``.
+        data_parallel: As for ``fit``; give this or ``mesh``.
         vae_config: As for ``fit``.
+        mesh: Where the models and batches go (``jaxvae.parallel.plan_mesh``): a
+            ``jax.sharding.Mesh`` with axes ``("model", "data")``, a shape ``(model, data)`` such as
+            ``(4, 2)`` or ``"4x2"``, or a ``DeviceMesh``; the models are split over the model axis
+            (its size must divide their number), each batch over the data axis. None for
+            ``data_parallel``, whose ``"auto"`` puts every device on the model axis when the number
+            of models divides by the device count, else splits each batch over the devices.
 
     Returns:
         The ``ModelsResult``: the models' state and why each stopped.
@@ -922,7 +947,8 @@ def fit_models(
     Raises:
         InputError: No config, configs that differ in more than the hyperparameters and the seed, a
             hyperparameter the model does not read, data the model cannot take, both ``model`` and
-            ``vae_config``, or a ``state`` holding another number of models.
+            ``vae_config``, a ``state`` holding another number of models, both ``mesh`` and
+            ``data_parallel``, or a mesh the models or the batch size do not split over.
     """
     configs = list(train_configs)
     if not configs:
@@ -956,13 +982,13 @@ def fit_models(
     else:
         val_x = jax.tree.map(jnp.asarray, val_x)
         val_x = with_inputs(val_x, prepare_eval_data(jnp.asarray(inputs(val_x), dtype), tc))
-    if data_parallel == "auto":
-        data_parallel = make_data_parallel(tc.batch_size)
-    batch_sharding = None
+    placement = plan_mesh(_placement_asked(mesh, data_parallel), n_models=len(configs), batch_size=tc.batch_size)
+    batch_sharding = model_axis = None
     arrays = (state.train_state, state.keys)
-    if data_parallel is not None:
-        batch_sharding = data_parallel.batch_sharding
-        train_x, val_x, arrays = data_parallel.replicate((train_x, val_x, arrays))
+    if placement is not None:
+        batch_sharding, model_axis = placement.batch_sharding, placement.model_axis
+        train_x, val_x = placement.replicate((train_x, val_x))
+        arrays = placement.split_models(arrays)
     else:
         device = jax.local_devices()[0]  # this process's first device
         # Our own copy: each epoch donates the stacked state, and the caller's must stay usable.
@@ -979,7 +1005,8 @@ def fit_models(
         start = time.perf_counter()
         state.train_state, state.keys, metrics, val, finite, values = models_epoch(
             step, state.train_state, state.keys, jnp.asarray(active), state.schedule_arrays(), train_x, val_x,
-            batch_size=tc.batch_size, drop_last=tc.drop_last, report_every=report_every, batch_sharding=batch_sharding)
+            batch_size=tc.batch_size, drop_last=tc.drop_last, report_every=report_every, batch_sharding=batch_sharding,
+            model_axis=model_axis)
         metrics, val, finite, values = jax.device_get((metrics, val, finite, values))
         seconds = time.perf_counter() - start
         records: list[dict | None] = [None] * len(configs)
@@ -1019,6 +1046,7 @@ def fit(
     progress_every: int = 20,
     data_parallel: DataParallel | None | str = "auto",
     vae_config: VAEConfig | None = None,
+    mesh=None,
 ) -> FitResult:
     """Train ``model`` on ``train_x``; the blog's VAE and schedule by default.
 
@@ -1046,6 +1074,8 @@ def fit(
         data_parallel: ``"auto"`` splits each batch over all devices when there are several
             (``jaxvae.parallel``); a ``DataParallel`` names them; None stays on one device.
         vae_config: The model as a ``VAEConfig``; give this or ``model``, not both.
+        mesh: A mesh to split each batch over, as for ``fit_models`` (its model axis of one device);
+            None for ``data_parallel``.
 
     Returns:
         The ``FitResult``: parameters, history, the state to resume from and why training stopped.
@@ -1065,7 +1095,7 @@ def fit(
                         optimizer=optimizer,
                         lr_schedule=lr_schedule, kl_schedule=kl_schedule,
                         state=None if state is None else ModelsState.stack([state]), callbacks=[each_epoch],
-                        progress=progress, progress_every=progress_every, data_parallel=data_parallel)
+                        progress=progress, progress_every=progress_every, data_parallel=data_parallel, mesh=mesh)
     if result.errors[0] is not None:
         raise NonFiniteError(result.errors[0], result.state.fit_state(0))
     return result.fit_result(0)
