@@ -43,7 +43,7 @@ SCRIPT = textwrap.dedent("""
 
     x = np.random.default_rng(0).random((96, 12)).astype(np.float32)  # 6 batches of 16
     vc = VAEConfig(input_dim=12, hidden=(8,), latent_dim=2)
-    configs = [TrainConfig(batch_size=16, max_epochs=2, seed=i, lr=1e-3 * (1 + i % 4)) for i in range(64)]
+    configs = [TrainConfig(batch_size=16, max_epochs=1, seed=i, lr=1e-3 * (1 + i % 4)) for i in range(64)]
     lone = [fit(x, vae_config=vc, train_config=c, data_parallel=None) for c in configs]
     state_bytes = {}
     for shape in ((8, 1), (4, 2), (2, 4)):
@@ -61,6 +61,15 @@ SCRIPT = textwrap.dedent("""
             for got, want in zip(mine.history, alone.history):
                 for name in ("train_loss", "val_loss", "val_recon", "val_kl", "lr"):
                     np.testing.assert_allclose(got[name], want[name], rtol=1e-5, err_msg=f"{shape} {i} {name}")
+    # The command line: jaxvae sweep --mesh 4x2 trains 8 models, 2 on each pair of devices, and saves each
+    import tempfile
+    from pathlib import Path
+    from jaxvae import cli
+    from jaxvae.checkpoint import load_checkpoint
+    out = Path(tempfile.mkdtemp()) / "sweep"
+    assert cli.main(["sweep", "--dataset", "digits", "--hidden", "16", "--no-download", "--progress", "none",
+                     "--seeds", "8", "--epochs", "1", "--no-plots", "--mesh", "4x2", "--out", str(out)]) == 0
+    assert [load_checkpoint(out / f"seed{i}" / "checkpoint.msgpack")[0].epoch for i in range(8)] == [1] * 8
     print("RESULT", json.dumps(state_bytes))
 """)
 

@@ -123,7 +123,7 @@ def _new_run(args, command: str) -> dict:
         _check_sweep_memory(model, train_config.batch_size, dataset, grid)
     root = Path(args.out) if args.out else default_run_dir(dataset.name, "sweep-" if sweep else "")
     return dict(directory=root, model=model, dataset=dataset, train_config=train_config, sweep=grid,
-                resume=False, data_dir=args.data_dir)
+                resume=False, data_dir=args.data_dir, mesh=getattr(args, "mesh", "auto"))
 
 
 def _family_of(model) -> str | None:
@@ -175,7 +175,7 @@ def _resumed_run(args, command: str) -> dict:
                          "directory")
     return dict(directory=root, dataset=getattr(args, "dataset", None) if command == "train" else None,
                 sweep=command == "sweep" or None, resume=True, max_epochs=getattr(args, "max_epochs", None),
-                data_dir=args.data_dir, download=not args.no_download,
+                data_dir=args.data_dir, download=not args.no_download, mesh=getattr(args, "mesh", "auto"),
                 check_resumed=lambda info: _check_resume_flags(args, command, info, root))
 
 
