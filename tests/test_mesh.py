@@ -46,8 +46,10 @@ SCRIPT = textwrap.dedent("""
     configs = [TrainConfig(batch_size=16, max_epochs=1, seed=i, lr=1e-3 * (1 + i % 4)) for i in range(64)]
     lone = [fit(x, vae_config=vc, train_config=c, data_parallel=None) for c in configs]
     state_bytes = {}
+    reports = []  # (2, 4) runs with progress: every model reports its steps under its own index
     for shape in ((8, 1), (4, 2), (2, 4)):
-        result = fit_models(x, vae_config=vc, train_configs=configs, mesh=shape)
+        progress = (lambda step, loss, model: reports.append((model, step, loss))) if shape == (2, 4) else None
+        result = fit_models(x, vae_config=vc, train_configs=configs, mesh=shape, progress=progress, progress_every=3)
         leaves = jax.tree.leaves(result.state.train_state)
         assert all(leaf.sharding.mesh.devices.shape == shape for leaf in leaves), shape
         per_device = [sum(s.data.nbytes for leaf in leaves for s in leaf.addressable_shards if s.device == d)
@@ -61,6 +63,7 @@ SCRIPT = textwrap.dedent("""
             for got, want in zip(mine.history, alone.history):
                 for name in ("train_loss", "val_loss", "val_recon", "val_kl", "lr"):
                     np.testing.assert_allclose(got[name], want[name], rtol=1e-5, err_msg=f"{shape} {i} {name}")
+    assert sorted((model, step) for model, step, _ in reports) == [(i, n) for i in range(64) for n in (3, 6)]
     # The command line: jaxvae sweep --mesh 4x2 trains 8 models, 2 on each pair of devices, and saves each
     import tempfile
     from pathlib import Path
