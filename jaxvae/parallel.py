@@ -227,12 +227,41 @@ def plan_mesh(spec="auto", *, n_models: int, batch_size: int, devices=None) -> D
     return placement if placement.num_devices > 1 else None
 
 
+class Writer:
+    """The one gate of every run-directory write (configs, metrics, checkpoints, figures, a sweep's
+    files, the directories themselves and their locks): calling it writes on the writing process and
+    does nothing on any other. That is always this process in a single-process run, and process 0 of a
+    multi-process run (``jax.distributed.initialize``), so that the processes, which train the same
+    models, never race on one file, and only the writer locks a directory. ``WRITER`` is the one instance.
+    """
+
+    @property
+    def active(self) -> bool:
+        """Whether this process writes: True on process 0."""
+        return jax.process_index() == 0
+
+    def __call__(self, write, *args, **kwargs):
+        """``write(*args, **kwargs)`` on the writing process; nothing elsewhere.
+
+        Args:
+            write: The function that writes.
+            *args: Its positional arguments.
+            **kwargs: Its keyword arguments.
+
+        Returns:
+            What ``write`` returns; None off the writing process.
+        """
+        return write(*args, **kwargs) if self.active else None
+
+
+WRITER = Writer()
+
+
 def is_writer() -> bool:
-    """Whether this process writes run files (checkpoints, metrics, configs, figures): always in a
-    single-process run; in a multi-process run (``jax.distributed.initialize``) process 0 only, so
-    that the processes, which all hold the same replicated state, never race on one file.
+    """Whether this process writes run files (``WRITER.active``): always in a single-process run; in a
+    multi-process run process 0 only.
 
     Returns:
         True on process 0.
     """
-    return jax.process_index() == 0
+    return WRITER.active

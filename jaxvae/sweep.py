@@ -30,7 +30,7 @@ from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.errors import InputError
 from jaxvae.fileio import write_json
 from jaxvae.model import Model
-from jaxvae.parallel import is_writer
+from jaxvae.parallel import WRITER
 from jaxvae.runs.format import SWEEP_FILE, RunError, RunInfo, read_run_config, require_run_dir
 from jaxvae.hyper import RECON_SIGMA, Hyper, Hyperparameter
 from jaxvae.training import (DataParallel, ModelsResult, ModelsState, check_hyperparameters, fit_models, given_model,
@@ -375,9 +375,8 @@ def write_summary(sweep_dir: str | os.PathLike, summary: dict) -> Path:
         The file's path.
     """
     path = Path(sweep_dir) / SUMMARY_DIR / SUMMARY_FILE
-    if is_writer():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, summary)
+    WRITER(path.parent.mkdir, parents=True, exist_ok=True)
+    WRITER(write_json, path, summary)
     return path
 
 
@@ -388,10 +387,9 @@ def write_sweep_info(sweep_dir: str | os.PathLike, info: SweepInfo) -> None:
         sweep_dir: The sweep directory.
         info: What the file holds.
     """
-    if is_writer():
-        write_json(Path(sweep_dir) / SWEEP_FILE, {
-            "jaxvae_version": __version__, "grid": info.grid,
-            "models": [{"name": name, "error": error} for name, error in zip(info.names, info.errors)]})
+    WRITER(write_json, Path(sweep_dir) / SWEEP_FILE, {
+        "jaxvae_version": __version__, "grid": info.grid,
+        "models": [{"name": name, "error": error} for name, error in zip(info.names, info.errors)]})
 
 
 def read_sweep_info(sweep_dir: str | os.PathLike) -> tuple[SweepInfo, RunInfo]:

@@ -27,7 +27,7 @@ from jaxvae.data import Dataset
 from jaxvae.errors import InputError
 from jaxvae.fileio import BackgroundWriter, os_error_text
 from jaxvae.model import Model, model_from_record
-from jaxvae.parallel import DeviceMesh, is_writer, plan_mesh
+from jaxvae.parallel import WRITER, DeviceMesh, plan_mesh
 from jaxvae.runs.data import check_arrays, check_run_data, data_fingerprints, run_batches, run_dataset
 from jaxvae.runs.format import (
     CHECKPOINT_FILE,
@@ -322,13 +322,12 @@ def _new(root: Path, model: VAEConfig | Model, dataset, train_config: TrainConfi
         return run
     try:
         for directory in dict.fromkeys([root, *run_dirs]):
-            if is_writer():
-                directory.mkdir(parents=True, exist_ok=True)
-            hold_lock(locks, directory, holder, log)
+            WRITER(directory.mkdir, parents=True, exist_ok=True)
+            WRITER(hold_lock, locks, directory, holder, log)  # the writer alone locks
         for run_dir, run_info in zip(run_dirs, run.infos):
-            if check_new_run_dir(run_dir) and log:  # again, under the lock: nobody trained here meanwhile
+            if WRITER(check_new_run_dir, run_dir) and log:  # again, under the lock: nobody trained here meanwhile
                 log(f"{run_dir} holds a run that never saved a trained epoch: starting afresh in its place")
-            start_new_run(run_dir, run_info)
+            WRITER(start_new_run, run_dir, run_info)
     except OSError as e:
         raise RunError(f"{root}: cannot write the run directory ({os_error_text(e)})", run_dir=root) from None
     if run.is_sweep:
@@ -373,13 +372,13 @@ def _resume(root: Path, sweep: bool, model, dataset, train_config, max_epochs, d
     grid, errors, run_dirs = None, [None], [root]
     if sweep:
         require_run_dir(root)
-        hold_lock(locks, root, holder, log)
+        WRITER(hold_lock, locks, root, holder, log)
         saved = _read_sweep_file(root)
         grid, errors = saved.grid, list(saved.errors)
         run_dirs = [root / name for name in saved.names]
     for run_dir in run_dirs:
         if run_dir.is_dir():
-            hold_lock(locks, run_dir, holder, log)  # before reading anything: a second writer is refused at once
+            WRITER(hold_lock, locks, run_dir, holder, log)  # before reading anything: a second writer is refused at once
     name = dataset.name if isinstance(dataset, Dataset) else dataset
     points = [resume_point(d, None if sweep else name, log) for d in run_dirs]
     infos, states = [info for info, _ in points], [state for _, state in points]
