@@ -265,9 +265,26 @@ def _recorded(model: Model | VAEConfig | None) -> VAEConfig | Model:
     return model
 
 
-def _placement(model: VAEConfig | Model, batch_size: int, dataset: Dataset, models: int, mesh) -> DeviceMesh | None:
-    """The mesh the models train on, once each device is seen to hold its share of them (a model axis
-    of M devices: models / M each) and both splits of the data, which training keeps on the device."""
+def plan_placement(model: VAEConfig | Model, batch_size: int, dataset: Dataset, models: int,
+                   mesh="auto") -> DeviceMesh | None:
+    """The mesh ``models`` models train on (``parallel.plan_mesh``), once each device is seen to have
+    the memory for its share of them (a model axis of M devices: models / M each) and for both splits
+    of the data, which training keeps on every device.
+
+    Args:
+        model: The model, or its ``VAEConfig``.
+        batch_size: Rows per batch.
+        dataset: The data.
+        models: How many models train together.
+        mesh: As ``plan_mesh`` takes it.
+
+    Returns:
+        The ``DeviceMesh``, or None for one device.
+
+    Raises:
+        InputError: A mesh the models or the batch size do not split over.
+        MemoryLimitError: A device would not hold its models and the data.
+    """
     placement = plan_mesh(mesh, n_models=models, batch_size=batch_size)
     per_device = models // (placement.shape[0] if placement is not None else 1)
     check_memory(model, batch_size, int(dataset.train_x.size + dataset.test_x.size), per_device)
@@ -311,7 +328,7 @@ def _new(root: Path, model: VAEConfig | Model, dataset, train_config: TrainConfi
         grid["seeds"] = list(dict.fromkeys(m.seed for m in models))
         check_new_sweep_dir(root, [m.name for m in models])
         run_dirs, configs = [root / m.name for m in models], [m.train_config for m in models]
-    placement = _placement(model, train_config.batch_size, dataset, len(configs), mesh)
+    placement = plan_placement(model, train_config.batch_size, dataset, len(configs), mesh)
     data_dir = str(Path(data_dir).resolve()) if data_dir else None
     info = RunInfo(model, train_config, dataset.name, tuple(dataset.image_shape), data_dir,
                    fingerprints=data_fingerprints(dataset))
@@ -402,7 +419,7 @@ def _resume(root: Path, sweep: bool, model, dataset, train_config, max_epochs, d
         return run
     run.dataset = _resumed_data(dataset, infos, run_dirs, data_dir, download, log)
     check_arrays(run.dataset, model, infos[0].train_config.batch_size)
-    run.placement = _placement(model, infos[0].train_config.batch_size, run.dataset, len(infos), mesh)
+    run.placement = plan_placement(model, infos[0].train_config.batch_size, run.dataset, len(infos), mesh)
     for i, (run_dir, info) in enumerate(zip(run_dirs, infos)):
         run.infos[i] = resumed_info(info, info.train_config, run.dataset, data_dir)
         if run.infos[i] != points[i][0]:
