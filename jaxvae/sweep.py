@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from jax.sharding import Mesh
 
 from jaxvae import __version__
 from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.errors import InputError
 from jaxvae.fileio import write_json
 from jaxvae.model import Model
-from jaxvae.parallel import WRITER
+from jaxvae.parallel import WRITER, DeviceMesh
 from jaxvae.runs.format import SWEEP_FILE, RunError, RunInfo, read_run_config, require_run_dir
 from jaxvae.hyper import RECON_SIGMA, Hyper, Hyperparameter
 from jaxvae.training import (DataParallel, ModelsResult, ModelsState, check_hyperparameters, fit_models, given_model,
@@ -211,7 +212,7 @@ def fit_many(
     progress_every: int = 20,
     data_parallel: DataParallel | None | str = "auto",
     vae_config: VAEConfig | None = None,
-    mesh=None,
+    mesh: Mesh | DeviceMesh | tuple[int, int] | str | None = None,
     **values: float | Sequence[float] | None,
 ) -> SweepResult:
     """Train every model of the sweep (``sweep_models``) at once, as ``fit`` would train each:

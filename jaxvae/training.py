@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxvae import schedules as sched
 from jaxvae.batching import EpochIndices, batch_counts, epoch_indices, steps_per_epoch
@@ -31,7 +31,7 @@ from jaxvae.config import OWN_HYPERPARAMETERS, TrainConfig, VAEConfig, check_con
 from jaxvae.errors import InputError, NumericalError
 from jaxvae.hyper import KL_WEIGHT, LR, Hyper, Hyperparameter
 from jaxvae.model import Model, batch_size_of, inputs, take, with_inputs
-from jaxvae.parallel import DataParallel, plan_mesh
+from jaxvae.parallel import DataParallel, DeviceMesh, plan_mesh
 from jaxvae.structure import structure_key
 from jaxvae.vae import as_model
 
@@ -509,7 +509,8 @@ def train_epoch(train_step: TrainStep, state: TrainState, data, key: jax.Array, 
         batch_size: Rows per batch.
         drop_last: Whether the partial tail batch is dropped.
         progress: Called on the host as ``progress(step, running_mean_loss, 0)`` (0: the model's index)
-            every ``progress_every`` steps (and after the last full batch); None for no reports.
+            every ``progress_every`` steps (and after the last full batch); None for no reports. With
+            ``progress``, the call returns once the epoch is done (every report made).
         progress_every: Steps between reports.
         batch_sharding: Splits each full batch over devices (``jaxvae.parallel``); None for one device.
 
@@ -924,7 +925,7 @@ def fit_models(
     progress_every: int = 20,
     data_parallel: DataParallel | None | str = "auto",
     vae_config: VAEConfig | None = None,
-    mesh=None,
+    mesh: Mesh | DeviceMesh | tuple[int, int] | str | None = None,
 ) -> ModelsResult:
     """Train N models of one architecture together, model i as ``fit`` with ``train_configs[i]``
     would: per epoch one compiled call for all, then each model's record and schedules.
@@ -1062,7 +1063,7 @@ def fit(
     progress_every: int = 20,
     data_parallel: DataParallel | None | str = "auto",
     vae_config: VAEConfig | None = None,
-    mesh=None,
+    mesh: Mesh | DeviceMesh | tuple[int, int] | str | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train_x``; the blog's VAE and schedule by default.
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from jax.sharding import Mesh
+
 from jaxvae import sweep as sw
 from jaxvae.batching import steps_per_epoch
 from jaxvae.checks import check_memory
@@ -166,7 +168,7 @@ def train_run(
     should_stop: Callable[[], bool] | None = None,
     log: Log | None = None,
     holder: str | None = None,
-    mesh="auto",
+    mesh: Mesh | DeviceMesh | tuple[int, int] | str | None = "auto",
 ) -> TrainRun:
     """Train the run (or sweep) in ``directory``: a new one, the one it holds continued exactly, or
     nothing when it is done. Every directory is locked for the whole call (a second writer gets
