@@ -1020,8 +1020,11 @@ def fit_models(
     with _progress_to(progress) as progress_number:  # the hook is this call's alone, until it returns
         while any(active := [running(i) for i in range(len(configs))]):
             start = time.perf_counter()
+            per_model = (jnp.asarray(active), state.schedule_arrays())
+            if placement is not None:  # split over the model axis as the states are
+                per_model = placement.split_models(per_model)
             state.train_state, state.keys, metrics, val, finite, values = models_epoch(
-                step, state.train_state, state.keys, jnp.asarray(active), state.schedule_arrays(), train_x, val_x,
+                step, state.train_state, state.keys, *per_model, train_x, val_x,
                 batch_size=tc.batch_size, drop_last=tc.drop_last, report_every=report_every, batch_sharding=batch_sharding,
                 model_axis=model_axis, progress_to=progress_number)
             metrics, val, finite, values = jax.device_get((metrics, val, finite, values))
