@@ -32,7 +32,7 @@ from jaxvae.config import TrainConfig, VAEConfig, config_to_dict, configs_from_d
 from jaxvae.errors import InputError
 from jaxvae.fileio import FrameError, frame, read_regular, unframe, write_owned
 from jaxvae.model import Model, model_from_record
-from jaxvae.parallel import is_writer
+from jaxvae.parallel import WRITER
 from jaxvae.training import FitState, ScheduleStates, TrainState, TrainStep, hyper_of
 from jaxvae.vae import model_record  # noqa: F401 (public here too)
 
@@ -111,8 +111,7 @@ def save_checkpoint(path: str | os.PathLike, state: FitState, vae_config: VAECon
         InputError: A ``VAEConfig`` whose ``init`` is a pair of functions.
     """
     path = Path(path)
-    if is_writer():
-        write_owned(path, checkpoint_bytes(state, vae_config, train_config, run))
+    WRITER(lambda: write_owned(path, checkpoint_bytes(state, vae_config, train_config, run)))
     return path
 
 

@@ -22,7 +22,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from jaxvae.config import VAEConfig
 from jaxvae.fileio import check_held, check_replaceable, refuse_symlink, write_owned
-from jaxvae.parallel import is_writer
+from jaxvae.parallel import WRITER
 from jaxvae.vae import VAEModel, as_model
 
 matplotlib.use("Agg")  # before pyplot: no display needed, and no GUI toolkit import
@@ -227,8 +227,8 @@ def prior_samples(params, config: VAEConfig | VAEModel, image_shape, key: jax.Ar
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     """PNG at the figure's dpi, written atomically, and only where nothing or a figure jaxvae wrote is
-    (``fileio.write_owned``); the figure is closed. Only process 0 of a multi-process run writes
-    (``jaxvae.parallel.is_writer``).
+    (``fileio.write_owned``); the figure is closed. Only the writing process writes
+    (``jaxvae.parallel.WRITER``).
 
     Args:
         fig: The figure.
@@ -240,10 +240,12 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     Raises:
         jaxvae.fileio.NotOwnedError: A file at ``path`` that jaxvae did not write.
     """
-    if is_writer():
+    def write():
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=fig.dpi)
         write_owned(path, buffer.getvalue())
+
+    WRITER(write)
     plt.close(fig)
     return Path(path)
 
@@ -255,7 +257,7 @@ FIGURE_NAMES = ("latent_scatter.png", "manifold.png", "loss_curves.png", "recons
 def _save_all(directory: str | os.PathLike, names, make_figures) -> list[Path]:
     """Save ``make_figures()`` (None: skipped) as ``names`` in ``directory``, on the writing process only;
     every name is checked first (``fileio.check_replaceable``), so that a refusal writes none of them."""
-    if not is_writer():
+    if not WRITER.active:
         return []
     directory = Path(directory)
     refuse_symlink(directory)  # a linked figures folder would put them into someone else's
@@ -292,7 +294,7 @@ def save_figures(directory: str | os.PathLike, params, config: VAEConfig | VAEMo
     Raises:
         jaxvae.fileio.NotOwnedError: A figure's path holds a file that jaxvae did not write.
     """
-    if not is_writer():
+    if not WRITER.active:  # the figures are not even drawn
         return []
     figures = as_model(config).figures(params, model_state, test_x, test_y, image_shape, jax.random.PRNGKey(seed))
     if history:

@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from jax.sharding import Mesh
 
 from jaxvae import __version__
 from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.errors import InputError
 from jaxvae.fileio import write_json
 from jaxvae.model import Model
-from jaxvae.parallel import is_writer
+from jaxvae.parallel import WRITER, DeviceMesh
 from jaxvae.runs.format import SWEEP_FILE, RunError, RunInfo, read_run_config, require_run_dir
 from jaxvae.hyper import RECON_SIGMA, Hyper, Hyperparameter
 from jaxvae.training import (DataParallel, ModelsResult, ModelsState, check_hyperparameters, fit_models, given_model,
@@ -211,6 +212,7 @@ def fit_many(
     progress_every: int = 20,
     data_parallel: DataParallel | None | str = "auto",
     vae_config: VAEConfig | None = None,
+    mesh: Mesh | DeviceMesh | tuple[int, int] | str | None = None,
     **values: float | Sequence[float] | None,
 ) -> SweepResult:
     """Train every model of the sweep (``sweep_models``) at once, as ``fit`` would train each:
@@ -229,6 +231,7 @@ def fit_many(
         progress_every: As for ``fit``.
         data_parallel: As for ``fit``.
         vae_config: As for ``fit``.
+        mesh: The devices' (model, data) mesh, as for ``fit_models``; None for ``data_parallel``.
         **values: The hyperparameters' values, as for ``sweep_models`` (``recon_sigma=[0.5, 1.0]``,
             ``lr=[1e-3, 3e-3]``).
 
@@ -242,7 +245,7 @@ def fit_many(
     models = sweep_models(model, train_config, seeds=seeds, **values)
     result = fit_models(train_x, val_x, model=model, train_configs=[m.train_config for m in models],
                         state=state, callbacks=callbacks, progress=progress, progress_every=progress_every,
-                        data_parallel=data_parallel)
+                        data_parallel=data_parallel, mesh=mesh)
     return SweepResult(result.state, result.stop_reasons, models)
 
 
@@ -373,9 +376,8 @@ def write_summary(sweep_dir: str | os.PathLike, summary: dict) -> Path:
         The file's path.
     """
     path = Path(sweep_dir) / SUMMARY_DIR / SUMMARY_FILE
-    if is_writer():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, summary)
+    WRITER(path.parent.mkdir, parents=True, exist_ok=True)
+    WRITER(write_json, path, summary)
     return path
 
 
@@ -386,10 +388,9 @@ def write_sweep_info(sweep_dir: str | os.PathLike, info: SweepInfo) -> None:
         sweep_dir: The sweep directory.
         info: What the file holds.
     """
-    if is_writer():
-        write_json(Path(sweep_dir) / SWEEP_FILE, {
-            "jaxvae_version": __version__, "grid": info.grid,
-            "models": [{"name": name, "error": error} for name, error in zip(info.names, info.errors)]})
+    WRITER(write_json, Path(sweep_dir) / SWEEP_FILE, {
+        "jaxvae_version": __version__, "grid": info.grid,
+        "models": [{"name": name, "error": error} for name, error in zip(info.names, info.errors)]})
 
 
 def read_sweep_info(sweep_dir: str | os.PathLike) -> tuple[SweepInfo, RunInfo]:

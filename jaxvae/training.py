@@ -9,6 +9,8 @@ the host loop around it, and ``fit`` is ``fit_models`` with one model.
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxvae import schedules as sched
 from jaxvae.batching import EpochIndices, batch_counts, epoch_indices, steps_per_epoch
@@ -28,7 +31,7 @@ from jaxvae.config import OWN_HYPERPARAMETERS, TrainConfig, VAEConfig, check_con
 from jaxvae.errors import InputError, NumericalError
 from jaxvae.hyper import KL_WEIGHT, LR, Hyper, Hyperparameter
 from jaxvae.model import Model, batch_size_of, inputs, take, with_inputs
-from jaxvae.parallel import DataParallel, make_data_parallel
+from jaxvae.parallel import DataParallel, DeviceMesh, plan_mesh
 from jaxvae.structure import structure_key
 from jaxvae.vae import as_model
 
@@ -423,29 +426,38 @@ def _tree_all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
-# Where compiled epochs report progress. They all call ``_report_progress``, so a new hook never makes a
-# new program (a static callable would).
-_progress_hook: list[Callable | None] = [None]
+# Where compiled epochs report progress: each call that trains registers its ``progress`` under a number
+# of its own (``_progress_to``), which the program takes as data and hands back with every report; so a new
+# hook never makes a new program (a static callable would), and two fits never share one.
+_progress_hooks: dict[int, Callable] = {}
+_progress_numbers = itertools.count(1)
 
 
-def _report_progress(step, running_loss) -> None:
-    hook = _progress_hook[0]
-    if hook is not None:
-        hook(step, running_loss)
+def _report_progress(number, model, step, running_loss) -> None:
+    progress = _progress_hooks.get(int(number))
+    if progress is not None:
+        progress(int(step), float(running_loss), int(model))
 
 
-def set_progress_hook(progress: Callable | None) -> None:
-    """Where the compiled epochs' reports go: ``progress(step, running_mean_loss)``, or nowhere.
-
-    Args:
-        progress: The callable, or None for nowhere.
-    """
-    _progress_hook[0] = progress
+@contextlib.contextmanager
+def _progress_to(progress: Callable | None):
+    """``progress`` registered for the compiled epochs' reports while the block runs; yields its number
+    (an int32 array, the program's argument), or None for no progress."""
+    if progress is None:
+        yield None
+        return
+    number = next(_progress_numbers)
+    _progress_hooks[number] = progress
+    try:
+        yield jnp.asarray(number, jnp.int32)
+    finally:
+        del _progress_hooks[number]
 
 
 def _train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules: ScheduleStates, batch_size: int,
-                 drop_last: bool, report_every: int | None, batch_sharding):
-    """``train_epoch``'s computation, for tracing inside other programs (``models_epoch``)."""
+                 drop_last: bool, report_every: int | None, batch_sharding, reporter=None):
+    """``train_epoch``'s computation, for tracing inside other programs (``models_epoch``). ``reporter``:
+    ``(progress number, model index)`` that each report every ``report_every`` steps names."""
     batches, step_keys = epoch_plan(key, batch_size_of(data), batch_size, drop_last)
 
     def body(carry, xs):
@@ -459,9 +471,9 @@ def _train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules:
 
     def chunk_of_steps(carry, xs):
         carry, metrics = jax.lax.scan(body, carry, xs, unroll=SCAN_UNROLL)
-        if report_every is not None:
+        if report_every is not None and reporter is not None:
             _, loss_sum, step = carry
-            jax.debug.callback(_report_progress, step, loss_sum / step)
+            jax.debug.callback(_report_progress, *reporter, step, loss_sum / step)
         return carry, metrics
 
     carry = (state, jnp.zeros((), inputs(data).dtype), jnp.zeros((), jnp.int32))
@@ -496,8 +508,9 @@ def train_epoch(train_step: TrainStep, state: TrainState, data, key: jax.Array, 
         schedules: The schedules' states; None for their initial states.
         batch_size: Rows per batch.
         drop_last: Whether the partial tail batch is dropped.
-        progress: Called on the host as ``progress(step, running_mean_loss)`` every ``progress_every``
-            steps (and after the last full batch); None for no reports.
+        progress: Called on the host as ``progress(step, running_mean_loss, 0)`` (0: the model's index)
+            every ``progress_every`` steps (and after the last full batch); None for no reports. With
+            ``progress``, the call returns once the epoch is done (every report made).
         progress_every: Steps between reports.
         batch_sharding: Splits each full batch over devices (``jaxvae.parallel``); None for one device.
 
@@ -513,12 +526,13 @@ def train_epoch(train_step: TrainStep, state: TrainState, data, key: jax.Array, 
     if train_step.steps_per_epoch not in (None, expected):
         raise InputError(f"the train step was built for {train_step.steps_per_epoch} steps per epoch; "
                          f"{n} samples in batches of {batch_size} make {expected}")
-    if progress is not None:
-        set_progress_hook(progress)
     schedules = train_step.init_schedules() if schedules is None else schedules
-    return _train_epoch_jit(train_step, state, data, key, schedules, batch_size=batch_size, drop_last=drop_last,
-                            report_every=progress_every if progress is not None else None,
-                            batch_sharding=batch_sharding)
+    with _progress_to(progress) as number:
+        result = _train_epoch_jit(train_step, state, data, key, schedules, batch_size=batch_size,
+                                  drop_last=drop_last, report_every=progress_every if progress is not None else None,
+                                  batch_sharding=batch_sharding,
+                                  reporter=None if number is None else (number, jnp.zeros((), jnp.int32)))
+        return result if number is None else jax.block_until_ready(result)  # every report made while registered
 
 
 def _eval_epoch(model: Model, params, model_state, data, key, batch_size: int, hyper: Hyper):
@@ -585,10 +599,11 @@ def per_image_mean(per_batch, n: int, batch_size: int) -> float:
     return float(np.dot(np.asarray(per_batch, np.float64), weights) / n)
 
 
-def _over_models(fn, n_models: int):
-    """``jax.vmap(fn)`` over a leading model axis; for one model, ``fn`` on the squeezed arguments (a plain program)."""
+def _over_models(fn, n_models: int, model_axis: str | None = None):
+    """``jax.vmap(fn)`` over a leading model axis, split over the mesh axis ``model_axis`` when given; for
+    one model, ``fn`` on the squeezed arguments (a plain program)."""
     if n_models > 1:
-        return jax.vmap(fn)
+        return jax.vmap(fn, spmd_axis_name=model_axis)
 
     def one(*args):
         return jax.tree.map(lambda a: a[None], fn(*jax.tree.map(lambda a: a[0], args)))
@@ -596,10 +611,11 @@ def _over_models(fn, n_models: int):
     return one
 
 
-@partial(jax.jit, static_argnames=("train_step", "batch_size", "drop_last", "report_every", "batch_sharding"),
-         donate_argnames=("states", "keys"))
+@partial(jax.jit, static_argnames=("train_step", "batch_size", "drop_last", "report_every", "batch_sharding",
+                                   "model_axis"), donate_argnames=("states", "keys"))
 def models_epoch(train_step: TrainStep, states: TrainState, keys, active, schedules: ScheduleStates, data, val_data, *,
-                 batch_size: int, drop_last: bool = False, report_every: int | None = None, batch_sharding=None):
+                 batch_size: int, drop_last: bool = False, report_every: int | None = None, batch_sharding=None,
+                 model_axis: str | None = None, progress_to=None):
     """One epoch of every model as one compiled call: training then validation, each as a lone fit runs it.
 
     Model i splits ``keys[i]`` into its next loop key and its training and validation keys; one not
@@ -618,22 +634,32 @@ def models_epoch(train_step: TrainStep, states: TrainState, keys, active, schedu
         drop_last: Whether the partial tail batch of training is dropped.
         report_every: Steps between progress reports; None for none.
         batch_sharding: Splits each full batch over devices; None for one device.
+        model_axis: The mesh axis of ``batch_sharding`` that the models are split over
+            (``DeviceMesh.model_axis``); None when every device holds every model. The metrics come
+            back whole on every device.
+        progress_to: The number a ``progress`` hook is registered under (``_progress_to``): every
+            ``report_every`` steps each model reports to it with its index; None for no reports.
 
     Returns:
         ``(states, keys, metrics, val_metrics, finite, values)``: per-batch metrics ``[models, batches]``,
         whether each model's parameters are finite, and its starting (lr, kl_weight).
     """
-    def one(state, key, active, schedules):
+    def one(state, key, active, schedules, index):
         next_key, train_key, val_key = jax.random.split(key, 3)
         values = train_step.values(state, schedules)
         new, metrics, finite = _train_epoch(train_step, state, data, train_key, schedules, batch_size, drop_last,
-                                            report_every, batch_sharding)
+                                            report_every, batch_sharding,
+                                            None if progress_to is None else (progress_to, index))
         val = _eval_epoch(train_step.model, new.params, new.model_state, val_data, val_key, batch_size, state.hyper)
         keep_new = active & finite & jnp.all(jnp.isfinite(metrics["loss"]))
         state = jax.tree.map(lambda a, b: jnp.where(keep_new, a, b), new, state)
         return state, jnp.where(keep_new, next_key, key), metrics, val, finite, values
 
-    return _over_models(one, keys.shape[0])(states, keys, active, schedules)
+    states, keys, *reported = _over_models(one, keys.shape[0], model_axis)(states, keys, active, schedules,
+                                                                          jnp.arange(keys.shape[0]))
+    if model_axis is not None:  # small: every process reads every model's numbers
+        reported = jax.lax.with_sharding_constraint(reported, NamedSharding(batch_sharding.mesh, PartitionSpec()))
+    return (states, keys, *reported)
 
 
 # --------------------------------------------------------------------------- the state of N models
@@ -875,6 +901,15 @@ def check_batchable(train_configs: Sequence[TrainConfig]) -> None:
                                  f"{getattr(tc, name)!r}); only {', '.join(sorted(free))} may differ")
 
 
+def _placement_asked(mesh, data_parallel):
+    """The one placement asked for, of ``fit_models``' ``mesh`` and ``data_parallel``; InputError for both."""
+    if mesh is None:
+        return data_parallel
+    if not (isinstance(data_parallel, str) and data_parallel == "auto"):
+        raise InputError(f"mesh={mesh!r} and data_parallel={data_parallel!r}: give one of them")
+    return mesh
+
+
 def fit_models(
     train_x,
     val_x=None,
@@ -890,6 +925,7 @@ def fit_models(
     progress_every: int = 20,
     data_parallel: DataParallel | None | str = "auto",
     vae_config: VAEConfig | None = None,
+    mesh: Mesh | DeviceMesh | tuple[int, int] | str | None = None,
 ) -> ModelsResult:
     """Train N models of one architecture together, model i as ``fit`` with ``train_configs[i]``
     would: per epoch one compiled call for all, then each model's record and schedules.
@@ -911,10 +947,16 @@ def fit_models(
         callbacks: Each runs as ``callback(state, records)`` after every epoch, ``records[i]`` being
             model i's new record or None when it did not train; ``state`` is the live one, whose arrays
             the next epoch reuses (keep ``state.fit_state(i)``, a copy).
-        progress: As for ``fit``.
+        progress: As for ``fit``: every model reports, ``progress(step, running_mean_loss, i)`` for model i.
         progress_every: As for ``fit``.
-        data_parallel: As for ``fit``.
+        data_parallel: As for ``fit``; give this or ``mesh``.
         vae_config: As for ``fit``.
+        mesh: Where the models and batches go (``jaxvae.parallel.plan_mesh``): a
+            ``jax.sharding.Mesh`` with axes ``("model", "data")``, a shape ``(model, data)`` such as
+            ``(4, 2)`` or ``"4x2"``, or a ``DeviceMesh``; the models are split over the model axis
+            (its size must divide their number), each batch over the data axis. None for
+            ``data_parallel``, whose ``"auto"`` puts every device on the model axis when the number
+            of models divides by the device count, else splits each batch over the devices.
 
     Returns:
         The ``ModelsResult``: the models' state and why each stopped.
@@ -922,7 +964,8 @@ def fit_models(
     Raises:
         InputError: No config, configs that differ in more than the hyperparameters and the seed, a
             hyperparameter the model does not read, data the model cannot take, both ``model`` and
-            ``vae_config``, or a ``state`` holding another number of models.
+            ``vae_config``, a ``state`` holding another number of models, both ``mesh`` and
+            ``data_parallel``, or a mesh the models or the batch size do not split over.
     """
     configs = list(train_configs)
     if not configs:
@@ -956,48 +999,52 @@ def fit_models(
     else:
         val_x = jax.tree.map(jnp.asarray, val_x)
         val_x = with_inputs(val_x, prepare_eval_data(jnp.asarray(inputs(val_x), dtype), tc))
-    if data_parallel == "auto":
-        data_parallel = make_data_parallel(tc.batch_size)
-    batch_sharding = None
+    placement = plan_mesh(_placement_asked(mesh, data_parallel), n_models=len(configs), batch_size=tc.batch_size)
+    batch_sharding = model_axis = None
     arrays = (state.train_state, state.keys)
-    if data_parallel is not None:
-        batch_sharding = data_parallel.batch_sharding
-        train_x, val_x, arrays = data_parallel.replicate((train_x, val_x, arrays))
+    if placement is not None:
+        batch_sharding, model_axis = placement.batch_sharding, placement.model_axis
+        train_x, val_x = placement.replicate((train_x, val_x))
+        arrays = placement.split_models(arrays)
     else:
         device = jax.local_devices()[0]  # this process's first device
         # Our own copy: each epoch donates the stacked state, and the caller's must stay usable.
         train_x, val_x, arrays = jax.device_put((train_x, val_x, jax.tree.map(jnp.copy, arrays)), device)
     state.train_state, state.keys = arrays
-    set_progress_hook(progress)
     report_every = progress_every if progress is not None else None
 
     def running(i: int) -> bool:
         return (state.errors[i] is None and state.epochs[i] < tc.max_epochs
                 and not step.finished(state.schedules[i], state.epochs[i], hypers[i]))
 
-    while any(active := [running(i) for i in range(len(configs))]):
-        start = time.perf_counter()
-        state.train_state, state.keys, metrics, val, finite, values = models_epoch(
-            step, state.train_state, state.keys, jnp.asarray(active), state.schedule_arrays(), train_x, val_x,
-            batch_size=tc.batch_size, drop_last=tc.drop_last, report_every=report_every, batch_sharding=batch_sharding)
-        metrics, val, finite, values = jax.device_get((metrics, val, finite, values))
-        seconds = time.perf_counter() - start
-        records: list[dict | None] = [None] * len(configs)
-        for i in (i for i in range(len(configs)) if active[i]):
-            scheduled = {name: float(values[name][i]) for name in (LR.name, KL_WEIGHT.name) if name in values}
-            message = _non_finite_message(metrics["loss"][i], finite[i], state.epochs[i] + 1, scheduled[LR.name])
-            if message is not None:
-                state.errors[i] = message
-                continue
-            record = _epoch_record(state.epochs[i] + 1, {k: v[i] for k, v in metrics.items()},
-                                   {k: v[i] for k, v in val.items()}, batch_size_of(val_x), tc.batch_size,
-                                   scheduled, seconds)
-            state.schedules[i] = step.update_schedules(state.schedules[i], record["val_loss"], hypers[i])
-            state.epochs[i] += 1
-            state.histories[i] = [*state.histories[i], record]
-            records[i] = record
-        for callback in callbacks:
-            callback(state, records)
+    with _progress_to(progress) as progress_number:  # the hook is this call's alone, until it returns
+        while any(active := [running(i) for i in range(len(configs))]):
+            start = time.perf_counter()
+            per_model = (jnp.asarray(active), state.schedule_arrays())
+            if placement is not None:  # split over the model axis as the states are
+                per_model = placement.split_models(per_model)
+            state.train_state, state.keys, metrics, val, finite, values = models_epoch(
+                step, state.train_state, state.keys, *per_model, train_x, val_x,
+                batch_size=tc.batch_size, drop_last=tc.drop_last, report_every=report_every, batch_sharding=batch_sharding,
+                model_axis=model_axis, progress_to=progress_number)
+            metrics, val, finite, values = jax.device_get((metrics, val, finite, values))
+            seconds = time.perf_counter() - start
+            records: list[dict | None] = [None] * len(configs)
+            for i in (i for i in range(len(configs)) if active[i]):
+                scheduled = {name: float(values[name][i]) for name in (LR.name, KL_WEIGHT.name) if name in values}
+                message = _non_finite_message(metrics["loss"][i], finite[i], state.epochs[i] + 1, scheduled[LR.name])
+                if message is not None:
+                    state.errors[i] = message
+                    continue
+                record = _epoch_record(state.epochs[i] + 1, {k: v[i] for k, v in metrics.items()},
+                                       {k: v[i] for k, v in val.items()}, batch_size_of(val_x), tc.batch_size,
+                                       scheduled, seconds)
+                state.schedules[i] = step.update_schedules(state.schedules[i], record["val_loss"], hypers[i])
+                state.epochs[i] += 1
+                state.histories[i] = [*state.histories[i], record]
+                records[i] = record
+            for callback in callbacks:
+                callback(state, records)
     reasons = ["non_finite" if state.errors[i] else
                "schedule" if step.finished(state.schedules[i], state.epochs[i], hypers[i]) else "max_epochs"
                for i in range(len(configs))]
@@ -1019,6 +1066,7 @@ def fit(
     progress_every: int = 20,
     data_parallel: DataParallel | None | str = "auto",
     vae_config: VAEConfig | None = None,
+    mesh: Mesh | DeviceMesh | tuple[int, int] | str | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train_x``; the blog's VAE and schedule by default.
 
@@ -1041,11 +1089,15 @@ def fit(
         state: A ``FitState`` (``FitResult.state``, or a checkpoint's) to resume from.
         callbacks: Each runs as ``callback(state, record)`` after every epoch (``print_epoch`` prints
             the record).
-        progress: Called from inside the compiled epoch as ``progress(step, running_mean_loss)``.
+        progress: Called from inside the compiled epoch as ``progress(step, running_mean_loss, model)``,
+            ``model`` being the model's index (0 here; each of ``fit_models``' models reports with its own).
+            It is this call's alone: two fits never report to each other's.
         progress_every: Steps between ``progress`` calls.
         data_parallel: ``"auto"`` splits each batch over all devices when there are several
             (``jaxvae.parallel``); a ``DataParallel`` names them; None stays on one device.
         vae_config: The model as a ``VAEConfig``; give this or ``model``, not both.
+        mesh: A mesh to split each batch over, as for ``fit_models`` (its model axis of one device);
+            None for ``data_parallel``.
 
     Returns:
         The ``FitResult``: parameters, history, the state to resume from and why training stopped.
@@ -1065,7 +1117,7 @@ def fit(
                         optimizer=optimizer,
                         lr_schedule=lr_schedule, kl_schedule=kl_schedule,
                         state=None if state is None else ModelsState.stack([state]), callbacks=[each_epoch],
-                        progress=progress, progress_every=progress_every, data_parallel=data_parallel)
+                        progress=progress, progress_every=progress_every, data_parallel=data_parallel, mesh=mesh)
     if result.errors[0] is not None:
         raise NonFiniteError(result.errors[0], result.state.fit_state(0))
     return result.fit_result(0)

@@ -113,6 +113,8 @@ def test_resume_continues_every_model_exactly(swept, tmp_path, capsys):
     (["--lr", "0.001", "0.001"], "lr: a value is given twice"),
     (["--seeds", "0"], "seeds: the number of seeds must be >= 1"),
     (["--latent-dim", "0"], "latent_dim must be a positive integer"),
+    (["--mesh", "4y2"], "mesh '4y2': give the devices on the model axis and on the data axis, as 4x2"),
+    (["--seeds", "3", "--mesh", f"{len(jax.devices()) + 1}x1"], f"needs {len(jax.devices()) + 1} devices"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, flags, message):
     code, _, err = run_cli(capsys, "sweep", *TINY, *flags, "--out", tmp_path / "s")

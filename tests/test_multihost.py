@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from jaxvae import TrainConfig, VAEConfig, fit
+from jaxvae.training import fit_models
 from jaxvae.fileio import OWNERSHIP_FILE
 from jaxvae.runs import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, read_metrics
 from tolerances import rel_err
@@ -68,19 +69,40 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
+# Four models over the two processes' devices on a (2, 1) mesh: each process holds two of them.
+MODELS_WORKER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+
+    import jax
+
+    process_id, port, out = int(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2, process_id=process_id)
+
+    import numpy as np
+    from jaxvae.training import fit_models
+    from test_multihost import TC, VC, data
+
+    train_x, val_x = data()
+    configs = [TC.replace(seed=s) for s in range(4)]
+    result = fit_models(train_x, val_x, vae_config=VC, train_configs=configs, mesh=(2, 1))
+    leaf = jax.tree.leaves(result.params)[0]
+    assert not leaf.is_fully_addressable and len(leaf.addressable_shards) == 1, leaf.sharding  # 2 of the 4 here
+    states = [result.state.fit_state(i) for i in range(4)]  # every model, gathered from where it lives
+    np.savez(out / f"models-{process_id}.npz", *[np.asarray(p) for s in states for p in jax.tree.leaves(s.params)],
+             val_loss=[[r["val_loss"] for r in h] for h in result.histories])
+""")
 
 
-def test_two_processes_train_data_parallel_like_one_and_only_process_0_writes(tmp_path):
+def run_two_processes(worker: str, tmp_path) -> None:
+    """``worker`` as processes 0 and 1 of one job on this machine, one CPU device each."""
     # one CPU device per process: no device count forced; the session's other flags (fast compiling) stay
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
     env = {**os.environ, "XLA_FLAGS": " ".join(flags)}
     env.update(JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")]))
     port = free_port()
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(i), str(port), str(tmp_path)], env=env,
+    procs = [subprocess.Popen([sys.executable, "-c", worker, str(i), str(port), str(tmp_path)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
     outputs = []
     try:
@@ -92,6 +114,16 @@ def test_two_processes_train_data_parallel_like_one_and_only_process_0_writes(tm
                 proc.kill()
                 proc.wait()
     assert [p.returncode for p in procs] == [0, 0], "\n".join(outputs)[-4000:]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_data_parallel_like_one_and_only_process_0_writes(tmp_path):
+    run_two_processes(WORKER, tmp_path)
 
     writer, other = tmp_path / "run-of-process-0", tmp_path / "run-of-process-1"
     assert {p.name for p in writer.iterdir()} == {CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, "figures", OWNERSHIP_FILE}
@@ -106,3 +138,16 @@ def test_two_processes_train_data_parallel_like_one_and_only_process_0_writes(tm
             assert rel_err(got[f"arr_{i}"], want) <= 1e-5  # summation order of the all-reduced gradient
         np.testing.assert_allclose(got["val_loss"], [r["val_loss"] for r in alone.history], rtol=1e-5)
     assert [r["epoch"] for r in read_metrics(writer)] == [1, 2]
+
+
+def test_models_split_over_two_processes_train_like_one_process_and_each_sees_them_all(tmp_path):
+    run_two_processes(MODELS_WORKER, tmp_path)
+    train_x, val_x = data()
+    alone = fit_models(train_x, val_x, vae_config=VC, train_configs=[TC.replace(seed=s) for s in range(4)],
+                       data_parallel=None)
+    want = [p for i in range(4) for p in jax.tree.leaves(alone.state.fit_state(i).params)]
+    for process in (0, 1):
+        got = np.load(tmp_path / f"models-{process}.npz")
+        for i, params in enumerate(want):
+            assert rel_err(got[f"arr_{i}"], params) <= 1e-5
+        np.testing.assert_allclose(got["val_loss"], [[r["val_loss"] for r in h] for h in alone.histories], rtol=1e-5)

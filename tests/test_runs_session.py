@@ -83,6 +83,19 @@ def test_a_second_writer_is_refused_before_anything_is_written(tmp_path, digits)
     assert not (run_dir / CONFIG_FILE).exists() and not (run_dir / CHECKPOINT_FILE).exists()
 
 
+def test_off_the_writing_process_a_sweep_trains_but_writes_and_locks_nothing(tmp_path, digits, monkeypatch):
+    """Process 1 of a multi-process job: the writer (process 0) holds the lock; this one trains alone."""
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    with RunLock(sweep_dir, "process 0"):
+        before = sorted(p.name for p in sweep_dir.iterdir())
+        monkeypatch.setattr(jax, "process_index", lambda: 1)
+        run = train_run(sweep_dir, VC, digits, tc(1), sweep={"seeds": 2})
+    assert [len(h) for h in run.result.histories] == [1, 1] and run.summary is not None
+    assert sorted(p.name for p in sweep_dir.iterdir()) == before  # no model directory, no sweep.json, no figures
+    assert run.figures == [[], []] and run.sweep_figures == []
+
+
 def test_a_resumed_run_keeps_its_config(tmp_path, digits):
     run_dir = tmp_path / "run"
     assert train_run(run_dir, VC, digits, tc(0)).nothing_to_do.startswith("the epoch limit is 0")

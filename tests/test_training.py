@@ -65,7 +65,7 @@ def test_an_epoch_run_in_progress_chunks_gives_every_step_its_own_noise(binarize
     key, schedules = jax.random.PRNGKey(3), step.init_schedules()
     reports = []
     _, metrics, _ = train_epoch(step, step.init(jax.tree.map(jnp.copy, params)), data, key, schedules, batch_size=20,
-                                progress=lambda n, mean: reports.append((int(n), float(mean))), progress_every=3)
+                                progress=lambda n, mean, model: reports.append((int(n), float(mean))), progress_every=3)
     jax.effects_barrier()
     plan, step_keys = epoch_plan(key, 213, 20)
     jitted = jax.jit(step)
@@ -120,6 +120,21 @@ def _compiles(caplog, name: str) -> int:
     return sum(f"Finished XLA compilation of jit({name})" in r.getMessage() for r in caplog.records)
 
 
+def test_each_model_reports_its_progress_to_its_own_fits_hook():
+    from jaxvae import training
+
+    x = small_data(60)
+    configs = [TrainConfig(batch_size=20, max_epochs=1, seed=s) for s in (0, 1, 2)]
+    reports = []
+    result = fit_models(x, vae_config=SMALL, train_configs=configs, data_parallel=None, progress_every=1,
+                        progress=lambda step, loss, model: reports.append((model, step, loss)))
+    assert sorted((model, step) for model, step, _ in reports) == [(i, n) for i in range(3) for n in (1, 2, 3)]
+    for i in range(3):  # the running mean after the epoch's 3 steps is the model's own train loss
+        last = next(loss for model, step, loss in reports if (model, step) == (i, 3))
+        assert last == pytest.approx(result.histories[i][0]["train_loss"], rel=1e-5)
+    assert training._progress_hooks == {}  # the hook was the call's alone
+
+
 @pytest.mark.slow
 def test_fresh_optimizers_hyperparameters_and_progress_hooks_reuse_the_compiled_epoch(caplog):
     """The epoch compiles once per program: another lr, KL weight, sigma or seed, a fresh but equal
@@ -137,8 +152,8 @@ def test_fresh_optimizers_hyperparameters_and_progress_hooks_reuse_the_compiled_
             dict(train_config=tc, optimizer=adam()),  # a fresh object equal to the default: no compile
             dict(train_config=tc, optimizer=optax.scale_by_adam()),  # another optimizer: its own program
             dict(train_config=tc, optimizer=optax.scale_by_adam()),  # made again: no compile
-            dict(train_config=tc, progress=lambda step, loss: None),  # a host callback: its own program
-            dict(train_config=tc, progress=lambda step, loss: None)]  # another callable: no compile
+            dict(train_config=tc, progress=lambda step, loss, model: None),  # a host callback: its own program
+            dict(train_config=tc, progress=lambda step, loss, model: None)]  # another callable: no compile
     caplog.set_level(logging.WARNING)
     with jax.log_compiles(True):
         losses = [fit(x, vae_config=SMALL, data_parallel=None, **run).history[0]["train_loss"] for run in runs]

@@ -77,7 +77,7 @@ class EpochProgress:
     """Progress bars on stderr, only when it is a terminal (a log file has the epoch lines on stdout).
 
     ``kind`` "epochs": one bar over the run's epochs, advanced after each. "steps": a bar within each
-    epoch, fed by fit's ``progress(step, running_loss)`` host callback (``step_hook``), which keeps the
+    epoch, fed by fit's ``progress(step, running_loss, model)`` host callback (``step_hook``), which keeps the
     epoch out of JAX's persistent compilation cache. "none": nothing.
 
     Args:
@@ -110,7 +110,7 @@ class EpochProgress:
         return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=False, file=self.stream,
                     dynamic_ncols=True)
 
-    def __call__(self, step, running_loss):
+    def __call__(self, step, running_loss, model=0):
         if self.bar is None:
             self.bar = self._new_bar(f"epoch {self.epoch}/{self.max_epochs}", self.steps, "batch")
         self.bar.update(max(0, int(step) - self.bar.n))

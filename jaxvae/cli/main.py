@@ -68,6 +68,12 @@ def add_sweep_parser(sub: argparse._SubParsersAction,
     for h in SWEPT_HYPERPARAMETERS:
         group.add_argument(h.flag, dest=f"sweep_{h.name}", type=float, nargs="+", default=argparse.SUPPRESS, metavar="V",
                            help=f"{h.help}: one value, or several to sweep (default: {h.default:g})")
+    devices = sweep.add_argument_group("devices")
+    devices.add_argument("--mesh", metavar="MxD", default="auto",
+                         help="the devices as a mesh of M on the model axis (each holds 1/M of the models; M must "
+                              "divide their number) by D on the data axis (each batch split over D), as 4x2 "
+                              "(default: auto: every device on the model axis when the models divide by the "
+                              "device count, else each batch split over the devices)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 
 from jaxvae import sweep as sw
-from jaxvae.checks import ResourceError, check_memory, out_of_memory
+from jaxvae.checks import ResourceError, out_of_memory
 from jaxvae.cli.console import (
     EpochProgress,
     SigintFlag,
@@ -44,6 +44,7 @@ from jaxvae.entry import EXIT_INTERRUPTED
 from jaxvae.fileio import os_error_text
 from jaxvae.model import Model, class_path, import_path
 from jaxvae.runs import CONFIG_FILE, TENSORBOARD_DIR, RunBusyError, RunError, RunInfo, TrainRun, train_run
+from jaxvae.runs.trainer import plan_placement
 from jaxvae.tensorboard import TensorBoardLogger
 from jaxvae.training import COLLAPSE_KL, ModelsState, posterior_collapsed
 from jaxvae.vae import as_model
@@ -57,16 +58,16 @@ def _sweep_grid(args) -> dict:
             **{name: getattr(args, f"sweep_{name}", None) for name in SWEEP_VALUE_FLAGS}}
 
 
-def _check_sweep_memory(model: VAEConfig | Model, batch_size: int, dataset: Dataset, grid: dict) -> None:
-    """The memory the models of the grid need, counted before any is built (a huge --seeds would fill
-    the memory with their configs alone); the ResourceError names the flags that count."""
+def _check_sweep_memory(model: VAEConfig | Model, batch_size: int, dataset: Dataset, grid: dict, mesh) -> None:
+    """The memory the models of the grid need on each device of --mesh, counted before any is built (a
+    huge --seeds would fill the memory with their configs alone); the ResourceError names the flags that count."""
     count, flags = grid["seeds"], [f"--seeds {grid['seeds']}"]
     for name, flag in SWEEP_VALUE_FLAGS.items():
         if grid[name]:
             count *= len(grid[name])
             flags.append(f"{flag} ({len(grid[name])} values)")
     try:
-        check_memory(model, batch_size, int(dataset.train_x.size + dataset.test_x.size), count)
+        plan_placement(model, batch_size, dataset, count, mesh)
     except ResourceError as e:
         raise ResourceError(f"{' x '.join(flags)}: {count:,} models; {e}") from None
 
@@ -120,10 +121,10 @@ def _new_run(args, command: str) -> dict:
         vae_config = vae_config.replace(input_dim=int(dataset.train_x.shape[1]))
     model = family_model(family, vae_config, dataset)
     if sweep:
-        _check_sweep_memory(model, train_config.batch_size, dataset, grid)
+        _check_sweep_memory(model, train_config.batch_size, dataset, grid, args.mesh)
     root = Path(args.out) if args.out else default_run_dir(dataset.name, "sweep-" if sweep else "")
     return dict(directory=root, model=model, dataset=dataset, train_config=train_config, sweep=grid,
-                resume=False, data_dir=args.data_dir)
+                resume=False, data_dir=args.data_dir, mesh=getattr(args, "mesh", "auto"))
 
 
 def _family_of(model) -> str | None:
@@ -173,7 +174,7 @@ def _resumed_run(args, command: str) -> dict:
                          "directory")
     return dict(directory=root, dataset=getattr(args, "dataset", None) if command == "train" else None,
                 sweep=command == "sweep" or None, resume=True, max_epochs=getattr(args, "max_epochs", None),
-                data_dir=args.data_dir, download=not args.no_download,
+                data_dir=args.data_dir, download=not args.no_download, mesh=getattr(args, "mesh", "auto"),
                 check_resumed=lambda info: _check_resume_flags(args, command, info, root))
 
 

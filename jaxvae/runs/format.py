@@ -31,7 +31,7 @@ from jaxvae.layout import (  # noqa: F401 (the names of the run directory's file
     TENSORBOARD_DIR,
 )
 from jaxvae.model import Model
-from jaxvae.parallel import is_writer
+from jaxvae.parallel import WRITER
 from jaxvae.runs.ownership import claim_config
 from jaxvae.training import check_hyperparameters
 from jaxvae.vae import as_model, model_record, read_model_record
@@ -180,9 +180,8 @@ def write_run_config(run_dir: str | os.PathLike, info: RunInfo) -> None:
         NotOwnedError: ``config.json`` holds something that is not a valid run config.
         OSError: It is a symbolic link or no regular file, or the write failed; the message names the path.
     """
-    if is_writer():  # multi-process run: process 0 writes
-        claim_config(run_dir)
-        write_json(Path(run_dir) / CONFIG_FILE, run_record(info))
+    WRITER(claim_config, run_dir)  # multi-process run: process 0 writes
+    WRITER(write_json, Path(run_dir) / CONFIG_FILE, run_record(info))
 
 
 def require_run_dir(run_dir: str | os.PathLike) -> Path:
@@ -276,9 +275,8 @@ def write_metrics(run_dir: str | os.PathLike, history: list[dict]) -> None:
         NotOwnedError: ``metrics.jsonl`` holds a file that jaxvae did not write.
         OSError: It is a symbolic link or no regular file, or the write failed; the message names the path.
     """
-    if is_writer():  # multi-process run: process 0 writes
-        lines = "".join(json.dumps(json_safe(record)) + "\n" for record in history)
-        write_owned_text(Path(run_dir) / METRICS_FILE, lines)
+    WRITER(write_owned_text, Path(run_dir) / METRICS_FILE,  # multi-process run: process 0 writes
+           "".join(json.dumps(json_safe(record)) + "\n" for record in history))
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:

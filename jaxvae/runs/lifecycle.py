@@ -17,6 +17,7 @@ from jaxvae.checkpoint import CheckpointError, checkpoint_run_record, load_check
 from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.data import Dataset
 from jaxvae.fileio import OWNERSHIP_FILE, file_kind, json_safe, remove_stale_temps_in, temp_of
+from jaxvae.parallel import WRITER
 from jaxvae.runs.data import data_fingerprints
 from jaxvae.runs.format import (
     CHECKPOINT_FILE,
@@ -313,7 +314,7 @@ def resume_point(run_dir: str | os.PathLike, dataset: str | None = None,
         state = read_checkpoint(checkpoint, info)[0]
         _prepare_resume(run_dir)
         if config.exists():
-            _set_aside(config)
+            WRITER(_set_aside, config)
         write_run_config(run_dir, info)
         _repair_metrics(run_dir, state, log)
         if log:
@@ -331,7 +332,7 @@ def _prepare_resume(run_dir: Path) -> None:
     """Under the lock, once the run's config and checkpoint are read (their refusals say more): refuse
     another's file at one of jaxvae's paths, and remove the temporaries a killed writer left."""
     refuse_foreign(run_dir, links_only=True)
-    _remove_stale_temps(run_dir)
+    WRITER(_remove_stale_temps, run_dir)
 
 
 def _remove_stale_temps(run_dir: Path) -> None:

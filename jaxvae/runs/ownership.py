@@ -15,7 +15,7 @@ from pathlib import Path
 from jaxvae.fileio import OWNERSHIP_FILE, FrameError, has_record, owns, read_regular, record, temp_of, unframe
 from jaxvae.layout import CHECKPOINT_FILE, CONFIG_FILE, EVALUATE_FILE, EXPORT_FILE, FIGURES_DIR, LOCK_FILE
 from jaxvae.layout import METRICS_FILE, SWEEP_FILE
-from jaxvae.parallel import is_writer
+from jaxvae.parallel import WRITER
 
 # The files jaxvae writes at the top of a run or sweep directory, and its folders of files it writes
 # ("summary": a sweep's, jaxvae.sweep.SUMMARY_DIR). Set-aside ".bad" files are renamed, never written.
@@ -169,7 +169,7 @@ def adopt_legacy(directory: str | os.PathLike) -> list[Path]:
         OSError: The record cannot be written; the message names it.
     """
     directory = Path(directory)
-    if not is_writer() or not directory.is_dir() or directory.is_symlink() or has_record(directory):
+    if not WRITER.active or not directory.is_dir() or directory.is_symlink() or has_record(directory):
         return []
     checks = _legacy_checks(directory)
     contents = {path: _read(path) for path in owned_paths(directory) if path.is_file() and not path.is_symlink()}

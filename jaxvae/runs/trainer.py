@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from jax.sharding import Mesh
+
 from jaxvae import sweep as sw
 from jaxvae.batching import steps_per_epoch
 from jaxvae.checks import check_memory
@@ -27,7 +29,7 @@ from jaxvae.data import Dataset
 from jaxvae.errors import InputError
 from jaxvae.fileio import BackgroundWriter, os_error_text
 from jaxvae.model import Model, model_from_record
-from jaxvae.parallel import is_writer
+from jaxvae.parallel import WRITER, DeviceMesh, plan_mesh
 from jaxvae.runs.data import check_arrays, check_run_data, data_fingerprints, run_batches, run_dataset
 from jaxvae.runs.format import (
     CHECKPOINT_FILE,
@@ -84,6 +86,7 @@ class TrainRun:
         summary: A sweep's summary.
         summary_path: Where a sweep's summary was written.
         sweep_figures: A sweep's figures.
+        placement: Where the models and batches go (``parallel.plan_mesh``); None for one device.
     """
 
     root: Path
@@ -102,6 +105,7 @@ class TrainRun:
     summary: dict | None = None  # a sweep's
     summary_path: Path | None = None
     sweep_figures: list[Path] = field(default_factory=list)
+    placement: DeviceMesh | None = None
 
     @property
     def model(self) -> VAEConfig | Model:  # one architecture for all (checked when the run is planned)
@@ -164,6 +168,7 @@ def train_run(
     should_stop: Callable[[], bool] | None = None,
     log: Log | None = None,
     holder: str | None = None,
+    mesh: Mesh | DeviceMesh | tuple[int, int] | str | None = "auto",
 ) -> TrainRun:
     """Train the run (or sweep) in ``directory``: a new one, the one it holds continued exactly, or
     nothing when it is done. Every directory is locked for the whole call (a second writer gets
@@ -201,6 +206,8 @@ def train_run(
         should_stop: Called after each epoch: True stops there (``interrupted``).
         log: Gets every note (a repaired file, data that were found elsewhere); None for silence.
         holder: What a second writer's refusal names (a command line, say); None for this process's.
+        mesh: The devices' (model, data) mesh, as ``training.fit_models`` takes it (``"4x2"``, say);
+            ``"auto"`` for its default, None for one device. Checked before anything is written.
 
     Returns:
         The ``TrainRun``: what was trained, saved and drawn, or why nothing was.
@@ -208,7 +215,8 @@ def train_run(
     Raises:
         InputError: A new run without a model whose record builds it again or a ``Dataset``, a
             hyperparameter the model does not declare, a ``sweep`` that is not a
-            grid, a resumed run given another config, or data the model cannot train on.
+            grid, a resumed run given another config, data the model cannot train on, or a mesh
+            the models or the batch size do not split over.
         RunBusyError: Another process holds a directory's lock.
         RunError: A directory cannot take a new run (it holds one, or files jaxvae did not write), holds
             no run to resume, has files that cannot be read, or its data are not the recorded ones.
@@ -219,10 +227,10 @@ def train_run(
     with contextlib.ExitStack() as locks:  # every directory stays locked to the end, figures included
         if _resuming(root, resume, sweep):
             run = _resume(root, bool(sweep), model, dataset, train_config, max_epochs,
-                          data_dir, download, check_resumed, log, holder, locks)
+                          data_dir, download, check_resumed, log, holder, locks, mesh)
         else:
             run = _new(root, _recorded(model), dataset, train_config or TrainConfig(), sweep, data_dir, log,
-                       holder, locks)
+                       holder, locks, mesh)
         if run.nothing_to_do is None:
             _train(run, callbacks, on_start, should_stop)
             if figures and run.result is not None:
@@ -259,9 +267,30 @@ def _recorded(model: Model | VAEConfig | None) -> VAEConfig | Model:
     return model
 
 
-def _check_memory(model: VAEConfig | Model, batch_size: int, dataset: Dataset, models: int) -> None:
-    # the models and both splits of the data, which training keeps on the device
-    check_memory(model, batch_size, int(dataset.train_x.size + dataset.test_x.size), models)
+def plan_placement(model: VAEConfig | Model, batch_size: int, dataset: Dataset, models: int,
+                   mesh="auto") -> DeviceMesh | None:
+    """The mesh ``models`` models train on (``parallel.plan_mesh``), once each device is seen to have
+    the memory for its share of them (a model axis of M devices: models / M each) and for both splits
+    of the data, which training keeps on every device.
+
+    Args:
+        model: The model, or its ``VAEConfig``.
+        batch_size: Rows per batch.
+        dataset: The data.
+        models: How many models train together.
+        mesh: As ``plan_mesh`` takes it.
+
+    Returns:
+        The ``DeviceMesh``, or None for one device.
+
+    Raises:
+        InputError: A mesh the models or the batch size do not split over.
+        MemoryLimitError: A device would not hold its models and the data.
+    """
+    placement = plan_mesh(mesh, n_models=models, batch_size=batch_size)
+    per_device = models // (placement.shape[0] if placement is not None else 1)
+    check_memory(model, batch_size, int(dataset.train_x.size + dataset.test_x.size), per_device)
+    return placement
 
 
 # --------------------------------------------------------------------------- a new run or sweep
@@ -285,7 +314,7 @@ def check_new_sweep_dir(root: Path, names: Sequence[str]) -> None:
 
 
 def _new(root: Path, model: VAEConfig | Model, dataset, train_config: TrainConfig, grid: dict | None, data_dir,
-         log: Log | None, holder: str | None, locks: contextlib.ExitStack) -> TrainRun:
+         log: Log | None, holder: str | None, locks: contextlib.ExitStack, mesh) -> TrainRun:
     """A new run or sweep: the data checked first, then the directories made, locked and started."""
     if not isinstance(dataset, Dataset):
         raise InputError("dataset: a new run needs its data as a jaxvae.data.Dataset")
@@ -301,24 +330,23 @@ def _new(root: Path, model: VAEConfig | Model, dataset, train_config: TrainConfi
         grid["seeds"] = list(dict.fromkeys(m.seed for m in models))
         check_new_sweep_dir(root, [m.name for m in models])
         run_dirs, configs = [root / m.name for m in models], [m.train_config for m in models]
-    _check_memory(model, train_config.batch_size, dataset, len(configs))
+    placement = plan_placement(model, train_config.batch_size, dataset, len(configs), mesh)
     data_dir = str(Path(data_dir).resolve()) if data_dir else None
     info = RunInfo(model, train_config, dataset.name, tuple(dataset.image_shape), data_dir,
                    fingerprints=data_fingerprints(dataset))
     run = TrainRun(root, run_dirs, [dataclasses.replace(info, train_config=tc) for tc in configs], dataset,
-                   [None] * len(run_dirs), None, models, grid or None)
+                   [None] * len(run_dirs), None, models, grid or None, placement=placement)
     if train_config.max_epochs == 0:
         run.nothing_to_do = "the epoch limit is 0: the configs and the data are valid; nothing written"
         return run
     try:
         for directory in dict.fromkeys([root, *run_dirs]):
-            if is_writer():
-                directory.mkdir(parents=True, exist_ok=True)
-            hold_lock(locks, directory, holder, log)
+            WRITER(directory.mkdir, parents=True, exist_ok=True)
+            WRITER(hold_lock, locks, directory, holder, log)  # the writer alone locks
         for run_dir, run_info in zip(run_dirs, run.infos):
-            if check_new_run_dir(run_dir) and log:  # again, under the lock: nobody trained here meanwhile
+            if WRITER(check_new_run_dir, run_dir) and log:  # again, under the lock: nobody trained here meanwhile
                 log(f"{run_dir} holds a run that never saved a trained epoch: starting afresh in its place")
-            start_new_run(run_dir, run_info)
+            WRITER(start_new_run, run_dir, run_info)
     except OSError as e:
         raise RunError(f"{root}: cannot write the run directory ({os_error_text(e)})", run_dir=root) from None
     if run.is_sweep:
@@ -358,18 +386,18 @@ def _check_same_run(info: RunInfo, model, train_config: TrainConfig | None, lone
 
 
 def _resume(root: Path, sweep: bool, model, dataset, train_config, max_epochs, data_dir, download, check_resumed,
-            log: Log | None, holder: str | None, locks: contextlib.ExitStack) -> TrainRun:
+            log: Log | None, holder: str | None, locks: contextlib.ExitStack, mesh) -> TrainRun:
     """The run or sweep in ``root``, every directory locked before anything is read."""
     grid, errors, run_dirs = None, [None], [root]
     if sweep:
         require_run_dir(root)
-        hold_lock(locks, root, holder, log)
+        WRITER(hold_lock, locks, root, holder, log)
         saved = _read_sweep_file(root)
         grid, errors = saved.grid, list(saved.errors)
         run_dirs = [root / name for name in saved.names]
     for run_dir in run_dirs:
         if run_dir.is_dir():
-            hold_lock(locks, run_dir, holder, log)  # before reading anything: a second writer is refused at once
+            WRITER(hold_lock, locks, run_dir, holder, log)  # before reading anything: a second writer is refused at once
     name = dataset.name if isinstance(dataset, Dataset) else dataset
     points = [resume_point(d, None if sweep else name, log) for d in run_dirs]
     infos, states = [info for info, _ in points], [state for _, state in points]
@@ -393,7 +421,7 @@ def _resume(root: Path, sweep: bool, model, dataset, train_config, max_epochs, d
         return run
     run.dataset = _resumed_data(dataset, infos, run_dirs, data_dir, download, log)
     check_arrays(run.dataset, model, infos[0].train_config.batch_size)
-    _check_memory(model, infos[0].train_config.batch_size, run.dataset, len(infos))
+    run.placement = plan_placement(model, infos[0].train_config.batch_size, run.dataset, len(infos), mesh)
     for i, (run_dir, info) in enumerate(zip(run_dirs, infos)):
         run.infos[i] = resumed_info(info, info.train_config, run.dataset, data_dir)
         if run.infos[i] != points[i][0]:
@@ -463,7 +491,8 @@ def _train(run: TrainRun, callbacks, on_start, should_stop) -> None:
             train, test = run_batches(run.dataset, run.model)
             run.result = fit_models(train, test, model=run.model,
                                     train_configs=run.train_configs, state=state, callbacks=[on_epoch],
-                                    progress=progress, progress_every=max(1, run.steps_per_epoch // 20))
+                                    progress=progress, progress_every=max(1, run.steps_per_epoch // 20),
+                                    data_parallel=run.placement)
     except _Stop:
         run.interrupted = True
         return
