@@ -300,7 +300,11 @@ def save_figures(directory: str | os.PathLike, params, config: VAEConfig | VAEMo
     if history:
         figures["loss_curves.png"] = loss_curves(history)
     names = list(figures)
-    return _save_all(directory, names, lambda: [figures[name] for name in names]) if names else []
+    try:
+        return _save_all(directory, names, lambda: [figures[name] for name in names]) if names else []
+    finally:  # a refused name writes none of them: close the figures drawn (save_figure closes those it wrote)
+        for fig in figures.values():
+            plt.close(fig)
 
 
 def vae_figures(params, model, test_x, test_y, image_shape, key: jax.Array) -> dict:
