@@ -179,7 +179,9 @@ def worker_main() -> None:
                 if data is None:
                     loaded = np.load(job["data_path"])
                     data = {k: loaded[k] for k in loaded.files}
-                impl = __import__("torch_variants" if job["framework"] == "torch" else "jax_variants")
+                # a job may name the module that builds it (benchmarks/family_speed.py's do)
+                impl = __import__(job.get("module") or ("torch_variants" if job["framework"] == "torch"
+                                                        else "jax_variants"))
                 start = time.perf_counter()
                 jobs[cmd["id"]] = made = impl.make_job(job, data)
                 setup_s = time.perf_counter() - start

@@ -1,5 +1,5 @@
-"""The speed benchmark: its counting, its interleaving, and a ``--quick`` run end to end that writes
-sane JSON and Markdown. Speed is never asserted here (see benchmarks/README.md for the numbers)."""
+"""The speed benchmarks: train_speed.py's counting and interleaving, and ``--quick`` runs of it and of
+family_speed.py end to end that write sane JSON and Markdown. Speed is never asserted here (see benchmarks/README.md for the numbers)."""
 import json
 import math
 import os
@@ -133,3 +133,20 @@ def test_the_graphed_step_trains_as_the_eager_one_where_it_cannot_capture():
     fast_losses, graphed_losses = losses["torch_fast"], losses["torch_graphed"]
     assert fast_losses[2] < fast_losses[0]  # it trains
     assert graphed_losses == pytest.approx(fast_losses, rel=1e-5)
+
+
+def test_family_quick_run_times_every_family_against_its_oracle(tmp_path):
+    pytest.importorskip("pythae")
+    out = tmp_path / "family"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, str(SCRIPT.parent / "family_speed.py"), "--quick", "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["quick"] and [r["family"] for r in report["families"]] == ["cvae", "vqvae", "betatc"]
+    for row in report["families"]:
+        assert "error" not in row, row
+        assert len(row["jax_times"]) == len(row["oracle_times"]) == report["rounds"]
+        assert row["ratio"]["n"] == report["rounds"] and row["ratio"]["median"] > 0
+        assert row["steps"] == row["oracle_steps"] == -(-report["n_train"] // 128)
+    assert report["machine"]["cpu"] in out.with_suffix(".md").read_text()

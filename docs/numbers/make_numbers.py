@@ -2,12 +2,14 @@
 
 The runs: ``subset`` (the bundled subset, 30 epochs), ``mnist3`` and ``mnist30`` (full MNIST, 3 and
 30 epochs; the latter's figures are the home page's), ``parity`` (tests/test_parity.py's observed
-errors), ``beta`` (the README's beta sweep) and ``sigma`` (the sweeps guide's MNIST sigma sweep, most
-of the time). Each writes ``docs/numbers/<run>.json`` (the command, the machine, its load, and the
+errors), ``beta`` (the README's beta sweep), ``sigma`` (the sweeps guide's MNIST sigma sweep, most
+of the time) and ``family`` (the conditional VAE, VQ-VAE and beta-TCVAE pages' MNIST runs and
+figures, docs/figures/family_*.png). Each writes ``docs/numbers/<run>.json`` (the command, the machine, its load, and the
 results), and the pages quote those files between markers, ``<!-- numbers: NAME -->`` and
 ``<!-- /numbers -->``, so that they read the same on GitHub and on the site (a marker inside a
 sentence must not start a line: GitHub would take the line for raw HTML). The speed page's figure
-comes from benchmarks/results/train_speed.json (benchmarks/train_speed.py writes it).
+comes from benchmarks/results/train_speed.json (benchmarks/train_speed.py writes it), its family table
+from benchmarks/results/family_speed.json (benchmarks/family_speed.py).
 ``make docs-numbers`` runs them all:
 
     python docs/numbers/make_numbers.py                      # every run, then the pages and figures
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import re
@@ -203,6 +206,178 @@ def beta_sweep() -> dict:
                                       f"kl_weight={BETAS})",
             "date": started.strftime("%Y-%m-%d"), "jaxvae": _version(), "machine": machine(),
             "settings": [{"label": st["label"], "val_kl": st["val_kl"]} for st in summary["settings"]]}
+
+
+FAMILY_EPOCHS = 10
+FAMILY_BETAS = [1.0, 6.0]
+# the family run's models: full MNIST, batch 128, lr 1e-3, the blog's hidden layer of 400
+FAMILY_SETUP = {
+    "cvae": "ConditionalVAEModel.from_config(VAEConfig(input_dim=784, latent_dim=2, likelihood='bernoulli'), "
+            "num_classes=10)",
+    "vae": "VAEModel.from_config(VAEConfig(input_dim=784, latent_dim=16))",
+    "vqvae": "VQVAEModel.from_config(VAEConfig(input_dim=784, latent_dim=16), num_codes=512, ema=True), "
+             "hyper={'commitment': 0.25}",
+    "vqvae_trained_codebook": "the same with ema=False, hyper={'commitment': 0.25, 'quantization': 1.0}",
+    "betatc": "BetaTCVAEModel.from_config(VAEConfig(input_dim=784, latent_dim=10, likelihood='bernoulli'), "
+              "dataset_size=60000, estimator='mss'), hyper={'beta': 1.0 or 6.0}",
+}
+
+
+def _grid(images, rows: int, cols: int, side: int = 28, pad: int = 2):
+    """``rows * cols`` images ``[rows * cols, side * side]`` tiled into one array, white gaps between."""
+    import numpy as np
+
+    images = np.asarray(images).reshape(rows, cols, side, side)
+    out = np.zeros((rows * (side + pad) - pad, cols * (side + pad) - pad), np.float32)
+    for r in range(rows):
+        for c in range(cols):
+            out[r * (side + pad):r * (side + pad) + side, c * (side + pad):c * (side + pad) + side] = images[r, c]
+    return out
+
+
+def _save(fig, name: str) -> None:
+    fig.savefig(FIGURES / name, dpi=90, metadata={"Software": None})
+
+
+def family(data_dir: Path | None = None) -> dict:
+    """The family's guide pages' numbers and figures: the conditional VAE, the VQ-VAE against the VAE at
+    a matched code size, and the beta-TCVAE at two betas, each ``FAMILY_EPOCHS`` epochs on full MNIST
+    (a few minutes). The figures go to docs/figures/family_*.png.
+
+    Args:
+        data_dir: MNIST's IDX files; None for ``MNIST_DIR``.
+
+    Returns:
+        The run's record: the command, the machine, its load and each model's test metrics.
+    """
+    import jax
+    import jax.numpy as jnp
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import jaxvae
+    from jaxvae import BetaTCVAEModel, TrainConfig, VAEConfig
+    from jaxvae.cvae import ConditionalVAEModel
+    from jaxvae.data import load_dataset
+    from jaxvae.vae import VAEModel
+    from jaxvae.vqvae import VQVAEModel
+
+    data = load_dataset("mnist", data_dir=data_dir or MNIST_DIR, download=False, require=True, log=None)
+    test_x = jnp.asarray(data.test_x)
+    loads, started, cpu0 = [load_average()], datetime.datetime.now(datetime.timezone.utc), os.times()
+    base = TrainConfig(max_epochs=FAMILY_EPOCHS, batch_size=128, lr=1e-3)
+    keep = ("val_loss", "val_recon", "val_kl", "val_mi", "val_tc", "val_dim_kl", "val_perplexity",
+            "val_commitment", "val_codebook")
+
+    def fitted(x, val, model, **hyper):
+        t = datetime.datetime.now(datetime.timezone.utc)
+        result = jaxvae.fit(x, val, model=model, train_config=base.replace(hyper=hyper))
+        loads.append(load_average())
+        last = result.history[-1]
+        return result, {"epochs": len(result.history), **{k: last[k] for k in keep if k in last},
+                        "epoch_seconds": [round(r["seconds"], 2) for r in result.history],
+                        "wall_seconds": round((datetime.datetime.now(datetime.timezone.utc) - t).total_seconds(), 1)}
+
+    # the conditional VAE: a row of samples per class; each sample's nearest class mean (of the training
+    # images) against the class it was asked for, and the same for the test images themselves
+    cvae = ConditionalVAEModel.from_config(VAEConfig(input_dim=784, latent_dim=2, likelihood="bernoulli"),
+                                           num_classes=10)
+    result, cvae_out = fitted((data.train_x, data.train_y), (data.test_x, data.test_y), cvae)
+    per_class = 100
+    labels = jnp.repeat(jnp.arange(10), per_class)
+    samples = cvae.sample(result.params, jax.random.PRNGKey(0), labels)
+    means = jnp.stack([jnp.asarray(data.train_x[data.train_y == c].mean(0)) for c in range(10)])
+
+    def nearest(images):
+        return np.asarray(jnp.argmin(jnp.sum((images[:, None] - means[None]) ** 2, -1), axis=1))
+
+    hits = nearest(samples) == np.asarray(labels)
+    cvae_out["samples_nearest_own_class"] = round(float(hits.mean()), 3)
+    cvae_out["samples_nearest_own_class_per_class"] = [round(float(hits[labels == c].mean()), 2) for c in range(10)]
+    cvae_out["test_images_nearest_own_class"] = round(float((nearest(test_x) == data.test_y).mean()), 3)
+    cols = 12
+    shown = np.asarray(samples).reshape(10, per_class, 784)[:, :cols].reshape(-1, 784)
+    fig, ax = plt.subplots(figsize=(cols * 0.55, 10 * 0.55))
+    ax.imshow(_grid(shown, 10, cols), cmap="gray_r", vmin=0, vmax=1)
+    ax.set_yticks([14 + 30 * c for c in range(10)], [str(c) for c in range(10)])
+    ax.set_xticks([])
+    ax.set_ylabel("asked-for class")
+    ax.set_title(f"Conditional VAE samples, z ~ N(0, I), latent 2, {FAMILY_EPOCHS} epochs", fontsize=9)
+    fig.tight_layout()
+    _save(fig, "family_cvae.png")
+    plt.close(fig)
+
+    # the VAE and the VQ-VAE at one code size: a 16-dimensional z, or one 16-dimensional code of 512
+    # (an EMA codebook; a trained one is run too, for the codes it leaves unused)
+    vae = VAEModel.from_config(VAEConfig(input_dim=784, latent_dim=16))
+    vae_result, vae_out = fitted(data.train_x, data.test_x, vae)
+    vae_recon = vae.decode(vae_result.params, vae.encode(vae_result.params, test_x)[0])  # z = the posterior mean
+    vae_out["test_squared_error"] = round(float(jnp.mean(jnp.sum((test_x - vae_recon) ** 2, -1))), 2)
+    vq_runs = []
+    for ema in (True, False):
+        vq = VQVAEModel.from_config(VAEConfig(input_dim=784, latent_dim=16), num_codes=512, ema=ema)
+        vq_result, out = fitted(data.train_x, data.test_x, vq, commitment=0.25)
+        vq_state = vq_result.state.train_state.model_state
+        recon = vq.reconstruct(vq_result.params, vq_state, test_x)
+        _, codes = vq.quantize(vq_result.params, vq_state, vq.encode(vq_result.params, test_x))
+        out["test_squared_error"] = round(float(jnp.mean(jnp.sum((test_x - recon) ** 2, -1))), 2)
+        out["test_codes_used"] = int(np.unique(np.asarray(codes)).size)
+        vq_runs.append((out, recon))
+    (vq_out, vq_recon), (vq_trained_out, _) = vq_runs
+    cols = 12
+    rows = np.concatenate([np.asarray(test_x[:cols]), np.asarray(vae_recon[:cols]), np.asarray(vq_recon[:cols])])
+    fig, ax = plt.subplots(figsize=(cols * 0.6, 3 * 0.75))
+    ax.imshow(_grid(np.clip(rows, 0, 1), 3, cols), cmap="gray_r", vmin=0, vmax=1)
+    ax.set_yticks([14, 44, 74], ["test images", "VAE, latent 16", "VQ-VAE, K=512, EMA"])
+    ax.set_xticks([])
+    ax.set_title(f"MNIST test images and their reconstructions, {FAMILY_EPOCHS} epochs each", fontsize=9)
+    fig.tight_layout()
+    _save(fig, "family_vqvae.png")
+    plt.close(fig)
+
+    # the beta-TCVAE at beta 1 (the ELBO) and 6: test MI, TC and dimension-wise KL, and traversals
+    tc_model = BetaTCVAEModel.from_config(VAEConfig(input_dim=784, latent_dim=10, likelihood="bernoulli"),
+                                          dataset_size=len(data.train_x), estimator="mss")
+    betatc_out = []
+    steps = np.linspace(-3, 3, 7)
+    fig, axes = plt.subplots(1, len(FAMILY_BETAS), figsize=(9, 5.6))
+    for beta, ax in zip(FAMILY_BETAS, axes):
+        result, out = fitted(data.train_x, data.test_x, tc_model, beta=beta)
+        mu, log_sigma = tc_model.encode(result.params, test_x)
+        kl = np.asarray(jnp.mean(0.5 * (mu ** 2 + jnp.exp(2 * log_sigma) - 1) - log_sigma, 0))
+        out["beta"] = beta
+        out["test_kl_per_coordinate"] = [round(float(k), 3) for k in kl]
+        betatc_out.append(out)
+        order = np.argsort(-kl)  # the coordinates that carry most first
+        z0 = np.asarray(mu[0])
+        zs = np.repeat(z0[None, None], 10, 0).repeat(len(steps), 1)
+        for row, d in enumerate(order):
+            zs[row, :, d] = steps
+        images = tc_model.decode(result.params, jnp.asarray(zs.reshape(-1, 10)))
+        ax.imshow(_grid(images, 10, len(steps)), cmap="gray_r", vmin=0, vmax=1)
+        ax.set_yticks([14 + 30 * r for r in range(10)], [f"z{d} ({kl[d]:.1f})" for d in order], fontsize=7)
+        ax.set_xticks([14 + 30 * i for i in range(len(steps))], [f"{s:g}" for s in steps], fontsize=7)
+        ax.set_title(f"beta {beta:g}: TC {out['val_tc']:.2f}, dimension-wise KL {out['val_dim_kl']:.2f}", fontsize=9)
+    fig.suptitle("beta-TCVAE latent traversals of one test image (each row one coordinate, its KL in nats)",
+                 fontsize=9)
+    fig.tight_layout()
+    _save(fig, "family_betatc.png")
+    plt.close(fig)
+
+    cpu1 = os.times()
+    return {"run": "family", "command": "python docs/numbers/make_numbers.py family",
+            "date": started.strftime("%Y-%m-%d"), "jaxvae": _version(), "jax": jax.__version__,
+            "machine": machine(), "load_average": [x for x in loads if x is not None],
+            "wall_seconds": round((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(), 1),
+            "cpu_seconds": round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 1),
+            "train_config": {"max_epochs": FAMILY_EPOCHS, "batch_size": 128, "lr": 1e-3,
+                             "validation": "the MNIST test set"},
+            "models": FAMILY_SETUP,
+            "cvae": cvae_out, "vae": vae_out, "vqvae": vq_out, "vqvae_trained_codebook": vq_trained_out,
+            "betatc": betatc_out}
 
 
 def beta_kl(data: dict) -> list[str]:
@@ -410,6 +585,82 @@ def speed_ratio(data: dict) -> str:
             f"over {r['n']} interleaved rounds; a {m['cores']}-core {m['cpu']} VM, load average {main['load']:.1f})")
 
 
+def _family_source(run: dict) -> str:
+    return (f"{run['train_config']['max_epochs']} epochs on full MNIST, batch {run['train_config']['batch_size']}, "
+            f"lr {_lr(run['train_config']['lr'])}; {_rerun('family')} wrote `docs/numbers/family.json` in "
+            f"{run['wall_seconds']:.0f} s on a {_cpu(run)} VM shared with other work, {_load(run)}")
+
+
+def family_cvae(data: dict) -> str:
+    """The conditional VAE's MNIST result: its test loss, and how often a sample looks like its class."""
+    run = data["family"]
+    c = run["cvae"]
+    worst = min(range(10), key=lambda k: c["samples_nearest_own_class_per_class"][k])
+    return (f"After {c['epochs']} epochs the test loss is {_f(c['val_loss'])} nats per image (reconstruction "
+            f"{_f(c['val_recon'])}, KL {_f(c['val_kl'])}). Of 1000 samples, 100 per class, "
+            f"{100 * c['samples_nearest_own_class']:.0f}% lie nearest to the mean training image of the class "
+            f"they were drawn for; the test images themselves score {100 * c['test_images_nearest_own_class']:.0f}% "
+            f"on that measure. The weakest class is {worst} "
+            f"({100 * c['samples_nearest_own_class_per_class'][worst]:.0f}%). ({_family_source(run)}.)")
+
+
+def family_vqvae(data: dict) -> str:
+    """The VAE against the VQ-VAE at one code size: test squared error, rate, codes in use."""
+    run = data["family"]
+    vae = run["vae"]
+    bits = math.log2(512)
+    lines = ["| model | code | test squared error per image | what the code carries |", "|---|---|---|---|",
+             f"| VAE | z of 16 floats | {_f(vae['test_squared_error'])} | KL {_f(vae['val_kl'], 1)} nats "
+             f"({vae['val_kl'] / math.log(2):.1f} bits) |"]
+    for key, what in (("vqvae", "`ema=True`"), ("vqvae_trained_codebook", "`ema=False`")):
+        vq = run[key]
+        lines.append(f"| VQ-VAE, {what} | one of 512 codes of 16 floats | {_f(vq['test_squared_error'])} | at most "
+                     f"{bits:.0f} bits; {vq['test_codes_used']} codes used, perplexity {_f(vq['val_perplexity'], 0)} "
+                     f"({math.log2(vq['val_perplexity']):.1f} bits) |")
+    lines += ["",
+              f"({_family_source(run)}.)"]
+    return "\n".join(lines)
+
+
+def family_betatc(data: dict) -> str:
+    """The beta-TCVAE at each beta: the test terms of the KL."""
+    run = data["family"]
+    lines = ["| beta | reconstruction | MI | TC | dimension-wise KL | KL (closed form) |", "|---|---|---|---|---|---|"]
+    for r in run["betatc"]:
+        lines.append(f"| {r['beta']:g} | {_f(r['val_recon'])} | {_f(r['val_mi'])} | {_f(r['val_tc'])} | "
+                     f"{_f(r['val_dim_kl'])} | {_f(r['val_kl'])} |")
+    lines += ["", f"(Test-set batch means; {_family_source(run)}.)"]
+    return "\n".join(lines)
+
+
+FAMILY_SPEED = REPO / "benchmarks" / "results" / "family_speed.json"  # benchmarks/family_speed.py writes it
+
+
+def family_speed(data: dict) -> str:
+    """Each family's compiled epoch against its oracle's own loop, from the family speed benchmark."""
+    bench = data["family_speed"]
+    if bench is None:
+        return "Not measured yet: `benchmarks/results/family_speed.json` is missing."
+    m = bench["machine"]
+    lines = ["| family | jaxvae s / epoch | oracle's loop | its s / epoch | jaxvae's speed-up per round |",
+             "|---|---|---|---|---|"]
+    for row in bench["families"]:
+        r = row["ratio"]
+        lines.append(f"| {row['family']} | {row['jax_s']:.2f} | {row['oracle']} | {row['oracle_s']:.2f} | "
+                     f"**{r['median']:.1f}x** ({r['min']:.1f}-{r['max']:.1f}x) |")
+    lines += ["", f"({bench['rounds']} interleaved rounds, {bench['n_train']} MNIST images, batch {bench['batch']}, "
+                  f"on a {m['cores']}-core {m['cpu']} VM shared with other work, load average "
+                  f"{bench['load_min']:.1f}-{bench['load_max']:.1f}; `benchmarks/results/family_speed.json`.)"]
+    if bench["load_median"] > 1.5 * m["cores"]:
+        oracle = [t for row in bench["families"] for t in row["oracle_times"]]
+        ours = [t for row in bench["families"] for t in row["jax_times"]]
+        lines[-1] += (f" Other work kept the {m['cores']} cores oversubscribed (median load "
+                      f"{bench['load_median']:.1f}), and the PyTorch loops suffered far more from it than jaxvae's "
+                      f"epochs ({min(oracle):.0f}-{max(oracle):.0f} s against {min(ours):.1f}-{max(ours):.1f} s over "
+                      "all rounds): on an idle machine expect ratios nearer the low end of each range.")
+    return "\n".join(lines)
+
+
 SECTIONS = {
     "parity-table": parity_table,
     "speed-ratio": speed_ratio,
@@ -424,9 +675,14 @@ SECTIONS = {
     "sigma-table": sigma_table,
     "sigma-text": sigma_text,
     "readme-subset-time": readme_subset_time,
+    "family-cvae": family_cvae,
+    "family-vqvae": family_vqvae,
+    "family-betatc": family_betatc,
+    "family-speed": family_speed,
 }
 PAGES = ["README.md", "docs/index.md", "docs/reproductions.md", "docs/guide/data.md", "docs/guide/cli.md",
-         "docs/guide/sweeps.md", "docs/parity.md", "docs/speed.md"]
+         "docs/guide/sweeps.md", "docs/parity.md", "docs/speed.md", "docs/guide/cvae.md", "docs/guide/vqvae.md",
+         "docs/guide/betatc.md"]
 MARKED = re.compile(r"(<!-- numbers: ([\w-]+) -->)(.*?)(<!-- /numbers -->)", re.S)
 
 
@@ -528,6 +784,7 @@ def draw_figures(data: dict) -> list[Path]:
 def all_data() -> dict:
     data = {name: read(name) for name in [*RUNS, *EXTRA]}
     data["speed"] = json.loads(SPEED.read_text())
+    data["family_speed"] = json.loads(FAMILY_SPEED.read_text()) if FAMILY_SPEED.exists() else None
     return data
 
 
@@ -554,7 +811,10 @@ EXTRA = {
     "parity": ("the parity suite with its errors shown", parity),
     "beta": ("the beta sweep of the README and the Python guide", beta_sweep),
     "sigma": ("the sweeps guide's sigma sweep on full MNIST (minutes)", sigma_sweep),
+    "family": ("the family pages' MNIST runs: conditional VAE, VQ-VAE against the VAE, beta-TCVAE (minutes)",
+               family),
 }
+NEEDS_MNIST = {"sigma", "family"}  # runs that take --data-dir
 
 
 def main(argv=None) -> int:
@@ -577,7 +837,7 @@ def main(argv=None) -> int:
         for name, (what, make) in EXTRA.items():
             if name in args.runs or not args.runs:
                 print(f"{name}: {what}", flush=True)
-                result = make(args.data_dir) if name == "sigma" else make()
+                result = make(args.data_dir) if name in NEEDS_MNIST else make()
                 (HERE / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
         for name in [r for r in args.runs if r not in EXTRA] or ([] if args.runs else list(RUNS)):
             print(f"training {name}: jaxvae train {' '.join(RUNS[name])}", flush=True)
