@@ -240,7 +240,7 @@ def markdown(report: dict) -> str:
             continue
         r = row["ratio"]
         lines.append(f"| {row['family']} | {row['jax_s']:.2f} | {row['oracle']} | {row['oracle_s']:.2f} | "
-                     f"{r['median']:.1f}x ({r['min']:.1f}-{r['max']:.1f}x, {r['n']} rounds) |")
+                     f"{r['median']:.1f}x ({r['min']:.1f}-{r['max']:.1f}x, {r['n']} round{'s' * (r['n'] != 1)}) |")
     return "\n".join(lines) + "\n"
 
 

@@ -139,7 +139,9 @@ def test_family_quick_run_times_every_family_against_its_oracle(tmp_path):
     pytest.importorskip("pythae")
     out = tmp_path / "family"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, str(SCRIPT.parent / "family_speed.py"), "--quick", "--out", str(out)],
+    # one round on 256 images: the script's whole path (three families, their oracles, the report) at least cost
+    proc = subprocess.run([sys.executable, str(SCRIPT.parent / "family_speed.py"), "--quick", "--samples", "256",
+                           "--rounds", "1", "--out", str(out)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.with_suffix(".json").read_text())
