@@ -21,6 +21,7 @@ def test_every_familys_hyperparameters_are_flags_of_train_and_sweep():
                                                        "alpha", "beta", "gamma", "lr"]
 
 
+@pytest.mark.slow
 def test_a_conditional_vae_trains_draws_its_classes_and_resumes(tmp_path, capsys):
     run = tmp_path / "cvae"
     code, out, err = run_cli(capsys, "train", "--model", "cvae", *TINY, "--epochs", "2", "--out", run)
@@ -35,6 +36,7 @@ def test_a_conditional_vae_trains_draws_its_classes_and_resumes(tmp_path, capsys
     assert [r["epoch"] for r in read_metrics(run)] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_a_vq_vae_takes_its_own_hyperparameters_by_flag(tmp_path, capsys):
     run = tmp_path / "vq"
     code, out, err = run_cli(capsys, "train", "--model", "vqvae", *TINY, "--epochs", "1", "--commitment", "0.5",
@@ -47,6 +49,7 @@ def test_a_vq_vae_takes_its_own_hyperparameters_by_flag(tmp_path, capsys):
     assert code == 0 and "perplexity" in out and "vq_loss" in out
 
 
+@pytest.mark.slow
 def test_a_beta_tcvae_sweeps_its_beta(tmp_path, capsys):
     code, out, err = run_cli(capsys, "sweep", "--model", "betatc", *TINY, "--epochs", "1", "--beta", "1", "4",
                              "--no-plots", "--out", tmp_path / "sweep")
