@@ -31,16 +31,19 @@ from jaxvae.models import VAE, params_of
 
 @dataclass(frozen=True)
 class ConfigModules:
-    """Builds the blog's modules (``jaxvae.models.VAE``) of a ``VAEConfig``.
+    """Builds the modules a ``VAEConfig`` describes: ``modules(config, rngs=, dtype=)``, the blog's
+    ``jaxvae.models.VAE`` by default (the VQ-VAE's ``VQModules``, say).
 
     Args:
         config: The model's config.
+        modules: The NNX module class built from it.
     """
 
     config: VAEConfig
+    modules: type = VAE
 
-    def __call__(self, rngs: nnx.Rngs, dtype) -> VAE:
-        return VAE(self.config, rngs=rngs, dtype=dtype)
+    def __call__(self, rngs: nnx.Rngs, dtype) -> nnx.Module:
+        return self.modules(self.config, rngs=rngs, dtype=dtype)
 
 
 class EncoderDecoder(nnx.Module):

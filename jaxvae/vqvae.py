@@ -36,7 +36,7 @@ from jaxvae.hyper import Hyperparameter
 from jaxvae.likelihoods import gauss_similarity_loss
 from jaxvae.model import Model, class_path, import_path, inputs
 from jaxvae.models import Decoder, _dense, _dense_stack, _run_stack, output_parameter, params_of
-from jaxvae.vae import ModulePair, _graphdef, check_features
+from jaxvae.vae import ConfigModules, ModulePair, _graphdef, check_features
 
 #: The additive smoothing of the EMA's code counts, which keeps an unused code's division finite.
 EMA_EPSILON = 1e-5
@@ -201,20 +201,6 @@ class VQModules(nnx.Module):
 
 
 @dataclass(frozen=True)
-class VQConfigModules:
-    """Builds the ``VQModules`` of a ``VAEConfig``.
-
-    Args:
-        config: The model's config.
-    """
-
-    config: VAEConfig
-
-    def __call__(self, rngs: nnx.Rngs, dtype) -> VQModules:
-        return VQModules(self.config, rngs, dtype)
-
-
-@dataclass(frozen=True)
 class VQVAEModel(Model):
     """A VQ-VAE: an encoder to D-dimensional embeddings, a codebook of ``num_codes`` codes, a decoder.
 
@@ -298,7 +284,7 @@ class VQVAEModel(Model):
         if config.objective != "elbo":
             raise InputError(f"objective={config.objective!r}: the VQ-VAE has no importance-weighted bound "
                              "(objective='elbo')")
-        return cls(VQConfigModules(config), config.latent_dim, num_codes, ema, decay, config.input_dim)
+        return cls(ConfigModules(config, VQModules), config.latent_dim, num_codes, ema, decay, config.input_dim)
 
     @classmethod
     def from_modules(cls, encoder, decoder, *, embedding_dim: int, num_codes: int = 512, ema: bool = False,
@@ -327,7 +313,7 @@ class VQVAEModel(Model):
     @property
     def config(self) -> VAEConfig | None:
         """The ``VAEConfig`` this model was made from, or None for your own modules."""
-        return self.build.config if isinstance(self.build, VQConfigModules) else None
+        return self.build.config if isinstance(self.build, ConfigModules) else None
 
     #: Every hyperparameter a VQ-VAE may read: the command line's value flags.
     family_hyperparameters: ClassVar[tuple[Hyperparameter, ...]] = VQVAE_HYPERPARAMETERS
