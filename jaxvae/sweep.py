@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -73,7 +74,7 @@ class SweepModel:
         """The hyperparameters of the sweep's model, lr last: the grid's axes, in its product's order."""
         return model_hyperparameters(as_model(self.model))
 
-    @property
+    @cached_property  # read per model and epoch by the sweep's epoch line: checked once
     def hyper(self) -> Hyper:
         """The model's hyperparameters' values (Python floats)."""
         return hyper_of(as_model(self.model), self.train_config)
