@@ -204,6 +204,35 @@ class Model(abc.ABC):
             ``(loss, metrics, state)``: a scalar, a dict of scalars, the new state.
         """
 
+    def draw_noise(self, key: jax.Array, batch):
+        """The randomness ``loss`` draws from ``key`` on ``batch``, drawn ahead of it (the training epoch
+        draws a chunk of steps' noise in one call); ``key`` itself by default.
+
+        Args:
+            key: The step's key.
+            batch: The batch (its shapes; the values too, for a model whose noise depends on them).
+
+        Returns:
+            A pytree that ``loss_with_noise`` takes.
+        """
+        return key
+
+    def loss_with_noise(self, params, state, batch, noise, hyper) -> tuple[jax.Array, dict, Any]:
+        """``loss`` with its randomness given as ``draw_noise`` drew it: must equal ``loss`` on the key;
+        by default ``loss`` itself, the noise being the key.
+
+        Args:
+            params: The trainable parameters.
+            state: The model's own state.
+            batch: The batch.
+            noise: What ``draw_noise`` returned.
+            hyper: A ``jaxvae.hyper.Hyper``.
+
+        Returns:
+            ``(loss, metrics, state)``.
+        """
+        return self.loss(params, state, batch, noise, hyper)
+
     def check_shapes(self, name: str, batch) -> None:
         """ValueError naming ``name`` when the shapes of ``batch`` do not suit this model; nothing by
         default (``checks.check_data`` has checked that every leaf has the same rows).

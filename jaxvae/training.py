@@ -37,6 +37,8 @@ from jaxvae.vae import as_model
 
 # Steps per loop iteration in the compiled epoch: amortises loop overhead on CPU (see benchmarks/).
 SCAN_UNROLL = 3
+# Steps whose noise is drawn in one call in the compiled epoch (see ``_train_epoch``).
+NOISE_CHUNK = 32
 # Validation runs this many rows (whole batches) through each matmul: ~16% faster than one batch of
 # 128 on CPU, and every batch's loss is the same, bit for bit (its own rows, noise and mean).
 EVAL_GROUP_ROWS = 1024
@@ -248,21 +250,34 @@ class TrainStep:
         """One step on ``batch`` (an array or a pytree of them) with the model's randomness (and the
         binarisation of its inputs) drawn from ``key``. Pure: jit it, or let ``train_epoch`` scan it.
         Returns ``(state, metrics)``: ``{"loss", ...}``, the rest what the model's loss reports."""
+        return self.with_noise(state, *self.draw(key, batch), schedules)
+
+    def draw(self, key, batch):
+        """The step's randomness drawn from ``key`` ahead of it: ``(batch, noise)``, the batch with its
+        inputs binarised (with ``binarize``) and the model's noise (``Model.draw_noise``). ``with_noise``
+        takes them; ``train_epoch`` draws a chunk of steps' at once (one vmapped call).
+
+        Args:
+            key: The step's key.
+            batch: The batch.
+
+        Returns:
+            ``(batch, noise)``.
+        """
         if self.binarize:
             key, binarize_key = jax.random.split(key)
             batch = with_inputs(batch, sample_binary(binarize_key, inputs(batch)))
-        return self._update(state, schedules, lambda params, hyper: self.model.loss(
-            params, state.model_state, batch, key, hyper))
+        return batch, self.model.draw_noise(key, batch)
 
-    def with_noise(self, state: TrainState, batch, eps: jax.Array,
+    def with_noise(self, state: TrainState, batch, eps,
                    schedules: ScheduleStates | None = None) -> tuple[TrainState, dict]:
-        """The step with the reparameterisation noise ``eps`` given, for models that take it
-        (``VAEModel.loss_with_noise``): how the parity tests share the noise.
+        """The step with the model's noise ``eps`` given (``Model.loss_with_noise``), the batch used as
+        it is: what ``draw`` drew (the epoch), or noise shared with another implementation (the parity tests).
 
         Args:
             state: The train state.
-            batch: The batch (an array or a pytree of them).
-            eps: The noise, as the model's ``loss_with_noise`` takes it.
+            batch: The batch (an array or a pytree of them), already binarised where that applies.
+            eps: The noise, as the model's ``draw_noise`` draws it.
             schedules: The schedules' states; None for their initial states.
 
         Returns:
@@ -462,15 +477,21 @@ def _train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules:
 
     def body(carry, xs):
         state, loss_sum, step = carry
-        rows, step_key = xs
-        batch = take(data, rows)
+        batch, noise = xs
         if batch_sharding is not None:
             batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-        state, metrics = train_step(state, batch, step_key, schedules)
+        state, metrics = train_step.with_noise(state, batch, noise, schedules)
         return (state, loss_sum + metrics["loss"], step + 1), metrics
 
+    def drawn_chunk(carry, xs):
+        rows, step_keys = xs
+        # every step's noise in one vmapped draw: XLA's CPU threefry is a loop of ~17 kernels per round,
+        # paid once per chunk instead of once per step, and the numbers are the same as step by step
+        drawn = jax.vmap(train_step.draw)(step_keys, take(data, rows))
+        return jax.lax.scan(body, carry, drawn, unroll=SCAN_UNROLL)
+
     def chunk_of_steps(carry, xs):
-        carry, metrics = jax.lax.scan(body, carry, xs, unroll=SCAN_UNROLL)
+        carry, metrics = _in_chunks(drawn_chunk, carry, xs, NOISE_CHUNK)
         if report_every is not None and reporter is not None:
             _, loss_sum, step = carry
             jax.debug.callback(_report_progress, *reporter, step, loss_sum / step)

@@ -265,6 +265,19 @@ class VAEModel(Model):
         """
         return normal_noise(key, self.iwae_k, batch, self.latent_dim, dtype)
 
+    def draw_noise(self, key: jax.Array, batch) -> jax.Array:
+        """``noise`` for ``batch`` (``Model.draw_noise``).
+
+        Args:
+            key: Draws the noise.
+            batch: The inputs, or a pytree holding them.
+
+        Returns:
+            The noise.
+        """
+        x = inputs(batch)
+        return self.noise(key, x.shape[0], x.dtype)
+
     def loss(self, params, state, batch, key: jax.Array, hyper) -> tuple[jax.Array, dict, Any]:
         """The bound's loss on ``batch``, its noise drawn from ``key`` (``Model.loss``).
 
@@ -278,8 +291,7 @@ class VAEModel(Model):
         Returns:
             ``(loss, metrics, state)``; the ELBO's metrics are ``recon`` and ``kl``.
         """
-        x = inputs(batch)
-        return self.loss_with_noise(params, state, batch, self.noise(key, x.shape[0], x.dtype), hyper)
+        return self.loss_with_noise(params, state, batch, self.draw_noise(key, batch), hyper)
 
     def loss_with_noise(self, params, state, batch, eps: jax.Array, hyper) -> tuple[jax.Array, dict, Any]:
         """``loss`` with the reparameterisation noise ``eps`` given (how the parity tests share it).

@@ -49,14 +49,28 @@ def test_compiled_epoch_equals_a_python_loop_of_train_steps():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.fixture
+def fresh_programs():
+    """A test that patches a constant read when the epoch is traced gets programs of its own."""
+    jax.clear_caches()
+    yield
+    jax.clear_caches()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("binarize", [False, True])
-def test_an_epoch_run_in_progress_chunks_gives_every_step_its_own_noise(binarize):
-    """With a progress hook the epoch runs as a scan over chunks of progress_every steps (here 3: 10
-    full batches, so a remainder, and the tail). Every step must still get the eps (and binary image)
+@pytest.mark.parametrize("progress_every,noise_chunk", [(3, 32), (7, 4), (None, 4)])
+def test_an_epoch_run_in_progress_chunks_gives_every_step_its_own_noise(binarize, progress_every, noise_chunk,
+                                                                       monkeypatch, fresh_programs):
+    """With a progress hook the epoch runs as a scan over chunks of progress_every steps (3 or 7: 10
+    full batches, so a remainder, and the tail), and each chunk draws its noise in chunks of
+    NOISE_CHUNK steps (4: a remainder again). Every step must still get the eps (and binary image)
     its own key gives: with lr 0 the parameters stay put, so each step's loss depends only on its
     batch and its noise, and must be that of a Python loop of single steps. The hook sees the step
     count and the running mean loss after every chunk."""
+    import jaxvae.training as training
+
+    monkeypatch.setattr(training, "NOISE_CHUNK", noise_chunk)
     vc = SMALL.replace(latent_dim=5)
     tc = TrainConfig(batch_size=20, binarize="dynamic" if binarize else "none")
     data = jnp.asarray(small_data(213))
@@ -64,8 +78,9 @@ def test_an_epoch_run_in_progress_chunks_gives_every_step_its_own_noise(binarize
     params = init_params(jax.random.PRNGKey(0), vc)
     key, schedules = jax.random.PRNGKey(3), step.init_schedules()
     reports = []
+    progress = None if progress_every is None else lambda n, mean, model: reports.append((int(n), float(mean)))
     _, metrics, _ = train_epoch(step, step.init(jax.tree.map(jnp.copy, params)), data, key, schedules, batch_size=20,
-                                progress=lambda n, mean, model: reports.append((int(n), float(mean))), progress_every=3)
+                                progress=progress, progress_every=progress_every or 20)
     jax.effects_barrier()
     plan, step_keys = epoch_plan(key, 213, 20)
     jitted = jax.jit(step)
@@ -73,8 +88,9 @@ def test_an_epoch_run_in_progress_chunks_gives_every_step_its_own_noise(binarize
             for rows, k in zip([*plan.full, plan.tail], step_keys)]
     assert metrics["loss"].shape == (11,)
     np.testing.assert_allclose(metrics["loss"], want, rtol=1e-6)
-    assert [n for n, _ in reports] == [3, 6, 9, 10]
-    np.testing.assert_allclose([mean for _, mean in reports], [np.mean(want[:n]) for n in (3, 6, 9, 10)], rtol=1e-5)
+    reported = {3: [3, 6, 9, 10], 7: [7, 10], None: []}[progress_every]
+    assert [n for n, _ in reports] == reported
+    np.testing.assert_allclose([mean for _, mean in reports], [np.mean(want[:n]) for n in reported], rtol=1e-5)
 
 
 @pytest.mark.slow
