@@ -103,18 +103,32 @@ def test_quick_run_writes_every_section(tmp_path):
     assert report["machine"]["cpu"] in markdown and "jax " in report["versions"]
 
 
-def test_burda_breakdown_compiles_each_variant_as_its_own_program_and_reports_them(tmp_path):
-    import burda_breakdown as bb
-    from jaxvae.config import TrainConfig
+def test_step_breakdown_compiles_each_variant_as_its_own_program_and_reports_them(tmp_path):
+    import step_breakdown as sb
 
-    report = bb.main(["--samples", "100", "--rounds", "2", "--out", str(tmp_path / "bb")])
-    assert [r["variant"] for r in report["rows"]] == list(bb.variants(TrainConfig(batch_size=bb.BATCH), 100))
+    report = sb.main(["--samples", "100", "--rounds", "2", "--models", "burda", "--out", str(tmp_path / "sb")])
+    rows = report["models"]["burda"]["rows"]
+    assert [r["variant"] for r in rows] == [*sb.variants("burda", 100), "matmuls only"]
     # every variant changes what is compiled (a patch that did not reach the trace would not)
-    assert len({r["program_sha256"] for r in report["rows"]}) == len(report["rows"])
-    assert all(len(r["seconds"]) == 2 and min(r["seconds"]) > 0 for r in report["rows"])
-    assert report["rows"][0]["ratio_median"] == 1.0
-    assert json.loads((tmp_path / "bb.json").read_text())["steps_per_epoch"] == 5
-    assert "| SGD direction (no Adam) |" in (tmp_path / "bb.md").read_text()
+    programs = [r["program_sha256"] for r in rows if r["program_sha256"]]
+    assert len(set(programs)) == len(programs) == len(rows) - 1
+    assert all(len(r["seconds"]) == 2 and min(r["seconds"]) > 0 for r in rows)
+    assert rows[0]["ratio_median"] == 1.0
+    parts = report["models"]["burda"]["breakdown"]
+    assert list(parts) == ["matmuls", "noise", "Adam", "the rest"]
+    assert sum(parts.values()) == pytest.approx(rows[0]["ms_per_step"])
+    assert json.loads((tmp_path / "sb.json").read_text())["models"]["burda"]["steps_per_epoch"] == 5
+    assert "| SGD direction (no Adam) |" in (tmp_path / "sb.md").read_text()
+
+
+def test_step_breakdown_grid_times_each_pair_of_constants(tmp_path):
+    import step_breakdown as sb
+
+    report = sb.main(["--samples", "100", "--rounds", "1", "--models", "burda", "--grid", "2x1,4x2",
+                      "--out", str(tmp_path / "grid")])
+    rows = report["models"]["burda"]["rows"]
+    assert [r["variant"] for r in rows] == ["2x1", "4x2"] and report["models"]["burda"]["breakdown"] is None
+    assert rows[0]["program_sha256"] != rows[1]["program_sha256"]
 
 
 def test_the_graphed_step_trains_as_the_eager_one_where_it_cannot_capture():
