@@ -52,7 +52,8 @@ def _use(when: str) -> dict:
 
 def test_use_host_cores_before_the_backend_starts():
     result = _use("early")  # jax imported, nothing run yet
-    assert result == {"n": 2, "devices": 2, "flags": f"--xla_backend_optimization_level=0 {HOST_DEVICE_COUNT}=2 {SINGLE}"}
+    flags = f"--xla_backend_optimization_level=0 {HOST_DEVICE_COUNT}=2 {SINGLE}"
+    assert result == {"n": 2, "devices": 2, "flags": flags}
 
 
 def test_use_host_cores_refuses_a_started_backend():
@@ -81,7 +82,7 @@ def test_use_host_cores_refuses_a_bad_count():
     ("auto", "2x1", 4, 2, "", None),            # an explicit mesh is the user's
     ("auto", "auto", 4, 2, f"{HOST_DEVICE_COUNT}=8", None),  # so is a device count in XLA_FLAGS
     ("auto", "auto", 4, 2, "--xla_backend_optimization_level=0", 2),
-    (1, "auto", 4, 2, "", None),                # the opt-out
+    (1, "auto", 4, 2, "", None),                # the default: one device
     (3, "auto", 4, 2, "", 3),                   # asked for: given
 ])
 def test_sweep_host_devices(cores, mesh, models, n_cores, flags, expected):
@@ -96,8 +97,9 @@ def test_no_host_devices_where_an_accelerator_may_be():
 def test_cores_flag_and_model_count():
     parser = build_parser()
     args = parser.parse_args(["sweep", "--seeds", "2", "--recon-sigma", "0.5", "1", "--lr", "1e-3", "1e-2", "3e-3"])
-    assert args.cores == "auto" and sweep_model_count(args) == 12
-    assert parser.parse_args(["sweep", "--cores", "1"]).cores == 1
+    assert args.cores == 1 and sweep_model_count(args) == 12  # one device unless asked
+    assert parser.parse_args(["sweep", "--cores", "auto"]).cores == "auto"
+    assert parser.parse_args(["sweep", "--cores", "2"]).cores == 2
     assert sweep_model_count(parser.parse_args(["sweep"])) == 1
     assert sweep_model_count(parser.parse_args(["sweep", "--resume", "x", "--seeds", "4"])) is None
     with pytest.raises(argparse.ArgumentTypeError, match="give auto or a number of devices"):

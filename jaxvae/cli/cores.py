@@ -1,5 +1,8 @@
-"""``jaxvae sweep --cores``: on a CPU-only machine, one single-threaded JAX device per core, decided
-from the parsed flags and set in ``XLA_FLAGS`` before JAX is loaded (imports no JAX)."""
+"""``jaxvae sweep --cores``: one single-threaded JAX CPU device per core (``auto``: where the machine
+has no accelerator and the models divide among them), decided from the parsed flags and set in
+``XLA_FLAGS`` before JAX is loaded (imports no JAX). The default, 1, keeps one device: on a shared
+2-core machine, two single-threaded devices were not faster for two blog VAEs at batch 32 and 128
+(``benchmarks/host_cores.py`` measures it)."""
 from __future__ import annotations
 
 import argparse
@@ -53,7 +56,7 @@ def host_devices(cores: str | int, mesh: str, n_models: int | None, n_cores: int
     ``--cores auto`` (with ``--mesh auto``, 2 or more models, 2 or more cores, no accelerator and no
     device count in the user's ``XLA_FLAGS``): the most devices, up to one per core and per model,
     whose number divides the models, so that each device trains its share of them; none when that is
-    1 (3 models on 2 cores). ``--cores 1``: never. ``--cores N``: N devices, whatever the rest.
+    1 (3 models on 2 cores). ``--cores 1`` (the default): never. ``--cores N``: N devices, whatever the rest.
 
     Args:
         cores: --cores: "auto" or a count.
@@ -89,7 +92,7 @@ def apply_host_cores(args, environ=os.environ) -> int | None:
     """
     if args.command != "sweep" or "jax" in sys.modules:
         return None
-    cores = getattr(args, "cores", "auto")
+    cores = getattr(args, "cores", 1)
     count = host_devices(cores, getattr(args, "mesh", "auto"), sweep_model_count(args), cpu_cores(), environ,
                          cores == "auto" and may_have_accelerator(environ))
     if count is not None:

@@ -75,11 +75,11 @@ def add_sweep_parser(sub: argparse._SubParsersAction,
                               "divide their number) by D on the data axis (each batch split over D), as 4x2 "
                               "(default: auto: every device on the model axis when the models divide by the "
                               "device count, else each batch split over the devices)")
-    devices.add_argument("--cores", type=cores_type, default="auto", metavar="N",
-                         help="on a machine without GPU or TPU, train on N single-threaded CPU devices, one per "
-                              "core (default: auto: with --mesh auto and XLA_FLAGS giving no device count, one "
-                              "per core, at most one per model, as many as divide the models; 1: one device "
-                              "using every core, as jaxvae train does)")
+    devices.add_argument("--cores", type=cores_type, default=1, metavar="N",
+                         help="train on N single-threaded CPU devices, one per core, instead of one device "
+                              "using every core; auto: on a machine without GPU or TPU, with --mesh auto and no "
+                              "device count in XLA_FLAGS, one per core, at most one per model, as many as divide "
+                              "the models (default: 1: one device, as jaxvae train)")
 
 
 def build_parser() -> argparse.ArgumentParser:
