@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import re
 
+from jaxvae.errors import InputError
+
 #: The number of CPU devices XLA makes.
 HOST_DEVICE_COUNT = "--xla_force_host_platform_device_count"
-#: Each CPU device's work on the thread that runs it: two single-threaded devices on two cores
-#: train two models faster than one device's thread pool does.
-SINGLE_THREADED = ("--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1")
+#: Each CPU device's matmuls on the thread that runs it. ("intra_op_parallelism_threads=1", often
+#: quoted beside it, is TensorFlow's: XLA ignores a word without "--" after the first flag.)
+SINGLE_THREADED = ("--xla_cpu_multi_thread_eigen=false",)
 
 _COUNT = re.compile(rf"(?:^|\s){HOST_DEVICE_COUNT}=(\S*)")
 
@@ -44,7 +46,13 @@ def with_host_devices(flags: str | None, n: int) -> str:
 
     Returns:
         The new text of ``XLA_FLAGS``.
+
+    Raises:
+        InputError: ``flags`` names a file of flags (XLA reads text that does not start with "-" so).
     """
+    if flags and flags.strip() and not flags.strip().startswith("-"):
+        raise InputError(f"XLA_FLAGS names a file of flags ({flags.strip()!r}); write {HOST_DEVICE_COUNT}=N "
+                         "in it, or give the flags themselves")
     names = {HOST_DEVICE_COUNT, *(flag.split("=")[0] for flag in SINGLE_THREADED)}
     kept = [flag for flag in (flags or "").split() if flag.split("=")[0] not in names]
     return " ".join([*kept, f"{HOST_DEVICE_COUNT}={int(n)}", *SINGLE_THREADED])

@@ -11,6 +11,7 @@ from cli_helpers import PYTHON, subprocess_env
 
 from jaxvae.cli.cores import apply_host_cores, cores_type, host_devices, sweep_model_count
 from jaxvae.cli.main import build_parser
+from jaxvae.errors import InputError
 from jaxvae.xla_flags import HOST_DEVICE_COUNT, SINGLE_THREADED, host_device_count, with_host_devices
 
 SINGLE = " ".join(SINGLE_THREADED)
@@ -26,6 +27,8 @@ def test_flags_are_added_to_the_users():
     assert host_device_count(again) == 2
     assert host_device_count("--a=1") is None and host_device_count(None) is None
     assert host_device_count(f"{HOST_DEVICE_COUNT}=x") is None
+    with pytest.raises(InputError, match="XLA_FLAGS names a file of flags"):
+        with_host_devices("/etc/xla_flags.txt", 2)
 
 
 USE = """
@@ -63,7 +66,6 @@ def test_use_host_cores_refuses_a_started_backend():
 
 
 def test_use_host_cores_refuses_a_bad_count():
-    from jaxvae.errors import InputError
     from jaxvae.parallel import use_host_cores
 
     for bad in (0, -1, 1.5, True):
@@ -81,6 +83,7 @@ def test_use_host_cores_refuses_a_bad_count():
     ("auto", "auto", None, 2, "", None),        # a resumed sweep
     ("auto", "2x1", 4, 2, "", None),            # an explicit mesh is the user's
     ("auto", "auto", 4, 2, f"{HOST_DEVICE_COUNT}=8", None),  # so is a device count in XLA_FLAGS
+    ("auto", "auto", 4, 2, "/etc/xla_flags.txt", None),  # or a file of flags
     ("auto", "auto", 4, 2, "--xla_backend_optimization_level=0", 2),
     (1, "auto", 4, 2, "", None),                # the default: one device
     (3, "auto", 4, 2, "", 3),                   # asked for: given

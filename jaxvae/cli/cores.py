@@ -53,10 +53,11 @@ def host_devices(cores: str | int, mesh: str, n_models: int | None, n_cores: int
                  accelerator: bool) -> int | None:
     """The CPU devices a sweep should get, or None to leave JAX's default (one multi-threaded device).
 
-    ``--cores auto`` (with ``--mesh auto``, 2 or more models, 2 or more cores, no accelerator and no
-    device count in the user's ``XLA_FLAGS``): the most devices, up to one per core and per model,
-    whose number divides the models, so that each device trains its share of them; none when that is
-    1 (3 models on 2 cores). ``--cores 1`` (the default): never. ``--cores N``: N devices, whatever the rest.
+    ``--cores auto`` (with ``--mesh auto``, 2 or more models, 2 or more cores, no accelerator, no
+    device count in the user's ``XLA_FLAGS`` and no file of flags there): the most devices, up to one
+    per core and per model, whose number divides the models, so that each device trains its share of
+    them; none when that is 1 (3 models on 2 cores). ``--cores 1`` (the default): never. ``--cores N``:
+    N devices, whatever the rest.
 
     Args:
         cores: --cores: "auto" or a count.
@@ -73,7 +74,8 @@ def host_devices(cores: str | int, mesh: str, n_models: int | None, n_cores: int
         return cores if cores > 1 else None
     if mesh != "auto" or not n_models or n_models < 2 or n_cores < 2 or accelerator:
         return None
-    if host_device_count(environ.get("XLA_FLAGS")) is not None:
+    flags = environ.get("XLA_FLAGS", "").strip()
+    if host_device_count(flags) is not None or (flags and not flags.startswith("-")):  # a count, or a flag file
         return None
     count = max(d for d in range(1, min(n_cores, n_models) + 1) if n_models % d == 0)
     return count if count > 1 else None

@@ -209,7 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, --version, or argparse's one-line error (already printed)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USAGE)
     args.command_line = shlex.join([PROG, *argv])  # who holds a run's lock, for a second writer's message
-    args.host_devices = apply_host_cores(args)  # XLA_FLAGS, read when JAX's backend starts: before JAX loads
+    try:
+        args.host_devices = apply_host_cores(args)  # XLA_FLAGS, read when JAX's backend starts: before JAX loads
+    except JaxvaeError as e:
+        return _error(args.command, str(e), e.exit_code)
     enable_compile_cache()  # before the command compiles anything
     module, function = COMMANDS[args.command].split(":")
     try:
