@@ -18,6 +18,7 @@ process must load the same data and use the same seed; arrays are built with
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxvae.errors import InputError
+from jaxvae.xla_flags import cpu_cores, with_host_devices
 
 DATA_AXIS = "data"
 MODEL_AXIS = "model"
@@ -225,6 +227,43 @@ def plan_mesh(spec="auto", *, n_models: int, batch_size: int, devices=None) -> D
         raise InputError(f"mesh {model}x{data}: batch_size {batch_size} does not split evenly over a data axis of "
                          f"{data} devices; give a batch size divisible by {data} or another mesh")
     return placement if placement.num_devices > 1 else None
+
+
+def use_host_cores(n: int | None = None) -> int:
+    """Make JAX's CPU backend ``n`` devices, each single-threaded: on a CPU, a sweep of several models
+    then trains them one device per core (``plan_mesh("auto")`` puts the devices on the "model" axis
+    where they divide the models), faster than one device whose thread pool shares the cores.
+
+    It sets ``XLA_FLAGS`` (other flags kept), which XLA reads when JAX's backend starts, so it must be
+    called before anything uses JAX (``jax.devices()``, an array, a jit); importing JAX is fine. It
+    then starts the backend and checks the CPU device count. A backend already started with ``n``
+    CPU devices passes that check although its threads are as they were.
+
+    Args:
+        n: The devices; None for one per core this process may use.
+
+    Returns:
+        ``n``.
+
+    Raises:
+        InputError: ``n`` below 1, or JAX's backend already started with another CPU device count
+            (``XLA_FLAGS`` is then left as it was).
+    """
+    n = cpu_cores() if n is None else n
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError(f"use_host_cores: n must be a positive number of devices, got {n!r}")
+    previous = os.environ.get("XLA_FLAGS")
+    os.environ["XLA_FLAGS"] = with_host_devices(previous, int(n))
+    count = len(jax.devices("cpu"))
+    if count != n:
+        if previous is None:
+            del os.environ["XLA_FLAGS"]
+        else:
+            os.environ["XLA_FLAGS"] = previous
+        raise InputError(f"use_host_cores({n}): JAX's backend has already started, with {count} CPU device"
+                         f"{'s' * (count > 1)}; call it before anything uses JAX (jax.devices(), an array, a jit), "
+                         "or set XLA_FLAGS before starting Python")
+    return int(n)
 
 
 class Writer:

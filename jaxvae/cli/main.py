@@ -13,6 +13,7 @@ from typing import Callable
 from jaxvae import __version__
 from jaxvae.cli.cache import enable_compile_cache
 from jaxvae.cli.console import warn
+from jaxvae.cli.cores import apply_host_cores, cores_type
 from jaxvae.cli.flags import (
     EXIT_RESOURCES,
     EXIT_USAGE,
@@ -74,6 +75,11 @@ def add_sweep_parser(sub: argparse._SubParsersAction,
                               "divide their number) by D on the data axis (each batch split over D), as 4x2 "
                               "(default: auto: every device on the model axis when the models divide by the "
                               "device count, else each batch split over the devices)")
+    devices.add_argument("--cores", type=cores_type, default=1, metavar="N",
+                         help="train on N single-threaded CPU devices, one per core, instead of one device "
+                              "using every core; auto: on a machine without GPU or TPU, with --mesh auto and no "
+                              "device count in XLA_FLAGS, one per core, at most one per model, as many as divide "
+                              "the models (default: 1: one device, as jaxvae train)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, --version, or argparse's one-line error (already printed)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USAGE)
     args.command_line = shlex.join([PROG, *argv])  # who holds a run's lock, for a second writer's message
+    try:
+        args.host_devices = apply_host_cores(args)  # XLA_FLAGS, read when JAX's backend starts: before JAX loads
+    except JaxvaeError as e:
+        return _error(args.command, str(e), e.exit_code)
     enable_compile_cache()  # before the command compiles anything
     module, function = COMMANDS[args.command].split(":")
     try:
