@@ -35,9 +35,11 @@ from jaxvae.parallel import DataParallel, DeviceMesh, plan_mesh
 from jaxvae.structure import structure_key
 from jaxvae.vae import as_model
 
-# Steps per loop iteration in the compiled epoch: amortises loop overhead on CPU (see benchmarks/).
-SCAN_UNROLL = 3
-# Steps whose noise is drawn in one call in the compiled epoch (see ``_train_epoch``).
+# The compiled epoch's loop: NOISE_CHUNK steps' noise drawn in one vmapped call, then a scan of them,
+# SCAN_UNROLL steps per iteration. Chosen with benchmarks/step_breakdown.py --grid (results/step_grid.md,
+# 2-core AMD EPYC): 32x1 was the fastest for Burda's step (0.84x the time of 32x3) and within the spread
+# of the best for the blog's (0.93x); unrolling gains nothing once the noise is drawn ahead.
+SCAN_UNROLL = 1
 NOISE_CHUNK = 32
 # Validation runs this many rows (whole batches) through each matmul: ~16% faster than one batch of
 # 128 on CPU, and every batch's loss is the same, bit for bit (its own rows, noise and mean).
@@ -499,9 +501,10 @@ def _train_epoch(train_step: TrainStep, state: TrainState, data, key, schedules:
 
     carry = (state, jnp.zeros((), inputs(data).dtype), jnp.zeros((), jnp.int32))
     n_full = batches.full.shape[0]
-    # With progress, the steps run in chunks of report_every and the report comes between chunks (no
-    # per-step test in the loop).
-    chunk = max(1, n_full if report_every is None else min(report_every, n_full))
+    # With progress, the steps run in chunks of report_every rounded up to whole noise chunks, and the
+    # report comes between chunks (no per-step test in the loop): the noise is drawn in the same chunks
+    # with or without reports, so the numbers are the same, bit for bit.
+    chunk = max(1, n_full if report_every is None else min(NOISE_CHUNK * -(-report_every // NOISE_CHUNK), n_full))
     (state, _, _), metrics = _in_chunks(chunk_of_steps, carry, (batches.full, step_keys[:n_full]), chunk)
     if batches.tail.shape[0]:
         state, tail_metrics = train_step(state, take(data, batches.tail), step_keys[-1], schedules)
@@ -532,7 +535,7 @@ def train_epoch(train_step: TrainStep, state: TrainState, data, key: jax.Array, 
         progress: Called on the host as ``progress(step, running_mean_loss, 0)`` (0: the model's index)
             every ``progress_every`` steps (and after the last full batch); None for no reports. With
             ``progress``, the call returns once the epoch is done (every report made).
-        progress_every: Steps between reports.
+        progress_every: Steps between reports, rounded up to a multiple of ``NOISE_CHUNK`` (32).
         batch_sharding: Splits each full batch over devices (``jaxvae.parallel``); None for one device.
 
     Returns:
