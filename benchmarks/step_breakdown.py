@@ -9,7 +9,7 @@ The models: ``burda`` (784-200-200-50 tanh, Bernoulli, dynamic binarisation, bat
 ``--conv-samples`` images). Per model, each variant is ``jaxvae.train_epoch`` traced with one thing
 changed:
 
-* ``noise per step``: every step draws its own noise (``NOISE_CHUNK = 1``), as before 0.4.0;
+* ``noise per step``: every step draws its own noise (``NOISE_CHUNK = 1``), as in 0.3.0;
 * ``no noise``: no binarisation draw and zero reparameterisation noise (the noise's cost);
 * ``SGD direction (no Adam)``: ``optax.identity()`` instead of Adam (Adam's cost);
 * ``flat Adam (optax.flatten)``: the same Adam over one vector of all parameters;

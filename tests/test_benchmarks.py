@@ -166,3 +166,18 @@ def test_family_quick_run_times_every_family_against_its_oracle(tmp_path):
         assert row["ratio"]["n"] == report["rounds"] and row["ratio"]["median"] > 0
         assert row["steps"] == row["oracle_steps"] == -(-report["n_train"] // 128)
     assert report["machine"]["cpu"] in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.slow
+def test_host_cores_runs_each_side_in_its_own_process_with_its_devices(tmp_path):
+    import host_cores
+
+    repo = Path(host_cores.__file__).resolve().parents[1]
+    host_cores.main(["--samples", "256", "--epochs", "2", "--rounds", "1", "--batch", "64", "--model", "burda",
+                     "--other", str(repo), "--other-name", "this again", "--out", str(tmp_path / "hc")])
+    report = json.loads((tmp_path / "hc.json").read_text())
+    assert [(r["side"], r["devices"]) for r in report["rows"]] == [
+        ("one device", 1), ("one per core", 2), ("this again, one device", 1)]
+    assert set(report["summary"]["throughput"]) == {"one device", "one per core", "this again, one device"}
+    assert report["summary"]["ratio"]["median"] > 0 and report["summary"]["ratio_other"]["median"] > 0
+    assert "over this again, one device" in (tmp_path / "hc.md").read_text()

@@ -9,7 +9,8 @@ results), and the pages quote those files between markers, ``<!-- numbers: NAME 
 ``<!-- /numbers -->``, so that they read the same on GitHub and on the site (a marker inside a
 sentence must not start a line: GitHub would take the line for raw HTML). The speed page's figure
 comes from benchmarks/results/train_speed.json (benchmarks/train_speed.py writes it), its family table
-from benchmarks/results/family_speed.json (benchmarks/family_speed.py).
+from benchmarks/results/family_speed.json (benchmarks/family_speed.py), its step breakdown (figure and
+table) from benchmarks/results/step_breakdown.json (benchmarks/step_breakdown.py).
 ``make docs-numbers`` runs them all:
 
     python docs/numbers/make_numbers.py                      # every run, then the pages and figures
@@ -661,8 +662,47 @@ def family_speed(data: dict) -> str:
     return "\n".join(lines)
 
 
+STEP_BREAKDOWN = REPO / "benchmarks" / "results" / "step_breakdown.json"  # benchmarks/step_breakdown.py writes it
+STEP_MODELS = {"burda": "Burda's model, batch 20", "blog": "the blog's model, batch 128"}
+
+
+def _shipped(model: dict) -> dict:
+    return model["rows"][0]
+
+
+def _floor(model: dict) -> dict:
+    return next(r for r in model["rows"] if r["variant"] == "matmuls only")
+
+
+def step_sentence(data: dict) -> str:
+    """Each model's step against its matmul floor, from the breakdown benchmark."""
+    bench = data["step_breakdown"]
+    parts = []
+    for name, label in STEP_MODELS.items():
+        m = bench["models"][name]
+        floor = _floor(m)
+        parts.append(f"{label} takes {_shipped(m)['ms_per_step']:.3f} ms per step, {1 / floor['ratio_median']:.2f}x "
+                     f"its matmul floor ({1 / floor['ratio_max']:.2f}-{1 / floor['ratio_min']:.2f}x per round)")
+    return "; ".join(parts)
+
+
+def step_table(data: dict) -> str:
+    """The breakdown benchmark's variants per model: ms per step and the ratio to the shipped step."""
+    bench = data["step_breakdown"]
+    lines = [f"{bench['data'].split(' from ')[0]}, {bench['rounds']} interleaved rounds, {bench['machine']}, load "
+             f"average {bench['load']:.1f}-{bench['load_after']:.1f} (`benchmarks/results/step_breakdown.md`):", "",
+             "| model | variant | ms/step | x shipped, per round |", "|---|---|---|---|"]
+    for name, label in STEP_MODELS.items():
+        for r in bench["models"][name]["rows"]:
+            lines.append(f"| {label} | {r['variant']} | {r['ms_per_step']:.3f} | {r['ratio_median']:.3f} "
+                         f"({r['ratio_min']:.3f}-{r['ratio_max']:.3f}) |")
+    return "\n".join(lines)
+
+
 SECTIONS = {
     "parity-table": parity_table,
+    "step-sentence": step_sentence,
+    "step-table": step_table,
     "speed-ratio": speed_ratio,
     "mnist-table": mnist_table,
     "mnist-sentence": mnist_sentence,
@@ -754,6 +794,7 @@ def draw_figures(data: dict) -> list[Path]:
     plt.close(fig)
     written.append(path)
 
+    written.append(draw_step_breakdown(data["step_breakdown"], plt))
     if data.get("parity"):
         rows = data["parity"]["rows"]
         fig, ax = plt.subplots(figsize=(9, 4.0))
@@ -781,10 +822,39 @@ def draw_figures(data: dict) -> list[Path]:
     return written
 
 
+def draw_step_breakdown(bench: dict, plt) -> Path:
+    """The speed page's breakdown: per model, the shipped step as matmul floor, noise, Adam and the
+    rest, above the same step with the noise drawn step by step, in ms per step."""
+    colours = {"matmuls": "tab:blue", "noise": "tab:orange", "Adam": "tab:green", "the rest": "tab:gray"}
+    fig, axes = plt.subplots(1, len(STEP_MODELS), figsize=(11, 3.2))
+    for ax, (name, label) in zip(axes, STEP_MODELS.items()):
+        m = bench["models"][name]
+        parts = m["breakdown"]
+        per_step = next(r for r in m["rows"] if r["variant"] == "noise per step")["ms_per_step"]
+        left = 0.0
+        for part, ms in parts.items():
+            ax.barh(1, max(ms, 0.0), left=left, color=colours[part], label=part)
+            left += max(ms, 0.0)
+        ax.barh(0, per_step, color="tab:red", alpha=0.6, label="noise drawn per step (as in 0.3.0)")
+        ax.set_yticks([0, 1], ["noise per step", "shipped"])
+        ax.set_xlabel("ms per step (median)")
+        ax.set_title(f"{label} ({m['steps_per_epoch']} steps per epoch)", fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=5)
+    fig.suptitle(f"Where a step's time goes: {bench['machine'].split(';')[0]} "
+                 "(benchmarks/results/step_breakdown.json)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    path = FIGURES / "step_breakdown.png"
+    fig.savefig(path, dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
 def all_data() -> dict:
     data = {name: read(name) for name in [*RUNS, *EXTRA]}
     data["speed"] = json.loads(SPEED.read_text())
     data["family_speed"] = json.loads(FAMILY_SPEED.read_text()) if FAMILY_SPEED.exists() else None
+    data["step_breakdown"] = json.loads(STEP_BREAKDOWN.read_text())
     return data
 
 
