@@ -21,7 +21,7 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
-from train_speed import machine_description  # noqa: E402  (imports no framework)
+from train_speed import machine_description, write_report  # noqa: E402  (imports no framework)
 
 CHILD = r'''
 import json, os, sys, time
@@ -134,11 +134,7 @@ def main(argv=None):
                           "ratio": ratio("one per core", "one device")}}
     if args.other:
         report["summary"]["ratio_other"] = ratio("one per core", sides[2][0])
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    print(write_report(report, Path(args.out), markdown(report)))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ from jaxvae.batching import steps_per_epoch
 from jaxvae.config import TrainConfig, VAEConfig
 from jaxvae.model import inputs, with_inputs
 from jaxvae.training import TrainStep, init_fit_state
-from train_speed import dense_layers
+from jax_variants import make_matmul
+from train_speed import dense_layers, matmul_flops
 
 BENCH_DIR = Path(__file__).resolve().parent
 # name -> (model config, train config)
@@ -118,32 +119,16 @@ def compile_epoch(step: TrainStep, context, state, data, key, schedules, batch_s
 
 
 def matmul_epoch(vc: VAEConfig, batch_size: int, n_steps: int):
-    """The dots of ``n_steps`` steps of a dense model and nothing else (``train_speed.dense_layers``:
-    per layer the forward product, the weight gradient and, but for the first layer, the input
-    gradient; the encoder's two heads as one matmul): the floor the epoch is measured against. None
-    for the conv model."""
+    """The dots of ``n_steps`` steps of a dense model and nothing else (``jax_variants.make_matmul`` on
+    ``train_speed.dense_layers``: per layer the forward product, the weight gradient and, but for the
+    first layer, the input gradient; the encoder's two heads as one matmul): the floor the epoch is
+    measured against. None for the conv model."""
     if vc.architecture != "mlp":
         return None
     layers = dense_layers(vc.hidden, vc.latent_dim, vc.input_dim)
-    rng = np.random.default_rng(0)
-    xs = [jnp.asarray(rng.random((batch_size, fan_in), dtype=np.float32)) for fan_in, _ in layers]
-    gs = [jnp.asarray(rng.random((batch_size, fan_out), dtype=np.float32)) for _, fan_out in layers]
-    ws = [jnp.asarray(rng.random(layer, dtype=np.float32)) for layer in layers]
-
-    @jax.jit
-    def dots(xs, gs, ws):
-        # each dot reads the loop carry and its whole output is used: XLA can neither hoist nor shrink it
-        def body(_, c):
-            total = c
-            for k, (x, g, w) in enumerate(zip(xs, gs, ws)):
-                xc, gc = x + c, g + c
-                total = total + (xc @ w).sum() + (xc.T @ gc).sum()
-                if k:
-                    total = total + (gc @ w.T).sum()
-            return c + 1e-30 * total
-        return jax.lax.fori_loop(0, n_steps, body, jnp.zeros((), jnp.float32))
-
-    return lambda: dots(xs, gs, ws)
+    gflop = n_steps * matmul_flops(layers, batch_size) / 1e9
+    return make_matmul({"layers": layers, "rows": batch_size, "backward": True, "matmul_gflop": gflop,
+                        "precision": "highest"}).run
 
 
 def load_data(data_dir: str | None, samples: int) -> tuple[np.ndarray, str]:
@@ -164,7 +149,7 @@ def run_once(run: dict, data) -> float:
         run["state"], metrics, _ = run["compiled"](run["state"], data, key, run["schedules"])
         jax.block_until_ready(metrics)
     else:
-        jax.block_until_ready(run["dots"]())
+        run["dots"]()  # returns once the device is done
     return time.perf_counter() - start
 
 

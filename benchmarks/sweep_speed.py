@@ -35,6 +35,8 @@ for _path in (str(REPO_ROOT), str(BENCH_DIR)):  # the checkout's own jaxvae wins
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+from train_speed import write_report  # noqa: E402  (imports no framework)
+
 SIDES = ("sweep", "sequential")
 
 
@@ -221,11 +223,7 @@ def main(argv=None):
         "pairs": pairs, "pair_ratios": pair_ratios, "ratios": {k: spread(v) for k, v in pair_ratios.items()},
         "load": spread([p[s]["load"] for p in pairs for s in SIDES]), "note": args.note,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    print(write_report(report, Path(args.out), markdown(report)))
 
 
 if __name__ == "__main__":

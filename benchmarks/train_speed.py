@@ -508,9 +508,10 @@ def write_atomically(path: Path, text: str) -> None:
     partial.replace(path)
 
 
-def write_report(report: dict, out: Path) -> str:
+def write_report(report: dict, out: Path, markdown: str | None = None) -> str:
+    """``out``.json and ``out``.md (``markdown``, by default this benchmark's report), each written whole."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    markdown = markdown_report(report)
+    markdown = markdown_report(report) if markdown is None else markdown
     write_atomically(out.with_suffix(".json"), json.dumps(report, indent=1))
     write_atomically(out.with_suffix(".md"), markdown)
     return markdown
