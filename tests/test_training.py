@@ -156,9 +156,10 @@ def _compiles(caplog, name: str) -> int:
     return sum(f"Finished XLA compilation of jit({name})" in r.getMessage() for r in caplog.records)
 
 
-def test_each_model_reports_its_progress_to_its_own_fits_hook():
+def test_each_model_reports_its_progress_to_its_own_fits_hook(monkeypatch, fresh_programs):
     from jaxvae import training
 
+    monkeypatch.setattr(training, "NOISE_CHUNK", 1)  # reports come between noise chunks: here every step
     x = small_data(60)
     configs = [TrainConfig(batch_size=20, max_epochs=1, seed=s) for s in (0, 1, 2)]
     reports = []
