@@ -9,7 +9,8 @@ The models: ``burda`` (784-200-200-50 tanh, Bernoulli, dynamic binarisation, bat
 ``--conv-samples`` images). Per model, each variant is ``jaxvae.train_epoch`` traced with one thing
 changed:
 
-* ``noise per step``: every step draws its own noise (``NOISE_CHUNK = 1``), as in 0.3.0;
+* ``noise per step``: every step draws its own noise (``NOISE_CHUNK = 1``);
+* ``0.3.0's loop``: 0.3.0's epoch, every step drawing its noise inside it, three steps per iteration;
 * ``no noise``: no binarisation draw and zero reparameterisation noise (the noise's cost);
 * ``SGD direction (no Adam)``: ``optax.identity()`` instead of Adam (Adam's cost);
 * ``flat Adam (optax.flatten)``: the same Adam over one vector of all parameters;
@@ -40,7 +41,7 @@ import optax
 from jaxvae import training
 from jaxvae.batching import steps_per_epoch
 from jaxvae.config import TrainConfig, VAEConfig
-from jaxvae.model import inputs, with_inputs
+from jaxvae.model import batch_size_of, inputs, take, with_inputs
 from jaxvae.training import TrainStep, init_fit_state
 from jax_variants import make_matmul
 from train_speed import dense_layers, matmul_flops
@@ -73,6 +74,26 @@ def _no_noise(self, key, batch):
     return batch, jax.tree.map(jnp.zeros_like, jax.eval_shape(self.model.draw_noise, key, batch))
 
 
+def epoch_0_3_0(train_step, state, data, key, schedules, batch_size, drop_last, *_):
+    """0.3.0's epoch loop, for comparison: every step draws its own noise inside it (``train_step(state,
+    batch, key)``), three steps per loop iteration, no progress reports."""
+    batches, step_keys = training.epoch_plan(key, batch_size_of(data), batch_size, drop_last)
+
+    def body(carry, xs):
+        state, loss_sum = carry
+        rows, step_key = xs
+        state, metrics = train_step(state, take(data, rows), step_key, schedules)
+        return (state, loss_sum + metrics["loss"]), metrics
+
+    n_full = batches.full.shape[0]
+    (state, _), metrics = jax.lax.scan(body, (state, jnp.zeros((), inputs(data).dtype)),
+                                       (batches.full, step_keys[:n_full]), unroll=3)
+    if batches.tail.shape[0]:
+        state, tail = train_step(state, take(data, batches.tail), step_keys[-1], schedules)
+        metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), metrics, tail)
+    return state, metrics, jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(state.params)]))
+
+
 def variants(name: str, n: int) -> dict:
     """variant -> (TrainStep, context manager active while tracing)."""
     vc, tc = MODELS[name]
@@ -85,6 +106,7 @@ def variants(name: str, n: int) -> dict:
     return {
         SHIPPED: (shipped, contextlib.nullcontext),
         "noise per step": (shipped, lambda: patched(training, "NOISE_CHUNK", 1)),
+        "0.3.0's loop": (shipped, lambda: patched(training, "_train_epoch", epoch_0_3_0)),
         "no noise": (shipped, lambda: patched(TrainStep, "draw", _no_noise)),
         "SGD direction (no Adam)": (with_optimizer(optax.identity()), contextlib.nullcontext),
         "flat Adam (optax.flatten)": (with_optimizer(optax.flatten(shipped.optimizer)), contextlib.nullcontext),
