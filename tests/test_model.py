@@ -200,3 +200,45 @@ def test_a_checkpoint_of_your_own_model_records_its_classes_and_loads_again(tmp_
                                               r"again: no_such_module:Encoder cannot be imported") as error:
         load_checkpoint(tmp_path / "moved.msgpack")
     assert "\n" not in str(error.value)
+
+
+@dataclass(frozen=True)
+class NoisyAE(LabelledAE):
+    """LabelledAE with input noise drawn ahead (``draw_noise``): a pytree of two draws per batch."""
+
+    def draw_noise(self, key, batch):
+        x, _ = batch
+        a, b = jax.random.split(key)
+        return {"add": 0.1 * jax.random.normal(a, x.shape, x.dtype), "keep": jax.random.bernoulli(b, 0.9, x.shape)}
+
+    def loss_with_noise(self, params, state, batch, noise, hyper):
+        x, y = batch
+        return super().loss(params, state, (jnp.where(noise["keep"], x + noise["add"], 0.0), y), None, hyper)
+
+    def loss(self, params, state, batch, key, hyper):
+        return self.loss_with_noise(params, state, batch, self.draw_noise(key, batch), hyper)
+
+
+def test_a_models_own_noise_is_drawn_ahead_in_chunks_and_each_step_gets_its_own(monkeypatch):
+    """The epoch draws NOISE_CHUNK steps' noise (a pytree here) in one vmapped call; with lr 0 each
+    step's loss depends only on its batch and noise, and must be that of the step run alone."""
+    from jaxvae import training
+    from jaxvae.batching import steps_per_epoch
+    from jaxvae.training import TrainStep, epoch_plan, train_epoch
+
+    monkeypatch.setattr(training, "NOISE_CHUNK", 3)  # 7 full steps: two chunks and a remainder, then the tail
+    jax.clear_caches()
+    x, y = small_data(150)
+    model = NoisyAE()
+    step = TrainStep.from_configs(model, TrainConfig(batch_size=20), steps_per_epoch(150, 20), lr_schedule=0.0)
+    params, state = model.init(jax.random.PRNGKey(0))
+    key = jax.random.PRNGKey(7)
+    _, metrics, _ = train_epoch(step, step.init(jax.tree.map(jnp.copy, params), model_state=jnp.copy(state)), (x, y), key,
+                                batch_size=20)
+    jax.clear_caches()
+    plan, keys = epoch_plan(key, 150, 20)
+    alone = jax.jit(step)
+    want = [float(alone(step.init(params, model_state=state), (x[rows], y[rows]), k)[1]["loss"])
+            for rows, k in zip([*plan.full, plan.tail], keys)]
+    assert len(set(want)) == len(want)  # every step's batch and noise differ
+    np.testing.assert_allclose(metrics["loss"], want, rtol=1e-6)
