@@ -206,7 +206,8 @@ class Model(abc.ABC):
 
     def draw_noise(self, key: jax.Array, batch):
         """The randomness ``loss`` draws from ``key`` on ``batch``, drawn ahead of it (the training epoch
-        draws a chunk of steps' noise in one call); ``key`` itself by default.
+        draws a chunk of steps' noise in one call); ``key`` itself by default. Used only where this and
+        ``loss_with_noise`` are defined with ``loss`` or below it (``draws_noise_ahead``).
 
         Args:
             key: The step's key.
@@ -325,3 +326,25 @@ class Model(abc.ABC):
             The pytree of shapes.
         """
         return jax.eval_shape(lambda: self.init(jax.random.PRNGKey(0), dtype)[0])
+
+
+def _defined_in(cls: type, name: str) -> type:
+    return next(c for c in cls.__mro__ if name in vars(c))
+
+
+def draws_noise_ahead(model: Model) -> bool:
+    """Whether training may draw ``model``'s noise ahead (``draw_noise``, then ``loss_with_noise``):
+    both belong to its ``loss``, defined in the class that defines ``loss`` or below it. A subclass
+    that overrides ``loss`` alone (a ``VAEModel`` with a loss of its own, say) is trained through its
+    ``loss``, never through the parent's ``loss_with_noise``.
+
+    Args:
+        model: The model.
+
+    Returns:
+        True where ``loss_with_noise(draw_noise(key))`` is the model's ``loss``.
+    """
+    cls = type(model)
+    owner = _defined_in(cls, "loss")
+    return all(issubclass(_defined_in(cls, name), owner) for name in ("draw_noise", "loss_with_noise"))
+

@@ -30,7 +30,7 @@ from jaxvae.checks import check_data
 from jaxvae.config import OWN_HYPERPARAMETERS, TrainConfig, VAEConfig, check_configs
 from jaxvae.errors import InputError, NumericalError
 from jaxvae.hyper import KL_WEIGHT, LR, Hyper, Hyperparameter
-from jaxvae.model import Model, batch_size_of, inputs, take, with_inputs
+from jaxvae.model import Model, batch_size_of, draws_noise_ahead, inputs, take, with_inputs
 from jaxvae.parallel import DataParallel, DeviceMesh, plan_mesh
 from jaxvae.structure import structure_key
 from jaxvae.vae import as_model
@@ -256,8 +256,9 @@ class TrainStep:
 
     def draw(self, key, batch):
         """The step's randomness drawn from ``key`` ahead of it: ``(batch, noise)``, the batch with its
-        inputs binarised (with ``binarize``) and the model's noise (``Model.draw_noise``). ``with_noise``
-        takes them; ``train_epoch`` draws a chunk of steps' at once (one vmapped call).
+        inputs binarised (with ``binarize``) and the model's noise (``Model.draw_noise``; the key itself
+        where ``model.draws_noise_ahead`` says no). ``with_noise`` takes them; ``train_epoch`` draws a
+        chunk of steps' at once (one vmapped call).
 
         Args:
             key: The step's key.
@@ -269,7 +270,7 @@ class TrainStep:
         if self.binarize:
             key, binarize_key = jax.random.split(key)
             batch = with_inputs(batch, sample_binary(binarize_key, inputs(batch)))
-        return batch, self.model.draw_noise(key, batch)
+        return batch, (self.model.draw_noise(key, batch) if draws_noise_ahead(self.model) else key)
 
     def with_noise(self, state: TrainState, batch, eps,
                    schedules: ScheduleStates | None = None) -> tuple[TrainState, dict]:
@@ -285,8 +286,8 @@ class TrainStep:
         Returns:
             ``(state, metrics)``, as ``__call__``.
         """
-        return self._update(state, schedules, lambda params, hyper: self.model.loss_with_noise(
-            params, state.model_state, batch, eps, hyper))
+        loss = self.model.loss_with_noise if draws_noise_ahead(self.model) else self.model.loss  # eps is the key
+        return self._update(state, schedules, lambda params, hyper: loss(params, state.model_state, batch, eps, hyper))
 
     def _update(self, state: TrainState, schedules, loss_fn):
         """params <- params - lr_t * optimizer(grad loss_fn(params, hyper_t)); the model's state as the loss

@@ -242,3 +242,34 @@ def test_a_models_own_noise_is_drawn_ahead_in_chunks_and_each_step_gets_its_own(
             for rows, k in zip([*plan.full, plan.tail], keys)]
     assert len(set(want)) == len(want)  # every step's batch and noise differ
     np.testing.assert_allclose(metrics["loss"], want, rtol=1e-6)
+
+
+@dataclass(frozen=True)
+class ScaledLossVAE(VAEModel):
+    """A VAEModel whose own loss (half the VAE's) overrides ``loss`` alone, as a user's subclass may."""
+
+    def loss(self, params, state, batch, key, hyper):
+        loss, metrics, state = super().loss(params, state, batch, key, hyper)
+        return 0.5 * loss, metrics, state
+
+
+def test_a_subclass_that_overrides_loss_alone_trains_through_its_own_loss():
+    """Its parent's draw_noise/loss_with_noise are not its loss: the epoch must not draw ahead through them."""
+    from jaxvae.batching import steps_per_epoch
+    from jaxvae.model import draws_noise_ahead
+    from jaxvae.training import TrainStep, epoch_plan, train_epoch
+
+    parent = VAEModel.from_config(SMALL)
+    model = ScaledLossVAE.from_config(SMALL)
+    assert draws_noise_ahead(parent) and not draws_noise_ahead(model)
+    x, _ = small_data(100)
+    steps = [TrainStep.from_configs(m, TrainConfig(batch_size=20), steps_per_epoch(100, 20), lr_schedule=0.0)
+             for m in (parent, model)]
+    params = parent.init(jax.random.PRNGKey(0))[0]
+    key = jax.random.PRNGKey(3)
+    losses = [train_epoch(step, step.init(jax.tree.map(jnp.copy, params)), x, key, batch_size=20)[1]["loss"]
+              for step in steps]
+    np.testing.assert_allclose(losses[1], 0.5 * losses[0], rtol=1e-6)
+    plan, keys = epoch_plan(key, 100, 20)
+    assert float(jax.jit(steps[1])(steps[1].init(params), x[plan.full[0]], keys[0])[1]["loss"]) == pytest.approx(
+        float(losses[1][0]), rel=1e-6)
