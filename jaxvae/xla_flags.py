@@ -36,6 +36,19 @@ def host_device_count(flags: str | None) -> int | None:
         return None
 
 
+def names_flag_file(flags: str | None) -> bool:
+    """Whether ``flags`` (an ``XLA_FLAGS`` value) names a file of flags: XLA reads text that does not
+    start with "-" so.
+
+    Args:
+        flags: The text of ``XLA_FLAGS``; None or "" for none.
+
+    Returns:
+        True for a file name.
+    """
+    return bool(flags and flags.strip() and not flags.strip().startswith("-"))
+
+
 def with_host_devices(flags: str | None, n: int) -> str:
     """``flags`` with ``n`` single-threaded CPU devices: the device count and the threading flags
     replaced where given, every other flag kept.
@@ -50,7 +63,7 @@ def with_host_devices(flags: str | None, n: int) -> str:
     Raises:
         InputError: ``flags`` names a file of flags (XLA reads text that does not start with "-" so).
     """
-    if flags and flags.strip() and not flags.strip().startswith("-"):
+    if names_flag_file(flags):
         raise InputError(f"XLA_FLAGS names a file of flags ({flags.strip()!r}); write {HOST_DEVICE_COUNT}=N "
                          "in it, or give the flags themselves")
     names = {HOST_DEVICE_COUNT, *(flag.split("=")[0] for flag in SINGLE_THREADED)}

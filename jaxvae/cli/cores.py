@@ -1,8 +1,8 @@
 """``jaxvae sweep --cores``: one single-threaded JAX CPU device per core (``auto``: where the machine
 has no accelerator and the models divide among them), decided from the parsed flags and set in
-``XLA_FLAGS`` before JAX is loaded (imports no JAX). The default, 1, keeps one device: on a shared
-2-core machine, two single-threaded devices were not faster for two blog VAEs at batch 32 and 128
-(``benchmarks/host_cores.py`` measures it)."""
+``XLA_FLAGS`` before JAX is loaded (imports no JAX). The default, 1, keeps one device: on a 2-core
+AMD EPYC VM two single-threaded devices trained two Burda models (batch 20) 1.14x as fast, but two
+blog VAEs (batch 128) no faster, 0.98x (``benchmarks/results/host_cores_*.md``)."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +14,7 @@ import sys
 from typing import Mapping
 
 from jaxvae.cli.flags import SWEEP_VALUE_FLAGS
-from jaxvae.xla_flags import cpu_cores, host_device_count, with_host_devices
+from jaxvae.xla_flags import cpu_cores, host_device_count, names_flag_file, with_host_devices
 
 # Installed PJRT plugins or TPU runtimes: a machine with one may have an accelerator.
 ACCELERATOR_MODULES = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "jax_rocm7_plugin", "libtpu")
@@ -74,8 +74,8 @@ def host_devices(cores: str | int, mesh: str, n_models: int | None, n_cores: int
         return cores if cores > 1 else None
     if mesh != "auto" or not n_models or n_models < 2 or n_cores < 2 or accelerator:
         return None
-    flags = environ.get("XLA_FLAGS", "").strip()
-    if host_device_count(flags) is not None or (flags and not flags.startswith("-")):  # a count, or a flag file
+    flags = environ.get("XLA_FLAGS")
+    if host_device_count(flags) is not None or names_flag_file(flags):  # the user's own count or file: theirs
         return None
     count = max(d for d in range(1, min(n_cores, n_models) + 1) if n_models % d == 0)
     return count if count > 1 else None
